@@ -1,0 +1,110 @@
+"""The embedded Cloud Healthcare API as one ASGI application.
+
+``create_app(config)`` is what ``dicomql serve`` hands to uvicorn and what the in-process transport
+drives directly, so the SQL front end sees the same HTTP contract wherever the service runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dicomql.service import errors
+from dicomql.service.config import ServiceConfig
+from dicomql.service.routes import routes
+from dicomql.store.blobs import BlobStore, LocalBlobStore
+from dicomql.store.index import Index
+
+
+@dataclass
+class Service:
+    """What every endpoint needs: the configuration, the index and the blob store."""
+
+    config: ServiceConfig
+    index: Index
+    blobs: BlobStore
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def create_app(config: ServiceConfig) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        index = Index.open(config.index_url)
+        blobs = LocalBlobStore(config.blob_root)
+        service = Service(config=config, index=index, blobs=blobs)
+        recover(service)
+        app.state.service = service
+        try:
+            yield
+        finally:
+            index.close()
+
+    middleware = [
+        # Outermost, so browser preflights are answered before authentication (PS3.18 viewers).
+        Middleware(
+            CORSMiddleware,
+            allow_origins=["*"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["Content-Type", "Content-Length", "Warning", "Location"],
+        ),
+        Middleware(BearerTokenMiddleware, token=config.auth_token),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            errors.ServiceError: errors.handle_service_error,
+            HTTPException: errors.handle_http_exception,
+            Exception: errors.handle_unexpected,
+        },
+    )
+
+
+def recover(service: Service) -> None:
+    """Repair what a crash can leave behind before serving: partial blob writes and blobs that
+    were written but never indexed (see ``blob_journal``)."""
+    service.blobs.remove_temporaries()
+    from dicomql.store import instances as instance_store
+
+    instance_store.recover_journal(service.index, service.blobs)
+
+
+class BearerTokenMiddleware:
+    """Require ``Authorization: Bearer <token>`` on every request when a token is configured."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.expected is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(supplied, self.expected):
+            await self.app(scope, receive, send)
+            return
+        response = errors.error_response(
+            errors.Unauthenticated(
+                "Request is missing required authentication credential. Expected OAuth 2 access"
+                " token or other valid authentication credential."
+            )
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="dicomql"'
+        await response(scope, receive, send)

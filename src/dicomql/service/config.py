@@ -1,0 +1,36 @@
+"""The embedded service's configuration, built once at the edge (CLI flags or connect())."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where the service keeps its data and how it guards itself.
+
+    Attributes:
+        data_dir: holds the SQLite index (unless ``database_url`` names another) and the blobs.
+        database_url: SQLAlchemy URL of the index; ``None`` means SQLite in ``data_dir``.
+        auth_token: when set, every request must carry ``Authorization: Bearer <token>``.
+        max_request_bytes: cap on non-STOW request bodies (Cloud Healthcare: 10 MB).
+        workers: how many long-running-operation workers this process runs.
+    """
+
+    data_dir: Path
+    database_url: str | None = None
+    auth_token: str | None = None
+    max_request_bytes: int = 10 * 1024 * 1024
+    workers: int = 2
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def index_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    @property
+    def blob_root(self) -> Path:
+        return self.data_dir / "blobs"

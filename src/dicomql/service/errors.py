@@ -1,0 +1,142 @@
+"""Service errors, each declaring its HTTP code and google.rpc.Code name at class level.
+
+One exception handler (registered on :class:`ServiceError`) renders every subclass as Google's
+envelope ``{"error": {"code": 404, "message": "...", "status": "NOT_FOUND"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("dicomql.service")
+
+
+class ServiceError(Exception):
+    code: int = 500
+    status: str = "INTERNAL"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class InvalidArgument(ServiceError):
+    code, status = 400, "INVALID_ARGUMENT"
+
+
+class FailedPrecondition(ServiceError):
+    code, status = 400, "FAILED_PRECONDITION"
+
+
+class OutOfRange(ServiceError):
+    code, status = 400, "OUT_OF_RANGE"
+
+
+class Unauthenticated(ServiceError):
+    code, status = 401, "UNAUTHENTICATED"
+
+
+class PermissionDenied(ServiceError):
+    code, status = 403, "PERMISSION_DENIED"
+
+
+class NotFound(ServiceError):
+    code, status = 404, "NOT_FOUND"
+
+
+class AlreadyExists(ServiceError):
+    code, status = 409, "ALREADY_EXISTS"
+
+
+class Aborted(ServiceError):
+    code, status = 409, "ABORTED"
+
+
+class NotAcceptable(ServiceError):
+    # DICOMweb (PS3.18 8.7): no acceptable media type or transfer syntax. google.rpc has no
+    # 406 code; Cloud Healthcare reports these as FAILED_PRECONDITION with HTTP 406.
+    code, status = 406, "FAILED_PRECONDITION"
+
+
+class PayloadTooLarge(ServiceError):
+    code, status = 413, "INVALID_ARGUMENT"
+
+
+class UnsupportedMediaType(ServiceError):
+    code, status = 415, "INVALID_ARGUMENT"
+
+
+class ResourceExhausted(ServiceError):
+    code, status = 429, "RESOURCE_EXHAUSTED"
+
+
+class Cancelled(ServiceError):
+    code, status = 499, "CANCELLED"
+
+
+class Unimplemented(ServiceError):
+    code, status = 501, "UNIMPLEMENTED"
+
+
+class Unavailable(ServiceError):
+    code, status = 503, "UNAVAILABLE"
+
+
+def error_body(code: int, status: str, message: str, details: list[Any] | None = None) -> dict:
+    error: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.code, error.status, error.message, error.details), status_code=error.code
+    )
+
+
+async def handle_service_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc)
+
+
+_HTTP_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    415: "INVALID_ARGUMENT",
+}
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = _HTTP_STATUS.get(exc.status_code, "UNKNOWN")
+    if exc.status_code == 404:
+        message = f"The requested URL {request.url.path} was not found on this server."
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not supported for {request.url.path}."
+    else:
+        message = str(exc.detail)
+    return JSONResponse(
+        error_body(exc.status_code, status, message),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # A bug, not bad input: log it with its traceback and still answer in Google's shape.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        error_body(500, "INTERNAL", "Internal error encountered."), status_code=500
+    )

@@ -1,0 +1,44 @@
+"""The service's URL map: Cloud Healthcare v1 paths, as in the discovery document.
+
+Path parameters use the ``rid`` convertor (``[^/:]+``) so a resource ID can never swallow a
+custom verb such as ``:deidentify``. Parameter names: ``project``, ``location``, ``dataset``,
+``dicom_store``, ``operation``, ``study``, ``series``, ``instance``.
+"""
+
+from __future__ import annotations
+
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.routing import BaseRoute, Mount
+
+
+class ResourceIdConvertor(Convertor[str]):
+    regex = "[^/:]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("rid", ResourceIdConvertor())
+
+# Imported after the convertor is registered: their route paths use it.
+from dicomql.service import datasets, dicom_stores, locations, operations  # noqa: E402
+from dicomql.service.dicomweb import routes as dicomweb_routes  # noqa: E402
+
+LOCATION = "/v1/projects/{project:rid}/locations/{location:rid}"
+DICOM_STORE = "/datasets/{dataset:rid}/dicomStores/{dicom_store:rid}"
+
+routes: list[BaseRoute] = [
+    Mount("/v1/projects/{project:rid}", routes=locations.routes),
+    Mount(
+        LOCATION,
+        routes=[
+            Mount(f"{DICOM_STORE}/dicomWeb", routes=dicomweb_routes.routes),
+            *dicom_stores.routes,
+            *operations.routes,
+            *datasets.routes,
+        ],
+    ),
+]

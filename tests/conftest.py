@@ -1,0 +1,140 @@
+"""Shared fixtures: the index backends (SQLite and PostgreSQL), the embedded service in-process,
+and the same service behind a real uvicorn server on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from dicomql.provider.transports import InProcessTransport
+from dicomql.service.app import create_app
+from dicomql.service.config import ServiceConfig
+
+POSTGRES_URL = os.environ.get(
+    "DICOMQL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_reachable() -> str | None:
+    """None if PostgreSQL answers, else the reason it does not."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}".strip()
+
+
+_POSTGRES_PROBLEM: list[str | None] = []
+
+
+def postgres_problem() -> str | None:
+    if not _POSTGRES_PROBLEM:
+        _POSTGRES_PROBLEM.append(_postgres_reachable())
+    return _POSTGRES_PROBLEM[0]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    problem = postgres_problem()
+    if problem:
+        pytest.skip(problem)
+    import psycopg
+
+    schema = f"dq_{secrets.token_hex(6)}"
+    plain = POSTGRES_URL.replace("+psycopg", "")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """The index backend: None (SQLite in the data dir) or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def service_config(tmp_path: Path, database_url: str | None) -> ServiceConfig:
+    return ServiceConfig(data_dir=tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+def embedded(service_config: ServiceConfig) -> Iterator[httpx.Client]:
+    """An httpx client answered by the embedded service in this process."""
+    transport = InProcessTransport(create_app(service_config))
+    with httpx.Client(transport=transport, base_url="http://embedded") as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """The service on a real uvicorn server in a background thread, on a loopback port."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(config),
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+            )
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server(service_config: ServiceConfig) -> Iterator[LiveServer]:
+    server = LiveServer(service_config).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def http(live_server: LiveServer) -> Iterator[httpx.Client]:
+    """An httpx client of the live server."""
+    with httpx.Client(base_url=live_server.url, timeout=60) as client:
+        yield client
