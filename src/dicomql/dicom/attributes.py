@@ -8,10 +8,10 @@ the Cloud Healthcare DICOM conformance statement (Search transaction) and PS3.18
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     STUDY = "STUDY"
     SERIES = "SERIES"
     INSTANCE = "INSTANCE"
@@ -51,12 +51,20 @@ INDEXED_ATTRIBUTES: tuple[IndexedAttribute, ...] = (
     _a("SeriesNumber", 0x00200011, "IS", R, "series_number", searchable=False),
     _a("SeriesDescription", 0x0008103E, "LO", R, "series_description", searchable=False),
     _a(
-        "PerformedProcedureStepStartDate", 0x00400244, "DA", R,
-        "performed_procedure_step_start_date", searchable=False,
+        "PerformedProcedureStepStartDate",
+        0x00400244,
+        "DA",
+        R,
+        "performed_procedure_step_start_date",
+        searchable=False,
     ),
     _a(
-        "PerformedProcedureStepStartTime", 0x00400245, "TM", R,
-        "performed_procedure_step_start_time", searchable=False,
+        "PerformedProcedureStepStartTime",
+        0x00400245,
+        "TM",
+        R,
+        "performed_procedure_step_start_time",
+        searchable=False,
     ),
     _a("SOPInstanceUID", 0x00080018, "UI", I, "sop_instance_uid"),
     _a("SOPClassUID", 0x00080016, "UI", I, "sop_class_uid", searchable=False),

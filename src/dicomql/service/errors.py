@@ -137,6 +137,4 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     # A bug, not bad input: log it with its traceback and still answer in Google's shape.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        error_body(500, "INTERNAL", "Internal error encountered."), status_code=500
-    )
+    return JSONResponse(error_body(500, "INTERNAL", "Internal error encountered."), status_code=500)
