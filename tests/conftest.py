@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -138,3 +139,23 @@ def http(live_server: LiveServer) -> Iterator[httpx.Client]:
     """An httpx client of the live server."""
     with httpx.Client(base_url=live_server.url, timeout=60) as client:
         yield client
+
+
+@pytest.fixture
+def healthcare(live_server: LiveServer) -> Iterator[Any]:
+    """google-api-python-client's Cloud Healthcare v1 service, pointed at the live server.
+
+    Built from the discovery document bundled with the client (static_discovery: no network).
+    """
+    import google.auth.credentials
+    import googleapiclient.discovery
+
+    service = googleapiclient.discovery.build(
+        "healthcare",
+        "v1",
+        client_options={"api_endpoint": live_server.url},
+        credentials=google.auth.credentials.AnonymousCredentials(),
+        static_discovery=True,
+    )
+    with service:  # closes its httplib2 connections
+        yield service

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from dicomql.config import ConnectionConfig
 
 DEFAULT_DATA_DIR = Path(os.environ.get("DICOMQL_DATA_DIR", "~/.local/share/dicomql")).expanduser()
 
@@ -67,6 +73,169 @@ def serve(
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, access_log=False)
 
 
+def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that choose a backend and the engine's defaults (``exec`` and ``shell``)."""
+    options = [
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Run the embedded service over this directory (the default backend; "
+            "default $DICOMQL_DATA_DIR, else ~/.local/share/dicomql).",
+        ),
+        click.option(
+            "--database-url",
+            help="The embedded service's index, e.g. postgresql+psycopg://user@host/db "
+            "(default $DICOMQL_DATABASE_URL, else SQLite in the data directory).",
+        ),
+        click.option(
+            "--endpoint",
+            metavar="URL",
+            help="Send requests to this Cloud Healthcare API, e.g. http://127.0.0.1:8080 "
+            "(dicomql serve); default $DICOMQL_ENDPOINT.",
+        ),
+        click.option("--token", help="Bearer token for --endpoint (default $DICOMQL_TOKEN)."),
+        click.option(
+            "--backend",
+            type=click.Choice(["google"]),
+            help="Use Google's Cloud Healthcare API (Application Default Credentials unless "
+            "--credentials).",
+        ),
+        click.option(
+            "--credentials",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="A Google service-account or authorized-user key file (with --backend google).",
+        ),
+        click.option(
+            "--var",
+            "var",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="Fill {{ NAME }} in statements; repeatable; overrides --vars.",
+        ),
+        click.option(
+            "--vars",
+            "vars_file",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="A JSON object of template variables (StackQL's --iqldata).",
+        ),
+        click.option(
+            "--page-limit",
+            type=click.IntRange(min=0),
+            default=20,
+            show_default=True,
+            help="Pages a list follows (nextPageToken); 0 follows all of them.",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Choice(["table", "json", "csv", "jsonl", "text"]),
+            default="table",
+            show_default=True,
+            help="How rows are printed.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _connection_config(
+    data_dir: Path | None,
+    database_url: str | None,
+    endpoint: str | None,
+    token: str | None,
+    backend: str | None,
+    credentials: Path | None,
+    var: tuple[str, ...],
+    vars_file: Path | None,
+    page_limit: int,
+) -> ConnectionConfig:
+    from dicomql.config import ConnectionConfig
+    from dicomql.errors import Error
+
+    variables = _variables(var, vars_file)
+    try:
+        return ConnectionConfig.build(
+            data_dir=data_dir,
+            database_url=database_url,
+            endpoint=endpoint,
+            token=token,
+            backend=backend,
+            credentials=credentials,
+            page_limit=page_limit or None,
+            variables=variables,
+        )
+    except Error as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _variables(var: tuple[str, ...], vars_file: Path | None) -> dict[str, Any]:
+    variables: dict[str, Any] = {}
+    if vars_file is not None:
+        try:
+            loaded = json.loads(vars_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise click.BadParameter(f"{vars_file}: {exc}", param_hint="--vars") from exc
+        if not isinstance(loaded, dict):
+            raise click.BadParameter(
+                f"{vars_file}: expected a JSON object of variables", param_hint="--vars"
+            )
+        variables.update(loaded)
+    for item in var:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got '{item}'", param_hint="--var")
+        variables[name.strip()] = value
+    return variables
+
+
+@main.command("exec")
+@click.argument("sql", required=False)
+@click.option(
+    "-f",
+    "-i",
+    "--file",
+    "script",
+    type=click.File("r", encoding="utf-8"),
+    help="Run the statements of this file ('-' for stdin); StackQL's exec -i.",
+)
+@backend_options
+def exec_(sql: str | None, script: IO[str] | None, output: str, **options: Any) -> None:
+    """Run SQL statements (separated by ';') and print their rows.
+
+    \b
+    dicomql exec "SHOW RESOURCES IN google.healthcare"
+    dicomql exec -f examples/quickstart.iql --data-dir .quickstart -o json
+    """
+    if (sql is None) == (script is None):
+        raise click.UsageError("give either a SQL string or -f FILE")
+    text = sql if sql is not None else script.read()  # type: ignore[union-attr]
+    config = _connection_config(**options)
+    from dicomql.session import Session
+
+    with Session.open(config, output) as session:
+        session.run_script(text)
+
+
+@main.command()
+@click.option(
+    "--history",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("~/.local/state/dicomql/history"),
+    show_default=True,
+    help="Where the shell keeps its input history.",
+)
+@backend_options
+def shell(history: Path, output: str, **options: Any) -> None:
+    """An interactive SQL shell: statements end with ';', .exit or quit leaves."""
+    config = _connection_config(**options)
+    from dicomql.session import Session
+    from dicomql.shell import run_shell
+
+    with Session.open(config, output, fail_fast=False) as session:
+        run_shell(session, history=history.expanduser())
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -75,6 +244,11 @@ def _is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
+
+# `dicomql deploy …`: its module imports only click until a deploy command runs.
+from dicomql.deploy.cli import deploy  # noqa: E402
+
+main.add_command(deploy)
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,8 @@
     Warning
     Error
     ├── InterfaceError
+    ├── DeployError                   a stack could not be built, tested or torn down
+    │   └── ManifestError             a stack manifest or query file is wrong; has file/line
     └── DatabaseError
         ├── DataError
         ├── OperationalError
@@ -124,3 +126,28 @@ class ApiError(DatabaseError):
         self.method = method
         self.url = url
         super().__init__(f"{code} {status}: {message}")
+
+
+class DeployError(Error):
+    """A stack could not be built, tested or torn down (``dicomql deploy``)."""
+
+
+class ManifestError(DeployError):
+    """A stack manifest or query file is wrong.
+
+    The message reads ``stackql_manifest.yml:12:7: resources[1].props[0]: 'value' or 'values'
+    is required``: the file, line and column, where in the document, and what is wrong.
+    """
+
+    def __init__(
+        self, description: str, *, path: str = "", line: int = 0, column: int = 0, where: str = ""
+    ) -> None:
+        self.description = description
+        self.path = path
+        self.line = line
+        self.column = column
+        self.where = where
+        place = ":".join(str(part) for part in (path, line or "", column or "") if part != "")
+        prefix = f"{place}: " if place else ""
+        scope = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{scope}{description}")

@@ -7,9 +7,9 @@ drives directly, so the SQL front end sees the same HTTP contract wherever the s
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dicomql.service import errors
 from dicomql.service.config import ServiceConfig
 from dicomql.service.routes import routes
+from dicomql.service.workers import Handler, WorkerPool
 from dicomql.store.blobs import BlobStore, LocalBlobStore
 from dicomql.store.index import Index
 
@@ -32,6 +33,8 @@ class Service:
     config: ServiceConfig
     index: Index
     blobs: BlobStore
+    # Runs long-running operations; endpoints that create one call ``workers.wake()``.
+    workers: WorkerPool | None = field(default=None, repr=False)
 
 
 def service_of(request: Request) -> Service:
@@ -39,7 +42,9 @@ def service_of(request: Request) -> Service:
     return service
 
 
-def create_app(config: ServiceConfig) -> Starlette:
+def create_app(
+    config: ServiceConfig, *, operation_handlers: Mapping[str, Handler] | None = None
+) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -47,10 +52,16 @@ def create_app(config: ServiceConfig) -> Starlette:
         blobs = LocalBlobStore(config.blob_root)
         service = Service(config=config, index=index, blobs=blobs)
         recover(service)
+        # Handlers per api_method_name, built by the app (no module-global registry).
+        service.workers = WorkerPool(
+            service, dict(operation_handlers or {}), workers=config.workers
+        )
+        await service.workers.start()
         app.state.service = service
         try:
             yield
         finally:
+            await service.workers.stop()
             index.close()
 
     middleware = [

@@ -1,7 +1,193 @@
-"""Placeholder: routes of projects.locations.datasets (being built)."""
+"""Routes of projects.locations.datasets: create (a done Operation), get, list, patch, delete."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import zoneinfo
+from typing import TYPE_CHECKING, Any
 
-routes: list[BaseRoute] = []
+from sqlalchemy import Connection, Row
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from dicomql.service import names
+from dicomql.service.bodies import json_body, query_params
+from dicomql.service.errors import AlreadyExists, InvalidArgument, NotFound
+from dicomql.service.paging import decode_token, encode_token, page_size
+from dicomql.service.validation import parse_update_mask, validate_resource_id
+from dicomql.store import operations as operation_store
+from dicomql.store import resources as store
+
+if TYPE_CHECKING:
+    from dicomql.service.app import Service
+
+METHOD = "healthcare.projects.locations.datasets."
+DATASET_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.Dataset"
+# The RPC name Cloud Healthcare reports in OperationMetadata.apiMethodName for datasets.create.
+CREATE_METHOD_NAME = "google.cloud.healthcare.v1.dataset.DatasetService.CreateDataset"
+# Dataset fields a patch may name. encryptionSpec is fixed at creation (Healthcare API docs:
+# "the encryption settings cannot be changed after the dataset is created").
+UPDATABLE = ("timeZone",)
+DEFAULT_TIME_ZONE = "UTC"
+
+
+def service_of(request: Request) -> Service:
+    """The app's :class:`~dicomql.service.app.Service` (imported lazily: app imports routes)."""
+    service: Service = request.app.state.service
+    return service
+
+
+def require_dataset(conn: Connection, project: str, location: str, dataset: str) -> Row:
+    """The dataset's row, or NotFound naming it."""
+    row = store.find_dataset(conn, project, location, dataset)
+    if row is None:
+        name = names.dataset_name(project, location, dataset)
+        raise NotFound(f"Dataset {name} not found.")
+    return row
+
+
+def dataset_resource(row: Row, project: str, location: str) -> dict[str, Any]:
+    return {"name": names.dataset_name(project, location, row.dataset_id), **row.resource}
+
+
+def _checked_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The stored part of a Dataset body: a valid IANA time zone (empty means UTC)."""
+    resource = {key: value for key, value in body.items() if key != "name"}
+    time_zone = resource.get("timeZone") or DEFAULT_TIME_ZONE
+    try:
+        zoneinfo.ZoneInfo(time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidArgument(
+            f'Invalid time zone "{time_zone}": it must be an IANA time zone name such as'
+            ' "America/New_York", or empty for UTC.'
+        ) from exc
+    resource["timeZone"] = time_zone
+    return resource
+
+
+def _path(request: Request) -> tuple[str, str]:
+    return request.path_params["project"], request.path_params["location"]
+
+
+async def create_dataset(request: Request) -> JSONResponse:
+    service = service_of(request)
+    project, location = _path(request)
+    params = query_params(request, METHOD + "create")
+    dataset_id = validate_resource_id(params.get("datasetId"), "datasetId")
+    body = await json_body(request, "Dataset", "dataset", service.config.max_request_bytes)
+    resource = _checked_fields(body)
+    operation = await run_in_threadpool(_create, service, project, location, dataset_id, resource)
+    return JSONResponse(operation)
+
+
+def _create(
+    service: Service, project: str, location: str, dataset_id: str, resource: dict[str, Any]
+) -> dict[str, Any]:
+    name = names.dataset_name(project, location, dataset_id)
+    try:
+        with service.index.begin() as conn:
+            if store.find_dataset(conn, project, location, dataset_id) is not None:
+                raise AlreadyExists(f"Dataset {name} already exists.")
+            row = store.insert_dataset(conn, project, location, dataset_id, resource)
+            # Creating a dataset is instant here, but the API returns an Operation; record it
+            # already done so operations.get and operations.list find it like any other.
+            operation = operation_store.create_operation(
+                conn, row.pk, CREATE_METHOD_NAME, target=name
+            )
+            response = {"@type": DATASET_TYPE, **dataset_resource(row, project, location)}
+            operation_store.finish_operation(conn, operation.pk, response=response)
+            finished = store.find_operation(conn, row.pk, operation.operation_id)
+    except IntegrityError as exc:  # a concurrent create won the race
+        raise AlreadyExists(f"Dataset {name} already exists.") from exc
+    assert finished is not None
+    operation_name = names.operation_name(project, location, dataset_id, finished.operation_id)
+    return operation_store.operation_resource(finished, operation_name)
+
+
+async def get_dataset(request: Request) -> JSONResponse:
+    service = service_of(request)
+    project, location = _path(request)
+    query_params(request, METHOD + "get")
+    dataset = request.path_params["dataset"]
+
+    def read() -> dict[str, Any]:
+        with service.index.connect() as conn:
+            return dataset_resource(
+                require_dataset(conn, project, location, dataset), project, location
+            )
+
+    return JSONResponse(await run_in_threadpool(read))
+
+
+async def list_datasets(request: Request) -> JSONResponse:
+    service = service_of(request)
+    project, location = _path(request)
+    params = query_params(request, METHOD + "list")
+    size = page_size(params.get("pageSize"))
+    context = names.location_name(project, location)
+    after = decode_token(params.get("pageToken"), context)
+    if after is not None and not isinstance(after, str):
+        raise InvalidArgument(f'Invalid page token "{params["pageToken"]}".')
+
+    def read() -> dict[str, Any]:
+        with service.index.connect() as conn:
+            rows = store.list_datasets(conn, project, location, after, size + 1)
+        page = [dataset_resource(row, project, location) for row in rows[:size]]
+        result: dict[str, Any] = {}
+        if page:  # proto3 JSON leaves out an empty repeated field
+            result["datasets"] = page
+        if len(rows) > size:
+            result["nextPageToken"] = encode_token(rows[size - 1].dataset_id, context)
+        return result
+
+    return JSONResponse(await run_in_threadpool(read))
+
+
+async def patch_dataset(request: Request) -> JSONResponse:
+    service = service_of(request)
+    project, location = _path(request)
+    dataset = request.path_params["dataset"]
+    params = query_params(request, METHOD + "patch")
+    paths = parse_update_mask(params.get("updateMask"), UPDATABLE)
+    body = await json_body(request, "Dataset", "dataset", service.config.max_request_bytes)
+
+    def write() -> dict[str, Any]:
+        with service.index.begin() as conn:
+            row = require_dataset(conn, project, location, dataset)
+            resource = dict(row.resource)
+            for path in paths:
+                resource[path] = body.get(path)
+            resource = _checked_fields(resource)
+            store.update_dataset(conn, row.pk, resource)
+        return {"name": names.dataset_name(project, location, dataset), **resource}
+
+    return JSONResponse(await run_in_threadpool(write))
+
+
+async def delete_dataset(request: Request) -> JSONResponse:
+    service = service_of(request)
+    project, location = _path(request)
+    dataset = request.path_params["dataset"]
+    query_params(request, METHOD + "delete")
+
+    def write() -> None:
+        with service.index.begin() as conn:
+            row = require_dataset(conn, project, location, dataset)
+            keys = store.delete_dataset(conn, row.pk)
+        store.release_blobs(service.index, service.blobs, keys)
+
+    await run_in_threadpool(write)
+    return JSONResponse({})
+
+
+DATASET = "/datasets/{dataset:rid}"
+
+routes: list[BaseRoute] = [
+    Route("/datasets", list_datasets, methods=["GET"], name="datasets.list"),
+    Route("/datasets", create_dataset, methods=["POST"], name="datasets.create"),
+    Route(DATASET, get_dataset, methods=["GET"], name="datasets.get"),
+    Route(DATASET, patch_dataset, methods=["PATCH"], name="datasets.patch"),
+    Route(DATASET, delete_dataset, methods=["DELETE"], name="datasets.delete"),
+]

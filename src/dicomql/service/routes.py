@@ -31,7 +31,6 @@ LOCATION = "/v1/projects/{project:rid}/locations/{location:rid}"
 DICOM_STORE = "/datasets/{dataset:rid}/dicomStores/{dicom_store:rid}"
 
 routes: list[BaseRoute] = [
-    Mount("/v1/projects/{project:rid}", routes=locations.routes),
     Mount(
         LOCATION,
         routes=[
@@ -41,4 +40,7 @@ routes: list[BaseRoute] = [
             *datasets.routes,
         ],
     ),
+    # After LOCATION: a Mount matches every path under its prefix, so this one, being shorter,
+    # would otherwise swallow …/locations/{location}/datasets and answer 404.
+    Mount("/v1/projects/{project:rid}", routes=locations.routes),
 ]

@@ -1,12 +1,79 @@
-"""Index writes and reads of DICOM instances (being built by the DICOMweb work)."""
+"""Index writes and reads of DICOM instances: ingest (with its blob journal), lookups, deletion
+with counters kept right, and crash recovery of blobs written but never indexed."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Text,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from dicomql.dicom.attributes import Level
+from dicomql.dicom.parse import ParsedInstance, person_name_tokens
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
-from dicomql.store.schema import blob_journal, instances
+from dicomql.store.operations import now
+from dicomql.store.schema import blob_journal, instances, series, studies
+from dicomql.store.schema import person_name_tokens as name_tokens
+
+log = logging.getLogger("dicomql.store")
+
+_RETRIES = 8
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # the same instance, byte for byte, was already stored
+    CONFLICT = "conflict"  # the same UIDs with different bytes (FailureReason 0x0110)
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    outcome: Outcome
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """A parsed instance whose blob is written, ready to be indexed."""
+
+    parsed: ParsedInstance
+    blob_key: str
+    size: int
+    sha256: str
+    study_attributes: dict[str, Any]
+    series_attributes: dict[str, Any]
+    instance_attributes: dict[str, Any]
+
+
+# --- the blob journal -----------------------------------------------------------------------
+
+
+def journal_blob(index: Index, key: str) -> None:
+    """Record ``key`` before its file is written, so a crash leaves nothing unaccounted for."""
+    with index.begin() as conn:
+        conn.execute(insert(blob_journal).values(blob_key=key, create_time=now()))
+
+
+def discard_blob(index: Index, blobs: BlobStore, key: str) -> None:
+    """Remove a journaled blob that was not indexed (failed or duplicate), then its entry."""
+    blobs.delete(key)
+    with index.begin() as conn:
+        conn.execute(delete(blob_journal).where(blob_journal.c.blob_key == key))
 
 
 def recover_journal(index: Index, blobs: BlobStore) -> int:
@@ -24,3 +91,323 @@ def recover_journal(index: Index, blobs: BlobStore) -> int:
         if keys:
             conn.execute(delete(blob_journal).where(blob_journal.c.blob_key.in_(keys)))
     return removed
+
+
+# --- ingest ---------------------------------------------------------------------------------
+
+
+def index_instance(index: Index, store_pk: int, record: InstanceRecord) -> IndexResult:
+    """Index one written blob in one transaction: study, series and instance rows, counters,
+    name tokens, and the blob's journal entry removed; only then is the instance visible.
+
+    Concurrent writers of the same study or instance collide on the unique constraints; the
+    loser retries and then sees the winner's rows (a duplicate or a conflict, never two rows).
+    """
+    for attempt in range(_RETRIES):
+        try:
+            with index.begin() as conn:
+                return _index_instance(conn, store_pk, record)
+        except IntegrityError:
+            if attempt == _RETRIES - 1:
+                raise
+        except DBAPIError as exc:
+            # PostgreSQL deadlock (40P01) or serialization failure (40001) between writers
+            # updating the same counters: retry, the transaction left nothing behind.
+            code = getattr(exc.orig, "sqlstate", None)
+            if code not in ("40P01", "40001") or attempt == _RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> IndexResult:
+    parsed = record.parsed
+    moment = now()
+    existing = conn.execute(
+        select(
+            instances.c.pk,
+            instances.c.sha256,
+            series.c.series_instance_uid,
+            studies.c.study_instance_uid,
+        )
+        .join(series, series.c.pk == instances.c.series_pk)
+        .join(studies, studies.c.pk == instances.c.study_pk)
+        .where(
+            instances.c.store_pk == store_pk,
+            instances.c.sop_instance_uid == parsed.sop_instance_uid,
+        )
+    ).first()
+    if existing is not None:
+        same_place = (
+            existing.series_instance_uid == parsed.series_instance_uid
+            and existing.study_instance_uid == parsed.study_instance_uid
+        )
+        if same_place and existing.sha256 == record.sha256:
+            return IndexResult(Outcome.DUPLICATE)
+        return IndexResult(
+            Outcome.CONFLICT,
+            f"An instance with SOPInstanceUID {parsed.sop_instance_uid} already exists with"
+            " different content.",
+        )
+    series_row = conn.execute(
+        select(series.c.pk, series.c.study_pk, studies.c.study_instance_uid)
+        .join(studies, studies.c.pk == series.c.study_pk)
+        .where(
+            series.c.store_pk == store_pk,
+            series.c.series_instance_uid == parsed.series_instance_uid,
+        )
+    ).first()
+    if series_row is not None and series_row.study_instance_uid != parsed.study_instance_uid:
+        return IndexResult(
+            Outcome.CONFLICT,
+            f"Series {parsed.series_instance_uid} already exists in another study.",
+        )
+    new_series = series_row is None
+    study_row = conn.execute(
+        select(studies.c.pk, studies.c.modalities_in_study).where(
+            studies.c.store_pk == store_pk,
+            studies.c.study_instance_uid == parsed.study_instance_uid,
+        )
+    ).first()
+    if study_row is None:
+        study_pk = _insert_study(conn, store_pk, record, moment)
+        modalities = None
+    else:
+        study_pk, modalities = study_row.pk, study_row.modalities_in_study
+    if series_row is None:
+        columns = parsed.columns[Level.SERIES]
+        series_pk = conn.execute(
+            insert(series)
+            .values(
+                store_pk=store_pk,
+                study_pk=study_pk,
+                number_of_instances=0,
+                size_bytes=0,
+                attributes=record.series_attributes,
+                update_time=moment,
+                **columns,
+            )
+            .returning(series.c.pk)
+        ).scalar_one()
+    else:
+        series_pk = series_row.pk
+    conn.execute(
+        insert(instances).values(
+            store_pk=store_pk,
+            study_pk=study_pk,
+            series_pk=series_pk,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            blob_key=record.blob_key,
+            size_bytes=record.size,
+            sha256=record.sha256,
+            storage_class="STANDARD",
+            attributes=record.instance_attributes,
+            create_time=moment,
+            **parsed.columns[Level.INSTANCE],
+        )
+    )
+    conn.execute(
+        update(series)
+        .where(series.c.pk == series_pk)
+        .values(
+            number_of_instances=series.c.number_of_instances + 1,
+            size_bytes=series.c.size_bytes + record.size,
+            update_time=moment,
+        )
+    )
+    study_values: dict[str, Any] = {
+        "number_of_instances": studies.c.number_of_instances + 1,
+        "size_bytes": studies.c.size_bytes + record.size,
+        "update_time": moment,
+    }
+    if new_series:
+        study_values["number_of_series"] = studies.c.number_of_series + 1
+        modality = parsed.columns[Level.SERIES].get("modality")
+        known = modalities.split("\\") if modalities else []
+        if modality and modality not in known:
+            study_values["modalities_in_study"] = "\\".join([*known, modality])
+    conn.execute(update(studies).where(studies.c.pk == study_pk).values(**study_values))
+    conn.execute(delete(blob_journal).where(blob_journal.c.blob_key == record.blob_key))
+    return IndexResult(Outcome.STORED)
+
+
+def _insert_study(conn: Connection, store_pk: int, record: InstanceRecord, moment: Any) -> int:
+    parsed = record.parsed
+    study_pk: int = conn.execute(
+        insert(studies)
+        .values(
+            store_pk=store_pk,
+            number_of_series=0,
+            number_of_instances=0,
+            size_bytes=0,
+            modalities_in_study=None,
+            attributes=record.study_attributes,
+            update_time=moment,
+            **parsed.columns[Level.STUDY],
+        )
+        .returning(studies.c.pk)
+    ).scalar_one()
+    rows = [
+        {"study_pk": study_pk, "store_pk": store_pk, "keyword": keyword, "token": token[:324]}
+        for keyword, name in parsed.person_names.items()
+        for token in sorted(person_name_tokens(name))
+    ]
+    if rows:
+        conn.execute(insert(name_tokens), rows)
+    return study_pk
+
+
+# --- lookups --------------------------------------------------------------------------------
+
+
+def find_study(conn: Connection, store_pk: int, study_uid: str) -> Row | None:
+    return conn.execute(
+        select(studies).where(
+            studies.c.store_pk == store_pk, studies.c.study_instance_uid == study_uid
+        )
+    ).first()
+
+
+def find_series(conn: Connection, store_pk: int, study_uid: str, series_uid: str) -> Row | None:
+    return conn.execute(
+        select(series)
+        .join(studies, studies.c.pk == series.c.study_pk)
+        .where(
+            series.c.store_pk == store_pk,
+            studies.c.study_instance_uid == study_uid,
+            series.c.series_instance_uid == series_uid,
+        )
+    ).first()
+
+
+def find_instances(
+    conn: Connection,
+    store_pk: int,
+    study_uid: str,
+    series_uid: str | None = None,
+    instance_uid: str | None = None,
+) -> list[Row]:
+    """The instances of a study, series or one instance, in series then instance order."""
+    query = (
+        select(
+            instances.c.pk,
+            instances.c.sop_instance_uid,
+            instances.c.sop_class_uid,
+            instances.c.transfer_syntax_uid,
+            instances.c.blob_key,
+            instances.c.size_bytes,
+            instances.c.number_of_frames,
+            instances.c.storage_class,
+            instances.c.storage_class_update_time,
+            func.length(cast(instances.c.attributes, Text)).label("attributes_size"),
+            series.c.series_instance_uid,
+            studies.c.study_instance_uid,
+        )
+        .join(series, series.c.pk == instances.c.series_pk)
+        .join(studies, studies.c.pk == instances.c.study_pk)
+        .where(studies.c.store_pk == store_pk, studies.c.study_instance_uid == study_uid)
+    )
+    if series_uid is not None:
+        query = query.where(series.c.series_instance_uid == series_uid)
+    if instance_uid is not None:
+        query = query.where(instances.c.sop_instance_uid == instance_uid)
+    order = (series.c.series_number, series.c.pk, instances.c.instance_number, instances.c.pk)
+    return list(conn.execute(query.order_by(*order)))
+
+
+def structured_size(conn: Connection, where: ColumnElement[bool], *levels: Any) -> int:
+    """Bytes of indexed metadata (the DICOM JSON of each row) of the given tables."""
+    total = 0
+    for table in levels:
+        total += int(
+            conn.execute(
+                select(func.coalesce(func.sum(func.length(cast(table.c.attributes, Text))), 0))
+                .select_from(table)
+                .where(where)
+            ).scalar_one()
+        )
+    return total
+
+
+# --- deletion -------------------------------------------------------------------------------
+
+
+def delete_instances(conn: Connection, store_pk: int, instance_pks: list[int]) -> list[str]:
+    """Delete instances, their emptied series and studies, and fix the counters above them.
+
+    Returns the blob keys, journaled in this transaction: remove them with
+    :func:`dicomql.store.resources.release_blobs` after commit (recovery does, after a crash).
+    """
+    keys: list[str] = []
+    for start in range(0, len(instance_pks), _BATCH):
+        keys += _delete_instances(conn, instance_pks[start : start + _BATCH])
+    return keys
+
+
+_BATCH = 500
+
+
+def _delete_instances(conn: Connection, instance_pks: list[int]) -> list[str]:
+    rows = list(
+        conn.execute(
+            select(
+                instances.c.pk,
+                instances.c.blob_key,
+                instances.c.size_bytes,
+                instances.c.series_pk,
+                instances.c.study_pk,
+            ).where(instances.c.pk.in_(instance_pks))
+        )
+    )
+    moment = now()
+    keys = [row.blob_key for row in rows]
+    conn.execute(
+        insert(blob_journal), [{"blob_key": key, "create_time": moment} for key in keys]
+    )
+    conn.execute(delete(instances).where(instances.c.pk.in_(instance_pks)))
+    by_series: dict[int, tuple[int, int, int]] = {}
+    for row in rows:
+        count, size, study_pk = by_series.get(row.series_pk, (0, 0, row.study_pk))
+        by_series[row.series_pk] = (count + 1, size + row.size_bytes, study_pk)
+    by_study: dict[int, tuple[int, int]] = {}
+    for series_pk, (count, size, study_pk) in by_series.items():
+        conn.execute(
+            update(series)
+            .where(series.c.pk == series_pk)
+            .values(
+                number_of_instances=series.c.number_of_instances - count,
+                size_bytes=series.c.size_bytes - size,
+                update_time=moment,
+            )
+        )
+        total_count, total_size = by_study.get(study_pk, (0, 0))
+        by_study[study_pk] = (total_count + count, total_size + size)
+    # A series or study without instances no longer exists (PS3.4: they are defined by them).
+    conn.execute(
+        delete(series).where(
+            series.c.pk.in_(list(by_series)), series.c.number_of_instances <= 0
+        )
+    )
+    for study_pk, (count, size) in by_study.items():
+        remaining = list(
+            conn.execute(select(series.c.modality).where(series.c.study_pk == study_pk))
+        )
+        if not remaining:
+            conn.execute(delete(name_tokens).where(name_tokens.c.study_pk == study_pk))
+            conn.execute(delete(studies).where(studies.c.pk == study_pk))
+            continue
+        modalities: list[str] = []
+        for row in remaining:
+            if row.modality and row.modality not in modalities:
+                modalities.append(row.modality)
+        conn.execute(
+            update(studies)
+            .where(studies.c.pk == study_pk)
+            .values(
+                number_of_instances=studies.c.number_of_instances - count,
+                size_bytes=studies.c.size_bytes - size,
+                number_of_series=len(remaining),
+                modalities_in_study="\\".join(modalities) or None,
+                update_time=moment,
+            )
+        )
+    return keys

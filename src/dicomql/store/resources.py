@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Row, select
+from typing import Any
 
-from dicomql.store.schema import datasets, dicom_stores
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Text,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from dicomql.store.blobs import BlobStore
+from dicomql.store.index import Index
+from dicomql.store.operations import now
+from dicomql.store.schema import (
+    blob_journal,
+    datasets,
+    dicom_stores,
+    instances,
+    operations,
+    person_name_tokens,
+    series,
+    studies,
+)
 
 
 def find_dataset(conn: Connection, project: str, location: str, dataset_id: str) -> Row | None:
@@ -31,3 +56,214 @@ def find_dicom_store(
             dicom_stores.c.store_id == store_id,
         )
     ).first()
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+def insert_dataset(
+    conn: Connection, project: str, location: str, dataset_id: str, resource: dict[str, Any]
+) -> Row:
+    """Create a dataset row; the caller has checked that the name is free.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a concurrent request created the same dataset first.
+    """
+    conn.execute(
+        insert(datasets).values(
+            project=project,
+            location=location,
+            dataset_id=dataset_id,
+            resource=resource,
+            create_time=now(),
+        )
+    )
+    row = find_dataset(conn, project, location, dataset_id)
+    assert row is not None
+    return row
+
+
+def list_datasets(
+    conn: Connection, project: str, location: str, after: str | None, limit: int
+) -> list[Row]:
+    """Up to ``limit`` datasets of a location in ID order, starting after ID ``after``."""
+    query = select(datasets).where(datasets.c.project == project, datasets.c.location == location)
+    if after is not None:
+        query = query.where(datasets.c.dataset_id > after)
+    return list(conn.execute(query.order_by(datasets.c.dataset_id).limit(limit)))
+
+
+def dataset_locations(conn: Connection, project: str) -> list[str]:
+    """The locations where ``project`` has at least one dataset."""
+    query = select(datasets.c.location).where(datasets.c.project == project).distinct()
+    return [row.location for row in conn.execute(query)]
+
+
+def update_dataset(conn: Connection, dataset_pk: int, resource: dict[str, Any]) -> None:
+    conn.execute(update(datasets).where(datasets.c.pk == dataset_pk).values(resource=resource))
+
+
+def delete_dataset(conn: Connection, dataset_pk: int) -> list[str]:
+    """Delete a dataset with its stores, their instances and its operations.
+
+    Returns the blob keys of the deleted instances, journaled in this transaction: call
+    :func:`release_blobs` after commit. A crash in between leaves them to recovery.
+    """
+    store_pks = select(dicom_stores.c.pk).where(dicom_stores.c.dataset_pk == dataset_pk)
+    keys = _journal_instance_blobs(conn, instances.c.store_pk.in_(store_pks))
+    # Children first, rather than trusting ON DELETE CASCADE: SQLite enforces it only with
+    # PRAGMA foreign_keys=ON on every connection, and an index opened elsewhere may lack it.
+    for store_pk in list(conn.execute(store_pks).scalars()):
+        _delete_store_contents(conn, store_pk)
+    conn.execute(delete(dicom_stores).where(dicom_stores.c.dataset_pk == dataset_pk))
+    conn.execute(delete(operations).where(operations.c.dataset_pk == dataset_pk))
+    conn.execute(delete(datasets).where(datasets.c.pk == dataset_pk))
+    return keys
+
+
+# --- DICOM stores ---------------------------------------------------------------------------
+
+
+def insert_dicom_store(
+    conn: Connection, dataset_pk: int, store_id: str, resource: dict[str, Any]
+) -> Row:
+    """Create a DICOM store row in a dataset; the caller has checked the ID is free.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a concurrent request created the same store first.
+    """
+    moment = now()
+    conn.execute(
+        insert(dicom_stores).values(
+            dataset_pk=dataset_pk,
+            store_id=store_id,
+            resource=resource,
+            create_time=moment,
+            update_time=moment,
+        )
+    )
+    return conn.execute(
+        select(dicom_stores).where(
+            dicom_stores.c.dataset_pk == dataset_pk, dicom_stores.c.store_id == store_id
+        )
+    ).one()
+
+
+def list_dicom_stores(
+    conn: Connection, dataset_pk: int, after: str | None, limit: int
+) -> list[Row]:
+    """Up to ``limit`` stores of a dataset in ID order, starting after ID ``after``."""
+    query = select(dicom_stores).where(dicom_stores.c.dataset_pk == dataset_pk)
+    if after is not None:
+        query = query.where(dicom_stores.c.store_id > after)
+    return list(conn.execute(query.order_by(dicom_stores.c.store_id).limit(limit)))
+
+
+def update_dicom_store(conn: Connection, store_pk: int, resource: dict[str, Any]) -> None:
+    conn.execute(
+        update(dicom_stores)
+        .where(dicom_stores.c.pk == store_pk)
+        .values(resource=resource, update_time=now())
+    )
+
+
+def delete_dicom_store(conn: Connection, store_pk: int) -> list[str]:
+    """Delete a store and every study, series and instance in it.
+
+    Returns the deleted instances' blob keys, journaled in this transaction: call
+    :func:`release_blobs` after commit.
+    """
+    keys = _journal_instance_blobs(conn, instances.c.store_pk == store_pk)
+    _delete_store_contents(conn, store_pk)
+    conn.execute(delete(dicom_stores).where(dicom_stores.c.pk == store_pk))
+    return keys
+
+
+def dicom_store_metrics(conn: Connection, store_pk: int) -> dict[str, int]:
+    """Counts and sizes of a store, counted from the index (studies, series, instances).
+
+    ``structuredStorageSizeBytes`` is the size of the indexed metadata: the DICOM JSON kept for
+    each study, series and instance.
+    """
+    counts: dict[str, int] = {}
+    structured = 0
+    for key, table in (("study", studies), ("series", series), ("instance", instances)):
+        row = conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(func.length(cast(table.c.attributes, Text))), 0),
+            ).where(table.c.store_pk == store_pk)
+        ).one()
+        counts[f"{key}Count"] = int(row[0])
+        structured += int(row[1])
+    blob_bytes = conn.execute(
+        select(func.coalesce(func.sum(instances.c.size_bytes), 0)).where(
+            instances.c.store_pk == store_pk
+        )
+    ).scalar_one()
+    counts["structuredStorageSizeBytes"] = structured
+    counts["blobStorageSizeBytes"] = int(blob_bytes)
+    return counts
+
+
+def _journal_instance_blobs(conn: Connection, where: ColumnElement[bool]) -> list[str]:
+    # Journal the keys in the deleting transaction: if the process dies after commit but before
+    # the files are removed, recovery (store.instances.recover_journal) removes them, because no
+    # committed instance row references them any more.
+    keys = list(conn.execute(select(instances.c.blob_key).where(where)).scalars())
+    moment = now()
+    for start in range(0, len(keys), _BATCH):
+        conn.execute(
+            insert(blob_journal),
+            [{"blob_key": key, "create_time": moment} for key in keys[start : start + _BATCH]],
+        )
+    return keys
+
+
+def _delete_store_contents(conn: Connection, store_pk: int) -> None:
+    for table in (person_name_tokens, instances, series, studies):
+        conn.execute(delete(table).where(table.c.store_pk == store_pk))
+
+
+def release_blobs(index: Index, blobs: BlobStore, keys: list[str]) -> None:
+    """Remove the files of deleted instances, then their journal entries (after commit)."""
+    for key in keys:
+        blobs.delete(key)
+    for start in range(0, len(keys), _BATCH):
+        with index.begin() as conn:
+            conn.execute(
+                delete(blob_journal).where(
+                    blob_journal.c.blob_key.in_(keys[start : start + _BATCH])
+                )
+            )
+
+
+_BATCH = 500
+
+
+# --- operations -----------------------------------------------------------------------------
+
+
+def find_operation(conn: Connection, dataset_pk: int, operation_id: str) -> Row | None:
+    return conn.execute(
+        select(operations).where(
+            operations.c.dataset_pk == dataset_pk, operations.c.operation_id == operation_id
+        )
+    ).first()
+
+
+def list_operations(conn: Connection, dataset_pk: int, after: int | None, limit: int) -> list[Row]:
+    """Up to ``limit`` operations of a dataset in creation order, after row ``after``."""
+    query = select(operations).where(operations.c.dataset_pk == dataset_pk)
+    if after is not None:
+        query = query.where(operations.c.pk > after)
+    return list(conn.execute(query.order_by(operations.c.pk).limit(limit)))
+
+
+def request_cancel(conn: Connection, operation_pk: int) -> None:
+    """Ask the operation's worker to stop; a done operation is left as it is."""
+    conn.execute(
+        update(operations)
+        .where(operations.c.pk == operation_pk, operations.c.done.is_(False))
+        .values(cancel_requested=True)
+    )

@@ -98,6 +98,9 @@ operations = Table(
     # Work claiming for workers across processes (issue: scale-out).
     Column("claimed_by", String(128), nullable=True),
     Column("lease_until", DateTime(timezone=True), nullable=True),
+    # How many times a worker claimed it (bounds crash loops), and the handler's resume point.
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("checkpoint", JSON, nullable=True),
     UniqueConstraint("dataset_pk", "operation_id", name="uq_operations_name"),
     Index("ix_operations_pending", "done", "lease_until"),
 )
@@ -133,6 +136,8 @@ studies = Table(
     Index("ix_studies_accession_number", "store_pk", "accession_number"),
     Index("ix_studies_study_date", "store_pk", "study_date"),
     Index("ix_studies_referring_physician_name_key", "store_pk", "referring_physician_name_key"),
+    # QIDO pages through a store's studies in pk order (/studies?limit=…) without sorting them all.
+    Index("ix_studies_store_pk", "store_pk", "pk"),
 )
 
 # One row per token of a person name, for Cloud Healthcare's fuzzymatching (token-prefix match).
@@ -143,7 +148,14 @@ person_name_tokens = Table(
     Column("store_pk", ForeignKey("dicom_stores.pk", ondelete="CASCADE"), nullable=False),
     Column("keyword", String(64), nullable=False),  # PatientName, ReferringPhysicianName
     Column("token", String(324), nullable=False),  # case-folded
-    Index("ix_person_name_tokens_lookup", "store_pk", "keyword", "token"),
+    # text_pattern_ops lets PostgreSQL serve the fuzzy token-prefix LIKE 'jo%' from this index.
+    Index(
+        "ix_person_name_tokens_lookup",
+        "store_pk",
+        "keyword",
+        "token",
+        postgresql_ops={"token": "text_pattern_ops"},
+    ),
     Index("ix_person_name_tokens_study", "study_pk"),
 )
 
@@ -166,6 +178,8 @@ series = Table(
     UniqueConstraint("study_pk", "series_instance_uid", name="uq_series_uid"),
     Index("ix_series_store_uid", "store_pk", "series_instance_uid"),
     Index("ix_series_store_modality", "store_pk", "modality"),
+    # QIDO /series pages in pk order without a sort.
+    Index("ix_series_store_pk", "store_pk", "pk"),
 )
 
 instances = Table(
@@ -195,6 +209,9 @@ instances = Table(
     Index("ix_instances_store_uid", "store_pk", "sop_instance_uid"),
     Index("ix_instances_study", "study_pk"),
     Index("ix_instances_store_sop_class", "store_pk", "sop_class_uid"),
+    # QIDO /instances pages in pk order without a sort; instances of a series in pk order.
+    Index("ix_instances_store_pk", "store_pk", "pk"),
+    Index("ix_instances_series_pk", "series_pk", "pk"),
 )
 
 # Blobs written but not yet referenced by a committed index row. A key goes in here before its

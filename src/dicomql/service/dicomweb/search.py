@@ -1,7 +1,122 @@
-"""Placeholder: DICOMweb search routes (being built)."""
+"""QIDO-RS (PS3.18 10.6): searching a store's studies, series and instances.
+
+Results are ``application/dicom+json`` (or ``multipart/related; type="application/dicom+xml"``
+when the Accept header asks for XML, PS3.18 10.6.3). No match is ``200 []``, as Cloud Healthcare
+answers (PS3.18 allows 204; Google's API returns an empty array). Results are in index order
+(the order instances were stored). A page cut short by ``limit`` carries a ``Warning: 299``
+header saying more results can be requested; a ``limit`` above the maximum is clamped with a
+``Warning: 299`` saying so.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-routes: list[BaseRoute] = []
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from dicomql.dicom.attributes import Level
+from dicomql.dicom.qido import QueryError, parse_search
+from dicomql.service.dicomweb.multipart import parse_accept
+from dicomql.service.dicomweb.paths import resolve_store
+from dicomql.service.dicomweb.responses import (
+    DICOM_XML,
+    DicomJsonResponse,
+    DicomXmlResponse,
+    MultipartRelatedResponse,
+)
+from dicomql.service.errors import InvalidArgument, NotAcceptable
+from dicomql.store import search as index_search
+
+_JSON_TYPES = frozenset({"application/dicom+json", "application/json", "*/*", "application/*"})
+
+
+def response_format(request: Request) -> str:
+    """``"json"`` or ``"xml"`` from the Accept header (PS3.18 8.7.3), else 406."""
+    accepted = parse_accept(request.headers.get("accept"))
+    if not accepted:
+        return "json"
+    for media in accepted:
+        if media.type in _JSON_TYPES:
+            return "json"
+        if media.type == DICOM_XML:
+            return "xml"
+        if media.type == "multipart/related" and media.params.get("type", "") in (DICOM_XML, ""):
+            return "xml"
+    offered = ", ".join(sorted({m.type for m in accepted}))
+    raise NotAcceptable(
+        f"None of the requested media types ({offered}) is supported; search results are"
+        f' application/dicom+json or multipart/related; type="{DICOM_XML}".'
+    )
+
+
+def dicom_json_results(
+    results: list[dict[str, Any]], fmt: str, headers: dict[str, str] | None = None
+) -> Response:
+    if fmt == "xml":
+        parts = (
+            ({"Content-Type": DICOM_XML}, [DicomXmlResponse(result).body]) for result in results
+        )
+        return MultipartRelatedResponse(parts, part_type=DICOM_XML, headers=headers)
+    return DicomJsonResponse(results, headers=headers)
+
+
+def _endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        fmt = response_format(request)
+        try:
+            query = parse_search(request.query_params.multi_items(), level)
+        except QueryError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        context = await resolve_store(request)
+        params = request.path_params
+        scope = index_search.Scope(params.get("study"), params.get("series"))
+
+        def run() -> index_search.SearchResult:
+            with context.service.index.connect() as conn:
+                return index_search.search(conn, context.store_pk, query, scope, context.base_url)
+
+        result = await to_thread.run_sync(run)
+        host = request.url.netloc or "dicomql"
+        warnings = [f'299 {host}: "{text}"' for text in query.warnings]
+        if result.more:
+            warnings.append(f'299 {host}: "There are additional results that can be requested."')
+        response = dicom_json_results(result.matches, fmt)
+        for warning in warnings:
+            response.headers.append("Warning", warning)
+        return response
+
+    endpoint.__name__ = f"search_for_{level.value.lower()}"
+    return endpoint
+
+
+search_for_studies = _endpoint(Level.STUDY)
+search_for_series = _endpoint(Level.SERIES)
+search_for_instances = _endpoint(Level.INSTANCE)
+
+routes: list[BaseRoute] = [
+    Route("/studies", search_for_studies, methods=["GET"], name="dicomweb:search-studies"),
+    Route("/series", search_for_series, methods=["GET"], name="dicomweb:search-series"),
+    Route(
+        "/studies/{study:rid}/series",
+        search_for_series,
+        methods=["GET"],
+        name="dicomweb:search-study-series",
+    ),
+    Route("/instances", search_for_instances, methods=["GET"], name="dicomweb:search-instances"),
+    Route(
+        "/studies/{study:rid}/instances",
+        search_for_instances,
+        methods=["GET"],
+        name="dicomweb:search-study-instances",
+    ),
+    Route(
+        "/studies/{study:rid}/series/{series:rid}/instances",
+        search_for_instances,
+        methods=["GET"],
+        name="dicomweb:search-series-instances",
+    ),
+]

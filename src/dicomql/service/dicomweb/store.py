@@ -1,7 +1,306 @@
-"""Placeholder: DICOMweb store routes (being built)."""
+"""STOW-RS (PS3.18 10.5): ``POST …/dicomWeb/studies[/{study}]``, streamed part by part into the
+blob store and indexed one instance per transaction."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
-routes: list[BaseRoute] = []
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from dicomql.dicom.jsonmodel import split_by_level
+from dicomql.dicom.parse import UnreadableInstance, read_header
+from dicomql.service.dicomweb.multipart import (
+    MediaType,
+    PartData,
+    PartEnd,
+    PartStart,
+    parse_accept,
+    parse_multipart,
+)
+from dicomql.service.dicomweb.paths import StoreContext, resolve_store
+from dicomql.service.dicomweb.responses import (
+    DICOM_XML,
+    DicomJsonResponse,
+    DicomXmlResponse,
+)
+from dicomql.service.errors import InvalidArgument, UnsupportedMediaType
+from dicomql.store.instances import (
+    InstanceRecord,
+    Outcome,
+    discard_blob,
+    index_instance,
+    journal_blob,
+)
+
+log = logging.getLogger("dicomql.service.stow")
+
+# PS3.4 Table B.2-1 / PS3.18 10.5.3: FailureReason (0008,1197) values.
+PROCESSING_FAILURE = 0x0110  # 272: Google reports a UID conflict with different bytes as this
+CANNOT_UNDERSTAND = 0xC000  # 49152: the part is not a readable DICOM instance
+# PS3.18 does not name a reason for "Study Instance UID does not match the target resource";
+# 0xA900 ("Data Set does not match SOP Class", PS3.4 B.2.3) is the closest class of error and is
+# what dicomql reports (documented choice; Google's conformance statement does not say).
+STUDY_MISMATCH = 0xA900
+
+_FLUSH_BYTES = 1024 * 1024
+_DICOM = "application/dicom"
+
+
+@dataclass(frozen=True)
+class PartResult:
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    failure_reason: int | None = None
+    message: str = ""
+
+
+class _PartSpool:
+    """One part on its way to the blob store: journaled, spooled in ~1 MB writes while hashed,
+    then committed, parsed and indexed (in worker threads: fsync and parsing block)."""
+
+    def __init__(self, context: StoreContext) -> None:
+        self.context = context
+        self.blobs = context.service.blobs
+        self.index = context.service.index
+        self.key = self.blobs.new_key("instances")
+        self.hasher = hashlib.sha256()
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.writer: Any = None
+
+    def _open(self) -> None:
+        journal_blob(self.index, self.key)
+        self.writer = self.blobs.writer(self.key)
+
+    async def open(self) -> None:
+        await to_thread.run_sync(self._open)
+
+    def _flush(self) -> None:
+        pending, self.pending, self.pending_size = self.pending, [], 0
+        for chunk in pending:
+            self.hasher.update(chunk)
+            self.writer.write(chunk)
+
+    async def write(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size >= _FLUSH_BYTES:
+            await to_thread.run_sync(self._flush)
+
+    async def finish(self, path_study: str | None) -> PartResult:
+        return await to_thread.run_sync(self._finish, path_study)
+
+    def _finish(self, path_study: str | None) -> PartResult:
+        self._flush()
+        self.writer.commit()
+        try:
+            with self.blobs.open(self.key) as file:
+                parsed = read_header(file)
+        except UnreadableInstance as exc:
+            discard_blob(self.index, self.blobs, self.key)
+            return PartResult(None, None, None, None, CANNOT_UNDERSTAND, str(exc))
+        uids = (
+            parsed.sop_class_uid,
+            parsed.sop_instance_uid,
+            parsed.study_instance_uid,
+            parsed.series_instance_uid,
+        )
+        if path_study is not None and parsed.study_instance_uid != path_study:
+            discard_blob(self.index, self.blobs, self.key)
+            return PartResult(
+                *uids,
+                STUDY_MISMATCH,
+                f"StudyInstanceUID {parsed.study_instance_uid} does not match the study"
+                f" {path_study} of the request path.",
+            )
+        study, series, _ = split_by_level(model := parsed.dicom_json())
+        record = InstanceRecord(
+            parsed=parsed,
+            blob_key=self.key,
+            size=self.writer.size,
+            sha256=self.hasher.hexdigest(),
+            study_attributes=study,
+            series_attributes=series,
+            instance_attributes=model,
+        )
+        result = index_instance(self.index, self.context.store_pk, record)
+        if result.outcome is Outcome.STORED:
+            return PartResult(*uids)
+        discard_blob(self.index, self.blobs, self.key)
+        if result.outcome is Outcome.DUPLICATE:
+            return PartResult(*uids)
+        return PartResult(*uids, PROCESSING_FAILURE, result.message)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+        discard_blob(self.index, self.blobs, self.key)
+
+
+async def store_instances(request: Request) -> Response:
+    context = await resolve_store(request)
+    path_study: str | None = request.path_params.get("study")
+    content_type = MediaType.parse(request.headers.get("content-type", ""))
+    if content_type.type == _DICOM:
+        results = [await _store_part(context, _single(request.stream()), path_study)]
+    elif content_type.type == "multipart/related":
+        part_type = content_type.params.get("type", _DICOM).lower()
+        if part_type != _DICOM:
+            raise UnsupportedMediaType(
+                f'Unsupported multipart/related type "{part_type}"; send PS3.10 instances as'
+                ' type="application/dicom" (PS3.18 10.5.1.1).'
+            )
+        results = await _store_multipart(context, request, content_type, path_study)
+    else:
+        raise UnsupportedMediaType(
+            f'Unsupported Content-Type "{content_type.type}"; expected multipart/related;'
+            ' type="application/dicom" or application/dicom.'
+        )
+    if not results:
+        raise InvalidArgument("The request contains no DICOM instances.")
+    return _store_response(request, context, results, path_study)
+
+
+async def _single(stream: AsyncIterator[bytes]) -> AsyncIterator[PartStart | PartData | PartEnd]:
+    yield PartStart({"content-type": _DICOM})
+    async for chunk in stream:
+        if chunk:
+            yield PartData(chunk)
+    yield PartEnd()
+
+
+async def _store_multipart(
+    context: StoreContext, request: Request, content_type: MediaType, path_study: str | None
+) -> list[PartResult]:
+    boundary = content_type.params.get("boundary")
+    if not boundary:
+        raise InvalidArgument("The multipart/related Content-Type has no boundary parameter.")
+    return await _store_events(context, parse_multipart(request.stream(), boundary), path_study)
+
+
+async def _store_part(
+    context: StoreContext,
+    events: AsyncIterator[PartStart | PartData | PartEnd],
+    path_study: str | None,
+) -> PartResult:
+    results = await _store_events(context, events, path_study)
+    return results[0]
+
+
+async def _store_events(
+    context: StoreContext,
+    events: AsyncIterator[PartStart | PartData | PartEnd],
+    path_study: str | None,
+) -> list[PartResult]:
+    results: list[PartResult] = []
+    spool: _PartSpool | None = None
+    skipping: str | None = None
+    try:
+        async for event in events:
+            if isinstance(event, PartStart):
+                part_type = MediaType.parse(event.headers.get("content-type", _DICOM)).type
+                if part_type != _DICOM:
+                    skipping = part_type
+                    continue
+                spool = _PartSpool(context)
+                await spool.open()
+            elif isinstance(event, PartData):
+                if spool is not None:
+                    await spool.write(event.data)
+            elif skipping is not None:
+                results.append(
+                    PartResult(
+                        None, None, None, None, CANNOT_UNDERSTAND,
+                        f"Unsupported part Content-Type {skipping}.",
+                    )
+                )
+                skipping = None
+            elif spool is not None:
+                current, spool = spool, None
+                results.append(await current.finish(path_study))
+    except BaseException:
+        if spool is not None:
+            await to_thread.run_sync(spool.abort)
+        raise
+    for result in results:
+        if result.failure_reason is not None:
+            log.warning(
+                "STOW of %s into %s failed (reason %#06x): %s",
+                result.sop_instance_uid or "a part",
+                context.name,
+                result.failure_reason,
+                result.message,
+            )
+    return results
+
+
+def _store_response(
+    request: Request, context: StoreContext, results: list[PartResult], path_study: str | None
+) -> Response:
+    """The Store Instances Response Module (PS3.18 10.5.3, Table 10.5.3-1)."""
+    stored = [result for result in results if result.failure_reason is None]
+    failed = [result for result in results if result.failure_reason is not None]
+    body: dict[str, Any] = {}
+    studies = {result.study_instance_uid for result in stored}
+    study = path_study or (studies.pop() if len(studies) == 1 else None)
+    if study is not None:
+        body["00081190"] = {"vr": "UR", "Value": [context.study_url(study)]}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": [_failed_item(result) for result in failed]}
+    if stored:
+        body["00081199"] = {
+            "vr": "SQ",
+            "Value": [_referenced_item(context, result) for result in stored],
+        }
+    status = 200 if not failed else 202 if stored else 409
+    accept = parse_accept(request.headers.get("accept"))
+    wants_xml = bool(accept) and accept[0].type == DICOM_XML
+    response: Response = (DicomXmlResponse if wants_xml else DicomJsonResponse)(
+        body, status_code=status
+    )
+    for result in failed[:10]:
+        # RFC 7234 5.5 warn-code 299 (miscellaneous persistent warning); PS3.18 8.4.3 uses
+        # Warning headers for details a client may show to a user.
+        text = result.message.replace('"', "'").replace("\r", " ").replace("\n", " ")[:300]
+        response.headers.append("Warning", f'299 dicomql: "{text}"')
+    return response
+
+
+def _referenced_item(context: StoreContext, result: PartResult) -> dict[str, Any]:
+    assert result.study_instance_uid and result.series_instance_uid and result.sop_instance_uid
+    item = _uid_attributes(result)
+    url = context.instance_url(
+        result.study_instance_uid, result.series_instance_uid, result.sop_instance_uid
+    )
+    item["00081190"] = {"vr": "UR", "Value": [url]}
+    return item
+
+
+def _failed_item(result: PartResult) -> dict[str, Any]:
+    item = _uid_attributes(result)
+    item["00081197"] = {"vr": "US", "Value": [result.failure_reason]}
+    return item
+
+
+def _uid_attributes(result: PartResult) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if result.sop_class_uid:
+        item["00081150"] = {"vr": "UI", "Value": [result.sop_class_uid]}
+    if result.sop_instance_uid:
+        item["00081155"] = {"vr": "UI", "Value": [result.sop_instance_uid]}
+    return item
+
+
+routes: list[BaseRoute] = [
+    Route("/studies", store_instances, methods=["POST"], name="dicomweb:store"),
+    Route("/studies/{study:rid}", store_instances, methods=["POST"], name="dicomweb:store-study"),
+]

@@ -1,0 +1,158 @@
+"""Server processes under test: start, wait until they answer, read their peak memory, stop.
+
+``dicomql serve`` runs as its own process (uvicorn, one worker) so the load client never shares
+its interpreter; peak RSS is the kernel's VmHWM, reset between phases through ``clear_refs``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+DICOMQL = Path("/work/venv/bin/dicomql")
+DICOMWEB_PATH = "/v1/projects/bench/locations/local/datasets/bench/dicomStores/bench/dicomWeb"
+
+
+class ServerError(Exception):
+    """A server under test did not start, or refused the set-up the benchmark needs."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """A child process serving HTTP on 127.0.0.1:``port``."""
+
+    name = "server"
+
+    def __init__(
+        self, command: list[str], port: int, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.command = command
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServerError(f"{self.name} is not running")
+        return self.process.pid
+
+    def start(self, ready_path: str = "/", timeout: float = 60.0) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"{self.name} exited with {self.process.returncode}; "
+                    f"see {self.log_path}:\n{self._log_tail()}"
+                )
+            try:
+                httpx.get(self.url + ready_path, timeout=2.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise ServerError(f"{self.name} did not answer within {timeout:.0f} s; see {self.log_path}")
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def reset_peak_rss(self) -> bool:
+        """Restart VmHWM from the current RSS (Linux ≥ 4.0, ``clear_refs`` value 5)."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    def memory(self) -> dict[str, int]:
+        """VmRSS and VmHWM in bytes, from /proc/PID/status."""
+        values: dict[str, int] = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+        return values
+
+
+class DicomqlServer(ServerProcess):
+    """``dicomql serve`` on a fresh data directory (SQLite) or a fresh PostgreSQL database."""
+
+    def __init__(self, name: str, data_dir: Path, database_url: str | None, log_path: Path) -> None:
+        port = free_port()
+        command = [str(DICOMQL), "serve", "--port", str(port), "--data-dir", str(data_dir)]
+        if database_url:
+            command += ["--database-url", database_url]
+        env = {key: value for key, value in os.environ.items() if not key.startswith("DICOMQL_")}
+        super().__init__(command, port, log_path, env=env)
+        self.name = name
+        self.dicomweb_url = self.url + DICOMWEB_PATH
+
+    def create_store(self) -> None:
+        """Create dataset ``bench`` and DICOM store ``bench`` through the admin API."""
+        with httpx.Client(
+            base_url=self.url + "/v1/projects/bench/locations/local", timeout=60
+        ) as http:
+            created = http.post("/datasets", params={"datasetId": "bench"}, json={})
+            if created.status_code >= 400:
+                raise ServerError(
+                    f"{self.name}: creating the dataset gave "
+                    f"{created.status_code}: {created.text[:300]}"
+                )
+            _await_operation(http, created.json())
+            store = http.post(
+                "/datasets/bench/dicomStores", params={"dicomStoreId": "bench"}, json={}
+            )
+            if store.status_code >= 400:
+                raise ServerError(
+                    f"{self.name}: creating the DICOM store gave "
+                    f"{store.status_code}: {store.text[:300]}"
+                )
+
+
+def _await_operation(http: httpx.Client, operation: dict[str, object]) -> None:
+    """datasets.create answers with an Operation; wait until it is done (Cloud Healthcare v1)."""
+    name = operation.get("name")
+    deadline = time.monotonic() + 60
+    while not operation.get("done") and isinstance(name, str) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        operation = httpx.get(
+            f"{http.base_url.scheme}://{http.base_url.netloc.decode()}/v1/{name}", timeout=30
+        ).json()
+    if operation.get("error"):
+        raise ServerError(f"creating the dataset failed: {operation['error']}")

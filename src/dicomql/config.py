@@ -1,0 +1,122 @@
+"""The client-side connection configuration: which backend answers, how to authenticate, and
+the engine's defaults — a frozen value built once at the edge (CLI flags, ``connect()`` kwargs,
+the environment) and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from dicomql.errors import InterfaceError
+
+EMBEDDED = "embedded"
+ENDPOINT = "endpoint"
+GOOGLE = "google"
+BACKENDS = (EMBEDDED, ENDPOINT, GOOGLE)
+
+GOOGLE_ENDPOINT = "https://healthcare.googleapis.com/"
+DEFAULT_DATA_DIR = "~/.local/share/dicomql"
+DEFAULT_PAGE_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """Where SQL statements are sent and with which defaults.
+
+    Attributes:
+        backend: ``embedded`` (the service in this process, over ``data_dir``), ``endpoint``
+            (any Cloud Healthcare API at ``endpoint``, e.g. ``dicomql serve``) or ``google``.
+        data_dir: the embedded service's data directory.
+        database_url: the embedded service's index URL; ``None`` means SQLite in ``data_dir``.
+        endpoint: base URL of the API (``endpoint`` and ``google`` backends).
+        token: a static bearer token (``endpoint`` backend, or instead of Google credentials).
+        credentials: a Google credentials file (service-account or authorized-user JSON);
+            ``None`` means Application Default Credentials.
+        page_limit: how many pages a list follows (``None``: all of them).
+        variables: ``{{ name }}`` template values for every statement.
+        timeout: seconds to wait for one HTTP exchange.
+    """
+
+    backend: str = EMBEDDED
+    data_dir: Path | None = None
+    database_url: str | None = None
+    endpoint: str | None = None
+    token: str | None = field(default=None, repr=False)
+    credentials: Path | None = None
+    page_limit: int | None = DEFAULT_PAGE_LIMIT
+    variables: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InterfaceError(
+                f"unknown backend '{self.backend}'; expected one of {', '.join(BACKENDS)}"
+            )
+        if self.backend == ENDPOINT and not self.endpoint:
+            raise InterfaceError("the endpoint backend needs an endpoint URL")
+        if self.backend == EMBEDDED and self.data_dir is None:
+            raise InterfaceError("the embedded backend needs a data directory")
+        if self.page_limit is not None and self.page_limit < 1:
+            raise InterfaceError(f"page_limit must be at least 1, not {self.page_limit}")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        database_url: str | None = None,
+        endpoint: str | None = None,
+        token: str | None = None,
+        backend: str | None = None,
+        credentials: str | os.PathLike[str] | None = None,
+        page_limit: int | None = DEFAULT_PAGE_LIMIT,
+        variables: Mapping[str, Any] | None = None,
+        timeout: float = 60.0,
+        environ: Mapping[str, str] | None = None,
+    ) -> ConnectionConfig:
+        """Resolve explicit settings, then the environment, then defaults.
+
+        The backend follows from what is given: ``backend="google"`` → Google (at
+        ``endpoint`` if given, for a test double); an ``endpoint`` → that API; otherwise the
+        embedded service over ``data_dir`` (``$DICOMQL_DATA_DIR``, else
+        ``~/.local/share/dicomql``). ``$DICOMQL_ENDPOINT`` and ``$DICOMQL_TOKEN`` fill in
+        what was not given.
+
+        Raises:
+            InterfaceError: the settings contradict each other.
+        """
+        env = os.environ if environ is None else environ
+        if data_dir is not None and (endpoint or backend == GOOGLE):
+            raise InterfaceError("give either a data directory or an endpoint/backend, not both")
+        if backend is None:
+            if data_dir is None and not endpoint:
+                endpoint = env.get("DICOMQL_ENDPOINT") or None
+            backend = ENDPOINT if endpoint else EMBEDDED
+        if backend == GOOGLE:
+            endpoint = endpoint or GOOGLE_ENDPOINT
+        elif credentials is not None:
+            raise InterfaceError("credentials apply to the google backend only")
+        if backend != EMBEDDED:
+            if database_url is not None:
+                raise InterfaceError("database_url applies to the embedded backend only")
+            token = token or env.get("DICOMQL_TOKEN") or None
+        if backend == EMBEDDED:
+            if token is not None:
+                raise InterfaceError("a token applies to an endpoint, not the embedded backend")
+            data_dir = data_dir or env.get("DICOMQL_DATA_DIR") or DEFAULT_DATA_DIR
+            database_url = database_url or env.get("DICOMQL_DATABASE_URL") or None
+        return cls(
+            backend=backend,
+            data_dir=Path(data_dir).expanduser() if data_dir is not None else None,
+            database_url=database_url,
+            endpoint=endpoint,
+            token=token,
+            credentials=Path(credentials).expanduser() if credentials is not None else None,
+            page_limit=page_limit,
+            variables=MappingProxyType(dict(variables or {})),
+            timeout=timeout,
+        )

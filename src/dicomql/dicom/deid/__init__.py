@@ -1,0 +1,27 @@
+"""De-identification of DICOM instances per Cloud Healthcare's DeidentifyConfig (pure library).
+
+>>> deidentifier = Deidentifier({"dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}})
+>>> uid_map = deidentifier.uid_map()
+
+then ``deidentifier.deidentify(dataset, uid_map=uid_map)`` per instance, in any thread or process.
+"""
+
+from __future__ import annotations
+
+from dicomql.dicom.deid.config import (
+    DeidentifyConfigError,
+    DeidentifyOptions,
+    UnsupportedDeidentifyConfigError,
+    parse_config,
+)
+from dicomql.dicom.deid.engine import Deidentifier
+from dicomql.dicom.deid.uids import UidMap
+
+__all__ = [
+    "Deidentifier",
+    "DeidentifyConfigError",
+    "DeidentifyOptions",
+    "UidMap",
+    "UnsupportedDeidentifyConfigError",
+    "parse_config",
+]

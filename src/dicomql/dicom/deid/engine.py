@@ -1,0 +1,302 @@
+"""The de-identification engine: one :class:`Deidentifier` per operation, applied to each
+instance's pydicom Dataset in place.
+
+A Deidentifier is immutable after construction, so one object is safe to share between threads,
+and it pickles (its config, profile and operation key) so a process pool can ship it to workers.
+What varies per instance lives in a per-call :class:`_Instance`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+
+from dicomql.dicom.deid import text
+from dicomql.dicom.deid.config import DeidentifyOptions, Transformation, parse_config
+from dicomql.dicom.deid.profiles import (
+    Action,
+    BasicProfile,
+    KeepAllProfile,
+    KeepListProfile,
+    MinimalKeepListProfile,
+    Profile,
+    RemoveListProfile,
+    TagContentsProfile,
+)
+from dicomql.dicom.deid.uids import UidMap, is_instance_uid_tag
+
+# PS3.15 E.3 placeholders for action D, valid for their VR.
+_DUMMY: dict[str, Any] = {
+    "AE": "ANONYMIZED",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DS": "0",
+    "DT": "19000101000000",
+    "IS": "0",
+    "LO": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "PN": "ANONYMIZED",
+    "SH": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "TM": "000000",
+    "UC": "ANONYMIZED",
+    "UR": "",
+    "UT": "ANONYMIZED",
+}
+_NUMERIC_VRS = frozenset({"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "AT"})
+_DEFAULT_TRANSFORMATION = Transformation("replace")
+_PATIENT_ID = BaseTag(0x00100020)
+_STUDY_INSTANCE_UID = BaseTag(0x0020000D)
+_SOP_INSTANCE_UID = BaseTag(0x00080018)
+# PS3.15 E.1.1: the de-identified object says so (PatientIdentityRemoved, DeidentificationMethod
+# and its code sequence; CID 7050 code 113100 is the Basic Profile).
+_DEIDENTIFICATION_CODES = {
+    "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE": (
+        "113100",
+        "Basic Application Confidentiality Profile",
+    ),
+}
+
+
+def _profile_for(options: DeidentifyOptions) -> Profile:
+    profiles: dict[str, Any] = {
+        "KEEP_ALL_PROFILE": KeepAllProfile,
+        "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE": BasicProfile,
+        "MINIMAL_KEEP_LIST_PROFILE": MinimalKeepListProfile,
+        "DEIDENTIFY_TAG_CONTENTS": lambda: TagContentsProfile(text.TEXT_VRS),
+        "KEEP_LIST": lambda: KeepListProfile(options.tags),
+        "REMOVE_LIST": lambda: RemoveListProfile(options.tags),
+    }
+    profile: Profile = profiles[options.filter_profile]()
+    return profile
+
+
+@dataclass
+class _Instance:
+    """Per-instance state of one deidentify() call."""
+
+    uid_map: UidMap
+    patient: str
+    shift_days: int
+    names: re.Pattern[str] | None = None
+
+
+class Deidentifier:
+    """Applies one DeidentifyConfig to DICOM instances.
+
+    Args:
+        config: the ``config`` of a DeidentifyDicomStoreRequest (a DeidentifyConfig as JSON).
+        operation_key: the operation's secret (≥ 16 bytes), used for UIDs and wherever the
+            config gives no cryptoKey (Cloud Healthcare: "a default key is generated for each
+            de-identify operation"). Store it with the operation: a resumed operation must use
+            the same key to map UIDs, shift dates and hash values as before. Random if omitted.
+
+    Raises:
+        DeidentifyConfigError: the config is invalid (a ValueError; the service answers 400).
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, operation_key: bytes | None = None) -> None:
+        self.options = parse_config(config)
+        self.operation_key = operation_key or secrets.token_bytes(32)
+        if len(self.operation_key) < 16:
+            raise ValueError("operation_key must be at least 16 bytes")
+        self.profile = _profile_for(self.options)
+        self.map_uids = not self.options.skip_id_redaction
+        self.inspects_text = self.options.filter_profile == "DEIDENTIFY_TAG_CONTENTS"
+
+    def uid_map(self, *, record: bool = False) -> UidMap:
+        """A UID map for this operation; equal in every process holding this Deidentifier."""
+        return UidMap(self.operation_key, record=record)
+
+    def deidentify(self, ds: Dataset, *, uid_map: UidMap | None = None) -> Dataset:
+        """De-identify ``ds`` in place (its file meta too) and return it.
+
+        Args:
+            ds: a dataset read by pydicom (deferred values are fine; only the attributes the
+                profile needs are decoded).
+            uid_map: the operation's UID map (``self.uid_map()`` if omitted).
+        """
+        uid_map = uid_map or self.uid_map()
+        # Cloud Healthcare DateShiftConfig: per patient ID, else per study.
+        patient = _string(ds, _PATIENT_ID) or _string(ds, _STUDY_INSTANCE_UID)
+        instance = _Instance(
+            uid_map=uid_map,
+            patient=patient,
+            shift_days=text.date_shift_days(self._date_key(), patient),
+        )
+        if self.inspects_text:
+            instance.names = text.known_name_pattern(_person_names(ds))
+        self._walk(ds, self.profile, instance)
+        self._mark(ds)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and self.map_uids and _SOP_INSTANCE_UID in ds:
+            meta.MediaStorageSOPInstanceUID = ds[_SOP_INSTANCE_UID].value
+        return ds
+
+    def _date_key(self) -> bytes:
+        for transformation in self.options.transformations:
+            if transformation.kind == "date_shift" and transformation.crypto_key:
+                return transformation.crypto_key
+        return self.operation_key
+
+    def _walk(self, ds: Dataset, profile: Profile, instance: _Instance) -> None:
+        for tag in list(ds.keys()):
+            raw = ds.get_item(tag)
+            vr = raw.VR if raw is not None and raw.VR else _vr_of(tag)
+            if tag & 0xFFFF == 0:  # group lengths (retired) would be wrong after changes
+                del ds[tag]
+                continue
+            action = profile.action(tag, vr)
+            if action is Action.REMOVE:
+                del ds[tag]
+                continue
+            if action is Action.KEEP and vr != "UI":
+                continue
+            element = ds[tag]
+            vr = element.VR
+            if vr == "SQ":
+                self._sequence(element, action, profile, instance)
+            elif action is Action.EMPTY:
+                element.value = [] if vr == "SQ" else None
+            elif action is Action.DUMMY:
+                element.value = self._dummy(tag, vr, element, instance)
+            elif vr == "UI":
+                if self.map_uids and is_instance_uid_tag(tag):
+                    element.value = _map_values(element.value, instance.uid_map)
+            elif action is Action.CONTENTS:
+                self._contents(element, instance)
+
+    def _sequence(
+        self, element: DataElement, action: Action, profile: Profile, instance: _Instance
+    ) -> None:
+        if action is Action.EMPTY:
+            element.value = Sequence()
+            return
+        # KEEP_WHOLE keeps everything inside (UIDs still remapped, so references hold).
+        inner = KeepAllProfile() if action is Action.KEEP_WHOLE else profile
+        for item in element.value:
+            self._walk(item, inner, instance)
+
+    def _dummy(self, tag: int, vr: str, element: DataElement, instance: _Instance) -> Any:
+        if vr == "UI":
+            return _map_values(element.value, instance.uid_map) if self.map_uids else element.value
+        if vr in _NUMERIC_VRS:
+            return 0
+        return _DUMMY.get(vr)
+
+    def _contents(self, element: DataElement, instance: _Instance) -> None:
+        value = element.value
+        if value is None or value == "":
+            return
+        keyword = keyword_for_tag(element.tag)
+        vr = element.VR
+        if isinstance(value, MultiValue | list):
+            element.value = [self._text_value(str(v), keyword, vr, instance) for v in value]
+        else:
+            element.value = self._text_value(str(value), keyword, vr, instance)
+
+    def _text_value(self, value: str, keyword: str, vr: str, instance: _Instance) -> str:
+        info_type = text.attribute_info_type(keyword, vr)
+        if info_type is not None:
+            if info_type in self.options.exclude_info_types:
+                return value
+            transformation = self._transformation_for(info_type)
+            new = text.transform(
+                value,
+                info_type,
+                transformation,
+                key=self.operation_key,
+                shift_days=instance.shift_days,
+                vr=vr,
+            )
+            return text.fit_value(new, vr)
+        if vr not in text.FREE_TEXT_VRS:
+            return value
+        pieces: list[str] = []
+        position = 0
+        for finding in text.find(value, instance.names):
+            if finding.info_type in self.options.exclude_info_types:
+                continue
+            pieces.append(value[position : finding.start])
+            pieces.append(
+                text.transform(
+                    value[finding.start : finding.end],
+                    finding.info_type,
+                    self._transformation_for(finding.info_type),
+                    key=self.operation_key,
+                    shift_days=instance.shift_days,
+                )
+            )
+            position = finding.end
+        if not pieces:
+            return value
+        pieces.append(value[position:])
+        return text.fit_value("".join(pieces), vr)
+
+    def _transformation_for(self, info_type: str) -> Transformation:
+        # TextConfig: the first transformation naming this infoType (or naming none) applies;
+        # DLP's default for text is to replace the finding with its infoType's name.
+        for transformation in self.options.transformations:
+            if transformation.applies_to(info_type):
+                return transformation
+        return _DEFAULT_TRANSFORMATION
+
+    def _mark(self, ds: Dataset) -> None:
+        profile = self.options.filter_profile
+        if profile not in ("ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE", "MINIMAL_KEEP_LIST_PROFILE"):
+            return
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = f"dicomql {profile}"[:64]
+        code = _DEIDENTIFICATION_CODES.get(profile)
+        if code is not None:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code[0], "DCM", code[1]
+            ds.DeidentificationMethodCodeSequence = Sequence([item])
+
+
+def _vr_of(tag: int) -> str:
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return vr.split(" or ")[0]
+
+
+def _string(ds: Dataset, tag: BaseTag) -> str:
+    if tag not in ds:
+        return ""
+    value = ds[tag].value
+    return "" if value is None else str(value).strip()
+
+
+def _map_values(value: Any, uid_map: UidMap) -> Any:
+    if value is None:
+        return value
+    if isinstance(value, MultiValue | list):
+        return [uid_map(str(uid)) for uid in value]
+    return uid_map(str(value))
+
+
+def _person_names(ds: Dataset) -> list[str]:
+    names: list[str] = []
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        vr = raw.VR if raw is not None and raw.VR else _vr_of(tag)
+        if vr == "PN":
+            value = ds[tag].value
+            if isinstance(value, MultiValue | list):
+                names.extend(str(v) for v in value)
+            elif value:
+                names.append(str(value))
+    return names

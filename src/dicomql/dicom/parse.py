@@ -1,0 +1,183 @@
+"""Reading what the index needs from a stored PS3.10 file: its UIDs, its indexed attributes per
+level, its DICOM JSON, and where its pixel data starts, without reading the pixel data."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+
+from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
+from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
+
+PIXEL_DATA = 0x7FE00010
+_PIXEL_TAGS = {0x7FE00008: "OF", 0x7FE00009: "OD", PIXEL_DATA: None}
+_INTEGER_VRS = frozenset({"IS", "US", "UL", "SS", "SL"})
+# PS3.5 Annex A: the little endian transfer syntaxes whose data set is implicit VR.
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+
+
+class UnreadableInstance(ValueError):
+    """The bytes are not a DICOM PS3.10 file the store can index."""
+
+
+@dataclass
+class ParsedInstance:
+    """The header of one instance, as the index stores it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str | None
+    transfer_syntax_uid: str
+    # Index columns per level, named as in ``store.schema`` (see ``dicom.attributes``).
+    columns: dict[Level, dict[str, Any]]
+    # Person names (PatientName, ReferringPhysicianName) for the study's name tokens.
+    person_names: dict[str, str]
+    dataset: Dataset = field(repr=False)
+    # Where the pixel data element's value starts in the file (None without pixel data).
+    pixel_data_offset: int | None = None
+    pixel_data_vr: str | None = None
+    # The value length, or None when undefined (encapsulated pixel data, PS3.5 A.4).
+    pixel_data_length: int | None = None
+
+    def dicom_json(self) -> dict[str, Any]:
+        """The DICOM JSON of the header, pixel data as a (relative) BulkDataURI."""
+        model = dataset_to_dicom_json(self.dataset, bulkdata_uri=relative_bulkdata_uri)
+        if self.pixel_data_vr is not None:
+            model["7FE00010"] = {
+                "vr": self.pixel_data_vr,
+                "BulkDataURI": relative_bulkdata_uri("7FE00010"),
+            }
+        return model
+
+
+def read_header(source: Path | BinaryIO) -> ParsedInstance:
+    """Parse a PS3.10 file's header (everything before the pixel data).
+
+    Raises:
+        UnreadableInstance: not PS3.10 (no preamble and ``DICM``), no transfer syntax, or a
+            missing Study, Series or SOP Instance UID. The message says which.
+    """
+    file = open(source, "rb") if isinstance(source, Path) else source  # noqa: SIM115
+    try:
+        return _read_header(file)
+    finally:
+        if isinstance(source, Path):
+            file.close()
+
+
+def _read_header(file: BinaryIO) -> ParsedInstance:
+    try:
+        ds = dcmread(file, stop_before_pixels=True)
+        # Force the lazily parsed elements now, while errors still mean "unreadable".
+        uids = [ds.get(keyword) for keyword in _UID_KEYWORDS]
+    except InvalidDicomError as exc:
+        raise UnreadableInstance(f"Not a DICOM PS3.10 file: {exc}") from exc
+    except (ValueError, EOFError, OSError, struct.error, KeyError, TypeError) as exc:
+        raise UnreadableInstance(f"Cannot parse the DICOM header: {exc}") from exc
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not transfer_syntax:
+        raise UnreadableInstance("The file meta information has no TransferSyntaxUID (0002,0010).")
+    for keyword, value in zip(_UID_KEYWORDS, uids, strict=True):
+        if not value or not str(value).strip():
+            raise UnreadableInstance(f"The instance has no {keyword}.")
+    offset, pixel_vr, pixel_length = _pixel_data_position(file, str(transfer_syntax))
+    columns: dict[Level, dict[str, Any]] = {level: {} for level in Level}
+    person_names: dict[str, str] = {}
+    for attribute in INDEXED_ATTRIBUTES:
+        try:
+            element = ds.get(attribute.tag)
+        except (ValueError, TypeError, KeyError):
+            element = None
+        value = _column_value(element.value if element is not None else None, attribute.vr)
+        columns[attribute.level][attribute.column] = value
+        if attribute.vr == "PN" and value:
+            person_names[attribute.keyword] = value
+            columns[attribute.level][f"{attribute.column}_key"] = value.casefold()
+        elif attribute.vr == "PN":
+            columns[attribute.level][f"{attribute.column}_key"] = None
+    sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
+    return ParsedInstance(
+        study_instance_uid=str(uids[0]).strip(),
+        series_instance_uid=str(uids[1]).strip(),
+        sop_instance_uid=str(uids[2]).strip(),
+        sop_class_uid=str(sop_class).strip() if sop_class else None,
+        transfer_syntax_uid=str(transfer_syntax).strip(),
+        columns=columns,
+        person_names=person_names,
+        dataset=ds,
+        pixel_data_offset=offset,
+        pixel_data_vr=pixel_vr,
+        pixel_data_length=pixel_length,
+    )
+
+
+_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _column_value(value: Any, vr: str) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        if vr in _INTEGER_VRS:
+            value = value[0] if len(value) else None
+        else:
+            value = "\\".join(str(item) for item in value)
+    if value is None:
+        return None
+    if vr in _INTEGER_VRS:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    text = str(value).strip()
+    return text or None
+
+
+def _pixel_data_position(
+    file: BinaryIO, transfer_syntax: str
+) -> tuple[int | None, str | None, int | None]:
+    """The offset of the pixel data value, its VR and length, read from just after the header.
+
+    ``dcmread(stop_before_pixels=True)`` leaves the file positioned at the pixel data element's
+    tag (PS3.5 7.1): read its header to find where the value starts.
+    """
+    position = file.tell()
+    header = file.read(12)
+    if len(header) < 8:
+        return None, None, None
+    order = ">" if transfer_syntax == EXPLICIT_VR_BIG_ENDIAN else "<"
+    group, element = struct.unpack(f"{order}HH", header[:4])
+    tag = group << 16 | element
+    if tag not in _PIXEL_TAGS:
+        return None, None, None
+    if transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN:
+        (length,) = struct.unpack("<I", header[4:8])
+        vr, offset = _PIXEL_TAGS[tag] or "OW", position + 8
+    else:
+        if len(header) < 12:
+            return None, None, None
+        vr = header[4:6].decode("latin-1")
+        (length,) = struct.unpack(f"{order}I", header[8:12])
+        offset = position + 12
+    return offset, vr, None if length == 0xFFFFFFFF else length
+
+
+def person_name_tokens(name: str) -> set[str]:
+    """Case-folded tokens of a person name for fuzzy matching (split on ``^``, ``=``, spaces).
+
+    >>> sorted(person_name_tokens("Doe^John Paul=ドウ"))
+    ['doe', 'john', 'paul', 'ドウ']
+    """
+    tokens: set[str] = set()
+    for group in name.split("="):
+        for component in group.split("^"):
+            tokens.update(token.casefold() for token in component.split() if token)
+    return tokens

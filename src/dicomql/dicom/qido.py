@@ -1,0 +1,333 @@
+"""QIDO-RS query parameters (PS3.18 8.3.4, 10.6) and their matching rules (PS3.4 C.2.2.2) as
+SQLAlchemy conditions on the index tables.
+
+Searchable attributes per level follow the Cloud Healthcare conformance statement ("Search
+transaction"); :mod:`dicomql.dicom.attributes` says which column holds each. Limits: default 100
+results for studies and 1,000 for series and instances, at most 5,000 studies or series and 50,000
+instances per request (larger limits are clamped with a Warning), offset at most 1,000,000.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from sqlalchemy import ColumnElement, Table, and_, select
+
+from dicomql.dicom.attributes import BY_KEYWORD, BY_TAG, IndexedAttribute, Level
+from dicomql.store.schema import instances, person_name_tokens, series, studies
+
+DEFAULT_LIMIT = {Level.STUDY: 100, Level.SERIES: 1000, Level.INSTANCE: 1000}
+MAX_LIMIT = {Level.STUDY: 5000, Level.SERIES: 5000, Level.INSTANCE: 50000}
+MAX_OFFSET = 1_000_000
+
+TABLE_OF_LEVEL: dict[Level, Table] = {
+    Level.STUDY: studies,
+    Level.SERIES: series,
+    Level.INSTANCE: instances,
+}
+# The levels whose attributes a search at each level may match on (PS3.18 10.6.1.2: a series
+# search may use study attributes, an instance search study and series attributes).
+_SEARCHABLE_LEVELS = {
+    Level.STUDY: (Level.STUDY,),
+    Level.SERIES: (Level.STUDY, Level.SERIES),
+    Level.INSTANCE: (Level.STUDY, Level.SERIES, Level.INSTANCE),
+}
+_RESERVED = frozenset({"includefield", "fuzzymatching", "limit", "offset"})
+_HEX_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+_DATE = re.compile(r"^\d{8}$")
+_TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+# PS3.18 10.6.1.2.3 allows comma-separated UID lists; PS3.4 C.2.2.2.2 uses backslash.
+_UID_SEPARATORS = re.compile(r"[,\\]")
+# Cloud Healthcare fuzzymatching tokenises names on component and word separators.
+_NAME_TOKEN_SEPARATORS = re.compile(r"[\^=\s,]+")
+
+
+class QueryError(ValueError):
+    """A QIDO-RS query the service cannot run; the message is shown to the user (HTTP 400)."""
+
+
+class MatchKind(Enum):
+    SINGLE = "single"  # PS3.4 C.2.2.2.1 single value matching
+    LIST = "list"  # C.2.2.2.2 list of UID matching
+    WILDCARD = "wildcard"  # C.2.2.2.4 wild card matching (* and ?)
+    RANGE = "range"  # C.2.2.2.5 range matching (DA, TM)
+    FUZZY = "fuzzy"  # Cloud Healthcare fuzzymatching: token-prefix match on person names
+
+
+@dataclass(frozen=True)
+class Match:
+    attribute: IndexedAttribute
+    kind: MatchKind
+    values: tuple[str, ...]  # SINGLE/WILDCARD: 1; LIST: n; RANGE: (low, high), "" = open
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A parsed QIDO-RS request at one level."""
+
+    level: Level
+    matches: tuple[Match, ...] = ()
+    # Attributes named with an empty value (universal matching, PS3.4 C.2.2.2.3): returned only.
+    returned_tags: frozenset[int] = frozenset()
+    include_all: bool = False
+    include_tags: frozenset[int] = frozenset()
+    limit: int = 100
+    offset: int = 0
+    fuzzy: bool = False
+    warnings: tuple[str, ...] = field(default=())
+
+
+def resolve_attribute(name: str) -> int:
+    """The tag named by a keyword (``PatientID``) or 8 hex digits (``00100020``).
+
+    >>> hex(resolve_attribute("PatientID")), hex(resolve_attribute("0020000d"))
+    ('0x100020', '0x20000d')
+    """
+    if _HEX_TAG.match(name):
+        return int(name, 16)
+    tag = tag_for_keyword(name)
+    if tag is None:
+        raise QueryError(f"Unknown DICOM attribute {name!r}: give a keyword or 8 hex digits.")
+    return int(tag)
+
+
+def parse_search(params: Iterable[tuple[str, str]], level: Level) -> SearchQuery:
+    """Parse QIDO-RS query parameters for a search at ``level``.
+
+    Args:
+        params: the query string's (name, value) pairs, repeated names allowed.
+        level: the level searched (studies, series or instances).
+
+    Raises:
+        QueryError: an unknown or unsupported attribute, a malformed value or paging parameter.
+
+    >>> q = parse_search([("PatientID", "p1"), ("limit", "10")], Level.STUDY)
+    >>> q.matches[0].attribute.keyword, q.matches[0].kind.value, q.limit
+    ('PatientID', 'single', 10)
+    """
+    pairs = list(params)
+    fuzzy = False
+    include_all = False
+    include_tags: set[int] = set()
+    limit_text: str | None = None
+    offset_text: str | None = None
+    criteria: list[tuple[str, str]] = []
+    for name, value in pairs:
+        if name == "fuzzymatching":
+            if value.lower() not in ("true", "false"):
+                raise QueryError(f"fuzzymatching must be true or false, not {value!r}.")
+            fuzzy = value.lower() == "true"
+        elif name == "includefield":
+            for item in (part.strip() for part in value.split(",")):
+                if not item:
+                    continue
+                if item == "all":
+                    include_all = True
+                else:
+                    include_tags.add(resolve_attribute(item))
+        elif name == "limit":
+            limit_text = value
+        elif name == "offset":
+            offset_text = value
+        else:
+            criteria.append((name, value))
+
+    warnings: list[str] = []
+    limit = DEFAULT_LIMIT[level]
+    if limit_text is not None:
+        limit = _non_negative(limit_text, "limit")
+        if limit == 0:
+            limit = DEFAULT_LIMIT[level]
+        elif limit > MAX_LIMIT[level]:
+            warnings.append(
+                f"The number of results exceeded the maximum limit of {MAX_LIMIT[level]};"
+                f" the limit was set to {MAX_LIMIT[level]}."
+            )
+            limit = MAX_LIMIT[level]
+    offset = 0 if offset_text is None else _non_negative(offset_text, "offset")
+    if offset > MAX_OFFSET:
+        raise QueryError(f"offset must be at most {MAX_OFFSET}, not {offset}.")
+
+    matches: list[Match] = []
+    returned: set[int] = set()
+    for name, value in criteria:
+        attribute = _searchable(name, level)
+        if value == "":
+            returned.add(attribute.tag)
+            continue
+        matches.append(_match(attribute, value, fuzzy))
+    return SearchQuery(
+        level=level,
+        matches=tuple(matches),
+        returned_tags=frozenset(returned),
+        include_all=include_all,
+        include_tags=frozenset(include_tags),
+        limit=limit,
+        offset=offset,
+        fuzzy=fuzzy,
+        warnings=tuple(warnings),
+    )
+
+
+def _non_negative(text: str, name: str) -> int:
+    if not text.isdigit():
+        raise QueryError(f"{name} must be a non-negative integer, not {text!r}.")
+    return int(text)
+
+
+def _searchable(name: str, level: Level) -> IndexedAttribute:
+    tag = resolve_attribute(name)
+    attribute = BY_TAG.get(tag)
+    keyword = keyword_for_tag(tag) or f"{tag:08X}"
+    if attribute is None or not attribute.searchable:
+        supported = ", ".join(
+            a.keyword
+            for lvl in _SEARCHABLE_LEVELS[level]
+            for a in BY_KEYWORD.values()
+            if a.level is lvl and a.searchable
+        )
+        raise QueryError(
+            f"{keyword} is not a supported search attribute; supported at {level.value.lower()}"
+            f" level: {supported}."
+        )
+    if attribute.level not in _SEARCHABLE_LEVELS[level]:
+        raise QueryError(
+            f"{keyword} is a {attribute.level.value.lower()}-level attribute and cannot be"
+            f" searched at {level.value.lower()} level."
+        )
+    return attribute
+
+
+def _match(attribute: IndexedAttribute, value: str, fuzzy: bool) -> Match:
+    if attribute.vr == "UI":
+        uids = tuple(uid.strip() for uid in _UID_SEPARATORS.split(value) if uid.strip())
+        if len(uids) > 1:
+            return Match(attribute, MatchKind.LIST, uids)
+        return Match(attribute, MatchKind.SINGLE, uids or ("",))
+    if attribute.vr in ("DA", "TM"):
+        return _range_or_single(attribute, value)
+    if attribute.vr == "PN":
+        folded = value.casefold()
+        if fuzzy:
+            tokens = tuple(t for t in _NAME_TOKEN_SEPARATORS.split(folded.replace("*", "")) if t)
+            if tokens:
+                return Match(attribute, MatchKind.FUZZY, tokens)
+        kind = MatchKind.WILDCARD if ("*" in value or "?" in value) else MatchKind.SINGLE
+        return Match(attribute, kind, (folded,))
+    if "*" in value or "?" in value:
+        return Match(attribute, MatchKind.WILDCARD, (value,))
+    return Match(attribute, MatchKind.SINGLE, (value,))
+
+
+def _range_or_single(attribute: IndexedAttribute, value: str) -> Match:
+    pattern = _DATE if attribute.vr == "DA" else _TIME
+    what = "date (YYYYMMDD)" if attribute.vr == "DA" else "time (HHMMSS.FFFFFF)"
+    if "-" in value:
+        low, _, high = value.partition("-")
+        if (low and not pattern.match(low)) or (high and not pattern.match(high)) or "-" in high:
+            raise QueryError(f"{attribute.keyword}: {value!r} is not a {what} range.")
+        if not low and not high:
+            raise QueryError(f"{attribute.keyword}: a range needs at least one end.")
+        return Match(attribute, MatchKind.RANGE, (low, high))
+    if not pattern.match(value):
+        raise QueryError(f"{attribute.keyword}: {value!r} is not a {what}.")
+    return Match(attribute, MatchKind.SINGLE, (value,))
+
+
+def match_conditions(query: SearchQuery, store_pk: int, dialect: str) -> list[ColumnElement[bool]]:
+    """SQLAlchemy conditions for the query's matches, on the tables of their levels.
+
+    The caller joins the tables of the levels involved (see :func:`levels_matched`).
+    """
+    return [_condition(match, store_pk, dialect) for match in query.matches]
+
+
+def levels_matched(query: SearchQuery) -> frozenset[Level]:
+    return frozenset(match.attribute.level for match in query.matches)
+
+
+def _condition(match: Match, store_pk: int, dialect: str) -> ColumnElement[bool]:
+    attribute = match.attribute
+    table = TABLE_OF_LEVEL[attribute.level]
+    if attribute.vr == "PN":
+        column = table.c[f"{attribute.column}_key"]
+    else:
+        column = table.c[attribute.column]
+    if match.kind is MatchKind.SINGLE:
+        return column == match.values[0]
+    if match.kind is MatchKind.LIST:
+        return column.in_(match.values)
+    if match.kind is MatchKind.WILDCARD:
+        return _pattern(column, match.values[0], dialect)
+    if match.kind is MatchKind.RANGE:
+        return _range(column, attribute.vr, *match.values)
+    return _fuzzy(match, store_pk, dialect)
+
+
+def _pattern(column: ColumnElement[str], value: str, dialect: str) -> ColumnElement[bool]:
+    """``*``/``?`` wildcards, case-sensitive as the column is (keys are already case-folded).
+
+    SQLite's LIKE ignores ASCII case and cannot use an index; GLOB is case-sensitive and does, so
+    SQLite gets GLOB (with its ``[`` class syntax escaped) and other databases LIKE with escapes.
+    """
+    if dialect == "sqlite":
+        return column.op("GLOB")(value.replace("[", "[[]"))
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped.replace("*", "%").replace("?", "_"), escape="\\")
+
+
+def _prefix(column: ColumnElement[str], prefix: str, dialect: str) -> ColumnElement[bool]:
+    wildcard_free = prefix.replace("*", "").replace("?", "")
+    if dialect == "sqlite":
+        return column.op("GLOB")(wildcard_free.replace("[", "[[]") + "*")
+    escaped = wildcard_free.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")
+
+
+def _range(column: ColumnElement[str], vr: str, low: str, high: str) -> ColumnElement[bool]:
+    # DA and TM values compare correctly as text; a partial time as the upper bound covers the
+    # whole hour/minute it names (PS3.4 C.2.2.2.5.1), hence the padding.
+    conditions = []
+    if low:
+        conditions.append(column >= low)
+    if high:
+        conditions.append(column <= (high + "\x7f" if vr == "TM" else high))
+    return and_(*conditions)
+
+
+def _fuzzy(match: Match, store_pk: int, dialect: str) -> ColumnElement[bool]:
+    """Every query token is the prefix of a token of the name (Cloud Healthcare fuzzymatching):
+    "jo" and "do" match "John^Doe", "ohn" does not. One indexed prefix lookup per token."""
+    conditions: list[ColumnElement[bool]] = []
+    for token in match.values:
+        study_pks = select(person_name_tokens.c.study_pk).where(
+            person_name_tokens.c.store_pk == store_pk,
+            person_name_tokens.c.keyword == match.attribute.keyword,
+            _prefix(person_name_tokens.c.token, token, dialect),
+        )
+        conditions.append(studies.c.pk.in_(study_pks))
+    return and_(*conditions) if len(conditions) > 1 else conditions[0]
+
+
+def name_tokens(person_name: str) -> list[str]:
+    """The case-folded tokens of a person name, as fuzzy matching compares them.
+
+    Ingest writes these into ``person_name_tokens`` so both sides tokenise the same way.
+
+    >>> name_tokens("Doe^John Q=ドウ^ジョン")
+    ['doe', 'john', 'q', 'ドウ', 'ジョン']
+    """
+    return [token for token in _NAME_TOKEN_SEPARATORS.split(person_name.casefold()) if token]
+
+
+def person_name_key(person_name: str) -> str:
+    """The case-folded form stored in ``*_key`` columns and compared by PN matching.
+
+    >>> person_name_key("Doe^John")
+    'doe^john'
+    """
+    return person_name.casefold()

@@ -1,0 +1,274 @@
+"""The worker pool that runs long-running operations (deidentify, import, export, …) off the
+request path.
+
+An endpoint records an operation row (``store.operations.create_operation`` with its request) and
+calls :meth:`WorkerPool.wake`; a worker claims it (``store.work``), runs the handler registered for
+its ``api_method_name`` in a thread, and finishes it. Handlers report progress per work item
+through :class:`OperationContext`, which renews the lease and is where cancellation and shutdown
+take effect, between work items. Because the operation, its request and the handler's checkpoint
+live in the index, an operation survives restarts: a clean shutdown gives it back at once, a
+crash leaves a lease that expires, and either way the next worker (in any process sharing the
+index) resumes it. Cloud Healthcare ends cancelled operations with google.rpc.Code 1 (CANCELLED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any, Protocol
+
+from dicomql.store import work
+from dicomql.store.blobs import BlobStore
+from dicomql.store.index import Index
+from dicomql.store.work import Claim, LeaseLostError
+
+logger = logging.getLogger(__name__)
+
+# Clients poll operations; a new one starts within this long even if no wake() reaches this
+# process (e.g. it was created by another server sharing PostgreSQL).
+DEFAULT_POLL_INTERVAL = 1.0
+DEFAULT_LEASE = timedelta(seconds=60)
+# An operation that keeps killing its worker is given up after this many claims.
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+class ServiceLike(Protocol):
+    """What handlers may use: the index and the blob store (``service.app.Service`` fits)."""
+
+    index: Index
+    blobs: BlobStore
+
+
+class OperationCancelledError(Exception):
+    """Raised inside a handler at its next progress report once cancellation was requested."""
+
+
+class WorkerStoppingError(Exception):
+    """Raised inside a handler at its next progress report when the pool is shutting down."""
+
+
+class OperationFailedError(Exception):
+    """A handler's way to end its operation with a specific google.rpc.Status."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class OperationContext:
+    """A handler's view of the operation it runs.
+
+    Attributes:
+        service: the index and blob store to work on.
+        claim: the claimed row: ``request`` (the JSON that started it), ``target``,
+            ``checkpoint`` (where a previous attempt stopped; None the first time), counters.
+    """
+
+    def __init__(self, pool: WorkerPool, claim: Claim) -> None:
+        self.service = pool.service
+        self.claim = claim
+        self._pool = pool
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.claim.request or {}
+
+    @property
+    def checkpoint(self) -> Any:
+        return self.claim.checkpoint
+
+    def set_pending(self, pending: int) -> None:
+        """Declare how many work items remain (shown as ``counter.pending``)."""
+        self._report(pending=pending)
+
+    def progress(self, *, success: int = 0, failure: int = 0, checkpoint: Any = None) -> None:
+        """Record finished work items (and the point to resume from), then stop here if the
+        operation was cancelled or the pool is shutting down.
+
+        Raises:
+            OperationCancelledError, WorkerStoppingError: let them propagate; the pool finishes
+                or releases the operation.
+            LeaseLostError: another worker owns the operation now; stop at once.
+        """
+        self._report(success=success, failure=failure, checkpoint=checkpoint)
+
+    def check(self) -> None:
+        """Stop here if cancelled or shutting down, without recording anything."""
+        self._report()
+
+    def _report(self, **changes: Any) -> None:
+        # Record first: the items reported are finished and must not be redone on resume.
+        result = work.record_progress(
+            self.service.index, self.claim, lease=self._pool.lease, **changes
+        )
+        if result.cancel_requested:
+            raise OperationCancelledError
+        if self._pool.stopping.is_set():
+            raise WorkerStoppingError
+
+
+Handler = Callable[[OperationContext], "dict[str, Any] | None"]
+"""Runs one operation to its end in a worker thread and returns the operation's ``response``
+JSON (None for ``{}``). It must be resumable: on a retry it starts again with ``ctx.checkpoint``."""
+
+
+class WorkerPool:
+    """N asyncio tasks that claim operations and run their handlers in threads.
+
+    Args:
+        service: the index and blobs handlers work on.
+        handlers: handler per ``api_method_name``; the pool only claims those methods, so servers
+            with different handler sets can share an index.
+        workers: how many operations this process runs at once.
+        lease: how long a claim lasts without a progress report or heartbeat.
+        poll_interval: how often idle workers look for work nobody woke them for.
+        max_attempts: claims after which an operation that never finished is given up.
+        worker_id: a name for ``claimed_by``; host and process ID by default.
+    """
+
+    def __init__(
+        self,
+        service: ServiceLike,
+        handlers: Mapping[str, Handler],
+        *,
+        workers: int = 2,
+        lease: timedelta = DEFAULT_LEASE,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        worker_id: str | None = None,
+    ) -> None:
+        self.service = service
+        self.handlers = dict(handlers)
+        self.workers = workers
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.max_attempts = max_attempts
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        # Set from the event loop, read from handler threads: a threading.Event is safe for both.
+        self.stopping = threading.Event()
+        self._wakeup: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the workers on the running event loop (the app's lifespan)."""
+        self._wakeup = asyncio.Event()
+        self.stopping.clear()
+        if not self.handlers:
+            return
+        self._tasks = [
+            asyncio.create_task(self._worker(n), name=f"dicomql-worker-{n}")
+            for n in range(self.workers)
+        ]
+
+    def wake(self) -> None:
+        """Tell idle workers there is new work (call from the event loop after creating one)."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def stop(self) -> None:
+        """Stop claiming, let running handlers reach their next progress report, and give their
+        operations back unfinished so that the next start (or another process) resumes them."""
+        self.stopping.set()
+        self.wake()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _worker(self, number: int) -> None:
+        worker_id = f"{self.worker_id}/{number}"
+        assert self._wakeup is not None
+        while not self.stopping.is_set():
+            # Cleared before looking, so a wake() during the claim query is not lost.
+            self._wakeup.clear()
+            claim = await asyncio.to_thread(
+                work.claim_next,
+                self.service.index,
+                worker_id,
+                lease=self.lease,
+                methods=self.handlers.keys(),
+            )
+            if claim is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
+                continue
+            # Other idle workers may find more; a wake() could have covered several operations.
+            self._wakeup.set()
+            await self._run(claim)
+
+    async def _run(self, claim: Claim) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(claim))
+        try:
+            await asyncio.to_thread(self.run_claim, claim)
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _heartbeat(self, claim: Claim) -> None:
+        # A handler may spend longer than the lease on one work item; keep the claim alive while
+        # its thread runs. Cancellation is still only acted upon between work items.
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(work.renew_lease, self.service.index, claim, self.lease)
+            except LeaseLostError:
+                return
+
+    def run_claim(self, claim: Claim) -> None:
+        """Run one claimed operation to its end (or give it back); blocking, in a thread."""
+        index = self.service.index
+        if claim.cancel_requested:
+            work.complete(index, claim, error=cancelled_status())
+            return
+        if claim.attempts > self.max_attempts:
+            work.complete(
+                index,
+                claim,
+                error=work.status(
+                    work.ABORTED,
+                    f"The operation was abandoned after {claim.attempts - 1} attempts that"
+                    " ended without finishing (the server stopped or crashed while running it).",
+                ),
+            )
+            return
+        handler = self.handlers.get(claim.api_method_name)
+        if handler is None:  # not claimable by construction; kept for direct callers
+            work.complete(
+                index,
+                claim,
+                error=work.status(work.UNIMPLEMENTED, f"{claim.api_method_name} is not supported."),
+            )
+            return
+        context = OperationContext(self, claim)
+        try:
+            response = handler(context)
+        except OperationCancelledError:
+            work.complete(index, claim, error=cancelled_status())
+        except WorkerStoppingError:
+            work.release(index, claim)
+        except LeaseLostError:
+            logger.warning("lost the lease on operation %s; stopped it", claim.operation_id)
+        except OperationFailedError as exc:
+            work.complete(index, claim, error=work.status(exc.code, exc.message))
+        except Exception as exc:
+            # The operation must end rather than stay "running": record the failure for the
+            # caller (operations.get) and keep the traceback in the server log.
+            logger.exception("operation %s failed", claim.operation_id)
+            work.complete(
+                index,
+                claim,
+                error=work.status(work.INTERNAL, f"{type(exc).__name__}: {exc}"),
+            )
+        else:
+            work.complete(index, claim, response=response)
+
+
+def cancelled_status() -> dict[str, Any]:
+    return work.status(work.CANCELLED, "The operation was cancelled.")

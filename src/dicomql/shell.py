@@ -1,0 +1,149 @@
+"""The interactive shell (``dicomql shell``): a prompt_toolkit REPL with history, statements that
+span lines until a closing ``;``, and completion of keywords, resources, methods, parameters and
+columns from the provider registry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+if TYPE_CHECKING:
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.output import Output
+
+    from dicomql.provider.registry import Registry
+    from dicomql.session import Session
+
+EXIT_COMMANDS = frozenset({".exit", ".quit", "exit", "quit", "\\q"})
+HELP_COMMANDS = frozenset({".help", "help", "\\?"})
+
+KEYWORDS = (
+    "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IN", "LIKE", "IS", "NULL", "AS",
+    "INSERT", "INTO", "VALUES", "RETURNING", "UPDATE", "SET", "DELETE", "EXEC", "SHOW",
+    "SERVICES", "RESOURCES", "METHODS", "DESCRIBE", "EXTENDED", "GROUP", "BY", "ORDER",
+    "ASC", "DESC", "LIMIT", "OFFSET", "DISTINCT", "COUNT", "JOIN", "ON", "json_extract",
+    "/*+ AWAIT */", "/*+ SHOWRESULTS */",
+)  # fmt: skip
+
+# Completion words may carry dots (google.healthcare.x), @ (EXEC params) and hint characters.
+_WORD = re.compile(r"[\w.@/*+]+$")
+
+HELP = """\
+Statements end with ';' and may span lines. Examples:
+  SHOW RESOURCES IN google.healthcare;
+  DESCRIBE google.healthcare.dicom_stores;
+  SELECT name, labels FROM google.healthcare.dicom_stores
+    WHERE projectsId = 'p' AND locationsId = 'l' AND datasetsId = 'd';
+Tab completes keywords, resources, methods, parameters and columns. .exit (or Ctrl-D) leaves."""
+
+
+def statement_complete(text: str) -> bool:
+    """Whether ``text`` is ready to run: a shell command, blank, or ending in ``;`` outside
+    strings and comments."""
+    from dicomql.errors import SQLSyntaxError
+    from dicomql.sql.lexer import CODE, COMMENT, HINT, segments
+
+    stripped = text.strip()
+    if not stripped or stripped.lower() in EXIT_COMMANDS | HELP_COMMANDS:
+        return True
+    try:
+        pieces = list(segments(text))
+    except SQLSyntaxError:
+        return False  # an open string or comment: the statement goes on
+    for segment in reversed(pieces):
+        body = text[segment.start : segment.end]
+        if segment.kind in (COMMENT, HINT) or not body.strip():
+            continue
+        return segment.kind == CODE and body.rstrip().endswith(";")
+    return False
+
+
+class SQLCompleter(Completer):
+    """Completes the word before the cursor from keywords and the registry's names."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._words: list[str] | None = None
+
+    def words(self) -> list[str]:
+        if self._words is None:
+            words: dict[str, None] = dict.fromkeys(KEYWORDS)
+            for service in self._registry.services():
+                words[service] = None
+                for resource in self._registry.resources(service):
+                    words[resource.id] = None
+                    for method in resource.methods.values():
+                        words[f"{resource.id}.{method.name}"] = None
+                        for parameter in method.parameters:
+                            words[parameter] = None
+                            words[f"@{parameter}"] = None
+                        for column in resource.fields(method):
+                            words[column.name] = None
+                            words[f"data__{column.name}"] = None
+            self._words = list(words)
+        return self._words
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterator[Completion]:
+        word = document.get_word_before_cursor(pattern=_WORD)
+        if not word:
+            return
+        lowered = word.lower()
+        for candidate in self.words():
+            if candidate.lower().startswith(lowered) and candidate != word:
+                yield Completion(candidate, start_position=-len(word))
+
+
+def run_shell(
+    session: Session,
+    *,
+    history: Path | None = None,
+    input: Input | None = None,
+    output: Output | None = None,
+) -> None:
+    """Read statements and run them until ``.exit``, ``quit`` or end of input.
+
+    An error is printed and the shell goes on; Ctrl-C abandons the statement being typed.
+    """
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.application.current import get_app
+    from prompt_toolkit.filters import Condition
+    from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+
+    store: History = InMemoryHistory()
+    if history is not None:
+        history.parent.mkdir(parents=True, exist_ok=True)
+        store = FileHistory(str(history))
+    # Enter runs the statement once it is complete; until then it starts a new line.
+    multiline = Condition(lambda: not statement_complete(get_app().current_buffer.text))
+    prompt: PromptSession[str] = PromptSession(
+        history=store,
+        completer=SQLCompleter(session.connection.engine.registry),
+        complete_while_typing=False,
+        multiline=multiline,
+        prompt_continuation=lambda width, line, soft: "...> ".rjust(width),
+        input=input,
+        output=output,
+    )
+    while True:
+        try:
+            text = prompt.prompt("dicomql> ")
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            break
+        command = text.strip().lower()
+        if not command:
+            continue
+        if command in EXIT_COMMANDS:
+            break
+        if command in HELP_COMMANDS:
+            print(HELP, file=session.out)
+            continue
+        session.run_script(text)

@@ -1,0 +1,273 @@
+"""The SQL engine: runs StackQL statements against the Cloud Healthcare API through a
+:class:`~dicomql.provider.client.Client` — templates filled, statement parsed, API calls
+planned and made, and the rows shaped relationally in an in-memory SQLite workspace."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+from sqlglot import exp
+
+from dicomql.errors import ProgrammingError
+from dicomql.provider.client import Client
+from dicomql.provider.registry import Method, Registry, Resource, suggest
+from dicomql.sql import mutations, procedures
+from dicomql.sql.dicom_rows import dicom_rows
+from dicomql.sql.lexer import split_statements
+from dicomql.sql.parser import Describe, Relational, Show, Statement, parse
+from dicomql.sql.planner import Scan, plan_select, render
+from dicomql.sql.relational import Workspace
+from dicomql.sql.results import Result
+from dicomql.sql.templates import bind
+from dicomql.sql.templates import render as render_template
+
+
+class Engine:
+    """Runs one statement at a time; holds no state between statements but its client.
+
+    Args:
+        client: the API client (its transport decides who answers).
+        registry: resources and methods; the packaged discovery document by default.
+        page_limit: list methods follow ``nextPageToken`` up to this many pages (None: all).
+        on_progress: called with the operation JSON each time ``/*+ AWAIT */`` polls.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        registry: Registry | None = None,
+        *,
+        page_limit: int | None = 20,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.registry = registry or Registry.load()
+        self.page_limit = page_limit
+        self.on_progress = on_progress
+        self._handlers: dict[str, Callable[[Statement, Workspace], Result]] = {
+            "select": self._select,
+            "insert": mutations.insert(self),
+            "update": mutations.update(self),
+            "delete": mutations.delete(self),
+            "exec": procedures.exec_(self),
+            "show": self._show,
+            "describe": self._describe,
+        }
+
+    def execute(
+        self,
+        sql: str,
+        variables: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Result:
+        """Run one statement.
+
+        Args:
+            sql: the statement; a trailing ``;`` is optional.
+            variables: values of ``{{ name }}`` templates.
+            parameters: values of DB-API ``:name`` placeholders.
+
+        Raises:
+            SQLSyntaxError: it does not parse.
+            ProgrammingError: unknown resource/method/column, missing parameter.
+            ApiError: the API answered with an error.
+            TransportError: the API could not be reached.
+        """
+        pieces = split_statements(sql)
+        if len(pieces) != 1:
+            raise ProgrammingError(
+                f"execute() takes one statement, got {len(pieces)}; use execute_script()"
+            )
+        return self._run(pieces[0][1], variables, parameters)
+
+    def execute_script(
+        self, text: str, variables: Mapping[str, Any] | None = None
+    ) -> Iterator[Result]:
+        """Run each statement of ``text`` (split on ``;`` outside quotes and comments)."""
+        for _, piece in split_statements(text):
+            yield self._run(piece, variables, None)
+
+    def _run(
+        self,
+        text: str,
+        variables: Mapping[str, Any] | None,
+        parameters: Mapping[str, Any] | None,
+    ) -> Result:
+        filled = bind(render_template(text, variables), parameters)
+        statement = parse(filled)
+        with Workspace() as workspace:
+            return self._handlers[statement.kind](statement, workspace)
+
+    # --- SELECT ------------------------------------------------------------------------------
+
+    def query(
+        self, tree: exp.Expression, workspace: Workspace
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Plan ``tree``, fetch what it names into ``workspace`` and run it there."""
+        rewritten, scans = plan_select(tree, self.registry)
+        for scan in scans:
+            self._fetch(scan, workspace)
+        return workspace.query(render(rewritten))
+
+    def _select(self, statement: Statement, workspace: Workspace) -> Result:
+        assert isinstance(statement, Relational)
+        columns, rows = self.query(statement.tree, workspace)
+        return Result(columns, rows, len(rows), "select")
+
+    def _fetch(self, scan: Scan, workspace: Workspace) -> None:
+        method, resource = scan.method, scan.resource
+        dependent: dict[str, list[Any]] = {}
+        for dependency in scan.dependent:
+            _, values = workspace.query(
+                f'SELECT DISTINCT "{dependency.column}" FROM "{dependency.scan.temp}" '
+                f'WHERE "{dependency.column}" IS NOT NULL'
+            )
+            dependent[dependency.parameter] = [v for (v,) in values]
+        columns: list[str] = []
+        if scan.page_shape:
+            columns = [f.name for f in self.registry.fields(method.response_schema or "")]
+        elif not method.is_dicomweb:
+            columns = [f.name for f in resource.fields(method)]
+        rows: list[dict[str, Any]] = []
+        calls = [] if any(not v for v in dependent.values()) else scan.calls(dependent)
+        for params in calls:
+            for payload in self.pages(method, params):
+                page_rows = self._page_rows(method, payload, scan.page_shape)
+                for row in page_rows:
+                    for name, values in scan.given.items():
+                        row.setdefault(
+                            name, params.get(name, values[0] if len(values) == 1 else None)
+                        )
+                    for name in dependent:
+                        row.setdefault(name, params[name])
+                rows.extend(page_rows)
+        seen = dict.fromkeys(columns)
+        for row in rows:
+            seen.update(dict.fromkeys(row))
+        seen.update(dict.fromkeys(scan.given))
+        seen.update(dict.fromkeys(dependent))
+        workspace.load(scan.temp, list(seen), rows, label=resource.id)
+
+    def pages(self, method: Method, params: dict[str, Any]) -> Iterator[Any]:
+        """Each page's payload, following ``nextPageToken`` up to ``page_limit`` pages."""
+        params = dict(params)
+        follows = "pageToken" in method.parameters
+        fetched = 0
+        while True:
+            response = self.client.call(method, params, accept=_accept(method))
+            payload = payload_of(response)
+            yield payload
+            fetched += 1
+            token = payload.get("nextPageToken") if isinstance(payload, dict) else None
+            if not follows or not token:
+                return
+            if self.page_limit is not None and fetched >= self.page_limit:
+                return
+            params["pageToken"] = token
+
+    def _page_rows(self, method: Method, payload: Any, page_shape: bool) -> list[dict[str, Any]]:
+        if isinstance(payload, list):
+            return dicom_rows(payload)[1]
+        if not isinstance(payload, dict):
+            return [{"contentType": "", "size": len(payload or b"")}]
+        if page_shape or not method.object_key:
+            return [dict(payload)] if payload else []
+        return [dict(item) for item in payload.get(method.object_key) or []]
+
+    # --- SHOW / DESCRIBE ---------------------------------------------------------------------
+
+    def _show(self, statement: Statement, workspace: Workspace) -> Result:
+        assert isinstance(statement, Show)
+        rows: list[tuple[Any, ...]]
+        if statement.what == "SERVICES":
+            columns = ["name", "title", "version"]
+            rows = [(s, "Cloud Healthcare API", "v1") for s in self.registry.services()]
+        elif statement.what == "RESOURCES":
+            columns = ["name", "id", "title"]
+            rows = [
+                (r.name, r.id, r.title)
+                for r in self.registry.resources(statement.target or "google.healthcare")
+            ]
+        else:
+            resource = self.registry.resource(statement.target or "")
+            columns = ["MethodName", "RequiredParams", "SQLVerb"]
+            if statement.extended:
+                columns += ["OptionalParams", "Description"]
+            rows = []
+            for method in resource.methods.values():
+                row: tuple[Any, ...] = (
+                    method.name,
+                    ", ".join(method.required_parameters),
+                    method.sql_verb.upper(),
+                )
+                if statement.extended:
+                    row += (", ".join(method.optional_parameters), method.description)
+                rows.append(row)
+        if statement.like is not None:
+            pattern = _like(statement.like)
+            rows = [row for row in rows if pattern.fullmatch(str(row[0]))]
+        return Result(columns, rows, len(rows), "show")
+
+    def _describe(self, statement: Statement, workspace: Workspace) -> Result:
+        assert isinstance(statement, Describe)
+        resource = self.registry.resource(statement.resource)
+        columns = ["name", "type", "description"]
+        if statement.extended:
+            columns += ["schema", "method"]
+        rows: list[tuple[Any, ...]] = []
+        seen: set[str] = set()
+        for method in resource.verb_methods("select") or list(resource.methods.values())[:1]:
+            for f in resource.fields(method):
+                if f.name in seen:
+                    continue
+                seen.add(f.name)
+                row: tuple[Any, ...] = (f.name, f.type, f.description)
+                if statement.extended:
+                    row += (f.ref, method.name)
+                rows.append(row)
+        return Result(columns, rows, len(rows), "describe")
+
+    # --- shared helpers ----------------------------------------------------------------------
+
+    def resource(self, table: exp.Table) -> Resource:
+        name = ".".join(part.name for part in table.parts)
+        return self.registry.resource(name)
+
+    def method_parameter_error(self, name: str, method: Method) -> ProgrammingError:
+        return ProgrammingError(
+            f"unknown parameter '{name}' of {method.resource}.{method.name}"
+            f"{suggest(name, method.parameters)}"
+        )
+
+
+def _accept(method: Method) -> str | None:
+    return "application/dicom+json" if method.is_dicomweb else None
+
+
+def payload_of(response: httpx.Response) -> Any:
+    """A response's JSON (``{}`` for an empty body), or its bytes when it is not JSON."""
+    content_type = response.headers.get("content-type", "")
+    if not response.content:
+        return {}
+    if "json" in content_type:
+        return response.json()
+    return response.content
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    """A SQL LIKE pattern as a case-insensitive regex (% any run, _ one character)."""
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.compile(regex, re.IGNORECASE | re.DOTALL)
+
+
+def decode_data(value: str) -> bytes:
+    """HttpBody.data: base64 (standard or URL-safe), as Google's JSON mapping of bytes."""
+    padded = value + "=" * (-len(value) % 4)
+    try:
+        return base64.b64decode(padded, altchars=b"-_" if "-" in value or "_" in value else None)
+    except ValueError as exc:
+        raise ProgrammingError(f"HttpBody data is not base64: {exc}") from exc

@@ -1,0 +1,303 @@
+"""The planner: which API calls a statement needs. For each resource a SELECT names it picks the
+method from the equality parameters in WHERE/ON (the most specific method whose required
+parameters are all given) and rewrites the query to run over the fetched rows."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from dicomql.errors import ProgrammingError
+from dicomql.provider.registry import Method, Registry, Resource
+from dicomql.sql.dialect import StackQL
+
+
+@dataclass
+class DependentParameter:
+    """A parameter whose values come from another scan's column (``ON s.datasetsId = d.id``)."""
+
+    parameter: str
+    scan: Scan
+    column: str
+
+
+@dataclass
+class Scan:
+    """One resource reference in a query, planned as one or more calls of ``method``."""
+
+    resource: Resource
+    method: Method
+    params: dict[str, list[Any]]
+    alias: str
+    temp: str
+    page_shape: bool = False
+    # Every parameter the statement gave for this scan (also empty ones): row columns.
+    given: dict[str, list[Any]] = field(default_factory=dict)
+    dependent: list[DependentParameter] = field(default_factory=list)
+
+    def calls(
+        self, dependent_values: dict[str, list[Any]] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The parameter sets to call ``method`` with: one per combination of values."""
+        values = {**self.params, **(dependent_values or {})}
+        names = list(values)
+        for combination in itertools.product(*(values[n] for n in names)):
+            yield dict(zip(names, combination, strict=True))
+
+
+def literal_value(node: exp.Expression) -> Any:
+    """The Python value of a literal node (string, number, boolean, NULL), else raise."""
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return node.this
+        text = node.this
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    if isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
+        value = literal_value(node.this)
+        return -value
+    raise ValueError(node.sql())
+
+
+def is_literal(node: exp.Expression) -> bool:
+    try:
+        literal_value(node)
+    except ValueError:
+        return False
+    return True
+
+
+def conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
+    """The AND-ed terms of a condition."""
+    if condition is None:
+        return []
+    if isinstance(condition, exp.Where):
+        return conjuncts(condition.this)
+    if isinstance(condition, exp.Paren):
+        return conjuncts(condition.this)
+    if isinstance(condition, exp.And):
+        return conjuncts(condition.left) + conjuncts(condition.right)
+    return [condition]
+
+
+def resource_name(table: exp.Table) -> str:
+    return ".".join(part.name for part in table.parts)
+
+
+def table_resource(table: exp.Table, registry: Registry, ctes: set[str]) -> Resource | None:
+    """The resource a FROM/JOIN table names, None for a CTE or subquery alias."""
+    if not table.args.get("db"):
+        if table.name in ctes:
+            return None
+        names = {r.name for r in registry.resources()}
+        if table.name not in names:
+            return None
+    return registry.resource(resource_name(table))
+
+
+def all_parameters(resource: Resource, verb: str = "select") -> set[str]:
+    return {p for m in resource.verb_methods(verb) for p in m.parameters}
+
+
+def choose_method(resource: Resource, verb: str, given: set[str]) -> Method:
+    """The most specific ``verb`` method whose required parameters are all in ``given``.
+
+    Raises:
+        ProgrammingError: none fits; the message names the missing parameters.
+    """
+    methods = resource.verb_methods(verb)
+    if not methods:
+        raise ProgrammingError(
+            f"{resource.id} has no {verb.upper()} method; "
+            f"its methods are {', '.join(resource.methods)} (use EXEC)"
+        )
+    fitting = [m for m in methods if set(m.required_parameters) <= given]
+    if fitting:
+        return max(fitting, key=lambda m: len(m.required_parameters))
+    closest = min(methods, key=lambda m: len(set(m.required_parameters) - given))
+    missing = [p for p in closest.required_parameters if p not in given]
+    raise ProgrammingError(
+        f"missing required parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+        f"for {verb.upper()} on {resource.id} (method {closest.name})"
+    )
+
+
+def _page_fields(resource: Resource, method: Method) -> set[str]:
+    """Top-level response fields that are not fields of a listed item (dicomStores, …)."""
+    if not method.object_key or not method.response_schema:
+        return set()
+    page = {f.name for f in resource.registry.fields(method.response_schema)}
+    return page - {f.name for f in resource.fields(method)}
+
+
+def _select_scope_tables(select: exp.Select) -> list[exp.Table]:
+    tables: list[exp.Table] = []
+    from_ = select.args.get("from") or select.args.get("from_")
+    if from_ is not None and isinstance(from_.this, exp.Table):
+        tables.append(from_.this)
+    for join in select.args.get("joins") or []:
+        if isinstance(join.this, exp.Table):
+            tables.append(join.this)
+    return tables
+
+
+def _alias(table: exp.Table) -> str:
+    return table.alias_or_name
+
+
+def plan_select(tree: exp.Expression, registry: Registry) -> tuple[exp.Expression, list[Scan]]:
+    """Plan a query: returns the rewritten query (over temp tables) and the scans to fetch.
+
+    Param equalities (``projectsId = 'p'``, ``datasetsId IN ('a', 'b')``) become call
+    parameters and are removed from the query; the fetched rows carry them as columns.
+    """
+    tree = tree.copy()
+    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+    scans: list[Scan] = []
+    selects = [tree] if isinstance(tree, exp.Select) else []
+    selects += [s for s in tree.find_all(exp.Select) if s is not tree]
+    for select in selects:
+        tables = [
+            (table, resource)
+            for table in _select_scope_tables(select)
+            if (resource := table_resource(table, registry, ctes)) is not None
+        ]
+        if not tables:
+            continue
+        by_alias = {_alias(t): (t, r) for t, r in tables}
+        terms: list[tuple[exp.Expression, bool]] = [
+            (c, False) for c in conjuncts(select.args.get("where"))
+        ]
+        for join in select.args.get("joins") or []:
+            terms += [(c, True) for c in conjuncts(join.args.get("on"))]
+        params: dict[str, dict[str, list[Any]]] = {alias: {} for alias in by_alias}
+        joins: dict[str, list[tuple[str, str, str]]] = {alias: [] for alias in by_alias}
+        for term, in_on in terms:
+            _take_parameter(term, by_alias, params, joins, in_on)
+        local: dict[str, Scan] = {}
+        for alias, (table, resource) in by_alias.items():
+            given = {p for p, values in params[alias].items() if values != [""]}
+            given |= {p for p, _, _ in joins[alias]}
+            method = choose_method(resource, "select", given)
+            accepted = set(method.parameters)
+            page_fields = _page_fields(resource, method)
+            referenced = {c.name for c in tree.find_all(exp.Column) if c.table in ("", alias)}
+            scan = Scan(
+                resource=resource,
+                method=method,
+                params={
+                    p: v
+                    for p, v in params[alias].items()
+                    if p in accepted and v != [""] and v != [None]
+                },
+                alias=alias,
+                temp=f"_scan_{len(scans)}",
+                page_shape=bool(page_fields & referenced),
+                given=params[alias],
+            )
+            local[alias] = scan
+            scans.append(scan)
+            table.replace(
+                exp.Table(
+                    this=exp.to_identifier(scan.temp),
+                    alias=exp.TableAlias(this=exp.to_identifier(alias)),
+                )
+            )
+        for alias, dependencies in joins.items():
+            for parameter, other, column in dependencies:
+                if other in local and parameter not in local[alias].params:
+                    local[alias].dependent.append(
+                        DependentParameter(parameter, local[other], column)
+                    )
+    return tree, _ordered(scans)
+
+
+def _ordered(scans: list[Scan]) -> list[Scan]:
+    """Scans a dependent scan reads from come first."""
+    ordered: list[Scan] = []
+
+    def visit(scan: Scan, seen: tuple[int, ...]) -> None:
+        if scan in ordered:
+            return
+        if id(scan) in seen:
+            raise ProgrammingError("JOIN parameters depend on each other in a cycle")
+        for dependency in scan.dependent:
+            visit(dependency.scan, (*seen, id(scan)))
+        ordered.append(scan)
+
+    for scan in scans:
+        visit(scan, ())
+    return ordered
+
+
+def _take_parameter(
+    term: exp.Expression,
+    by_alias: dict[str, tuple[exp.Table, Resource]],
+    params: dict[str, dict[str, list[Any]]],
+    joins: dict[str, list[tuple[str, str, str]]],
+    in_on: bool,
+) -> None:
+    """Record ``term`` as a call parameter if it is one; then drop it from the query."""
+    if isinstance(term, exp.EQ):
+        left, right = term.left, term.right
+        if isinstance(right, exp.Column) and not isinstance(left, exp.Column):
+            left, right = right, left
+        if not isinstance(left, exp.Column):
+            return
+        if isinstance(right, exp.Column):
+            _take_join_parameter(left, right, by_alias, joins)
+            _take_join_parameter(right, left, by_alias, joins)
+            return
+        if not is_literal(right):
+            return
+        values = [literal_value(right)]
+    elif isinstance(term, exp.In) and isinstance(term.this, exp.Column):
+        items = term.expressions
+        if not items or not all(is_literal(i) for i in items):
+            return
+        left, values = term.this, [literal_value(i) for i in items]
+    else:
+        return
+    targets = _targets(left, by_alias)
+    if not targets:
+        return
+    for alias in targets:
+        params[alias][left.name] = values
+    term.replace(exp.true())
+
+
+def _take_join_parameter(
+    column: exp.Column,
+    other: exp.Column,
+    by_alias: dict[str, tuple[exp.Table, Resource]],
+    joins: dict[str, list[tuple[str, str, str]]],
+) -> None:
+    if not column.table or not other.table or other.table not in by_alias:
+        return
+    for alias in _targets(column, by_alias):
+        if alias != other.table:
+            joins[alias].append((column.name, other.table, other.name))
+
+
+def _targets(column: exp.Column, by_alias: dict[str, tuple[exp.Table, Resource]]) -> list[str]:
+    """Aliases of the scope's resources that take ``column`` as a SELECT parameter."""
+    candidates = [column.table] if column.table else list(by_alias)
+    targets = []
+    for alias in candidates:
+        if alias not in by_alias:
+            continue
+        _, resource = by_alias[alias]
+        if column.name in all_parameters(resource):
+            targets.append(alias)
+    return targets
+
+
+def render(tree: exp.Expression) -> str:
+    return tree.sql(dialect=StackQL)

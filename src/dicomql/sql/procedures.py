@@ -1,0 +1,274 @@
+"""EXEC and long-running operations: ``EXEC res.method @p='v' @@json='{…}'``, DICOMweb search
+and store from SQL, and ``/*+ AWAIT */`` polling of Healthcare operations."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from dicomql.errors import ApiError, DataError, ProgrammingError
+from dicomql.provider.client import api_error
+from dicomql.provider.registry import Method, Registry
+from dicomql.sql import uploads
+from dicomql.sql.dicom_rows import dicom_rows
+from dicomql.sql.parser import Exec, Statement
+from dicomql.sql.relational import Workspace
+from dicomql.sql.results import Result
+
+if TYPE_CHECKING:
+    from dicomql.sql.engine import Engine
+
+# google.rpc.Code → (HTTP status, name), for an operation's error (google/rpc/code.proto).
+RPC_CODES: dict[int, tuple[int, str]] = {
+    1: (499, "CANCELLED"),
+    2: (500, "UNKNOWN"),
+    3: (400, "INVALID_ARGUMENT"),
+    4: (504, "DEADLINE_EXCEEDED"),
+    5: (404, "NOT_FOUND"),
+    6: (409, "ALREADY_EXISTS"),
+    7: (403, "PERMISSION_DENIED"),
+    8: (429, "RESOURCE_EXHAUSTED"),
+    9: (400, "FAILED_PRECONDITION"),
+    10: (409, "ABORTED"),
+    11: (400, "OUT_OF_RANGE"),
+    12: (501, "UNIMPLEMENTED"),
+    13: (500, "INTERNAL"),
+    14: (503, "UNAVAILABLE"),
+    15: (500, "DATA_LOSS"),
+    16: (401, "UNAUTHENTICATED"),
+}
+
+FIRST_POLL_DELAY = 0.1
+MAX_POLL_DELAY = 2.0
+
+# DICOM JSON tags of a STOW-RS response (PS3.18 Table 10.5.3-1).
+_REFERENCED_SOP_SEQUENCE = "00081199"
+_FAILED_SOP_SEQUENCE = "00081198"
+_STORE_ROW_COLUMNS = [
+    "status",
+    "ReferencedSOPClassUID",
+    "ReferencedSOPInstanceUID",
+    "RetrieveURL",
+    "FailureReason",
+]
+
+
+def await_operation(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
+    """Poll ``operations.get`` until ``operation`` is done; return its ``response``.
+
+    The delay grows from 0.1 s to 2 s. ``engine.on_progress`` sees every poll's JSON.
+
+    Raises:
+        ApiError: the operation finished with an ``error`` (google.rpc.Status).
+    """
+    get = engine.registry.resource("google.healthcare.operations").method("get")
+    delay = FIRST_POLL_DELAY
+    while True:
+        if engine.on_progress is not None:
+            engine.on_progress(operation)
+        if operation.get("done"):
+            break
+        time.sleep(delay)
+        delay = min(delay * 1.5, MAX_POLL_DELAY)
+        operation = engine.client.call(get, {"name": operation["name"]}).json()
+    error = operation.get("error")
+    if error:
+        code = int(error.get("code", 2))
+        http_status, status = RPC_CODES.get(code, (500, "UNKNOWN"))
+        raise ApiError(
+            http_status,
+            status,
+            str(error.get("message", "")) or f"operation {operation.get('name')} failed",
+            details=list(error.get("details") or []),
+        )
+    response: dict[str, Any] = operation.get("response") or {}
+    return response
+
+
+def result_of_operation(
+    engine: Engine, operation: dict[str, Any], statement: Statement, kind: str
+) -> Result:
+    """An operation's result: awaited (its response) under ``/*+ AWAIT */``, else itself."""
+    if "AWAIT" not in statement.hints:
+        return one_row(operation, kind, message=f"operation {operation.get('name')} started")
+    response = await_operation(engine, operation)
+    response.pop("@type", None)
+    return one_row(response, kind, message=f"operation {operation.get('name')} done")
+
+
+def one_row(payload: dict[str, Any], kind: str, message: str | None = None) -> Result:
+    if not payload:
+        return Result([], [], 0, kind, message)
+    columns = list(payload)
+    row = tuple(json.dumps(v) if isinstance(v, dict | list) else v for v in payload.values())
+    return Result(columns, [row], 1, kind, message)
+
+
+def parse_body(text: str | None, what: str = "@@json") -> dict[str, Any]:
+    """A request body from JSON text; top-level "" values are unset (StackQL templates)."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise DataError(f"{what} must be a JSON object")
+    return {k: v for k, v in body.items() if v != "" and v is not None}
+
+
+def check_body_fields(registry: Registry, method: Method, body: dict[str, Any]) -> None:
+    if not method.request_schema:
+        if body:
+            raise ProgrammingError(f"{method.resource}.{method.name} takes no request body")
+        return
+    known = {f.name for f in registry.fields(method.request_schema)}
+    for name in body:
+        if name not in known:
+            from dicomql.provider.registry import suggest
+
+            raise ProgrammingError(
+                f"unknown field '{name}' of {method.request_schema}{suggest(name, known)}"
+            )
+
+
+def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
+    def run(statement: Statement, workspace: Workspace) -> Result:
+        assert isinstance(statement, Exec)
+        resource = engine.registry.resource(statement.resource)
+        method = resource.method(statement.method)
+        params: dict[str, Any] = {}
+        extras: dict[str, Any] = {}
+        for parameter in statement.parameters:
+            target = params if parameter.name in method.parameters else extras
+            target[parameter.name] = parameter.value
+        missing = [p for p in method.required_parameters if params.get(p) in (None, "")]
+        if missing:
+            raise ProgrammingError(
+                f"missing required parameter{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)} for {resource.id}.{method.name}"
+            )
+        body = parse_body(statement.body)
+        if method.request_schema == "HttpBody":
+            return _store(engine, method, params, extras, body)
+        if extras and not (method.is_dicomweb and method.http_method == "GET"):
+            name = next(iter(extras))
+            raise engine.method_parameter_error(name, method)
+        # DICOMweb GETs take QIDO keys and options as query parameters (PS3.18 10.6.1).
+        params.update(extras)
+        check_body_fields(engine.registry, method, body)
+        response = engine.client.call(
+            method,
+            params,
+            body or (None if method.http_method in ("GET", "DELETE") else {}),
+            accept="application/dicom+json" if method.is_dicomweb else None,
+        )
+        return _result(engine, method, response, statement)
+
+    return run
+
+
+def _result(
+    engine: Engine, method: Method, response: httpx.Response, statement: Statement
+) -> Result:
+    from dicomql.sql.engine import payload_of
+
+    payload = payload_of(response)
+    if isinstance(payload, list):
+        columns, rows = dicom_rows(payload)
+        values = [tuple(row.get(c) for c in columns) for row in rows]
+        return Result(columns, values, len(values), "exec")
+    if isinstance(payload, bytes):
+        content_type = response.headers.get("content-type", "")
+        return Result(["contentType", "size"], [(content_type, len(payload))], 1, "exec")
+    if method.returns_operation and "name" in payload:
+        return result_of_operation(engine, payload, statement, "exec")
+    if method.object_key:
+        items = payload.get(method.object_key) or []
+        columns = list(dict.fromkeys(k for item in items for k in item))
+        rows = [
+            tuple(json.dumps(v) if isinstance(v := i.get(c), dict | list) else v for c in columns)
+            for i in items
+        ]
+        return Result(columns, rows, len(rows), "exec")
+    return one_row(payload, "exec", message=None if payload else "OK")
+
+
+def _store(
+    engine: Engine,
+    method: Method,
+    params: dict[str, Any],
+    extras: dict[str, Any],
+    body: dict[str, Any],
+) -> Result:
+    """store_instances: HttpBody bytes from @@json, or the DICOM files of @path."""
+    from dicomql.sql.engine import decode_data
+
+    path = extras.pop("path", None)
+    if extras:
+        raise engine.method_parameter_error(next(iter(extras)), method)
+    rows: list[tuple[Any, ...]] = []
+    if path is not None:
+        files = uploads.dicom_files(str(path))
+        for batch in uploads.batches(files):
+            boundary = uploads.new_boundary()
+            response = engine.client.call(
+                method,
+                params,
+                content=uploads.multipart_body(batch, boundary),
+                content_type=uploads.multipart_content_type(boundary),
+                accept="application/dicom+json",
+                check=False,
+            )
+            rows += _store_rows(response)
+        stored = sum(1 for row in rows if row[0] == "stored")
+        message = f"{stored} of {len(files)} files stored"
+    else:
+        data = body.get("data")
+        if not data:
+            raise ProgrammingError(
+                f"{method.resource}.{method.name} needs @path='file or folder' "
+                'or @@json=\'{"contentType": …, "data": base64}\''
+            )
+        response = engine.client.call(
+            method,
+            params,
+            content=decode_data(str(data)),
+            content_type=str(body.get("contentType") or "application/dicom"),
+            accept="application/dicom+json",
+            check=False,
+        )
+        rows = _store_rows(response)
+        message = None
+    return Result(list(_STORE_ROW_COLUMNS), rows, len(rows), "exec", message)
+
+
+def _store_rows(response: httpx.Response) -> list[tuple[Any, ...]]:
+    """One row per instance of a STOW-RS response: stored or failed (with FailureReason)."""
+    try:
+        payload = response.json() if response.content else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict) or (response.is_error and "error" in payload):
+        raise api_error(response)
+    rows: list[tuple[Any, ...]] = []
+    for status, tag in (("stored", _REFERENCED_SOP_SEQUENCE), ("failed", _FAILED_SOP_SEQUENCE)):
+        items = (payload.get(tag) or {}).get("Value") or []
+        _, item_rows = dicom_rows(items)
+        for row in item_rows:
+            rows.append(
+                (
+                    status,
+                    row.get("ReferencedSOPClassUID"),
+                    row.get("ReferencedSOPInstanceUID"),
+                    row.get("RetrieveURL"),
+                    row.get("FailureReason"),
+                )
+            )
+    if response.is_error and not rows:
+        raise api_error(response)
+    return rows

@@ -1,0 +1,267 @@
+"""Build, test and teardown of real stacks on the embedded service, through the SQL engine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dicomql.deploy.manifest import load_manifest
+from dicomql.deploy.runner import (
+    ABSENT,
+    CREATED,
+    DELETED,
+    DRIFTED,
+    IN_STATE,
+    KEPT,
+    UNCHANGED,
+    UPDATED,
+    Report,
+    StackRunner,
+)
+from dicomql.errors import ApiError, DeployError, ManifestError
+from dicomql.provider.client import Client
+from dicomql.sql.engine import Engine
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "stacks" / "imaging"
+
+MANIFEST = """\
+version: 1
+name: lab
+globals:
+  - name: project
+    value: "{{ PROJECT }}"
+  - name: location
+    value: us-central1
+resources:
+  - name: dataset
+    props:
+      - name: dataset_id
+        value: "{{ stack_name }}-{{ stack_env }}"
+      - name: time_zone
+        value: UTC
+    exports:
+      - dataset_id
+      - name: dataset_name
+  - name: store_a
+    file: dicom_store.iql
+    props:
+      - name: store_id
+        value: a
+      - name: labels
+        values:
+          dev: {value: {env: dev, tier: hot}}
+          prd: {value: {env: prd, tier: hot}}
+      - name: notification_configs
+        value: []
+  - name: store_b
+    file: dicom_store.iql
+    props:
+      - name: store_id
+        value: b
+      - name: labels
+        value: {env: "{{ stack_env }}", tier: cold}
+      - name: notification_configs
+        value: [{pubsubTopic: "projects/{{ project }}/topics/lab"}]
+    exports:
+      - name: store_b_name
+exports:
+  - dataset_name
+  - store_b_name
+"""
+
+
+@pytest.fixture
+def engine(embedded: httpx.Client) -> Engine:
+    return Engine(Client(embedded))
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Path:
+    """A stack of a dataset and two DICOM stores, using the example's query files."""
+    stack_dir = tmp_path / "lab"
+    shutil.copytree(EXAMPLE / "resources", stack_dir / "resources")
+    (stack_dir / "stackql_manifest.yml").write_text(MANIFEST)
+    return stack_dir
+
+
+def run(stack_dir: Path, engine: Engine, command: str, env: str = "dev", **kw: object) -> Report:
+    runner = StackRunner(
+        load_manifest(stack_dir),
+        env,
+        engine,
+        variables={"PROJECT": "p1"},
+        sleep=lambda seconds: None,
+        **kw,  # type: ignore[arg-type]
+    )
+    report: Report = getattr(runner, command)()
+    return report
+
+
+def actions(report: Report) -> dict[str, str]:
+    return {outcome.resource: outcome.action for outcome in report.outcomes}
+
+
+def store_labels(engine: Engine, store: str, dataset: str = "lab-dev") -> dict[str, str]:
+    result = engine.execute(
+        "SELECT labels FROM google.healthcare.dicom_stores WHERE projectsId = 'p1' "
+        f"AND locationsId = 'us-central1' AND datasetsId = '{dataset}' "
+        f"AND dicomStoresId = '{store}'"
+    )
+    labels = result.rows[0][0]
+    return json.loads(labels) if isinstance(labels, str) else labels
+
+
+def test_a_stack_builds_is_idempotent_updates_one_label_detects_drift_and_tears_down(
+    stack: Path, engine: Engine
+) -> None:
+    first = run(stack, engine, "build")
+    assert actions(first) == {"dataset": CREATED, "store_a": CREATED, "store_b": CREATED}
+    assert store_labels(engine, "a") == {"env": "dev", "tier": "hot"}
+    assert first.exports == {
+        "dataset_name": "projects/p1/locations/us-central1/datasets/lab-dev",
+        "store_b_name": "projects/p1/locations/us-central1/datasets/lab-dev/dicomStores/b",
+    }
+
+    again = run(stack, engine, "build")
+    assert actions(again) == {"dataset": UNCHANGED, "store_a": UNCHANGED, "store_b": UNCHANGED}
+    assert again.changed == []
+    assert again.summary().endswith("no changes")
+
+    manifest = stack / "stackql_manifest.yml"
+    manifest.write_text(manifest.read_text().replace("tier: cold", "tier: frozen"))
+    edited = run(stack, engine, "build")
+    assert actions(edited) == {"dataset": UNCHANGED, "store_a": UNCHANGED, "store_b": UPDATED}
+    assert store_labels(engine, "b") == {"env": "dev", "tier": "frozen"}
+    assert store_labels(engine, "a") == {"env": "dev", "tier": "hot"}
+
+    assert actions(run(stack, engine, "test")) == {
+        "dataset": IN_STATE,
+        "store_a": IN_STATE,
+        "store_b": IN_STATE,
+    }
+    # A change behind the stack's back, through the engine like any user's PATCH.
+    engine.execute(
+        'UPDATE google.healthcare.dicom_stores SET data__labels = \'{"env": "dev", '
+        '"tier": "hot", "owner": "someone"}\' WHERE projectsId = \'p1\' '
+        "AND locationsId = 'us-central1' AND datasetsId = 'lab-dev' AND dicomStoresId = 'a' "
+        "AND updateMask = 'labels'"
+    )
+    tested = run(stack, engine, "test")
+    assert actions(tested)["store_a"] == DRIFTED
+    assert [outcome.resource for outcome in tested.drifted] == ["store_a"]
+    assert store_labels(engine, "a")["owner"] == "someone"  # test changes nothing
+
+    torn = run(stack, engine, "teardown")
+    assert [(o.resource, o.action) for o in torn.outcomes] == [
+        ("store_b", DELETED),
+        ("store_a", DELETED),
+        ("dataset", DELETED),
+    ]
+    with pytest.raises(ApiError) as gone:
+        engine.execute(
+            "SELECT name FROM google.healthcare.datasets WHERE projectsId = 'p1' "
+            "AND locationsId = 'us-central1' AND datasetsId = 'lab-dev'"
+        )
+    assert gone.value.code == 404
+    assert {o.action for o in run(stack, engine, "teardown").outcomes} == {ABSENT}
+
+
+def test_each_environment_gets_its_own_values(stack: Path, engine: Engine) -> None:
+    run(stack, engine, "build", env="prd")
+    assert store_labels(engine, "a", dataset="lab-prd") == {"env": "prd", "tier": "hot"}
+    assert store_labels(engine, "b", dataset="lab-prd") == {"env": "prd", "tier": "cold"}
+
+
+def test_a_dry_run_changes_nothing_and_shows_the_queries_it_would_run(
+    stack: Path, engine: Engine
+) -> None:
+    shown: list[tuple[str, str, str]] = []
+
+    class Recorder:
+        def resource(self, resource: object, message: str) -> None:
+            pass
+
+        def query(self, resource: object, anchor: str, sql: str) -> None:
+            shown.append((resource.name, anchor, sql))  # type: ignore[attr-defined]
+
+        def outcome(self, outcome: object) -> None:
+            pass
+
+    report = run(stack, engine, "build", dry_run=True, reporter=Recorder())
+    assert [str(o) for o in report.outcomes] == [
+        "dataset: would be created",
+        "store_a: would be created",
+        "store_b: would be created",
+    ]
+    creates = [sql for name, anchor, sql in shown if anchor == "create"]
+    assert len(creates) == 3 and "INSERT /*+ AWAIT */ INTO google.healthcare.datasets" in creates[0]
+    assert "'lab-dev'" in creates[0]
+    with pytest.raises(ApiError):
+        engine.execute(
+            "SELECT name FROM google.healthcare.datasets WHERE projectsId = 'p1' "
+            "AND locationsId = 'us-central1' AND datasetsId = 'lab-dev'"
+        )
+
+    run(stack, engine, "build")
+    planned = run(stack, engine, "teardown", dry_run=True)
+    assert [str(o) for o in planned.outcomes] == [
+        "store_b: would be deleted",
+        "store_a: would be deleted",
+        "dataset: would be deleted",
+    ]
+    assert actions(run(stack, engine, "test"))["store_b"] == IN_STATE
+
+
+def test_a_bad_query_in_a_later_resource_fails_before_anything_is_created(
+    stack: Path, engine: Engine
+) -> None:
+    store = stack / "resources" / "dicom_store.iql"
+    store.write_text(
+        store.read_text().replace(
+            "'{{ store_id }}';\n\n/*+ statecheck", "'{{ stor_id }}';\n\n/*+ statecheck"
+        )
+    )
+    with pytest.raises(ManifestError, match="'stor_id' is undefined") as caught:
+        run(stack, engine, "build")
+    assert str(caught.value).startswith(f"{store}:")
+    with pytest.raises(ApiError):
+        engine.execute(
+            "SELECT name FROM google.healthcare.datasets WHERE projectsId = 'p1' "
+            "AND locationsId = 'us-central1' AND datasetsId = 'lab-dev'"
+        )
+
+
+def test_teardown_keeps_a_protected_store_and_the_dataset_it_lives_in(
+    tmp_path: Path, engine: Engine
+) -> None:
+    stack_dir = tmp_path / "imaging"
+    shutil.copytree(EXAMPLE, stack_dir)
+    built = run(stack_dir, engine, "build")
+    assert set(actions(built).values()) == {CREATED}
+    torn = run(stack_dir, engine, "teardown")
+    assert [(o.resource, o.action, o.detail) for o in torn.outcomes] == [
+        ("clinical_store", KEPT, "protected"),
+        ("research_store", DELETED, ""),
+        ("dataset", KEPT, "clinical_store depends on it"),
+    ]
+    assert store_labels(engine, "clinical", dataset="imaging-dev")["purpose"] == "clinical"
+
+
+def test_a_store_that_cannot_reach_its_desired_state_fails_the_build_clearly(
+    stack: Path, engine: Engine
+) -> None:
+    store = stack / "resources" / "dicom_store.iql"
+    # An update that changes nothing: the statecheck after it still fails.
+    text = store.read_text().replace("data__labels = '{{ labels }}',", "data__labels = '{}',")
+    store.write_text(text)
+    run(stack, engine, "build")
+    manifest = stack / "stackql_manifest.yml"
+    manifest.write_text(manifest.read_text().replace("tier: cold", "tier: frozen"))
+    with pytest.raises(
+        DeployError, match="store_b: still not in the desired state after it was updated"
+    ):
+        run(stack, engine, "build")

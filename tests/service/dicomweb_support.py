@@ -1,0 +1,143 @@
+"""Helpers for the DICOMweb storage-path tests: a dataset and store created directly in the index,
+pydicom's bundled test files, generated instances, and multipart bodies."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom.data
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import insert, select
+
+from dicomql.service.config import ServiceConfig
+from dicomql.store.index import Index
+from dicomql.store.schema import datasets, dicom_stores
+
+STORE_PATH = "/v1/projects/p/locations/l/datasets/d/dicomStores/s"
+DICOMWEB = f"{STORE_PATH}/dicomWeb"
+CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+
+
+def create_store(config: ServiceConfig, project: str = "p", location: str = "l") -> None:
+    """Create dataset ``d`` and DICOM store ``s`` as rows (the admin API is built elsewhere)."""
+    index = Index.open(config.index_url)
+    try:
+        moment = datetime.now(UTC)
+        with index.begin() as conn:
+            if conn.execute(select(datasets.c.pk)).first() is not None:
+                return
+            dataset_pk = conn.execute(
+                insert(datasets)
+                .values(
+                    project=project, location=location, dataset_id="d", resource={},
+                    create_time=moment,
+                )
+                .returning(datasets.c.pk)
+            ).scalar_one()
+            conn.execute(
+                insert(dicom_stores).values(
+                    dataset_pk=dataset_pk, store_id="s", resource={}, create_time=moment,
+                    update_time=moment,
+                )
+            )
+    finally:
+        index.close()
+
+
+def uid_bearing_test_files() -> list[Path]:
+    """pydicom's bundled files that read as PS3.10 and carry the three UIDs."""
+    found = []
+    # Only the files bundled in the wheel: get_testdata_files would try to download more.
+    for path in sorted(TEST_FILES.rglob("*")):
+        if path.suffix.lower() not in ("", ".dcm", ".dicom") or not path.is_file():
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = dcmread(path, stop_before_pixels=True)
+        except Exception:
+            continue
+        meta = getattr(ds, "file_meta", None)
+        if meta is None or "TransferSyntaxUID" not in meta:
+            continue
+        if all(ds.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")):
+            found.append(path)
+    return found
+
+
+def make_instance(
+    study: str | None = None,
+    series: str | None = None,
+    sop: str | None = None,
+    *,
+    rows: int = 8,
+    columns: int = 8,
+    frames: int = 1,
+    patient_name: str = "Doe^John",
+    modality: str = "CT",
+    seed: int = 0,
+) -> bytes:
+    """A small 16-bit CT instance in explicit VR little endian, as PS3.10 bytes."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT_SOP_CLASS
+    ds.file_meta.MediaStorageSOPInstanceUID = sop or generate_uid()
+    ds.SOPClassUID = CT_SOP_CLASS
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.PatientName = patient_name
+    ds.PatientID = "P1"
+    ds.Modality = modality
+    ds.StudyDate = "20240102"
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    pixels = np.random.default_rng(seed).integers(0, 4096, (frames, rows, columns), np.uint16)
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def multipart(parts: list[bytes], boundary: str = "b0undary") -> tuple[bytes, str]:
+    """A STOW body of ``application/dicom`` parts and its Content-Type."""
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
+        for part in parts
+    )
+    body += b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def read_multipart(content_type: str, body: bytes) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a multipart response body (headers lower-cased)."""
+    boundary = next(
+        param.split("=", 1)[1].strip('"')
+        for param in content_type.split(";")
+        if param.strip().lower().startswith("boundary=")
+    )
+    delimiter = b"--" + boundary.encode()
+    pieces = body.split(delimiter)
+    parts = []
+    for piece in pieces[1:]:
+        if piece.startswith(b"--"):
+            break
+        head, _, payload = piece[2:].partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        parts.append((headers, payload[:-2] if payload.endswith(b"\r\n") else payload))
+    return parts

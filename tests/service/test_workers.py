@@ -1,0 +1,388 @@
+"""The operation worker pool: operations run off the request path to the end, report counters,
+stop when cancelled, survive server restarts and crashes, and run once across pools."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import insert, select
+
+from dicomql.service.app import create_app
+from dicomql.service.config import ServiceConfig
+from dicomql.service.workers import Handler, OperationContext, WorkerPool
+from dicomql.store import work
+from dicomql.store.blobs import LocalBlobStore
+from dicomql.store.index import Index, sqlite_url
+from dicomql.store.operations import create_operation, operation_resource
+from dicomql.store.schema import datasets, operations
+
+METHOD = "test.count"
+# Generous bound on waiting for a background worker; only reached if the pool is broken.
+DEADLINE = 30.0
+
+
+@dataclass
+class Runs:
+    """What the counting handler saw: every (operation, item) it processed, across pools."""
+
+    items: list[tuple[str, int]]
+    starts: list[str]
+    lock: threading.Lock
+    reached: threading.Event
+
+    def record(self, operation_id: str, item: int) -> None:
+        with self.lock:
+            self.items.append((operation_id, item))
+
+
+def counting_handler(runs: Runs, *, signal_after: int = 3) -> Handler:
+    """Counts ``request.items`` work items with ``request.sleep`` seconds each, resuming from its
+    checkpoint; sets ``runs.reached`` after ``signal_after`` items."""
+
+    def handle(ctx: OperationContext) -> dict[str, Any]:
+        total = int(ctx.request["items"])
+        start = ctx.checkpoint or 0
+        with runs.lock:
+            runs.starts.append(ctx.claim.operation_id)
+        ctx.set_pending(total - start)
+        for item in range(start, total):
+            time.sleep(float(ctx.request.get("sleep", 0.001)))
+            runs.record(ctx.claim.operation_id, item)
+            ctx.progress(success=1, checkpoint=item + 1)
+            if item + 1 >= signal_after:
+                runs.reached.set()
+        return {"counted": total}
+
+    return handle
+
+
+@pytest.fixture
+def runs() -> Runs:
+    return Runs(items=[], starts=[], lock=threading.Lock(), reached=threading.Event())
+
+
+@pytest.fixture
+def index_url(tmp_path: Path, database_url: str | None) -> str:
+    return database_url or sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def index(index_url: str) -> Iterator[Index]:
+    opened = Index.open(index_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def add_dataset(index: Index) -> int:
+    with index.begin() as conn:
+        result = conn.execute(
+            insert(datasets).values(
+                project="p",
+                location="l",
+                dataset_id="d",
+                resource={},
+                create_time=datetime.now(UTC),
+            )
+        )
+        pk: int = result.inserted_primary_key[0]
+        return pk
+
+
+def add_operation(index: Index, dataset_pk: int, **request: Any) -> str:
+    with index.begin() as conn:
+        row = create_operation(conn, dataset_pk, METHOD, request=request)
+        return str(row.operation_id)
+
+
+def operation(index: Index, operation_id: str) -> dict[str, Any]:
+    with index.connect() as conn:
+        row = conn.execute(
+            select(operations).where(operations.c.operation_id == operation_id)
+        ).one()
+    return operation_resource(row, f"projects/p/locations/l/datasets/d/operations/{operation_id}")
+
+
+def wait_until(predicate: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition was not reached; the worker pool is stuck")
+        time.sleep(0.02)
+
+
+def wait_done(index: Index, operation_id: str) -> dict[str, Any]:
+    wait_until(lambda: operation(index, operation_id).get("done", False))
+    return operation(index, operation_id)
+
+
+@dataclass
+class Blobless:
+    index: Index
+    blobs: LocalBlobStore
+
+
+class PoolThread:
+    """Worker pools on their own event loop in a thread, as a server process would run them."""
+
+    def __init__(self, *pools: WorkerPool) -> None:
+        self.pools = pools
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> PoolThread:
+        self._thread.start()
+        for pool in self.pools:
+            asyncio.run_coroutine_threadsafe(pool.start(), self._loop).result(DEADLINE)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pool in self.pools:
+            asyncio.run_coroutine_threadsafe(pool.stop(), self._loop).result(DEADLINE)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(DEADLINE)
+        self._loop.close()
+
+
+def make_pool(index: Index, tmp_path: Path, handler: Handler, **options: Any) -> WorkerPool:
+    service = Blobless(index=index, blobs=LocalBlobStore(tmp_path / "blobs"))
+    options.setdefault("poll_interval", 0.05)
+    return WorkerPool(service, {METHOD: handler}, **options)
+
+
+def test_operation_runs_to_done_with_success_counter_and_response(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    operation_id = add_operation(index, dataset_pk, items=5)
+    with PoolThread(make_pool(index, tmp_path, counting_handler(runs))):
+        resource = wait_done(index, operation_id)
+    assert resource["response"] == {"counted": 5}
+    assert "error" not in resource
+    assert resource["metadata"]["counter"] == {"success": "5"}
+    assert resource["metadata"]["apiMethodName"] == METHOD
+    assert "endTime" in resource["metadata"]
+    assert [item for _, item in runs.items] == [0, 1, 2, 3, 4]
+
+
+def test_pending_counter_is_visible_while_the_operation_runs(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    operation_id = add_operation(index, dataset_pk, items=400, sleep=0.005)
+    pool = make_pool(index, tmp_path, counting_handler(runs))
+    with PoolThread(pool):
+        assert runs.reached.wait(DEADLINE)
+        running = operation(index, operation_id)
+        work.request_cancel(index, _pk(index, operation_id))
+        wait_done(index, operation_id)
+    assert "done" not in running
+    counter = running["metadata"]["counter"]
+    assert int(counter["success"]) >= 3
+    assert int(counter["success"]) + int(counter["pending"]) == 400
+
+
+def _pk(index: Index, operation_id: str) -> int:
+    with index.connect() as conn:
+        pk: int = conn.execute(
+            select(operations.c.pk).where(operations.c.operation_id == operation_id)
+        ).scalar_one()
+        return pk
+
+
+def test_cancel_mid_way_ends_with_cancelled_error_between_items(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    operation_id = add_operation(index, dataset_pk, items=1000, sleep=0.005)
+    with PoolThread(make_pool(index, tmp_path, counting_handler(runs))):
+        assert runs.reached.wait(DEADLINE)
+        assert work.request_cancel(index, _pk(index, operation_id))
+        resource = wait_done(index, operation_id)
+    assert resource["error"]["code"] == 1  # google.rpc.Code.CANCELLED
+    assert "cancel" in resource["error"]["message"].lower()
+    assert "response" not in resource
+    assert resource["metadata"]["cancelRequested"] is True
+    processed = len(runs.items)
+    assert 3 <= processed < 1000
+    assert int(resource["metadata"]["counter"]["success"]) == processed
+
+
+def test_cancel_before_any_worker_claims_it_ends_cancelled_without_running(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    operation_id = add_operation(index, dataset_pk, items=5)
+    work.request_cancel(index, _pk(index, operation_id))
+    with PoolThread(make_pool(index, tmp_path, counting_handler(runs))):
+        resource = wait_done(index, operation_id)
+    assert resource["error"]["code"] == 1
+    assert runs.starts == []
+
+
+def test_cancel_of_a_finished_operation_changes_nothing(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    operation_id = add_operation(index, dataset_pk, items=2)
+    with PoolThread(make_pool(index, tmp_path, counting_handler(runs))):
+        wait_done(index, operation_id)
+    assert not work.request_cancel(index, _pk(index, operation_id))
+    assert operation(index, operation_id)["response"] == {"counted": 2}
+
+
+def test_handler_failure_ends_the_operation_with_an_internal_error(
+    index: Index, tmp_path: Path
+) -> None:
+    def failing(ctx: OperationContext) -> dict[str, Any]:
+        ctx.progress(success=1)
+        raise ValueError("the source store vanished")
+
+    dataset_pk = add_dataset(index)
+    operation_id = add_operation(index, dataset_pk)
+    with PoolThread(make_pool(index, tmp_path, failing)):
+        resource = wait_done(index, operation_id)
+    assert resource["error"]["code"] == 13  # INTERNAL
+    assert "the source store vanished" in resource["error"]["message"]
+
+
+def test_pool_leaves_operations_of_methods_it_has_no_handler_for(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    with index.begin() as conn:
+        other = create_operation(conn, dataset_pk, "other.method", request={}).operation_id
+    mine = add_operation(index, dataset_pk, items=1)
+    with PoolThread(make_pool(index, tmp_path, counting_handler(runs))):
+        wait_done(index, mine)
+    assert "done" not in operation(index, other)
+    with index.connect() as conn:
+        claimed = conn.execute(
+            select(operations.c.claimed_by).where(operations.c.operation_id == other)
+        ).scalar_one()
+    assert claimed is None
+
+
+def test_operation_claimed_by_a_crashed_worker_resumes_when_its_lease_expires(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    operation_id = add_operation(index, dataset_pk, items=6)
+    # A worker in another process claims it, gets through two items, then dies.
+    dead = work.claim_next(index, "dead-host:1/0", lease=timedelta(seconds=0.3), methods=[METHOD])
+    assert dead is not None and dead.operation_id == operation_id
+    work.record_progress(
+        index, dead, lease=timedelta(seconds=0.3), success=2, pending=4, checkpoint=2
+    )
+    with PoolThread(make_pool(index, tmp_path, counting_handler(runs))):
+        resource = wait_done(index, operation_id)
+    assert resource["response"] == {"counted": 6}
+    assert [item for _, item in runs.items] == [2, 3, 4, 5]
+    assert resource["metadata"]["counter"] == {"success": "6"}
+    # The dead worker's claim is void: it can no longer write to the operation.
+    with pytest.raises(work.LeaseLostError):
+        work.record_progress(index, dead, lease=timedelta(seconds=1), success=1)
+
+
+def test_operation_that_keeps_dying_is_abandoned_with_a_clear_error(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    operation_id = add_operation(index, dataset_pk, items=3)
+    for attempt in range(3):
+        claim = work.claim_next(
+            index, f"dying:{attempt}", lease=timedelta(microseconds=1), methods=[METHOD]
+        )
+        assert claim is not None
+        time.sleep(0.01)
+    with PoolThread(make_pool(index, tmp_path, counting_handler(runs), max_attempts=3)):
+        resource = wait_done(index, operation_id)
+    assert resource["error"]["code"] == 10  # ABORTED
+    assert "3 attempts" in resource["error"]["message"]
+    assert runs.starts == []
+
+
+def test_two_pools_on_one_database_never_run_the_same_operation_twice(
+    index_url: str, index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    operation_ids = [add_operation(index, dataset_pk, items=2) for _ in range(24)]
+    # Two engines stand for two server processes sharing the index.
+    other_index = Index.open(index_url)
+    try:
+        pools = [
+            make_pool(index, tmp_path, counting_handler(runs), workers=3, worker_id="a"),
+            make_pool(other_index, tmp_path, counting_handler(runs), workers=3, worker_id="b"),
+        ]
+        with PoolThread(*pools):
+            for operation_id in operation_ids:
+                wait_done(index, operation_id)
+    finally:
+        other_index.close()
+    assert Counter(runs.starts) == dict.fromkeys(operation_ids, 1)
+    assert Counter(runs.items) == {(op, item): 1 for op in operation_ids for item in (0, 1)}
+    with index.connect() as conn:
+        claimers = conn.execute(select(operations.c.claimed_by)).scalars().all()
+    assert {claimer.split(":")[0][0] for claimer in claimers} == {"a", "b"}
+
+
+class Server:
+    """The service on a real uvicorn server with the counting handler registered."""
+
+    def __init__(self, config: ServiceConfig, handlers: dict[str, Handler]) -> None:
+        app = create_app(config, operation_handlers=handlers)
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.app = app
+
+    def __enter__(self) -> Server:
+        self._thread.start()
+        wait_until(lambda: self._server.started or not self._thread.is_alive())
+        assert self._server.started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(DEADLINE)
+        assert not self._thread.is_alive()
+
+
+def test_server_stopped_mid_operation_finishes_it_after_restart_on_the_same_data_dir(
+    service_config: ServiceConfig, runs: Runs
+) -> None:
+    handlers = {METHOD: counting_handler(runs, signal_after=4)}
+    with Server(service_config, handlers) as server:
+        index = server.app.state.service.index
+        dataset_pk = add_dataset(index)
+        operation_id = add_operation(index, dataset_pk, items=60, sleep=0.01)
+        server.app.state.service.workers.wake()
+        assert runs.reached.wait(DEADLINE)
+    reopened = Index.open(service_config.index_url)
+    try:
+        stopped = operation(reopened, operation_id)
+    finally:
+        reopened.close()
+    assert "done" not in stopped
+    done_before_restart = len(runs.items)
+    assert 4 <= done_before_restart < 60
+
+    with Server(service_config, handlers) as server:
+        resource = wait_done(server.app.state.service.index, operation_id)
+    assert resource["response"] == {"counted": 60}
+    assert resource["metadata"]["counter"] == {"success": "60"}
+    # Resumed from its checkpoint: every item processed exactly once over both runs.
+    assert sorted(item for _, item in runs.items) == list(range(60))
+    assert runs.starts == [operation_id, operation_id]
