@@ -32,16 +32,28 @@ SOP_CLASSES = {
     "DX": "1.2.840.10008.5.1.4.1.1.1.1",
     "US": "1.2.840.10008.5.1.4.1.1.6.1",
     "PT": "1.2.840.10008.5.1.4.1.1.128",
+    "MG": "1.2.840.10008.5.1.4.1.1.1.2",
 }
-# Share of studies per modality, and the instances a series of it holds (low, high).
-MODALITY_MIX = {"CT": 0.35, "MR": 0.25, "CR": 0.15, "DX": 0.10, "US": 0.10, "PT": 0.05}
+# Share of studies per modality (projection radiography dominates study counts, CT and MR
+# dominate instance counts), the series a study holds and the instances a series holds.
+MODALITY_MIX = {"CR": 0.30, "DX": 0.15, "US": 0.15, "CT": 0.20, "MR": 0.12, "PT": 0.03, "MG": 0.05}
+SERIES_PER_STUDY = {
+    "CR": (1, 2),
+    "DX": (1, 2),
+    "US": (1, 3),
+    "CT": (1, 4),
+    "MR": (2, 6),
+    "PT": (2, 3),
+    "MG": (1, 2),
+}
 SERIES_SIZES = {
-    "CT": (20, 80),
-    "MR": (10, 40),
     "CR": (1, 2),
     "DX": (1, 3),
     "US": (1, 12),
+    "CT": (20, 80),
+    "MR": (10, 40),
     "PT": (20, 60),
+    "MG": (2, 4),
 }
 
 _FAMILY_NAMES = (
@@ -280,7 +292,8 @@ class Corpus:
             modality = rnd.choices(list(MODALITY_MIX), weights=list(MODALITY_MIX.values()))[0]
         if series_sizes is None:
             low, high = SERIES_SIZES[modality]
-            series_sizes = [rnd.randint(low, high) for _ in range(rnd.randint(1, 4))]
+            series_count = rnd.randint(*SERIES_PER_STUDY[modality])
+            series_sizes = [rnd.randint(low, high) for _ in range(series_count)]
         patient_id, patient_name, birth = self.patients[
             rnd.randrange(len(self.patients)) if patient is None else patient
         ]

@@ -9,9 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from bench.client import (
     MULTIPART_DICOM,
     MULTIPART_FRAMES,
+    BenchClientError,
     ClientPool,
     DicomWebClient,
     Throughput,
@@ -19,7 +22,7 @@ from bench.client import (
     percentile,
     split_multipart,
 )
-from bench.datagen import Corpus, StudyPlan
+from bench.datagen import Corpus, StudyPlan, ct_instance_size
 from bench.servers import ServerProcess
 
 Figures = dict[str, Any]
@@ -54,8 +57,8 @@ QUICK = Plan(
     "quick",
     50,
     ((1, 1), (1, 25), (4, 1), (4, 25)),
-    150_000_000,
-    (1_000, 3_000),
+    100_000_000,
+    (500, 2_000),
     15,
     10,
     200_000_000,
@@ -131,7 +134,10 @@ def _sample(call: Callable[[], int], repeats: int) -> tuple[list[float], list[in
 
 
 def wado(target: Target, plan: Plan, studies: list[StudyPlan]) -> None:
-    """Retrieve what ``stow`` stored: instances, whole series, metadata, frames, rendered."""
+    """Retrieve what ``stow`` stored: instances, whole series, metadata, frames, rendered.
+
+    Each retrieval is measured on its own, so one the server lacks does not hide the others.
+    """
     rnd = random.Random(plan.seed)
     with DicomWebClient(target.dicomweb_url) as client:
         study = studies[0]
@@ -145,98 +151,150 @@ def wado(target: Target, plan: Plan, studies: list[StudyPlan]) -> None:
         def instance_path() -> str:
             return f"{series_path}/instances/{rnd.choice(sop_instance_uids)}"
 
-        def one_instance() -> int:
-            response = client.retrieve(instance_path(), MULTIPART_DICOM)
-            return len(response.content)
+        def one_instance() -> Figures:
+            sizes: list[int] = []
 
-        samples, sizes = _sample(one_instance, plan.wado_repeats * 5)
-        target.figures["wado.instance"] = {
-            **latency_figures(samples, [1] * len(samples)),
-            "instances_per_s": round(len(samples) / sum(samples), 1),
-            "mb_per_s": round(sum(sizes) / 1e6 / sum(samples), 1),
-        }
+            def call() -> int:
+                sizes.append(len(client.retrieve(instance_path(), MULTIPART_DICOM).content))
+                return 1
 
-        def whole_series() -> int:
-            response = client.retrieve(series_path, MULTIPART_DICOM)
-            return len(split_multipart(response.content, response.headers["content-type"]))
+            samples, results = _sample(call, plan.wado_repeats * 5)
+            return {
+                **latency_figures(samples, results),
+                "instances_per_s": round(len(samples) / sum(samples), 1),
+                "mb_per_s": round(sum(sizes[1:]) / 1e6 / sum(samples), 1),
+            }
 
-        samples, counts = _sample(whole_series, max(2, plan.wado_repeats // 3))
-        series_bytes = series.size * _instance_bytes(client, instance_path())
-        target.figures["wado.series"] = {
-            **latency_figures(samples, counts),
-            "mb_per_s": round(series_bytes / 1e6 / percentile(samples, 0.5), 1),
-        }
-        if counts[0] != series.size:
-            target.errors["wado.series"] = f"retrieved {counts[0]} of {series.size} instances"
+        def whole_series() -> Figures:
+            sizes: list[int] = []
 
-        def study_metadata() -> int:
-            return len(client.metadata(f"/studies/{study.study_instance_uid}"))
+            def call() -> int:
+                response = client.retrieve(series_path, MULTIPART_DICOM)
+                parts = split_multipart(response.content, response.headers["content-type"])
+                sizes.append(sum(map(len, parts)))
+                return len(parts)
 
-        target.figures["wado.study_metadata"] = latency_figures(
-            *_sample(study_metadata, plan.wado_repeats)
-        )
+            samples, counts = _sample(call, max(2, plan.wado_repeats // 3))
+            if counts[0] != series.size:
+                raise RuntimeError(f"retrieved {counts[0]} of {series.size} instances")
+            return {
+                **latency_figures(samples, counts),
+                "mb_per_s": round(sizes[-1] / 1e6 / percentile(samples, 0.5), 1),
+            }
 
-        def one_frame() -> int:
-            response = client.retrieve(f"{instance_path()}/frames/1", MULTIPART_FRAMES)
-            return len(split_multipart(response.content, response.headers["content-type"]))
+        def study_metadata() -> Figures:
+            path = f"/studies/{study.study_instance_uid}"
+            return latency_figures(*_sample(lambda: len(client.metadata(path)), plan.wado_repeats))
 
-        target.figures["wado.frame"] = latency_figures(*_sample(one_frame, plan.wado_repeats))
+        def one_frame() -> Figures:
+            def call() -> int:
+                response = client.retrieve(f"{instance_path()}/frames/1", MULTIPART_FRAMES)
+                return len(split_multipart(response.content, response.headers["content-type"]))
 
-        def rendered() -> int:
-            response = client.retrieve(f"{instance_path()}/rendered", "image/jpeg")
-            if not response.content.startswith(b"\xff\xd8"):
-                raise RuntimeError(f"{target.name} rendered something that is not a JPEG")
-            return 1
+            return latency_figures(*_sample(call, plan.wado_repeats))
 
-        target.figures["wado.rendered_jpeg"] = latency_figures(
-            *_sample(rendered, plan.wado_repeats)
-        )
+        def rendered() -> Figures:
+            def call() -> int:
+                response = client.retrieve(f"{instance_path()}/rendered", "image/jpeg")
+                if not response.content.startswith(b"\xff\xd8"):
+                    raise RuntimeError(f"{target.name} rendered something that is not a JPEG")
+                return 1
+
+            return latency_figures(*_sample(call, plan.wado_repeats))
+
+        measure(target, "wado.instance", one_instance)
+        measure(target, "wado.series", whole_series)
+        measure(target, "wado.study_metadata", study_metadata)
+        measure(target, "wado.frame", one_frame)
+        measure(target, "wado.rendered_jpeg", rendered)
 
 
-def _instance_bytes(client: DicomWebClient, path: str) -> int:
-    response = client.retrieve(path, MULTIPART_DICOM)
-    return len(split_multipart(response.content, response.headers["content-type"])[0])
+def measure(target: Target, key: str, run: Callable[[], Figures]) -> None:
+    """Record ``run``'s figures under ``key``, or why it failed, and carry on."""
+    try:
+        target.figures[key] = run()
+    except (BenchClientError, RuntimeError, ValueError, KeyError, httpx.HTTPError) as exc:
+        target.errors[key] = f"{type(exc).__name__}: {exc}"
 
 
 def large_study(target: Target, plan: Plan) -> None:
     """Peak server RSS (VmHWM) while storing ``large_bytes`` of CT and retrieving that study."""
     corpus = Corpus(seed=plan.seed - 1, patients=1)
-    from bench.datagen import ct_instance_size
-
     count = max(1, plan.large_bytes // ct_instance_size())
     study = corpus.study("CT", _series_sizes(count), patient=0)
     server = target.server
-    before = server.memory()
-    server.reset_peak_rss()
-    with ClientPool(target.dicomweb_url, 4) as pool:
-        result = pool.store_batches(batched(corpus.ct_instances([study]), 25))
-    after = server.memory()
-    target.figures["large.stow"] = {
-        **throughput_figures(result),
-        "rss_before_mb": round(before["VmRSS"] / 1e6, 1),
-        "peak_rss_mb": round(after["VmHWM"] / 1e6, 1),
-    }
-    server.reset_peak_rss()
-    with DicomWebClient(target.dicomweb_url) as client:
-        start = time.perf_counter()
-        received = client.retrieve_streamed(f"/studies/{study.study_instance_uid}")
-        seconds = time.perf_counter() - start
-    target.figures["large.retrieve"] = {
-        "megabytes": round(received / 1e6, 1),
-        "seconds": round(seconds, 3),
-        "mb_per_s": round(received / 1e6 / seconds, 1),
-        "peak_rss_mb": round(server.memory()["VmHWM"] / 1e6, 1),
-    }
+
+    def store() -> Figures:
+        before = server.memory()
+        server.reset_peak_rss()
+        with ClientPool(target.dicomweb_url, 4) as pool:
+            result = pool.store_batches(batched(corpus.ct_instances([study]), 25))
+        return {
+            **throughput_figures(result),
+            "rss_before_mb": round(before["VmRSS"] / 1e6, 1),
+            "peak_rss_mb": round(server.memory()["VmHWM"] / 1e6, 1),
+        }
+
+    def retrieve() -> Figures:
+        server.reset_peak_rss()
+        with DicomWebClient(target.dicomweb_url) as client:
+            start = time.perf_counter()
+            received = client.retrieve_streamed(f"/studies/{study.study_instance_uid}")
+            seconds = time.perf_counter() - start
+        return {
+            "megabytes": round(received / 1e6, 1),
+            "seconds": round(seconds, 3),
+            "mb_per_s": round(received / 1e6 / seconds, 1),
+            "peak_rss_mb": round(server.memory()["VmHWM"] / 1e6, 1),
+        }
+
+    measure(target, "large.stow", store)
+    measure(target, "large.retrieve", retrieve)
 
 
-QIDO_QUERIES = (
-    "study_by_patient_id",
-    "study_by_date_range",
-    "study_by_fuzzy_name",
-    "studies_limit_100",
-    "series_of_study",
-    "instances_of_series",
-)
+QidoRequest = tuple[str, dict[str, str]]
+
+
+def _by_patient_id(study: StudyPlan, flavor: str, rnd: random.Random) -> QidoRequest:
+    return "/studies", {"PatientID": study.patient_id}
+
+
+def _by_date_range(study: StudyPlan, flavor: str, rnd: random.Random) -> QidoRequest:
+    year = study.study_date[:4]
+    return "/studies", {"StudyDate": f"{year}0101-{year}0630"}
+
+
+def _by_fuzzy_name(study: StudyPlan, flavor: str, rnd: random.Random) -> QidoRequest:
+    prefix = study.patient_name[:3].lower()
+    # Google's fuzzymatching is token-prefix matching (NOTES.md); Orthanc has no fuzzy
+    # matching, so it gets the nearest wildcard (its PN matching is case-insensitive).
+    if flavor == "orthanc":
+        return "/studies", {"PatientName": f"{prefix}*"}
+    return "/studies", {"PatientName": prefix, "fuzzymatching": "true"}
+
+
+def _studies_limit_100(study: StudyPlan, flavor: str, rnd: random.Random) -> QidoRequest:
+    return "/studies", {"limit": "100"}
+
+
+def _series_of_study(study: StudyPlan, flavor: str, rnd: random.Random) -> QidoRequest:
+    return f"/studies/{study.study_instance_uid}/series", {}
+
+
+def _instances_of_series(study: StudyPlan, flavor: str, rnd: random.Random) -> QidoRequest:
+    series = rnd.choice(study.series)
+    return f"/studies/{study.study_instance_uid}/series/{series.series_instance_uid}/instances", {}
+
+
+# The searches users run, by name; each builds its request from a random stored study.
+QIDO_QUERIES: dict[str, Callable[[StudyPlan, str, random.Random], QidoRequest]] = {
+    "study_by_patient_id": _by_patient_id,
+    "study_by_date_range": _by_date_range,
+    "study_by_fuzzy_name": _by_fuzzy_name,
+    "studies_limit_100": _studies_limit_100,
+    "series_of_study": _series_of_study,
+    "instances_of_series": _instances_of_series,
+}
 
 
 def qido_scale(target: Target, plan: Plan) -> None:
@@ -253,43 +311,18 @@ def qido_scale(target: Target, plan: Plan) -> None:
         stored = scale
         rnd = random.Random(plan.seed + scale)
         with DicomWebClient(target.dicomweb_url) as client:
-            for query in QIDO_QUERIES:
+            for query, build in QIDO_QUERIES.items():
 
-                def call(
-                    query: str = query,
+                def run(
+                    build: Callable[[StudyPlan, str, random.Random], QidoRequest] = build,
                     client: DicomWebClient = client,
                     studies: list[StudyPlan] = loaded,
                     rnd: random.Random = rnd,
-                ) -> int:
-                    path, params = _qido_request(query, target.flavor, rnd.choice(studies), rnd)
-                    return len(client.search(path, params))
+                ) -> Figures:
+                    def call() -> int:
+                        path, params = build(rnd.choice(studies), target.flavor, rnd)
+                        return len(client.search(path, params))
 
-                target.figures[f"qido.{scale}.{query}"] = latency_figures(
-                    *_sample(call, plan.qido_repeats)
-                )
+                    return latency_figures(*_sample(call, plan.qido_repeats))
 
-
-def _qido_request(
-    query: str, flavor: str, study: StudyPlan, rnd: random.Random
-) -> tuple[str, dict[str, str]]:
-    if query == "study_by_patient_id":
-        return "/studies", {"PatientID": study.patient_id}
-    if query == "study_by_date_range":
-        year = study.study_date[:4]
-        return "/studies", {"StudyDate": f"{year}0101-{year}0630"}
-    if query == "study_by_fuzzy_name":
-        prefix = study.patient_name[:3].lower()
-        # Google's fuzzymatching is token-prefix matching (NOTES.md); Orthanc has no fuzzy
-        # matching, so it gets the nearest wildcard (its PN matching is case-insensitive).
-        if flavor == "orthanc":
-            return "/studies", {"PatientName": f"{prefix}*"}
-        return "/studies", {"PatientName": prefix, "fuzzymatching": "true"}
-    if query == "studies_limit_100":
-        return "/studies", {"limit": "100"}
-    if query == "series_of_study":
-        return f"/studies/{study.study_instance_uid}/series", {}
-    series = rnd.choice(study.series)
-    return (
-        f"/studies/{study.study_instance_uid}/series/{series.series_instance_uid}/instances",
-        {},
-    )
+                measure(target, f"qido.{scale}.{query}", run)

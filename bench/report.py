@@ -137,7 +137,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if errors:
         out += ["", "## Errors", ""]
-        out += [f"- **{name}** {phase}: {message}" for name, phase, message in errors]
+        out += [f"- **{name}** {phase}: {message[:400]}" for name, phase, message in errors]
     return "\n".join(out) + "\n"
 
 

@@ -58,7 +58,6 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
-            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -50,7 +50,11 @@ def walk(ds: Dataset) -> Iterator[tuple[str, Any, str]]:
 def sensitive(ds: Dataset) -> dict[str, set[str]]:
     """The original values a de-identified copy must not contain, by kind."""
     found: dict[str, set[str]] = {"name": set(), "id": set(), "date": set(), "uid": set()}
-    for vr, value, keyword in walk(ds):
+    with warnings.catch_warnings():
+        # Reading the originals' own invalid values (e.g. IS "1A") is not what is under test.
+        warnings.simplefilter("ignore")
+        elements = list(walk(ds))
+    for vr, value, keyword in elements:
         text = str(value).strip()
         if not text:
             continue
@@ -76,6 +80,10 @@ def survivors(original: dict[str, set[str]], output: Dataset) -> list[str]:
         if not text:
             continue
         kind = {"PN": "name", "DA": "date", "DT": "date", "UI": "uid"}.get(vr)
+        if kind == "uid" and not deid_uids.is_instance_uid_tag(
+            pydicom.datadict.tag_for_keyword(keyword) or 0
+        ):
+            kind = None  # a class UID may share an instance UID's (bogus) value, e.g. "0"
         if kind and text in original[kind]:
             left.append(f"{keyword}={text!r}")
         if vr in ("LO", "SH", "LT", "ST", "UT", "UC", "PN") and text in original["id"]:
@@ -103,11 +111,12 @@ def write_problems(ds: Dataset) -> tuple[Dataset, set[str]]:
 
 
 def writes_cleanly(path: Path) -> bool:
-    """Whether the untouched file already writes without pydicom warnings or errors."""
+    """Whether the untouched file is valid: all values decode, and it writes and reads back,
+    without pydicom warnings or errors."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            round_trip(pydicom.dcmread(path))
+            list(walk(round_trip(pydicom.dcmread(path))))
     except Exception:
         return False
     return True
@@ -159,6 +168,8 @@ def test_basic_profile_keeps_pixel_data_and_image_attributes_unchanged() -> None
 def referencing_pair() -> tuple[Dataset, Dataset]:
     """Two instances of one patient: ``derived`` points at ``source`` by its SOP Instance UID."""
 
+    frame_of_reference = generate_uid()
+
     def instance(sop_instance_uid: str, study: str, series: str) -> Dataset:
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
@@ -169,7 +180,7 @@ def referencing_pair() -> tuple[Dataset, Dataset]:
         ds.SOPInstanceUID = sop_instance_uid
         ds.StudyInstanceUID = study
         ds.SeriesInstanceUID = series
-        ds.FrameOfReferenceUID = study + ".7"
+        ds.FrameOfReferenceUID = frame_of_reference
         ds.PatientName = "Doe^Jane"
         ds.PatientID = "MRN-4471"
         ds.StudyDate = "20200314"
@@ -256,7 +267,7 @@ def test_skip_id_redaction_keeps_every_uid() -> None:
     assert output.SOPInstanceUID == derived.SOPInstanceUID
     assert output.StudyInstanceUID == derived.StudyInstanceUID
     assert output.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-    assert "PatientName" in output and output.PatientName == ""
+    assert "PatientName" in output and not output.PatientName
 
 
 def test_keep_all_profile_keeps_values_and_private_tags_but_regenerates_uids() -> None:
@@ -304,7 +315,7 @@ def test_minimal_keep_list_keeps_valid_image_and_empties_identifying_type_2_attr
     )
     for keyword in ("PatientName", "PatientID", "StudyDate", "AccessionNumber"):
         assert keyword in output and output[keyword].value in ("", None)
-    for keyword in ("InstitutionName", "OperatorsName", "StudyDescription", "SeriesDate"):
+    for keyword in ("InstitutionName", "StationName", "StudyDescription", "SeriesDate"):
         assert keyword in original and keyword not in output
     assert output.Modality == "CT" and output.KVP == original.KVP
     assert (output.pixel_array == original.pixel_array).all()
@@ -364,7 +375,8 @@ def test_tag_contents_crypto_hash_mask_and_exclusions_apply_by_info_type() -> No
     output = round_trip(Deidentifier(config).deidentify(copy.deepcopy(derived)))
     assert output.PatientID == deid_text.crypto_hash(bytes(range(16)), "MRN-4471")
     assert output.PatientName == "Doe^Jane"
-    assert output.ImageComments == "Jane Doe seen [DATE], call ############ or "
+    # (pydicom strips the trailing space of text values when reading)
+    assert output.ImageComments == "Jane Doe seen [DATE], call ############ or"
 
 
 def test_tag_contents_removes_private_tags_and_keeps_the_rest() -> None:

@@ -36,14 +36,20 @@ def create_store(config: ServiceConfig, project: str = "p", location: str = "l")
             dataset_pk = conn.execute(
                 insert(datasets)
                 .values(
-                    project=project, location=location, dataset_id="d", resource={},
+                    project=project,
+                    location=location,
+                    dataset_id="d",
+                    resource={},
                     create_time=moment,
                 )
                 .returning(datasets.c.pk)
             ).scalar_one()
             conn.execute(
                 insert(dicom_stores).values(
-                    dataset_pk=dataset_pk, store_id="s", resource={}, create_time=moment,
+                    dataset_pk=dataset_pk,
+                    store_id="s",
+                    resource={},
+                    create_time=moment,
                     update_time=moment,
                 )
             )

@@ -73,26 +73,24 @@ def test_the_same_dataset_id_in_another_location_is_a_different_dataset(healthca
     ]
 
 
-@pytest.mark.parametrize(
-    ("dataset_id", "body", "problem"),
-    [
-        ("bad id", {}, "Invalid datasetId"),
-        ("x" * 257, {}, "Invalid datasetId"),
-        ("", {}, "datasetId is required"),
-        ("ds", {"timeZone": "Mars/Olympus"}, 'Invalid time zone "Mars/Olympus"'),
-        ("ds", {"timeZone": 3}, "Invalid value at 'dataset.time_zone' (TYPE_STRING), 3"),
-        ("ds", {"kmsKey": "k"}, "Unknown name \"kmsKey\" at 'dataset': Cannot find field."),
-    ],
-)
-def test_create_with_bad_input_is_400_naming_the_problem(
-    healthcare: Any, dataset_id: str, body: dict[str, Any], problem: str
-) -> None:
-    with pytest.raises(HttpError) as caught:
-        datasets(healthcare).create(parent=PARENT, datasetId=dataset_id, body=body).execute()
-    code, status, message = error_of(caught)
-    assert (code, status) == (400, "INVALID_ARGUMENT")
-    assert problem in message
-    assert datasets(healthcare).list(parent=PARENT).execute() == {}
+BAD_CREATES = [
+    ("bad id", {}, "Invalid datasetId"),
+    ("x" * 257, {}, "Invalid datasetId"),
+    ("", {}, "datasetId is required"),
+    ("ds", {"timeZone": "Mars/Olympus"}, 'Invalid time zone "Mars/Olympus"'),
+    ("ds", {"timeZone": 3}, "Invalid value at 'dataset.time_zone' (TYPE_STRING), 3"),
+    ("ds", {"kmsKey": "k"}, "Unknown name \"kmsKey\" at 'dataset': Cannot find field."),
+]
+
+
+def test_create_with_bad_input_is_400_naming_the_problem(healthcare: Any) -> None:
+    for dataset_id, body, problem in BAD_CREATES:
+        with pytest.raises(HttpError) as caught:
+            datasets(healthcare).create(parent=PARENT, datasetId=dataset_id, body=body).execute()
+        code, status, message = error_of(caught)
+        assert (code, status) == (400, "INVALID_ARGUMENT")
+        assert problem in message, dataset_id
+        assert datasets(healthcare).list(parent=PARENT).execute() == {}
 
 
 def test_list_pages_through_every_dataset_in_id_order(healthcare: Any) -> None:
@@ -131,25 +129,23 @@ def test_patch_changes_the_time_zone_named_in_the_update_mask(healthcare: Any) -
     assert cleared["timeZone"] == "UTC"
 
 
-@pytest.mark.parametrize(
-    ("mask", "body", "problem"),
-    [
-        (None, {"timeZone": "UTC"}, "updateMask is required"),
-        ("encryptionSpec", {}, 'Invalid update_mask path "encryptionSpec"'),
-        ("timeZone", {"timeZone": "Nowhere/City"}, "Invalid time zone"),
-    ],
-)
-def test_patch_with_a_bad_mask_or_value_is_400_and_changes_nothing(
-    healthcare: Any, mask: str | None, body: dict[str, Any], problem: str
-) -> None:
+BAD_PATCHES = [
+    (None, {"timeZone": "UTC"}, "updateMask is required"),
+    ("encryptionSpec", {}, 'Invalid update_mask path "encryptionSpec"'),
+    ("timeZone", {"timeZone": "Nowhere/City"}, "Invalid time zone"),
+]
+
+
+def test_patch_with_a_bad_mask_or_value_is_400_and_changes_nothing(healthcare: Any) -> None:
     datasets(healthcare).create(parent=PARENT, datasetId="ds1", body={}).execute()
     name = f"{PARENT}/datasets/ds1"
-    with pytest.raises(HttpError) as caught:
-        datasets(healthcare).patch(name=name, updateMask=mask, body=body).execute()
-    code, _status, message = error_of(caught)
-    assert code == 400
-    assert problem in message
-    assert datasets(healthcare).get(name=name).execute()["timeZone"] == "UTC"
+    for mask, body, problem in BAD_PATCHES:
+        with pytest.raises(HttpError) as caught:
+            datasets(healthcare).patch(name=name, updateMask=mask, body=body).execute()
+        code, _status, message = error_of(caught)
+        assert code == 400
+        assert problem in message, mask
+        assert datasets(healthcare).get(name=name).execute()["timeZone"] == "UTC"
 
 
 def test_patch_of_a_missing_dataset_is_404(healthcare: Any) -> None:

@@ -137,32 +137,30 @@ def test_create_of_an_existing_store_is_409(stores: Any) -> None:
     assert stores.get(name=f"{DATASET}/dicomStores/s1").execute()["labels"] == {"a": "1"}
 
 
-@pytest.mark.parametrize(
-    ("store_id", "body", "problem"),
-    [
-        ("bad/id", {}, "Invalid dicomStoreId"),
-        ("a b", {}, "Invalid dicomStoreId"),
-        ("s", {"labels": {"Env": "prod"}}, 'Invalid label key "Env"'),
-        ("s", {"labels": {"env": "Prod"}}, 'Invalid value "Prod" for label "env"'),
-        ("s", {"labels": {"k" * 64: "v"}}, "1 to 63 characters"),
-        ("s", {"labels": {f"k{i}": "" for i in range(65)}}, "at most 64"),
-        ("s", {"labels": {"env": 1}}, "Invalid value at 'dicom_store.labels[env]'"),
-        ("s", {"labels": ["env"]}, "Invalid value at 'dicom_store.labels'"),
-        ("s", {"foo": 1}, "Unknown name \"foo\" at 'dicom_store': Cannot find field."),
-        ("s", {"notificationConfig": {"pubsubTopic": "t"}}, "Pub/Sub topic name"),
-        ("s", {"notificationConfigs": [{}]}, "notification_configs[0].pubsub_topic"),
-        ("s", {"streamConfigs": [{"bigqueryDestination": {}}]}, "bq://PROJECT_ID"),
-    ],
-)
-def test_create_with_bad_input_is_400_naming_the_problem(
-    stores: Any, store_id: str, body: dict[str, Any], problem: str
-) -> None:
-    with pytest.raises(HttpError) as caught:
-        stores.create(parent=DATASET, dicomStoreId=store_id, body=body).execute()
-    code, status, message = error_of(caught)
-    assert (code, status) == (400, "INVALID_ARGUMENT")
-    assert problem in message
-    assert stores.list(parent=DATASET).execute() == {}
+BAD_CREATES = [
+    ("bad/id", {}, "Invalid dicomStoreId"),
+    ("a b", {}, "Invalid dicomStoreId"),
+    ("s", {"labels": {"Env": "prod"}}, 'Invalid label key "Env"'),
+    ("s", {"labels": {"env": "Prod"}}, 'Invalid value "Prod" for label "env"'),
+    ("s", {"labels": {"k" * 64: "v"}}, "1 to 63 characters"),
+    ("s", {"labels": {f"k{i}": "" for i in range(65)}}, "at most 64"),
+    ("s", {"labels": {"env": 1}}, "Invalid value at 'dicom_store.labels[env]'"),
+    ("s", {"labels": ["env"]}, "Invalid value at 'dicom_store.labels'"),
+    ("s", {"foo": 1}, "Unknown name \"foo\" at 'dicom_store': Cannot find field."),
+    ("s", {"notificationConfig": {"pubsubTopic": "t"}}, "Pub/Sub topic name"),
+    ("s", {"notificationConfigs": [{}]}, "notification_configs[0].pubsub_topic"),
+    ("s", {"streamConfigs": [{"bigqueryDestination": {}}]}, "bq://PROJECT_ID"),
+]
+
+
+def test_create_with_bad_input_is_400_naming_the_problem(stores: Any) -> None:
+    for store_id, body, problem in BAD_CREATES:
+        with pytest.raises(HttpError) as caught:
+            stores.create(parent=DATASET, dicomStoreId=store_id, body=body).execute()
+        code, status, message = error_of(caught)
+        assert (code, status) == (400, "INVALID_ARGUMENT")
+        assert problem in message, body
+        assert stores.list(parent=DATASET).execute() == {}
 
 
 def test_list_pages_through_more_stores_than_a_page_with_opaque_tokens(stores: Any) -> None:
@@ -194,22 +192,20 @@ def test_list_page_token_survives_stores_created_between_pages(stores: Any) -> N
     assert [s["name"][-1] for s in rest["dicomStores"]] == ["e", "f"]
 
 
-@pytest.mark.parametrize(
-    ("params", "problem"),
-    [
-        ({"pageToken": "not-a-token"}, "Invalid page token"),
-        ({"pageSize": -1}, "pageSize must not be negative"),
-        ({"filter": "env=prod"}, "cannot filter on 'env'"),
-    ],
-)
-def test_list_with_bad_paging_or_filter_is_400(
-    stores: Any, params: dict[str, Any], problem: str
-) -> None:
-    with pytest.raises(HttpError) as caught:
-        stores.list(parent=DATASET, **params).execute()
-    code, _status, message = error_of(caught)
-    assert code == 400
-    assert problem in message
+BAD_LISTS = [
+    ({"pageToken": "not-a-token"}, "Invalid page token"),
+    ({"pageSize": -1}, "pageSize must not be negative"),
+    ({"filter": "env=prod"}, "cannot filter on 'env'"),
+]
+
+
+def test_list_with_bad_paging_or_filter_is_400(stores: Any) -> None:
+    for params, problem in BAD_LISTS:
+        with pytest.raises(HttpError) as caught:
+            stores.list(parent=DATASET, **params).execute()
+        code, _status, message = error_of(caught)
+        assert code == 400
+        assert problem in message, params
 
 
 def test_list_token_from_another_filter_is_refused(stores: Any) -> None:
@@ -264,27 +260,25 @@ def test_patch_replaces_exactly_the_fields_in_the_update_mask(stores: Any) -> No
     }
 
 
-@pytest.mark.parametrize(
-    ("mask", "body", "problem"),
-    [
-        (None, {"labels": {"a": "b"}}, "updateMask is required"),
-        ("name", {"name": "x"}, 'Invalid update_mask path "name"'),
-        ("labels,bogus", {}, 'Invalid update_mask path "bogus"'),
-        ("labels", {"labels": {"A": "b"}}, 'Invalid label key "A"'),
-        ("labels", {"labelz": {}}, 'Unknown name "labelz"'),
-    ],
-)
-def test_patch_with_a_bad_mask_or_body_is_400_and_changes_nothing(
-    stores: Any, mask: str | None, body: dict[str, Any], problem: str
-) -> None:
+BAD_PATCHES = [
+    (None, {"labels": {"a": "b"}}, "updateMask is required"),
+    ("name", {"name": "x"}, 'Invalid update_mask path "name"'),
+    ("labels,bogus", {}, 'Invalid update_mask path "bogus"'),
+    ("labels", {"labels": {"A": "b"}}, 'Invalid label key "A"'),
+    ("labels", {"labelz": {}}, 'Unknown name "labelz"'),
+]
+
+
+def test_patch_with_a_bad_mask_or_body_is_400_and_changes_nothing(stores: Any) -> None:
     name = f"{DATASET}/dicomStores/s1"
     stores.create(parent=DATASET, dicomStoreId="s1", body={"labels": {"keep": "me"}}).execute()
-    with pytest.raises(HttpError) as caught:
-        stores.patch(name=name, updateMask=mask, body=body).execute()
-    code, _status, message = error_of(caught)
-    assert code == 400
-    assert problem in message
-    assert stores.get(name=name).execute()["labels"] == {"keep": "me"}
+    for mask, body, problem in BAD_PATCHES:
+        with pytest.raises(HttpError) as caught:
+            stores.patch(name=name, updateMask=mask, body=body).execute()
+        code, _status, message = error_of(caught)
+        assert code == 400
+        assert problem in message, mask
+        assert stores.get(name=name).execute()["labels"] == {"keep": "me"}
 
 
 def test_patch_of_a_missing_store_is_404(stores: Any) -> None:
@@ -363,3 +357,22 @@ def test_deleting_the_dataset_removes_its_stores_instances_and_blobs(
     stores.create(parent=DATASET, dicomStoreId="s1", body={}).execute()
     name = f"{DATASET}/dicomStores/s1"
     assert stores.getDICOMStoreMetrics(name=name).execute() == {"name": name}
+
+
+def test_concurrent_creates_of_one_store_give_one_success_and_409s_never_500(
+    stores: Any, live_server: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    url = f"{live_server.url}/v1/{DATASET}/dicomStores?dicomStoreId=race"
+
+    def create(n: int) -> int:
+        with httpx.Client(timeout=60) as client:
+            return client.post(url, json={"labels": {"n": str(n)}}).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = sorted(pool.map(create, range(8)))
+    assert codes == [200] + [409] * 7
+    assert len(stores.list(parent=DATASET).execute()["dicomStores"]) == 1

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 LOCATION = "/v1/projects/p/locations/us-central1"
 DATASET = f"{LOCATION}/datasets/ds"
@@ -61,6 +62,7 @@ def serving(data_dir: Path, database_url: str | None) -> Iterator[httpx.Client]:
             process.stdout.close()
 
 
+@pytest.mark.slow
 def test_datasets_stores_labels_and_operations_survive_a_restart(
     tmp_path: Path, database_url: str | None
 ) -> None:
@@ -100,7 +102,7 @@ def test_datasets_stores_labels_and_operations_survive_a_restart(
             "store-1": {"env": "prod", "n": "1"},
             "store-2": {"env": "dev"},
         }
-        assert client.get(operation["name"].join(["/v1/", ""])).json() == operation
+        assert client.get(f"/v1/{operation['name']}").json() == operation
         # A page token from the previous process still works: paging keeps no process state.
         second = client.get(
             f"{DATASET}/dicomStores",

@@ -173,3 +173,21 @@ def test_body_with_unknown_fields_or_wrong_types_is_rejected_like_google(
         conform(body, "DicomStore", "dicom_store")
     assert message in caught.value.message
     assert caught.value.message.startswith("Invalid JSON payload received.")
+
+
+def test_body_fields_holding_proto3_defaults_are_dropped_but_map_entries_are_kept() -> None:
+    body = conform(
+        {
+            "labels": {"empty": ""},
+            "notificationConfigs": [],
+            "notificationConfig": {"pubsubTopic": "", "sendForBulkImport": False},
+            "streamConfigs": [{"bigqueryDestination": {"tableUri": "0", "force": False}}],
+        },
+        "DicomStore",
+        "dicom_store",
+    )
+    assert body == {
+        "labels": {"empty": ""},
+        "notificationConfig": {},
+        "streamConfigs": [{"bigqueryDestination": {"tableUri": "0"}}],
+    }

@@ -12,9 +12,10 @@ import click
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.status import Status
 
     from dicomql.deploy.manifest import Resource
-    from dicomql.deploy.runner import Outcome, Report
+    from dicomql.deploy.report import Outcome, Report
 
 
 @click.group()
@@ -91,7 +92,7 @@ def build(**options: Any) -> None:
     dicomql deploy build examples/stacks/imaging dev -e GOOGLE_PROJECT=my-project
     """
     report = _run("build", **options)
-    if report.exports:
+    if report.exports and not report.dry_run:
         _print_exports(report)
 
 
@@ -103,7 +104,7 @@ def test(**options: Any) -> None:
     if report.exports:
         _print_exports(report)
     if report.drifted:
-        names = ", ".join(outcome.resource for outcome in report.drifted)
+        names = ", ".join(f"{o.resource} ({o.action})" for o in report.drifted)
         raise click.ClickException(f"drift in {len(report.drifted)} resource(s): {names}")
 
 
@@ -154,6 +155,7 @@ def _run(
         manifest = load_manifest(stack_dir)
     except Error as exc:
         raise click.ClickException(str(exc)) from exc
+    reporter = ConsoleReporter(console)
     with _engine(backend) as engine:
         runner = StackRunner(
             manifest,
@@ -162,7 +164,7 @@ def _run(
             variables=variables,
             dry_run=dry_run,
             show_queries=show_queries,
-            reporter=ConsoleReporter(console),
+            reporter=reporter,
         )
         mode = " (dry run)" if dry_run else ""
         console.print(f"{command} [bold]{manifest.name}[/] in [bold]{stack_env}[/]{mode}")
@@ -170,6 +172,8 @@ def _run(
             report: Report = getattr(runner, command)()
         except Error as exc:
             raise click.ClickException(str(exc)) from exc
+        finally:
+            reporter.close()
     console.print(report.summary())
     return report
 
@@ -241,20 +245,36 @@ class ConsoleReporter:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._status: Status | None = None
 
     def resource(self, resource: Resource, message: str) -> None:
-        if self.console.is_terminal:
-            self.console.print(f"  [dim]{resource.name}: {message}…[/]")
+        """On a terminal, a spinner says what is happening; redirected output skips it."""
+        if not self.console.is_terminal:
+            return
+        text = f"{resource.name}: {message}…"
+        if self._status is None:
+            self._status = self.console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
     def query(self, resource: Resource, anchor: str, sql: str) -> None:
         from rich.markup import escape
 
+        self.close()
         self.console.print(f"[dim]/* {escape(resource.name)}: {anchor} */[/]")
         self.console.print(escape(sql), markup=True)
+        self.console.print()
 
     def outcome(self, outcome: Outcome) -> None:
         from rich.markup import escape
 
+        self.close()
         style = self._STYLES.get(outcome.action, "")
         text = escape(str(outcome))
         self.console.print(f"[{style}]{text}[/]" if style else text)

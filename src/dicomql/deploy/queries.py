@@ -8,9 +8,12 @@ anchors and stay in the query.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from dicomql.deploy.manifest import Resource
 from dicomql.errors import ManifestError
 
 ANCHORS = (
@@ -175,3 +178,56 @@ def _has_code(statement: str) -> bool:
     return any(
         line.strip() and not line.strip().startswith("--") for line in statement.splitlines()
     )
+
+
+def check_anchors(resource: Resource, queries: QueryFile) -> None:
+    def need(message: str) -> ManifestError:
+        return ManifestError(
+            message,
+            path=str(queries.path if resource.sql is None else resource.location.path),
+            line=0 if resource.sql is None else resource.location.line,
+            where=resource.name,
+        )
+
+    if resource.type == "resource":
+        if "create" not in queries and "createorupdate" not in queries:
+            raise need("a resource needs a 'create' or 'createorupdate' query")
+        if not {"exists", "statecheck", "createorupdate"} & set(queries.queries):
+            raise need("a resource needs an 'exists' or 'statecheck' query")
+    elif resource.type == "query" and "exports" not in queries:
+        raise need("a query resource needs an 'exports' query (or 'sql')")
+    elif resource.type == "command" and "command" not in queries:
+        raise need("a command resource needs a 'command' query (or 'sql')")
+    if resource.exports and resource.type != "script" and "exports" not in queries:
+        raise need("the resource declares exports but has no 'exports' query")
+
+
+def rows_of(result: Any) -> list[dict[str, Any]]:
+    """An engine result as a list of column → value dicts."""
+    rows = getattr(result, "rows", None) or []
+    columns = [
+        column if isinstance(column, str) else getattr(column, "name", None) or column[0]
+        for column in getattr(result, "columns", None) or []
+    ]
+    return [
+        dict(row) if isinstance(row, Mapping) else dict(zip(columns, row, strict=False))
+        for row in rows
+    ]
+
+
+def count_of(row: Mapping[str, Any]) -> int | None:
+    for key, value in row.items():
+        if key.lower() == "count":
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return 0
+    return None
+
+
+def check_passes(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """A statecheck passes when it counts at least one match, or returns a row."""
+    if not rows:
+        return False
+    count = count_of(rows[0])
+    return count > 0 if count is not None else True

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from jinja2 import UndefinedError
@@ -24,31 +23,38 @@ from dicomql.deploy.manifest import Manifest, Resource
 from dicomql.deploy.queries import (
     Query,
     QueryFile,
+    check_anchors,
+    check_passes,
+    count_of,
     load_query_file,
     parse_queries,
+    rows_of,
     split_statements,
 )
 from dicomql.deploy.render import MASK, Renderer
+from dicomql.deploy.report import (
+    ABSENT,
+    APPLIED,
+    CREATED,
+    DELETED,
+    DRIFTED,
+    EXPORTED,
+    IN_STATE,
+    KEPT,
+    RAN,
+    SKIPPED,
+    UNCHANGED,
+    UNKNOWN,
+    UPDATED,
+    Outcome,
+    Report,
+    Reporter,
+    SilentReporter,
+)
 from dicomql.errors import ApiError, DeployError, Error, ManifestError
 
 PLACEHOLDER = "<evaluated>"
 
-# What happened to a resource; the dry run says "would create" and so on.
-CREATED = "created"
-UPDATED = "updated"
-UNCHANGED = "unchanged"
-APPLIED = "applied"
-EXPORTED = "exported"
-RAN = "ran"
-SKIPPED = "skipped"
-DELETED = "deleted"
-KEPT = "kept"
-ABSENT = "absent"
-IN_STATE = "in desired state"
-DRIFTED = "drifted"
-UNKNOWN = "unknown"
-
-CHANGES = frozenset({CREATED, UPDATED, APPLIED, DELETED, RAN})
 # Defaults for the checks after a change, where a cloud may be eventually consistent.
 POST_DEPLOY_RETRIES = 3
 POST_DEPLOY_RETRY_DELAY = 1
@@ -58,82 +64,6 @@ class StatementEngine(Protocol):
     """What the runner needs of :class:`dicomql.sql.engine.Engine`."""
 
     def execute(self, sql: str) -> Any: ...
-
-
-@dataclass
-class Outcome:
-    """What became of one resource."""
-
-    resource: str
-    action: str
-    detail: str = ""
-    dry_run: bool = False
-
-    def __str__(self) -> str:
-        action = self.action
-        if self.dry_run and action in CHANGES:
-            action = f"would be {action}"
-        return f"{self.resource}: {action}" + (f" ({self.detail})" if self.detail else "")
-
-
-@dataclass
-class Report:
-    """The result of one build, test or teardown."""
-
-    command: str
-    stack_name: str
-    stack_env: str
-    dry_run: bool = False
-    outcomes: list[Outcome] = field(default_factory=list)
-    exports: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> list[Outcome]:
-        return [outcome for outcome in self.outcomes if outcome.action in CHANGES]
-
-    @property
-    def drifted(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.action in (DRIFTED, ABSENT, UNKNOWN)]
-
-    def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for outcome in self.outcomes:
-            counts[outcome.action] = counts.get(outcome.action, 0) + 1
-        tally = ", ".join(f"{count} {action}" for action, count in counts.items()) or "nothing"
-        prefix = f"{self.command} {self.stack_name} ({self.stack_env})"
-        if self.dry_run:
-            return f"{prefix}, dry run: {tally}"
-        if self.command == "test":
-            verdict = "drift found" if self.drifted else "no drift"
-            return f"{prefix}: {tally}; {verdict}"
-        verdict = "" if self.changed else "; no changes"
-        return f"{prefix}: {tally}{verdict}"
-
-
-class Reporter(Protocol):
-    """Receives progress; the CLI prints it."""
-
-    def resource(self, resource: Resource, message: str) -> None:
-        """A step on ``resource`` (``checking``, ``creating`` …)."""
-
-    def query(self, resource: Resource, anchor: str, sql: str) -> None:
-        """A rendered query (masked), for ``--dry-run`` and ``--show-queries``."""
-
-    def outcome(self, outcome: Outcome) -> None:
-        """A resource is done."""
-
-
-class SilentReporter:
-    """Reports nothing (the default)."""
-
-    def resource(self, resource: Resource, message: str) -> None:
-        pass
-
-    def query(self, resource: Resource, anchor: str, sql: str) -> None:
-        pass
-
-    def outcome(self, outcome: Outcome) -> None:
-        pass
 
 
 class StackRunner:
@@ -174,6 +104,7 @@ class StackRunner:
         self._context: dict[str, Any] = {}
         # Resource name → the earlier resources whose exports it uses.
         self.depends_on: dict[str, set[str]] = {}
+        self._not_there: set[str] = set()
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -188,7 +119,7 @@ class StackRunner:
         exporters: dict[str, str] = {}
         for resource in self.manifest.resources:
             queries = self._query_file(resource)
-            _check_anchors(resource, queries)
+            check_anchors(resource, queries)
             names = self._names_used(resource, queries)
             self.depends_on[resource.name] = {exporters[n] for n in names if n in exporters}
             exporters.update({export.alias: resource.name for export in resource.exports})
@@ -258,7 +189,8 @@ class StackRunner:
             else:
                 outcome = self._run_script(resource, context)
             if resource.type != "script":
-                self._export(resource, context, required=not self._would_create(outcome))
+                planned = self._would_create(outcome)
+                self._export(resource, context, required=not planned, planned=planned)
             self._finish(report, outcome)
         report.exports = self._stack_exports()
         return report
@@ -279,7 +211,7 @@ class StackRunner:
                 if outcome.action not in (ABSENT, SKIPPED):
                     self._export(resource, context, required=False)
             except _Missing as missing:
-                outcome = Outcome(resource.name, UNKNOWN, str(missing))
+                outcome = Outcome(resource.name, UNKNOWN, self._missing_detail(resource, missing))
             self._finish(report, outcome)
         report.exports = self._stack_exports()
         return report
@@ -294,9 +226,11 @@ class StackRunner:
         for resource, context in self._resources(None, tolerate_missing=True):
             if resource.type in ("resource", "query"):
                 try:
-                    self._export(resource, context, required=False)
+                    found = self._export(resource, context, required=False)
                 except _Missing:
-                    continue
+                    found = False
+                if not found:
+                    self._not_there.add(resource.name)
         for resource in reversed(self.manifest.resources):
             if resource.type != "resource":
                 continue
@@ -312,7 +246,12 @@ class StackRunner:
                 else:
                     outcome = self._teardown_resource(resource, context)
             except _Missing as missing:
-                outcome = Outcome(resource.name, ABSENT, str(missing))
+                outcome = Outcome(resource.name, ABSENT, self._missing_detail(resource, missing))
+            except ManifestError as exc:
+                # A prop needs an export of a resource that is gone: so is this one.
+                if not isinstance(exc.__cause__, UndefinedError):
+                    raise
+                outcome = Outcome(resource.name, ABSENT, self._missing_detail(resource, exc))
             self._finish(report, outcome)
         return report
 
@@ -360,7 +299,7 @@ class StackRunner:
         delay = check.option("retry_delay", POST_DEPLOY_RETRY_DELAY)
         for attempt in range(max(retries, 1)):
             exists, in_state = self._exists(resource, context, quiet=attempt > 0)
-            if exists and (in_state or self._statecheck(resource, context, quiet=True)):
+            if exists and (in_state or self._statecheck(resource, context, quiet=attempt > 0)):
                 return
             if attempt + 1 < retries:
                 self._sleep(delay)
@@ -453,13 +392,13 @@ class StackRunner:
             statecheck = queries.get("statecheck")
             if statecheck is None:
                 return False, None
-            passed = _passes(self._read(resource, statecheck, context, quiet=quiet))
+            passed = check_passes(self._read(resource, statecheck, context, quiet=quiet))
             return passed, passed if passed else None
         rows = self._read(resource, exists, context, quiet=quiet)
         if not rows:
             return False, None
         row = rows[0]
-        count = _count(row)
+        count = count_of(row)
         if count is not None:
             return count > 0, None
         # stackql-deploy's capture mode: the columns become ``this.<column>``.
@@ -474,17 +413,23 @@ class StackRunner:
         statecheck = self._queries[resource.name].get("statecheck")
         if statecheck is None:
             return True
-        return _passes(self._read(resource, statecheck, context, quiet=quiet))
+        return check_passes(self._read(resource, statecheck, context, quiet=quiet))
 
     # -- exports ------------------------------------------------------------------------------
 
-    def _export(self, resource: Resource, context: dict[str, Any], *, required: bool) -> None:
+    def _export(
+        self, resource: Resource, context: dict[str, Any], *, required: bool, planned: bool = False
+    ) -> bool:
+        """Run the exports query and publish its columns; False if it found nothing.
+
+        ``planned``: the resource would be created by a dry run; its exports are placeholders.
+        """
         exports = self._queries[resource.name].get("exports")
         if exports is None or not resource.exports:
             if exports is not None and resource.type == "query":
-                self._read(resource, exports, context)
-            return
-        if self.dry_run and not required:
+                return bool(self._read(resource, exports, context))
+            return True
+        if planned:
             values: Mapping[str, Any] = {e.column: PLACEHOLDER for e in resource.exports}
             self.reporter.query(resource, "exports", self._render(resource, exports, context))
         else:
@@ -497,9 +442,10 @@ class StackRunner:
             if not rows:
                 if required:
                     raise DeployError(f"{resource.name}: the exports query returned no rows")
-                return
+                return False
             values = rows[0]
         self._set_exports(resource, self._context, values, strict=True)
+        return True
 
     def _set_exports(
         self,
@@ -563,7 +509,7 @@ class StackRunner:
         rows: list[dict[str, Any]] = []
         for statement in split_statements(sql):
             try:
-                rows = _rows(self.engine.execute(statement))
+                rows = rows_of(self.engine.execute(statement))
             except ApiError as exc:
                 # A get of something that is not there: Google answers 404 NOT_FOUND.
                 if exc.code == 404:
@@ -615,14 +561,24 @@ class StackRunner:
             except ManifestError as exc:
                 if tolerate_missing and isinstance(exc.__cause__, UndefinedError):
                     if report is not None:
-                        self._finish(report, Outcome(resource.name, UNKNOWN, str(exc.__cause__)))
+                        detail = self._missing_detail(resource, str(exc.__cause__))
+                        self._finish(report, Outcome(resource.name, UNKNOWN, detail))
                     continue
                 raise
             yield resource, context
 
     def _finish(self, report: Report, outcome: Outcome) -> None:
         report.outcomes.append(outcome)
+        if outcome.action in (ABSENT, UNKNOWN):
+            self._not_there.add(outcome.resource)
         self.reporter.outcome(outcome)
+
+    def _missing_detail(self, resource: Resource, reason: object) -> str:
+        """Why a resource could not be checked: the earlier resources it needs are not there."""
+        missing = sorted(self.depends_on.get(resource.name, set()) & self._not_there)
+        if missing:
+            return f"it depends on {', '.join(missing)}, which is not there"
+        return str(reason)
 
     def _would_create(self, outcome: Outcome) -> bool:
         return outcome.dry_run and outcome.action in (CREATED, APPLIED, RAN)
@@ -654,56 +610,3 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
-
-
-def _check_anchors(resource: Resource, queries: QueryFile) -> None:
-    def need(message: str) -> ManifestError:
-        return ManifestError(
-            message,
-            path=str(queries.path if resource.sql is None else resource.location.path),
-            line=0 if resource.sql is None else resource.location.line,
-            where=resource.name,
-        )
-
-    if resource.type == "resource":
-        if "create" not in queries and "createorupdate" not in queries:
-            raise need("a resource needs a 'create' or 'createorupdate' query")
-        if not {"exists", "statecheck", "createorupdate"} & set(queries.queries):
-            raise need("a resource needs an 'exists' or 'statecheck' query")
-    elif resource.type == "query" and "exports" not in queries:
-        raise need("a query resource needs an 'exports' query (or 'sql')")
-    elif resource.type == "command" and "command" not in queries:
-        raise need("a command resource needs a 'command' query (or 'sql')")
-    if resource.exports and resource.type != "script" and "exports" not in queries:
-        raise need("the resource declares exports but has no 'exports' query")
-
-
-def _rows(result: Any) -> list[dict[str, Any]]:
-    """An engine result as a list of column → value dicts."""
-    rows = getattr(result, "rows", None) or []
-    columns = [
-        column if isinstance(column, str) else getattr(column, "name", None) or column[0]
-        for column in getattr(result, "columns", None) or []
-    ]
-    return [
-        dict(row) if isinstance(row, Mapping) else dict(zip(columns, row, strict=False))
-        for row in rows
-    ]
-
-
-def _count(row: Mapping[str, Any]) -> int | None:
-    for key, value in row.items():
-        if key.lower() == "count":
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return 0
-    return None
-
-
-def _passes(rows: Sequence[Mapping[str, Any]]) -> bool:
-    """A statecheck passes when it counts at least one match, or returns a row."""
-    if not rows:
-        return False
-    count = _count(rows[0])
-    return count > 0 if count is not None else True

@@ -100,7 +100,7 @@ def dataset_to_dicom_json(
 
     Returns:
         ``{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]}, …}``; group length
-        attributes (gggg,0000) are left out (PS3.18 F.2: they have no meaning in JSON).
+        attributes (gggg,0000) and trailing padding (FFFC,FFFC) are left out.
 
     >>> from pydicom import Dataset
     >>> ds = Dataset(); ds.PatientName = "Doe^John"; ds.Rows = 2
@@ -143,8 +143,10 @@ def _walk(
     out: dict[str, Any] = {}
     elements = ds._dict
     for tag in sorted(elements):
-        if not tag & 0xFFFF or tag >> 16 == 0x0002:
-            continue  # group lengths; file meta belongs to the Part 10 file, not the dataset
+        if not tag & 0xFFFF or tag >> 16 == 0x0002 or tag == 0xFFFCFFFC:
+            # Group lengths; file meta (it belongs to the Part 10 file, not the dataset); and
+            # Data Set Trailing Padding, which carries no information (PS3.10 7.2).
+            continue
         element = elements[tag]
         key = f"{tag:08X}"
         attribute = None

@@ -196,8 +196,8 @@ def _searchable(name: str, level: Level) -> IndexedAttribute:
         )
     if attribute.level not in _SEARCHABLE_LEVELS[level]:
         raise QueryError(
-            f"{keyword} is a {attribute.level.value.lower()}-level attribute and cannot be"
-            f" searched at {level.value.lower()} level."
+            f"{keyword} is an attribute of the {attribute.level.value.lower()} level and cannot"
+            f" be searched at {level.value.lower()} level."
         )
     return attribute
 
@@ -238,16 +238,15 @@ def _range_or_single(attribute: IndexedAttribute, value: str) -> Match:
     return Match(attribute, MatchKind.SINGLE, (value,))
 
 
-def match_conditions(query: SearchQuery, store_pk: int, dialect: str) -> list[ColumnElement[bool]]:
-    """SQLAlchemy conditions for the query's matches, on the tables of their levels.
-
-    The caller joins the tables of the levels involved (see :func:`levels_matched`).
-    """
-    return [_condition(match, store_pk, dialect) for match in query.matches]
-
-
-def levels_matched(query: SearchQuery) -> frozenset[Level]:
-    return frozenset(match.attribute.level for match in query.matches)
+def match_conditions(
+    query: SearchQuery, store_pk: int, dialect: str
+) -> dict[Level, list[ColumnElement[bool]]]:
+    """SQLAlchemy conditions for the query's matches, grouped by the level of the table each
+    one constrains (person-name fuzzy matching constrains ``studies.pk``)."""
+    conditions: dict[Level, list[ColumnElement[bool]]] = {level: [] for level in Level}
+    for match in query.matches:
+        conditions[match.attribute.level].append(_condition(match, store_pk, dialect))
+    return conditions
 
 
 def _condition(match: Match, store_pk: int, dialect: str) -> ColumnElement[bool]:

@@ -154,8 +154,20 @@ def _message(value: dict[str, Any], schema: str, path: str) -> dict[str, Any]:
         if item is None or spec.get("readOnly"):
             continue
         child = f"{path}.{snake_case(canonical)}" if path else snake_case(canonical)
-        result[canonical] = _value(item, spec, child)
+        converted = _value(item, spec, child)
+        # proto3 JSON: a scalar, map or list field holding its default ("", false, 0, empty) is
+        # indistinguishable from an absent one, and Google leaves it out of responses.
+        if "$ref" not in spec and _is_default(converted, spec):
+            continue
+        result[canonical] = converted
     return result
+
+
+def _is_default(value: Any, spec: Mapping[str, Any]) -> bool:
+    if spec.get("type") == "string" and spec.get("format") in ("int64", "uint64"):
+        return bool(value == "0")
+    # 0 and 0.0 compare equal to False; "0" in a plain string field is a value, not a default.
+    return any(value == default for default in ("", False, [], {}))
 
 
 def _value(value: Any, spec: Mapping[str, Any], path: str) -> Any:

@@ -16,7 +16,11 @@ from dicomql.service import names
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.errors import AlreadyExists, InvalidArgument, NotFound
 from dicomql.service.paging import decode_token, encode_token, page_size
-from dicomql.service.validation import parse_update_mask, validate_resource_id
+from dicomql.service.validation import (
+    parse_update_mask,
+    validate_path_ids,
+    validate_resource_id,
+)
 from dicomql.store import operations as operation_store
 from dicomql.store import resources as store
 
@@ -68,6 +72,7 @@ def _checked_fields(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _path(request: Request) -> tuple[str, str]:
+    validate_path_ids(request.path_params)
     return request.path_params["project"], request.path_params["location"]
 
 

@@ -19,7 +19,12 @@ from dicomql.service.datasets import require_dataset, service_of
 from dicomql.service.errors import AlreadyExists, InvalidArgument, NotFound
 from dicomql.service.label_filter import Predicate, parse_filter
 from dicomql.service.paging import decode_token, encode_token, page_size
-from dicomql.service.validation import parse_update_mask, validate_labels, validate_resource_id
+from dicomql.service.validation import (
+    parse_update_mask,
+    validate_labels,
+    validate_path_ids,
+    validate_resource_id,
+)
 from dicomql.store import resources as store
 
 METHOD = "healthcare.projects.locations.datasets.dicomStores."
@@ -80,6 +85,7 @@ def _check_topic(topic: str, field: str) -> None:
 
 def _path(request: Request) -> tuple[str, str, str]:
     params = request.path_params
+    validate_path_ids(params)
     return params["project"], params["location"], params["dataset"]
 
 

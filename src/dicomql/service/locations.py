@@ -21,6 +21,7 @@ from dicomql.service.datasets import service_of
 from dicomql.service.errors import InvalidArgument
 from dicomql.service.label_filter import parse_filter
 from dicomql.service.paging import decode_token, encode_token, page_size
+from dicomql.service.validation import validate_path_ids
 from dicomql.store import resources as store
 
 METHOD = "healthcare.projects.locations."
@@ -60,6 +61,7 @@ def location_resource(project: str, location: str) -> dict[str, Any]:
 
 
 async def get_location(request: Request) -> JSONResponse:
+    validate_path_ids(request.path_params)
     project = request.path_params["project"]
     location = request.path_params["location"]
     query_params(request, METHOD + "get")
@@ -68,6 +70,7 @@ async def get_location(request: Request) -> JSONResponse:
 
 async def list_locations(request: Request) -> JSONResponse:
     service = service_of(request)
+    validate_path_ids(request.path_params)
     project = request.path_params["project"]
     params = query_params(request, METHOD + "list")
     size = page_size(params.get("pageSize"))

@@ -23,6 +23,7 @@ from dicomql.service.datasets import require_dataset, service_of
 from dicomql.service.errors import InvalidArgument, NotFound
 from dicomql.service.label_filter import parse_filter
 from dicomql.service.paging import decode_token, encode_token, page_size
+from dicomql.service.validation import validate_path_ids
 from dicomql.store import resources as store
 from dicomql.store.operations import operation_resource
 
@@ -32,6 +33,7 @@ _SCAN_BATCH = 500
 
 def _path(request: Request) -> tuple[str, str, str]:
     params = request.path_params
+    validate_path_ids(params)
     return params["project"], params["location"], params["dataset"]
 
 

@@ -66,7 +66,12 @@ def decode_token(token: str | None, context: str) -> str | int | None:
         digest = payload["c"]
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
         raise InvalidArgument(f'Invalid page token "{token}".') from exc
-    if not isinstance(after, str | int) or isinstance(after, bool) or digest != _digest(context):
+    # The sort key goes into an index query: refuse what no real key can be (NUL breaks
+    # PostgreSQL text, integers beyond int64 break SQLite) rather than fail in the database.
+    valid_key = (isinstance(after, str) and "\x00" not in after and len(after) <= 256) or (
+        isinstance(after, int) and not isinstance(after, bool) and -(2**63) <= after < 2**63
+    )
+    if not valid_key or digest != _digest(context):
         raise InvalidArgument(
             f'Invalid page token "{token}": it does not belong to this request; list again'
             " without a page token, or with the same parent and filter."

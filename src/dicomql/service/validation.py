@@ -128,3 +128,22 @@ def parse_update_mask(raw: str | None, updatable: Iterable[str]) -> list[str]:
         if fields[path] not in paths:
             paths.append(fields[path])
     return paths
+
+
+def validate_path_ids(path_params: Mapping[str, str]) -> None:
+    """Check the IDs in a request's resource name before they reach the index.
+
+    Projects and locations are not otherwise constrained by the embedded service, but every ID
+    is stored in a 256-character column, and PostgreSQL refuses NUL in text, so a longer ID or a
+    control character is bad input (400) rather than a database error.
+
+    Raises:
+        InvalidArgument: naming the offending path segment.
+    """
+    for name, value in path_params.items():
+        if len(value) > MAX_RESOURCE_ID or any(unicodedata.category(c) == "Cc" for c in value):
+            shown = value[:40].encode("unicode_escape").decode() + ("…" if len(value) > 40 else "")
+            raise InvalidArgument(
+                f'Invalid {name} ID "{shown}" in the resource name: IDs are at most'
+                f" {MAX_RESOURCE_ID} characters, without control characters."
+            )

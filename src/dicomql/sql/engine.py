@@ -19,7 +19,7 @@ from dicomql.sql import mutations, procedures
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.lexer import split_statements
 from dicomql.sql.parser import Describe, Relational, Show, Statement, parse
-from dicomql.sql.planner import Scan, plan_select, render
+from dicomql.sql.planner import Scan, derived_feeding_parameters, plan_select, render
 from dicomql.sql.relational import Workspace
 from dicomql.sql.results import Result
 from dicomql.sql.templates import bind
@@ -108,7 +108,23 @@ class Engine:
         self, tree: exp.Expression, workspace: Workspace
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Plan ``tree``, fetch what it names into ``workspace`` and run it there."""
-        rewritten, scans = plan_select(tree, self.registry)
+        tree = tree.copy()
+        derived: dict[str, str] = {}
+        # A subquery feeding a JOIN parameter is run first, so its values can be called with.
+        for subquery in derived_feeding_parameters(tree, self.registry):
+            columns, rows = self.query(subquery.this, workspace)
+            temp = f"_derived_{workspace.next_id()}"
+            workspace.load(temp, columns, [dict(zip(columns, r, strict=True)) for r in rows])
+            derived[subquery.alias] = temp
+            subquery.replace(
+                exp.Table(
+                    this=exp.to_identifier(temp),
+                    alias=exp.TableAlias(this=exp.to_identifier(subquery.alias)),
+                )
+            )
+        rewritten, scans = plan_select(
+            tree, self.registry, derived, lambda: f"_scan_{workspace.next_id()}", copy=False
+        )
         for scan in scans:
             self._fetch(scan, workspace)
         return workspace.query(render(rewritten))
@@ -123,7 +139,7 @@ class Engine:
         dependent: dict[str, list[Any]] = {}
         for dependency in scan.dependent:
             _, values = workspace.query(
-                f'SELECT DISTINCT "{dependency.column}" FROM "{dependency.scan.temp}" '
+                f'SELECT DISTINCT "{dependency.column}" FROM "{dependency.table}" '
                 f'WHERE "{dependency.column}" IS NOT NULL'
             )
             dependent[dependency.parameter] = [v for (v,) in values]

@@ -304,15 +304,19 @@ def _check_from(text: str, code: str) -> None:
 
 
 def _parse_relational(text: str, code: str) -> Statement:
-    if code.lstrip()[:6].upper() == "SELECT":
-        _check_from(text, code)
+    is_select = code.lstrip()[:6].upper() == "SELECT"
     try:
         trees = sqlglot.parse(code, read=StackQL)
     except ParseError as exc:
+        if is_select:
+            _check_from(text, code)
         raise _from_parse_error(text, code, exc) from exc
     except TokenError as exc:
         raise syntax_error(f"Invalid token: {exc}", text, 0) from exc
     trees = [tree for tree in trees if tree is not None]
+    if is_select and trees and not (trees[0].args.get("from") or trees[0].args.get("from_")):
+        # Only a FROM-less SELECT is worth a second look (a tokenizer pass).
+        _check_from(text, code)
     if len(trees) != 1:
         raise syntax_error("Expected one statement", text, 0)
     tree = trees[0]

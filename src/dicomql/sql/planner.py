@@ -5,7 +5,7 @@ parameters are all given) and rewrites the query to run over the fetched rows.""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +18,13 @@ from dicomql.sql.dialect import StackQL
 
 @dataclass
 class DependentParameter:
-    """A parameter whose values come from another scan's column (``ON s.datasetsId = d.id``)."""
+    """A parameter whose values come from another table's column (``ON s.datasetsId = d.id``):
+    another scan, or a derived table materialised before this scan."""
 
     parameter: str
-    scan: Scan
+    table: str
     column: str
+    scan: Scan | None = None
 
 
 @dataclass
@@ -152,13 +154,27 @@ def _alias(table: exp.Table) -> str:
     return table.alias_or_name
 
 
-def plan_select(tree: exp.Expression, registry: Registry) -> tuple[exp.Expression, list[Scan]]:
+def plan_select(
+    tree: exp.Expression,
+    registry: Registry,
+    derived: dict[str, str] | None = None,
+    new_name: Callable[[], str] | None = None,
+    *,
+    copy: bool = True,
+) -> tuple[exp.Expression, list[Scan]]:
     """Plan a query: returns the rewritten query (over temp tables) and the scans to fetch.
 
     Param equalities (``projectsId = 'p'``, ``datasetsId IN ('a', 'b')``) become call
     parameters and are removed from the query; the fetched rows carry them as columns.
+    ``derived`` maps aliases of already materialised tables to their names; a JOIN equality
+    with one of their columns feeds a parameter (one call per distinct value). ``copy=False``
+    rewrites ``tree`` in place.
     """
-    tree = tree.copy()
+    derived = derived or {}
+    counter = itertools.count()
+    new_name = new_name or (lambda: f"_scan_{next(counter)}")
+    if copy:
+        tree = tree.copy()
     ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
     scans: list[Scan] = []
     selects = [tree] if isinstance(tree, exp.Select) else []
@@ -179,8 +195,9 @@ def plan_select(tree: exp.Expression, registry: Registry) -> tuple[exp.Expressio
             terms += [(c, True) for c in conjuncts(join.args.get("on"))]
         params: dict[str, dict[str, list[Any]]] = {alias: {} for alias in by_alias}
         joins: dict[str, list[tuple[str, str, str]]] = {alias: [] for alias in by_alias}
+        sources = set(by_alias) | set(derived)
         for term, in_on in terms:
-            _take_parameter(term, by_alias, params, joins, in_on)
+            _take_parameter(term, by_alias, params, joins, in_on, sources)
         local: dict[str, Scan] = {}
         for alias, (table, resource) in by_alias.items():
             given = {p for p, values in params[alias].items() if values != [""]}
@@ -198,7 +215,7 @@ def plan_select(tree: exp.Expression, registry: Registry) -> tuple[exp.Expressio
                     if p in accepted and v != [""] and v != [None]
                 },
                 alias=alias,
-                temp=f"_scan_{len(scans)}",
+                temp=new_name(),
                 page_shape=bool(page_fields & referenced),
                 given=params[alias],
             )
@@ -212,9 +229,15 @@ def plan_select(tree: exp.Expression, registry: Registry) -> tuple[exp.Expressio
             )
         for alias, dependencies in joins.items():
             for parameter, other, column in dependencies:
-                if other in local and parameter not in local[alias].params:
+                if parameter in local[alias].params:
+                    continue
+                if other in local:
                     local[alias].dependent.append(
-                        DependentParameter(parameter, local[other], column)
+                        DependentParameter(parameter, local[other].temp, column, local[other])
+                    )
+                elif other in derived:
+                    local[alias].dependent.append(
+                        DependentParameter(parameter, derived[other], column)
                     )
     return tree, _ordered(scans)
 
@@ -229,7 +252,8 @@ def _ordered(scans: list[Scan]) -> list[Scan]:
         if id(scan) in seen:
             raise ProgrammingError("JOIN parameters depend on each other in a cycle")
         for dependency in scan.dependent:
-            visit(dependency.scan, (*seen, id(scan)))
+            if dependency.scan is not None:
+                visit(dependency.scan, (*seen, id(scan)))
         ordered.append(scan)
 
     for scan in scans:
@@ -243,6 +267,7 @@ def _take_parameter(
     params: dict[str, dict[str, list[Any]]],
     joins: dict[str, list[tuple[str, str, str]]],
     in_on: bool,
+    sources: set[str],
 ) -> None:
     """Record ``term`` as a call parameter if it is one; then drop it from the query."""
     if isinstance(term, exp.EQ):
@@ -252,8 +277,8 @@ def _take_parameter(
         if not isinstance(left, exp.Column):
             return
         if isinstance(right, exp.Column):
-            _take_join_parameter(left, right, by_alias, joins)
-            _take_join_parameter(right, left, by_alias, joins)
+            _take_join_parameter(left, right, by_alias, joins, sources)
+            _take_join_parameter(right, left, by_alias, joins, sources)
             return
         if not is_literal(right):
             return
@@ -278,8 +303,9 @@ def _take_join_parameter(
     other: exp.Column,
     by_alias: dict[str, tuple[exp.Table, Resource]],
     joins: dict[str, list[tuple[str, str, str]]],
+    sources: set[str],
 ) -> None:
-    if not column.table or not other.table or other.table not in by_alias:
+    if not column.table or not other.table or other.table not in sources:
         return
     for alias in _targets(column, by_alias):
         if alias != other.table:
@@ -299,5 +325,41 @@ def _targets(column: exp.Column, by_alias: dict[str, tuple[exp.Table, Resource]]
     return targets
 
 
+def derived_feeding_parameters(tree: exp.Expression, registry: Registry) -> list[exp.Subquery]:
+    """Aliased subqueries in FROM/JOIN whose columns a JOIN equality feeds into a resource
+    parameter (``JOIN dicom_stores s ON s.datasetsId = d.id`` with ``d`` a subquery)."""
+    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+    found: list[exp.Subquery] = []
+    for select in tree.find_all(exp.Select):
+        from_ = select.args.get("from") or select.args.get("from_")
+        items = [from_.this] if from_ is not None else []
+        items += [join.this for join in select.args.get("joins") or []]
+        subqueries = {i.alias: i for i in items if isinstance(i, exp.Subquery) and i.alias}
+        resources = {
+            _alias(i): r
+            for i in items
+            if isinstance(i, exp.Table) and (r := table_resource(i, registry, ctes)) is not None
+        }
+        if not subqueries or not resources:
+            continue
+        for join in select.args.get("joins") or []:
+            for term in conjuncts(join.args.get("on")):
+                if not isinstance(term, exp.EQ):
+                    continue
+                sides = [term.left, term.right]
+                if not all(isinstance(side, exp.Column) for side in sides):
+                    continue
+                for column, other in (sides, sides[::-1]):
+                    resource = resources.get(column.table)
+                    if (
+                        resource is not None
+                        and column.name in all_parameters(resource)
+                        and other.table in subqueries
+                        and subqueries[other.table] not in found
+                    ):
+                        found.append(subqueries[other.table])
+    return found
+
+
 def render(tree: exp.Expression) -> str:
-    return tree.sql(dialect=StackQL)
+    return tree.sql(dialect=StackQL, copy=False)

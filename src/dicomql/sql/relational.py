@@ -31,6 +31,12 @@ class Workspace:
         self._db = sqlite3.connect(":memory:")
         self._columns: dict[str, list[str]] = {}
         self._labels: dict[str, str] = {}
+        self._next_id = 0
+
+    def next_id(self) -> int:
+        """A number for a new temp table's name, unique in this workspace."""
+        self._next_id += 1
+        return self._next_id
 
     def close(self) -> None:
         self._db.close()

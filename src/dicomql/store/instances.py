@@ -296,6 +296,7 @@ def find_instances(
             instances.c.blob_key,
             instances.c.size_bytes,
             instances.c.number_of_frames,
+            instances.c.rows,
             instances.c.storage_class,
             instances.c.storage_class_update_time,
             func.length(cast(instances.c.attributes, Text)).label("attributes_size"),
@@ -360,9 +361,7 @@ def _delete_instances(conn: Connection, instance_pks: list[int]) -> list[str]:
     )
     moment = now()
     keys = [row.blob_key for row in rows]
-    conn.execute(
-        insert(blob_journal), [{"blob_key": key, "create_time": moment} for key in keys]
-    )
+    conn.execute(insert(blob_journal), [{"blob_key": key, "create_time": moment} for key in keys])
     conn.execute(delete(instances).where(instances.c.pk.in_(instance_pks)))
     by_series: dict[int, tuple[int, int, int]] = {}
     for row in rows:
@@ -383,9 +382,7 @@ def _delete_instances(conn: Connection, instance_pks: list[int]) -> list[str]:
         by_study[study_pk] = (total_count + count, total_size + size)
     # A series or study without instances no longer exists (PS3.4: they are defined by them).
     conn.execute(
-        delete(series).where(
-            series.c.pk.in_(list(by_series)), series.c.number_of_instances <= 0
-        )
+        delete(series).where(series.c.pk.in_(list(by_series)), series.c.number_of_instances <= 0)
     )
     for study_pk, (count, size) in by_study.items():
         remaining = list(

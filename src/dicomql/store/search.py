@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, Text, cast, select
+from sqlalchemy import Connection, Select, Table, Text, cast, literal_column, select
 
-from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, IndexedAttribute, Level
+from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import absolutize_bulkdata_uris
 from dicomql.dicom.qido import SearchQuery, match_conditions
 from dicomql.store.schema import instances, series, studies
@@ -107,38 +107,74 @@ def _columns(level: Level, with_attributes: bool = True) -> list[Any]:
 
 
 def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: str) -> Select:
-    """The SELECT for one page of a QIDO search (one row past the page, to detect more)."""
+    """The SELECT for one page of a QIDO search (one row past the page, to detect more).
+
+    The level searched is driven from the most selective constraint: its own matched columns,
+    else its parent's rows (``series.study_pk IN (matching studies)``), else the store's
+    ``(store_pk, pk)`` index. A plain join would let the planner walk every instance of the
+    store in pk order looking for the few whose study matches.
+    """
     level = query.level
-    need_instance_attributes = query.include_all or bool(query.include_tags - _COLUMN_TAGS)
-    conditions = [studies.c.store_pk == store_pk, *match_conditions(query, store_pk, dialect)]
+    by_level = match_conditions(query, store_pk, dialect)
+    study_filters = list(by_level[Level.STUDY])
     if scope.study_instance_uid is not None:
-        conditions.append(studies.c.study_instance_uid == scope.study_instance_uid)
+        study_filters.append(studies.c.study_instance_uid == scope.study_instance_uid)
+    series_filters = list(by_level[Level.SERIES])
+    if scope.series_instance_uid is not None:
+        series_filters.append(series.c.series_instance_uid == scope.series_instance_uid)
+    matching_studies = select(studies.c.pk).where(studies.c.store_pk == store_pk, *study_filters)
+
+    # With a filter, SQLite may still prefer walking (store_pk, pk) to skip the sort; the unary
+    # plus (SQLite's documented way to disqualify an ORDER BY term from index use) keeps the
+    # filter's index in charge. Without a filter, the walk is exactly right.
+    narrowed = bool(query.matches) or scope != Scope()
+
+    def order(table: Table) -> Any:
+        return literal_column(f"+{table.name}.pk") if narrowed else table.c.pk
+
     if level is Level.STUDY:
-        statement = select(*_columns(Level.STUDY)).order_by(studies.c.pk)
+        statement = select(*_columns(Level.STUDY)).order_by(order(studies))
+        conditions = [studies.c.store_pk == store_pk, *study_filters]
     elif level is Level.SERIES:
         statement = (
             select(*_columns(Level.STUDY), *_columns(Level.SERIES))
             .select_from(series.join(studies, studies.c.pk == series.c.study_pk))
-            .order_by(series.c.pk)
+            .order_by(order(series))
         )
-        conditions.append(series.c.store_pk == store_pk)
+        conditions = [*series_filters]
+        if series_filters or not study_filters:
+            conditions.append(series.c.store_pk == store_pk)
+        if study_filters:
+            conditions.append(series.c.study_pk.in_(matching_studies))
     else:
+        need_attributes = query.include_all or bool(query.include_tags - _COLUMN_TAGS)
         statement = (
             select(
                 *_columns(Level.STUDY),
                 *_columns(Level.SERIES),
-                *_columns(Level.INSTANCE, with_attributes=need_instance_attributes),
+                *_columns(Level.INSTANCE, with_attributes=need_attributes),
             )
             .select_from(
                 instances.join(series, series.c.pk == instances.c.series_pk).join(
                     studies, studies.c.pk == instances.c.study_pk
                 )
             )
-            .order_by(instances.c.pk)
+            .order_by(order(instances))
         )
-        conditions += [series.c.store_pk == store_pk, instances.c.store_pk == store_pk]
-    if scope.series_instance_uid is not None:
-        conditions.append(series.c.series_instance_uid == scope.series_instance_uid)
+        conditions = list(by_level[Level.INSTANCE])
+        if conditions:
+            conditions.append(instances.c.store_pk == store_pk)
+        if series_filters:
+            matching_series = (
+                select(series.c.pk)
+                .select_from(series.join(studies, studies.c.pk == series.c.study_pk))
+                .where(series.c.store_pk == store_pk, *series_filters, *study_filters)
+            )
+            conditions.append(instances.c.series_pk.in_(matching_series))
+        elif study_filters:
+            conditions.append(instances.c.study_pk.in_(matching_studies))
+        if not conditions:
+            conditions.append(instances.c.store_pk == store_pk)
     return statement.where(*conditions).limit(query.limit + 1).offset(query.offset)
 
 
@@ -151,134 +187,139 @@ def search(
         dicomweb_url: the absolute ``…/dicomWeb`` URL of the store, for RetrieveURL.
     """
     statement = search_statement(query, scope, store_pk, conn.dialect.name)
-    rows = conn.execute(statement).mappings().all()
+    result = conn.execute(statement)
+    labels = list(result.keys())
+    rows = [dict(zip(labels, row, strict=True)) for row in result]
     more = len(rows) > query.limit
-    wanted = _wanted(query)
-    render = _RENDERERS[query.level]
-    return SearchResult(
-        [render(row, wanted, scope, dicomweb_url) for row in rows[: query.limit]], more
-    )
+    plans = _plans(query, scope)
+    retrieve = _RETRIEVE_URL[query.level]
+    matches = []
+    for row in rows[: query.limit]:
+        out: dict[str, Any] = {}
+        for plan in plans:
+            plan.apply(row, out)
+        if plans[-1].retrieve_url:
+            out["00081190"] = {"vr": "UR", "Value": [retrieve(dicomweb_url, row)]}
+        matches.append(dict(sorted(out.items())))
+    return SearchResult(matches, more)
 
 
-@dataclass(frozen=True)
-class _Wanted:
-    tags: frozenset[int]  # requested beyond the defaults: matched, universal, includefield
-    include_all: bool
-
-
-def _wanted(query: SearchQuery) -> _Wanted:
-    matched = frozenset(match.attribute.tag for match in query.matches)
-    return _Wanted(matched | query.returned_tags | query.include_tags, query.include_all)
-
-
-def _render_study(row: Any, wanted: _Wanted, scope: Scope, base: str) -> dict[str, Any]:
-    study_uid = row["st_study_instance_uid"]
-    out = _level_json(row, Level.STUDY, STUDY_DEFAULTS | wanted.tags, wanted.include_all)
-    _computed_study(out, row, STUDY_DEFAULTS | wanted.tags, f"{base}/studies/{study_uid}")
-    return dict(sorted(out.items()))
-
-
-def _render_series(row: Any, wanted: _Wanted, scope: Scope, base: str) -> dict[str, Any]:
-    study_uid = row["st_study_instance_uid"]
-    series_uid = row["se_series_instance_uid"]
-    # PS3.18 10.6.3.3.2: outside a study, each series carries its study's attributes too.
-    study_tags = wanted.tags | {0x0020000D}
-    if scope.study_instance_uid is None:
-        study_tags |= STUDY_DEFAULTS - {RETRIEVE_URL}
-    out = _level_json(row, Level.STUDY, study_tags, wanted.include_all)
-    _computed_study(out, row, study_tags, None)
-    series_tags = SERIES_DEFAULTS | wanted.tags
-    out.update(_level_json(row, Level.SERIES, series_tags, wanted.include_all))
-    url = f"{base}/studies/{study_uid}/series/{series_uid}"
-    _computed_series(out, row, series_tags, url)
-    return dict(sorted(out.items()))
-
-
-def _render_instance(row: Any, wanted: _Wanted, scope: Scope, base: str) -> dict[str, Any]:
-    study_uid = row["st_study_instance_uid"]
-    series_uid = row["se_series_instance_uid"]
-    sop_uid = row["in_sop_instance_uid"]
-    study_tags = wanted.tags | {0x0020000D}
-    series_tags = wanted.tags | {0x0020000E}
-    if scope.study_instance_uid is None:
-        study_tags |= STUDY_DEFAULTS - {RETRIEVE_URL}
-    if scope.series_instance_uid is None:
-        series_tags |= SERIES_DEFAULTS - {RETRIEVE_URL}
-    out = _level_json(row, Level.STUDY, study_tags, wanted.include_all)
-    _computed_study(out, row, study_tags, None)
-    out.update(_level_json(row, Level.SERIES, series_tags, wanted.include_all))
-    _computed_series(out, row, series_tags, None)
-    instance_tags = INSTANCE_DEFAULTS | wanted.tags
-    out.update(_level_json(row, Level.INSTANCE, instance_tags, wanted.include_all))
-    if 0x00080056 in instance_tags:
-        out["00080056"] = _cs("ONLINE")
-    if RETRIEVE_URL in instance_tags:
-        url = f"{base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
-        out["00081190"] = {"vr": "UR", "Value": [url]}
-    return dict(sorted(out.items()))
-
-
-_RENDERERS = {
-    Level.STUDY: _render_study,
-    Level.SERIES: _render_series,
-    Level.INSTANCE: _render_instance,
+_AVAILABILITY = 0x00080056  # InstanceAvailability: everything this service stores is ONLINE
+# Attributes the index computes rather than stores, per level (PS3.18 Table 10.6.3-3).
+_COMPUTED = {
+    Level.STUDY: frozenset({_AVAILABILITY, 0x00080061, 0x00201206, 0x00201208}),
+    Level.SERIES: frozenset({0x00201209}),
+    Level.INSTANCE: frozenset({_AVAILABILITY}),
+}
+_RETRIEVE_URL = {
+    Level.STUDY: lambda base, row: f"{base}/studies/{row['st_study_instance_uid']}",
+    Level.SERIES: lambda base, row: (
+        f"{base}/studies/{row['st_study_instance_uid']}/series/{row['se_series_instance_uid']}"
+    ),
+    Level.INSTANCE: lambda base, row: (
+        f"{base}/studies/{row['st_study_instance_uid']}"
+        f"/series/{row['se_series_instance_uid']}/instances/{row['in_sop_instance_uid']}"
+    ),
 }
 
 
-def _computed_study(out: dict[str, Any], row: Any, tags: frozenset[int], url: str | None) -> None:
-    if 0x00080056 in tags:
-        out["00080056"] = _cs("ONLINE")  # InstanceAvailability: everything here is online
-    if 0x00080061 in tags and row["st_modalities_in_study"]:
-        out["00080061"] = {"vr": "CS", "Value": row["st_modalities_in_study"].split("\\")}
-    if 0x00201206 in tags:
-        out["00201206"] = {"vr": "IS", "Value": [row["st_number_of_series"]]}
-    if 0x00201208 in tags:
-        out["00201208"] = {"vr": "IS", "Value": [row["st_number_of_instances"]]}
-    if url is not None and RETRIEVE_URL in tags:
-        out["00081190"] = {"vr": "UR", "Value": [url]}
+@dataclass(frozen=True)
+class _LevelPlan:
+    """What one level contributes to each result, worked out once per request."""
+
+    level: Level
+    columns: tuple[tuple[str, str, str], ...]  # (row label, tag key, VR) of wanted columns
+    keys: tuple[str, ...]  # wanted tag keys looked up in the stored DICOM JSON
+    computed: frozenset[int]
+    include_all: bool
+    retrieve_url: bool
+
+    def apply(self, row: dict[str, Any], out: dict[str, Any]) -> None:
+        """Indexed columns first, then the stored DICOM JSON (exact VRs, every PN group) for
+        the wanted keys, or all of it for ``includefield=all``; then the computed attributes."""
+        for label, key, vr in self.columns:
+            value = row[label]
+            if value is None or value == "":
+                continue
+            if vr == "PN":
+                out[key] = {"vr": "PN", "Value": [{"Alphabetic": value}]}
+            elif vr in _NUMERIC_VRS:
+                out[key] = {"vr": vr, "Value": [int(value)]}
+            else:
+                out[key] = {"vr": vr, "Value": [value]}
+        attributes = row.get(_PREFIX[self.level] + "attributes")
+        if isinstance(attributes, str):
+            attributes = json.loads(attributes)
+        if attributes:
+            if self.include_all:
+                out.update(attributes)
+            else:
+                for key in self.keys:
+                    found = attributes.get(key)
+                    if found is not None:
+                        out[key] = found
+        if self.computed:
+            self._apply_computed(row, out)
+
+    def _apply_computed(self, row: dict[str, Any], out: dict[str, Any]) -> None:
+        computed = self.computed
+        if _AVAILABILITY in computed:
+            out["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+        if self.level is Level.STUDY:
+            modalities = row["st_modalities_in_study"]
+            if 0x00080061 in computed and modalities:
+                out["00080061"] = {"vr": "CS", "Value": modalities.split("\\")}
+            if 0x00201206 in computed:
+                out["00201206"] = {"vr": "IS", "Value": [row["st_number_of_series"]]}
+            if 0x00201208 in computed:
+                out["00201208"] = {"vr": "IS", "Value": [row["st_number_of_instances"]]}
+        elif self.level is Level.SERIES and 0x00201209 in computed:
+            out["00201209"] = {"vr": "IS", "Value": [row["se_number_of_instances"]]}
 
 
-def _computed_series(out: dict[str, Any], row: Any, tags: frozenset[int], url: str | None) -> None:
-    if 0x00201209 in tags:
-        out["00201209"] = {"vr": "IS", "Value": [row["se_number_of_instances"]]}
-    if url is not None and RETRIEVE_URL in tags:
-        out["00081190"] = {"vr": "UR", "Value": [url]}
+def _level_plan(
+    level: Level, tags: frozenset[int], include_all: bool, searched: bool
+) -> _LevelPlan:
+    columns = tuple(
+        (_PREFIX[level] + a.column, f"{a.tag:08X}", a.vr)
+        for a in _COLUMNS[level]
+        if include_all or a.tag in tags
+    )
+    column_tags = {a.tag for a in _COLUMNS[level]}
+    keys = tuple(
+        f"{tag:08X}" for tag in sorted(tags - column_tags - _COMPUTED[level] - {RETRIEVE_URL})
+    )
+    computed = _COMPUTED[level] if include_all else _COMPUTED[level] & tags
+    return _LevelPlan(
+        level, columns, keys, computed, include_all, searched and RETRIEVE_URL in tags
+    )
 
 
-def _cs(value: str) -> dict[str, Any]:
-    return {"vr": "CS", "Value": [value]}
+def _plans(query: SearchQuery, scope: Scope) -> tuple[_LevelPlan, ...]:
+    """The levels each result is built from, highest first; the searched level last.
 
-
-def _level_json(row: Any, level: Level, tags: frozenset[int], include_all: bool) -> dict[str, Any]:
-    """The level's attributes: indexed columns first, then the stored DICOM JSON (exact VRs and
-    all PN groups) for the wanted tags, or all of it for ``includefield=all``."""
-    prefix = _PREFIX[level]
-    out: dict[str, Any] = {}
-    for attribute in _COLUMNS[level]:
-        if include_all or attribute.tag in tags:
-            value = row[prefix + attribute.column]
-            if value is not None and value != "":
-                out[f"{attribute.tag:08X}"] = _column_json(attribute, value)
-    attributes = row.get(prefix + "attributes")
-    if isinstance(attributes, str):
-        attributes = json.loads(attributes)
-    if attributes:
-        if include_all:
-            out.update(attributes)
-        else:
-            for tag in tags:
-                key = f"{tag:08X}"
-                if key in attributes:
-                    out[key] = attributes[key]
-    return out
-
-
-def _column_json(attribute: IndexedAttribute, value: Any) -> dict[str, Any]:
-    if attribute.vr == "PN":
-        return {"vr": "PN", "Value": [{"Alphabetic": value}]}
-    if attribute.vr in _NUMERIC_VRS:
-        return {"vr": attribute.vr, "Value": [int(value)]}
-    return {"vr": attribute.vr, "Value": [value]}
+    PS3.18 10.6.3.3: a series found outside a study carries its study's attributes, an
+    instance found outside a series its series' (and outside a study its study's). Parent
+    UIDs are always returned so results can be addressed.
+    """
+    matched = frozenset(match.attribute.tag for match in query.matches)
+    wanted = matched | query.returned_tags | query.include_tags
+    everything = query.include_all
+    level = query.level
+    if level is Level.STUDY:
+        return (_level_plan(Level.STUDY, STUDY_DEFAULTS | wanted, everything, True),)
+    study_tags = wanted | {0x0020000D}
+    if scope.study_instance_uid is None:
+        study_tags |= STUDY_DEFAULTS - {RETRIEVE_URL}
+    study = _level_plan(Level.STUDY, study_tags - {RETRIEVE_URL}, everything, False)
+    if level is Level.SERIES:
+        return (study, _level_plan(Level.SERIES, SERIES_DEFAULTS | wanted, everything, True))
+    series_tags = wanted | {0x0020000E}
+    if scope.series_instance_uid is None:
+        series_tags |= SERIES_DEFAULTS - {RETRIEVE_URL}
+    series_plan = _level_plan(Level.SERIES, series_tags - {RETRIEVE_URL}, everything, False)
+    instance = _level_plan(Level.INSTANCE, INSTANCE_DEFAULTS | wanted, everything, True)
+    return (study, series_plan, instance)
 
 
 # WADO-RS metadata -------------------------------------------------------------------------

@@ -151,9 +151,10 @@ class Deidentifier:
         return self.operation_key
 
     def _walk(self, ds: Dataset, profile: Profile, instance: _Instance) -> None:
-        for tag in list(ds.keys()):
-            raw = ds.get_item(tag)
-            vr = raw.VR if raw is not None and raw.VR else _vr_of(tag)
+        # The element dict directly: Dataset.get_item per tag costs as much as the rest of
+        # the walk, and most elements are only looked at, never decoded (deferred raw values).
+        for tag, raw in list(ds._dict.items()):
+            vr = raw.VR or _vr_of(tag)
             if tag & 0xFFFF == 0:  # group lengths (retired) would be wrong after changes
                 del ds[tag]
                 continue

@@ -57,8 +57,11 @@ def _tags(*keywords: str) -> frozenset[int]:
     return frozenset(tags)
 
 
-# Type 1 attributes the Basic Profile would otherwise remove: the object would be invalid.
-_TYPE_1_DUMMY = _tags("ContentSequence")
+# Table E.1-1 gives the SR Content Sequence "D": the tree must stay (it is Type 1 in SR
+# documents) but its content replaced. We keep the tree, clean it with the same rules (names,
+# dates, UIDs inside), and replace the free text of TEXT content items with a dummy.
+_CONTENT_TREE = _tags("ContentSequence")
+_CONTENT_TEXT = _tags("TextValue")
 
 # What every stored instance needs to be found again (Cloud Healthcare indexes these).
 IDENTITY = _tags("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -216,8 +219,10 @@ class BasicProfile(Profile):
 
     def __init__(self) -> None:
         self.actions = {tag: _BASIC[code] for tag, code in ACTIONS.items()}
-        for tag in _TYPE_1_DUMMY:
+        for tag in _CONTENT_TREE:
             self.actions[tag] = Action.CLEAN
+        for tag in _CONTENT_TEXT:
+            self.actions[tag] = Action.DUMMY
         # Sequences whose action is D have no meaningful dummy; keep their items, cleaned.
         self._repeating = [(value, mask, _BASIC[code]) for value, mask, code in REPEATING_ACTIONS]
 

@@ -67,7 +67,10 @@ async def resolve_store(request: Request) -> StoreContext:
     def lookup() -> Row | None:
         with service.index.connect() as conn:
             return find_dicom_store(
-                conn, params["project"], params["location"], params["dataset"],
+                conn,
+                params["project"],
+                params["location"],
+                params["dataset"],
                 params["dicom_store"],
             )
 

@@ -219,7 +219,11 @@ async def _store_events(
             elif skipping is not None:
                 results.append(
                     PartResult(
-                        None, None, None, None, CANNOT_UNDERSTAND,
+                        None,
+                        None,
+                        None,
+                        None,
+                        CANNOT_UNDERSTAND,
                         f"Unsupported part Content-Type {skipping}.",
                     )
                 )

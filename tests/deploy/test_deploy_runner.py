@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from dicomql.deploy.manifest import load_manifest
-from dicomql.deploy.runner import (
+from dicomql.deploy.report import (
     ABSENT,
     CREATED,
     DELETED,
@@ -20,8 +20,8 @@ from dicomql.deploy.runner import (
     UNCHANGED,
     UPDATED,
     Report,
-    StackRunner,
 )
+from dicomql.deploy.runner import StackRunner
 from dicomql.errors import ApiError, DeployError, ManifestError
 from dicomql.provider.client import Client
 from dicomql.sql.engine import Engine
@@ -93,7 +93,7 @@ def run(stack_dir: Path, engine: Engine, command: str, env: str = "dev", **kw: o
         load_manifest(stack_dir),
         env,
         engine,
-        variables={"PROJECT": "p1"},
+        variables={"PROJECT": "p1", "GOOGLE_PROJECT": "p1"},
         sleep=lambda seconds: None,
         **kw,  # type: ignore[arg-type]
     )
@@ -112,7 +112,8 @@ def store_labels(engine: Engine, store: str, dataset: str = "lab-dev") -> dict[s
         f"AND dicomStoresId = '{store}'"
     )
     labels = result.rows[0][0]
-    return json.loads(labels) if isinstance(labels, str) else labels
+    # Google leaves an empty map out of a resource.
+    return json.loads(labels) if isinstance(labels, str) else labels or {}
 
 
 def test_a_stack_builds_is_idempotent_updates_one_label_detects_drift_and_tears_down(
@@ -265,3 +266,124 @@ def test_a_store_that_cannot_reach_its_desired_state_fails_the_build_clearly(
         DeployError, match="store_b: still not in the desired state after it was updated"
     ):
         run(stack, engine, "build")
+
+
+KINDS = """\
+name: kinds
+globals:
+  - name: project
+    value: p1
+  - name: location
+    value: us-central1
+resources:
+  - name: dataset
+    props:
+      - name: dataset_id
+        value: kinds-{{ stack_env }}
+      - name: time_zone
+        value: UTC
+    exports: [dataset_id]
+  - name: lookup
+    type: query
+    sql: >
+      SELECT COUNT(*) AS store_count FROM google.healthcare.dicom_stores
+      WHERE projectsId = '{{ project }}' AND locationsId = '{{ location }}'
+      AND datasetsId = '{{ dataset.dataset_id }}'
+    exports: [store_count]
+  - name: tool
+    type: script
+    run: "echo '{\\"suffix\\": \\"{{ stack_env }}-{{ store_count }}\\"}'"
+    exports: [suffix]
+  - name: prod_only
+    if: "stack_env == 'prd'"
+    file: dicom_store.iql
+    props:
+      - name: store_id
+        value: only-prd
+      - name: labels
+        value: {}
+      - name: notification_configs
+        value: []
+  - name: store
+    file: dicom_store.iql
+    props:
+      - name: store_id
+        value: "s-{{ suffix }}"
+      - name: labels
+        value: {}
+      - name: notification_configs
+        value: []
+"""
+
+
+def test_query_script_and_conditional_resources_feed_later_resources(
+    tmp_path: Path, engine: Engine
+) -> None:
+    stack_dir = tmp_path / "kinds"
+    shutil.copytree(EXAMPLE / "resources", stack_dir / "resources")
+    (stack_dir / "stackql_manifest.yml").write_text(KINDS)
+    built = run(stack_dir, engine, "build")
+    assert actions(built) == {
+        "dataset": CREATED,
+        "lookup": "exported",
+        "tool": "ran",
+        "prod_only": "skipped",
+        "store": CREATED,
+    }
+    # The query counted no stores yet, the script turned that into a suffix, the store used it.
+    assert store_labels(engine, "s-dev-0", dataset="kinds-dev") == {}
+    rebuilt = run(stack_dir, engine, "build")
+    assert actions(rebuilt)["store"] == CREATED  # the count is now 1: a new suffix, a new store
+    assert actions(run(stack_dir, engine, "teardown"))["prod_only"] == "skipped"
+
+
+SECRETS = """\
+name: secrets
+globals:
+  - name: project
+    value: p1
+  - name: location
+    value: us-central1
+resources:
+  - name: vault
+    type: query
+    sql: SELECT 'hunter2' AS token, 'secrets-dev' AS dataset_id
+    exports: [token, dataset_id]
+    protected: [token]
+  - name: dataset
+    props:
+      - name: time_zone
+        value: UTC
+exports: [token, dataset_id]
+"""
+
+
+def test_protected_exports_are_masked_in_printed_queries_and_stack_outputs(
+    tmp_path: Path, engine: Engine
+) -> None:
+    stack_dir = tmp_path / "secrets"
+    shutil.copytree(EXAMPLE / "resources", stack_dir / "resources")
+    dataset_iql = stack_dir / "resources" / "dataset.iql"
+    dataset_iql.write_text(
+        dataset_iql.read_text()
+        .replace("/*+ update */", "/*+ update */\n-- token {{ token }}\n", 1)
+        .replace("/*+ create */", "/*+ create */\n-- token {{ token }}", 1)
+    )
+    (stack_dir / "stackql_manifest.yml").write_text(SECRETS)
+    shown: list[str] = []
+
+    class Recorder:
+        def resource(self, resource: object, message: str) -> None:
+            pass
+
+        def query(self, resource: object, anchor: str, sql: str) -> None:
+            shown.append(sql)
+
+        def outcome(self, outcome: object) -> None:
+            pass
+
+    report = run(stack_dir, engine, "build", show_queries=True, reporter=Recorder())
+    assert report.exports == {"token": "****", "dataset_id": "secrets-dev"}
+    create = next(sql for sql in shown if "INSERT" in sql)
+    # The vault query itself holds the literal; every query after it is masked.
+    assert "-- token ****" in create and "hunter2" not in "".join(shown[1:])

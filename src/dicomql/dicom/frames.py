@@ -1,0 +1,134 @@
+"""Pixel data access in a stored instance without reading it whole: one frame (as stored or
+decoded to native little endian) and the value of a bulk data attribute, by byte range."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.encaps import get_frame
+from pydicom.pixels import pixel_array
+
+from dicomql.dicom import transcode as ts
+from dicomql.dicom.parse import ParsedInstance
+from dicomql.store.blobs import BlobStore
+
+OCTET_STREAM = "application/octet-stream"
+_NATIVE_LITTLE = frozenset({ts.EXPLICIT_VR_LITTLE_ENDIAN, ts.IMPLICIT_VR_LITTLE_ENDIAN})
+_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+
+
+@dataclass(frozen=True)
+class FrameChoice:
+    media_type: str  # the multipart ``type`` parameter
+    part_content_type: str
+    as_stored: bool
+
+
+def negotiate_frames(ranked: list[Any], stored: str) -> FrameChoice | None:
+    """The frame representation for an Accept list (PS3.18 8.7.3.3, Table 8.7.3-2).
+
+    ``ranked`` holds parsed media types (``.type``, ``.params``), best first. Uncompressed
+    frames are ``application/octet-stream`` (explicit VR little endian byte order); compressed
+    frames are served as stored, in their own media type, when ``transfer-syntax=*`` or that
+    media type is asked for. None when nothing acceptable can be served.
+    """
+    native = OCTET_STREAM, f"{OCTET_STREAM}; transfer-syntax={ts.EXPLICIT_VR_LITTLE_ENDIAN}"
+    stored_type = OCTET_STREAM if ts.is_native(stored) else ts.FRAME_MEDIA_TYPES.get(stored)
+    if not ranked:
+        ranked = [_Media("multipart/related", {"type": OCTET_STREAM})]
+    for media in ranked:
+        if media.type not in ("multipart/related", "*/*"):
+            continue
+        part_type = media.params.get("type", OCTET_STREAM).lower()
+        syntax = media.params.get("transfer-syntax")
+        if part_type in (OCTET_STREAM, "*/*"):
+            if syntax == ts.ANY and stored_type is not None:
+                return FrameChoice(
+                    stored_type,
+                    f"{stored_type}; transfer-syntax={stored}",
+                    stored_type != OCTET_STREAM,
+                )
+            if syntax in (None, ts.EXPLICIT_VR_LITTLE_ENDIAN) and ts.can_decode(stored):
+                return FrameChoice(*native, False)
+        elif part_type == stored_type and syntax in (None, ts.ANY, stored):
+            return FrameChoice(part_type, f"{part_type}; transfer-syntax={stored}", True)
+    return None
+
+
+@dataclass(frozen=True)
+class _Media:
+    type: str
+    params: dict[str, str]
+
+
+def frame_bytes(
+    blobs: BlobStore, key: str, header: ParsedInstance, index: int, as_stored: bool
+) -> Iterator[bytes]:
+    """The bytes of frame ``index`` (from 0), streamed from the blob where they lie as stored."""
+    ds = header.dataset
+    syntax = header.transfer_syntax_uid
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    offset = header.pixel_data_offset
+    if syntax in _NATIVE_LITTLE and offset is not None and bits and bits % 8 == 0:
+        # PS3.5 8.1.1: native frames are contiguous, Rows x Columns x Samples x BitsAllocated/8.
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        size = int(ds.Rows) * int(ds.Columns) * samples * bits // 8
+        start = offset + index * size
+        yield from blobs.read_chunks(key, start, start + size)
+        return
+    with blobs.open(key) as file, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if as_stored and offset is not None and header.pixel_data_length is None:
+            file.seek(offset)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            data = get_frame(file.read(), index, number_of_frames=frames)
+        else:
+            array = pixel_array(file, index=index)
+            data = array.astype(array.dtype.newbyteorder("<")).tobytes()
+    yield data
+
+
+def bulkdata_chunks(
+    blobs: BlobStore, key: str, header: ParsedInstance, tag_path: str
+) -> Iterator[bytes] | None:
+    """The value bytes of the attribute at ``tag_path`` (``7FE00010``, ``00540016/0/00181072``),
+    or None when there is no such binary attribute."""
+    if tag_path.upper() == "7FE00010":
+        offset = header.pixel_data_offset
+        if offset is None:
+            return None
+        length = header.pixel_data_length
+        if length is None:
+            length = _encapsulated_length(blobs, key, offset)
+        return blobs.read_chunks(key, offset, offset + length)
+    value: Any = header.dataset
+    pieces = tag_path.split("/")
+    try:
+        for position, piece in enumerate(pieces):
+            value = value[int(piece)] if position % 2 else value[int(piece, 16)].value
+    except (KeyError, IndexError, ValueError, TypeError):
+        return None
+    if not isinstance(value, bytes | bytearray):
+        return None
+    return iter([bytes(value)])
+
+
+def _encapsulated_length(blobs: BlobStore, key: str, offset: int) -> int:
+    # PS3.5 A.4: items (FFFE,E000) then the Sequence Delimitation Item (FFFE,E0DD).
+    with blobs.open(key) as file:
+        file.seek(offset)
+        position = offset
+        while True:
+            head = file.read(8)
+            if len(head) < 8:
+                return position - offset
+            group, element, length = struct.unpack("<HHI", head)
+            position += 8
+            if group << 16 | element == _SEQUENCE_DELIMITER:
+                return position - offset
+            file.seek(length, 1)
+            position += length
