@@ -62,6 +62,18 @@ def multipart_body(parts: Iterable[bytes], boundary: str) -> bytes:
     return b"".join(chunks)
 
 
+def body_chunks(body: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    """``body`` in ``size`` pieces, for httpx to send.
+
+    httpcore's synchronous socket write does ``buffer = buffer[n:]`` after each ``send()``, which
+    copies the unsent rest every time: a 13 MB body given as one ``bytes`` uploads at about
+    35 MB/s on loopback, the same body in 1 MB pieces at over 1 GB/s.
+    """
+    view = memoryview(body)
+    for start in range(0, len(body), size):
+        yield bytes(view[start : start + size])
+
+
 def split_multipart(body: bytes, content_type: str) -> list[bytes]:
     """The parts' payloads of a ``multipart/related`` response (headers dropped)."""
     boundary = _parameter(content_type, "boundary")
@@ -116,11 +128,13 @@ class DicomWebClient:
     def store(self, instances: list[bytes]) -> StoreResult:
         """STOW-RS of ``instances`` in one request; counts stored and failed SOP instances."""
         boundary = secrets.token_hex(16)
+        body = multipart_body(instances, boundary)
         response = self.http.post(
             "/studies",
-            content=multipart_body(instances, boundary),
+            content=body_chunks(body),
             headers={
                 "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                "Content-Length": str(len(body)),
                 "Accept": DICOM_JSON,
             },
         )

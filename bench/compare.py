@@ -261,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             log(f"{name}…")
             targets[name] = run_target(name, plan, work_dir, log)
+        log("limits again…")
+        # On a shared machine one measurement can land in a busy moment; a ceiling is the best
+        # the machine managed, so keep the better of the two.
+        again = limits.measure(work_dir, payloads, plan.http_limit_bytes)
+        measured = [
+            max(first, second, key=lambda limit: limit.megabytes_per_second)
+            for first, second in zip(measured, again, strict=True)
+        ]
         result = {
             "started": started,
             "plan": dataclasses.asdict(plan),

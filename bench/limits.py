@@ -8,6 +8,7 @@ Run as ``python -m bench.limits serve PORT FILE`` it is the static-file server i
 from __future__ import annotations
 
 import os
+import socketserver
 import sys
 import tempfile
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.client import body_chunks
 from bench.servers import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,23 +96,24 @@ def _static_app(path: Path):  # type: ignore[no-untyped-def]
 
 
 class StaticServer(ServerProcess):
-    """uvicorn + Starlette serving one file: dicomql's HTTP stack with nothing behind it."""
+    """One file served over loopback, by ``kind``: ``sendfile`` (a bare socket server, the
+    kernel copying the file: what the client and loopback can do) or ``uvicorn`` (uvicorn +
+    Starlette, dicomql's HTTP stack with nothing behind it)."""
 
-    name = "static"
-
-    def __init__(self, path: Path, log_path: Path) -> None:
+    def __init__(self, kind: str, path: Path, log_path: Path) -> None:
         port = free_port()
-        command = [sys.executable, "-m", "bench.limits", "serve", str(port), str(path)]
+        command = [sys.executable, "-m", "bench.limits", kind, str(port), str(path)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         super().__init__(command, port, log_path, env=env)
+        self.name = f"static file ({kind})"
 
 
-def loopback_http(work_dir: Path, payload: bytes, repeats: int = 3) -> list[Limit]:
+def loopback_http(work_dir: Path, payload: bytes, kind: str, repeats: int = 3) -> list[Limit]:
     """Best of ``repeats`` GETs and POSTs of ``payload`` over one keep-alive connection."""
     path = work_dir / "static.bin"
     path.write_bytes(payload)
-    server = StaticServer(path, work_dir / "static.log")
-    server.start("/file")
+    server = StaticServer(kind, path, work_dir / f"static-{kind}.log")
+    server.start("/ready")
     downloads, uploads = [], []
     try:
         with httpx.Client(base_url=server.url, timeout=600) as http:
@@ -120,11 +123,17 @@ def loopback_http(work_dir: Path, payload: bytes, repeats: int = 3) -> list[Limi
                 with http.stream("GET", "/file") as response:
                     for chunk in response.iter_raw(1 << 20):
                         size += len(chunk)
-                downloads.append(Limit("loopback HTTP GET", 1, size, time.perf_counter() - start))
+                seconds = time.perf_counter() - start
+                downloads.append(Limit(f"loopback HTTP GET ({kind})", 1, size, seconds))
                 start = time.perf_counter()
-                response = http.post("/upload", content=payload)
+                response = http.post(
+                    "/upload",
+                    content=body_chunks(payload),
+                    headers={"Content-Length": str(len(payload))},
+                )
+                seconds = time.perf_counter() - start
                 uploads.append(
-                    Limit("loopback HTTP POST", 1, int(response.text), time.perf_counter() - start)
+                    Limit(f"loopback HTTP POST ({kind})", 1, int(response.text), seconds)
                 )
     finally:
         server.stop()
@@ -143,7 +152,60 @@ def measure(work_dir: Path, payloads: Sequence[bytes], http_bytes: int) -> list[
         read = disk_read(directory)
         blob = b"".join(payloads)
         payload = (blob * (http_bytes // max(len(blob), 1) + 1))[:http_bytes]
-        return [write, read, *loopback_http(Path(scratch), payload)]
+        return [
+            write,
+            read,
+            *loopback_http(Path(scratch), payload, "sendfile"),
+            *loopback_http(Path(scratch), payload, "uvicorn"),
+        ]
+
+
+class _SendfileHandler(socketserver.StreamRequestHandler):
+    """Just enough HTTP/1.1 for one keep-alive client: GET sends the file with sendfile(2),
+    POST reads Content-Length bytes into one reused buffer."""
+
+    path: Path
+
+    def handle(self) -> None:
+        buffer = bytearray(1 << 20)
+        while request_line := self.rfile.readline():
+            headers = {}
+            while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if request_line.startswith(b"POST"):
+                remaining = int(headers.get("content-length", "0"))
+                view = memoryview(buffer)
+                while remaining:
+                    read = self.rfile.readinto(view[: min(remaining, len(buffer))])
+                    if not read:
+                        return
+                    remaining -= read
+                body = headers.get("content-length", "0").encode()
+                self.wfile.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                self.wfile.flush()
+                continue
+            if request_line.split()[1] != b"/file":
+                self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                self.wfile.flush()
+                continue
+            size = self.path.stat().st_size
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: %d\r\n\r\n" % size
+            )
+            self.wfile.flush()
+            with self.path.open("rb") as file:
+                self.connection.sendfile(file)
+
+
+def _serve_sendfile(port: int, path: Path) -> None:
+    handler = type("Handler", (_SendfileHandler,), {"path": path})
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", port), handler) as server:
+        server.serve_forever()
 
 
 def _serve(port: int, path: Path) -> None:
@@ -155,7 +217,8 @@ def _serve(port: int, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "serve":
-        _serve(int(sys.argv[2]), Path(sys.argv[3]))
+    servers = {"sendfile": _serve_sendfile, "uvicorn": _serve}
+    if len(sys.argv) == 4 and sys.argv[1] in servers:
+        servers[sys.argv[1]](int(sys.argv[2]), Path(sys.argv[3]))
     else:
-        sys.exit("usage: python -m bench.limits serve PORT FILE")
+        sys.exit("usage: python -m bench.limits sendfile|uvicorn PORT FILE")

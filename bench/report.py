@@ -32,14 +32,26 @@ def rows_for(plan: Plan) -> list[Row]:
     rows += [
         Row("WADO single instance", "wado.instance", "instances_per_s", "inst/s", True),
         Row("WADO single instance", "wado.instance", "p50_ms", "ms p50", False),
-        Row("WADO whole series", "wado.series", "mb_per_s", "MB/s", True, "loopback HTTP GET"),
+        Row(
+            "WADO whole series",
+            "wado.series",
+            "mb_per_s",
+            "MB/s",
+            True,
+            "loopback HTTP GET (sendfile)",
+        ),
         Row("WADO study metadata", "wado.study_metadata", "p50_ms", "ms p50", False),
         Row("WADO one frame", "wado.frame", "p50_ms", "ms p50", False),
         Row("WADO rendered JPEG", "wado.rendered_jpeg", "p50_ms", "ms p50", False),
         Row("Large STOW", "large.stow", "mb_per_s", "MB/s", True, "disk write+fsync"),
         Row("Large STOW", "large.stow", "peak_rss_mb", "MB peak RSS", False),
         Row(
-            "Large study retrieval", "large.retrieve", "mb_per_s", "MB/s", True, "loopback HTTP GET"
+            "Large study retrieval",
+            "large.retrieve",
+            "mb_per_s",
+            "MB/s",
+            True,
+            "loopback HTTP GET (sendfile)",
         ),
         Row("Large study retrieval", "large.retrieve", "peak_rss_mb", "MB peak RSS", False),
     ]

@@ -10,12 +10,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
-DICOMQL = Path("/work/venv/bin/dicomql")
 DICOMWEB_PATH = "/v1/projects/bench/locations/local/datasets/bench/dicomStores/bench/dicomWeb"
 
 
@@ -114,7 +114,9 @@ class DicomqlServer(ServerProcess):
 
     def __init__(self, name: str, data_dir: Path, database_url: str | None, log_path: Path) -> None:
         port = free_port()
-        command = [str(DICOMQL), "serve", "--port", str(port), "--data-dir", str(data_dir)]
+        # ``dicomql serve`` of the interpreter running the benchmark, wherever its venv is.
+        command = [sys.executable, "-m", "dicomql.cli", "serve", "--port", str(port)]
+        command += ["--data-dir", str(data_dir)]
         if database_url:
             command += ["--database-url", database_url]
         env = {key: value for key, value in os.environ.items() if not key.startswith("DICOMQL_")}

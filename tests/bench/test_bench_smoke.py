@@ -128,8 +128,10 @@ def test_smoke_run_measures_the_machine_ceilings(smoke_run: dict[str, Any]) -> N
     assert set(names) == {
         "disk write+fsync",
         "disk read (page cache)",
-        "loopback HTTP GET",
-        "loopback HTTP POST",
+        "loopback HTTP GET (sendfile)",
+        "loopback HTTP POST (sendfile)",
+        "loopback HTTP GET (uvicorn)",
+        "loopback HTTP POST (uvicorn)",
     }
     assert all(limit["mb_per_s"] > 0 for limit in names.values())
 

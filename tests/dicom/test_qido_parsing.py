@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 
 from dicomql.dicom.attributes import Level
+from dicomql.dicom.parse import person_name_tokens
 from dicomql.dicom.qido import (
     MAX_OFFSET,
     MatchKind,
     QueryError,
-    name_tokens,
     parse_search,
     resolve_attribute,
 )
@@ -71,8 +71,10 @@ def test_fuzzymatching_false_keeps_exact_name_matching() -> None:
     assert query.matches[0].kind is MatchKind.SINGLE
 
 
-def test_name_tokens_split_components_groups_and_words() -> None:
-    assert name_tokens("Doe^John Paul=ドウ^ジョン") == ["doe", "john", "paul", "ドウ", "ジョン"]
+def test_fuzzy_query_tokens_split_on_components_groups_and_words_as_ingest_does() -> None:
+    name = "Doe^John Paul=ドウ^ジョン"
+    (match,) = parse_search([("PatientName", name), ("fuzzymatching", "true")], S).matches
+    assert set(match.values) == person_name_tokens(name)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pydicom.data
 from pydicom import Dataset, dcmread
@@ -27,6 +28,7 @@ TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 
 def create_store(config: ServiceConfig, project: str = "p", location: str = "l") -> None:
     """Create dataset ``d`` and DICOM store ``s`` as rows (the admin API is built elsewhere)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
     index = Index.open(config.index_url)
     try:
         moment = datetime.now(UTC)
@@ -147,3 +149,39 @@ def read_multipart(content_type: str, body: bytes) -> list[tuple[dict[str, str],
             headers[name.strip().lower()] = value.strip()
         parts.append((headers, payload[:-2] if payload.endswith(b"\r\n") else payload))
     return parts
+
+
+class DicomWebClient:
+    """An httpx client of the embedded service (in-process) with store ``s`` created."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        from dicomql.provider.transports import InProcessTransport
+        from dicomql.service.app import create_app
+
+        create_store(config)
+        self.transport = InProcessTransport(create_app(config))
+        self.http = httpx.Client(transport=self.transport, base_url="http://embedded")
+
+    def stow(self, parts: list[bytes], study: str | None = None, **headers: str) -> httpx.Response:
+        body, content_type = multipart(parts)
+        path = f"{DICOMWEB}/studies" + (f"/{study}" if study else "")
+        return self.http.post(path, content=body, headers={"content-type": content_type, **headers})
+
+    def close(self) -> None:
+        self.http.close()
+        self.transport.close()
+
+
+def referenced(response: httpx.Response) -> list[str]:
+    """SOPInstanceUIDs of the ReferencedSOPSequence of a STOW response."""
+    items = response.json().get("00081199", {}).get("Value", [])
+    return [item["00081155"]["Value"][0] for item in items]
+
+
+def failed(response: httpx.Response) -> list[tuple[str | None, int]]:
+    """(SOPInstanceUID or None, FailureReason) of the FailedSOPSequence of a STOW response."""
+    items = response.json().get("00081198", {}).get("Value", [])
+    return [
+        (item.get("00081155", {}).get("Value", [None])[0], item["00081197"]["Value"][0])
+        for item in items
+    ]

@@ -4,6 +4,7 @@ through STOW-RS, for the QIDO-RS and WADO-RS metadata tests."""
 from __future__ import annotations
 
 import io
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,19 +157,22 @@ def index_url(backend: str) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None
         return
-    from conftest import POSTGRES_URL, postgres_problem
-
-    problem = postgres_problem()
-    if problem:
-        pytest.skip(problem)
     import psycopg
 
+    # As tests/conftest.py does (not imported: several conftest modules share that name).
+    postgres = os.environ.get(
+        "DICOMQL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    plain = postgres.replace("+psycopg", "")
+    try:
+        psycopg.connect(plain, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL at {postgres} is not reachable: {exc}")
     schema = f"dq_{secrets.token_hex(6)}"
-    plain = POSTGRES_URL.replace("+psycopg", "")
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+        yield f"{postgres}?options=-csearch_path%3D{schema}"
     finally:
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -78,6 +78,9 @@ BAD_CREATES = [
     ("x" * 257, {}, "Invalid datasetId"),
     ("", {}, "datasetId is required"),
     ("ds", {"timeZone": "Mars/Olympus"}, 'Invalid time zone "Mars/Olympus"'),
+    ("ds", {"timeZone": "America"}, 'Invalid time zone "America"'),  # a directory of zones
+    ("ds", {"timeZone": "../etc/passwd"}, "Invalid time zone"),
+    ("ds", {"timeZone": "a" * 300}, "Invalid time zone"),
     ("ds", {"timeZone": 3}, "Invalid value at 'dataset.time_zone' (TYPE_STRING), 3"),
     ("ds", {"kmsKey": "k"}, "Unknown name \"kmsKey\" at 'dataset': Cannot find field."),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from dicomql.service.config import ServiceConfig
 from dicomql.store import resources
 from dicomql.store.blobs import LocalBlobStore
 from dicomql.store.index import Index
-from dicomql.store.schema import instances, series, studies
+from dicomql.store.schema import dicom_stores, instances, series, studies
 
 LOCATION = "projects/p/locations/us-central1"
 DATASET = f"{LOCATION}/datasets/ds"
@@ -376,3 +377,62 @@ def test_concurrent_creates_of_one_store_give_one_success_and_409s_never_500(
         codes = sorted(pool.map(create, range(8)))
     assert codes == [200] + [409] * 7
     assert len(stores.list(parent=DATASET).execute()["dicomStores"]) == 1
+
+
+def test_list_pages_hold_100_stores_by_default_and_at_most_1000(
+    stores: Any, indexed: IndexedInstances
+) -> None:
+    with indexed.index.begin() as conn:
+        dataset = resources.find_dataset(conn, "p", "us-central1", "ds")
+        assert dataset is not None
+        moment = datetime.now(UTC)
+        conn.execute(
+            insert(dicom_stores),
+            [
+                {
+                    "dataset_pk": dataset.pk,
+                    "store_id": f"s{n:04}",
+                    "resource": {},
+                    "create_time": moment,
+                    "update_time": moment,
+                }
+                for n in range(1001)
+            ],
+        )
+    default = stores.list(parent=DATASET).execute()
+    assert len(default["dicomStores"]) == 100
+    assert default["dicomStores"][-1]["name"].endswith("/s0099")
+    largest = stores.list(parent=DATASET, pageSize=5000).execute()
+    assert len(largest["dicomStores"]) == 1000
+    rest = stores.list(parent=DATASET, pageSize=5000, pageToken=largest["nextPageToken"]).execute()
+    assert [s["name"].rsplit("/", 1)[1] for s in rest["dicomStores"]] == ["s1000"]
+    assert "nextPageToken" not in rest
+
+
+def test_instances_stored_over_dicomweb_are_counted_and_deleted_with_their_store(
+    stores: Any, live_server: Any, service_config: ServiceConfig
+) -> None:
+    import pydicom
+    from dicomweb_client.api import DICOMwebClient
+    from pydicom.data import get_testdata_file
+
+    name = f"{DATASET}/dicomStores/s1"
+    stores.create(parent=DATASET, dicomStoreId="s1", body={}).execute()
+    files = [get_testdata_file(f) for f in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")]
+    instances = [pydicom.dcmread(path) for path in files if path is not None]
+    client = DICOMwebClient(url=f"{live_server.url}/v1/{name}/dicomWeb")
+    client.store_instances(datasets=instances)
+    metrics = stores.getDICOMStoreMetrics(name=name).execute()
+    assert metrics["instanceCount"] == "3"
+    assert metrics["seriesCount"] == str(len({ds.SeriesInstanceUID for ds in instances}))
+    assert metrics["studyCount"] == str(len({ds.StudyInstanceUID for ds in instances}))
+    assert int(metrics["blobStorageSizeBytes"]) >= sum(Path(p).stat().st_size for p in files) * 0.9
+    assert int(metrics["structuredStorageSizeBytes"]) > 0
+
+    def stored_blobs() -> list[Path]:
+        root = service_config.blob_root
+        return [p for p in root.rglob("*") if p.is_file() and root / "tmp" not in p.parents]
+
+    assert len(stored_blobs()) == 3
+    stores.delete(name=name).execute()
+    assert stored_blobs() == []

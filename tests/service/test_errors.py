@@ -11,10 +11,15 @@ import pytest
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from dicomql.service.paging import encode_token
 
 LOCATION = "/v1/projects/p/locations/us-central1"
 DATASET = f"{LOCATION}/datasets/ds"
 STORE = f"{DATASET}/dicomStores/s1"
+
+# Page tokens that carry the right digest but a sort key no real key can be.
+TOKEN_WITH_NUL = encode_token("a\x00", f"{DATASET[4:]}\n")
+TOKEN_BEYOND_INT64 = encode_token(2**70, f"{DATASET[4:]}/operations\n")
 
 # (method, path, request kwargs, HTTP code, google.rpc status, a fragment of the message)
 CASES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
@@ -133,6 +138,48 @@ CASES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "TYPE_BOOL",
     ),
     ("PUT", STORE, {}, 405, "UNIMPLEMENTED", "not supported"),
+    ("GET", f"{LOCATION}/datasets/a%00b", {}, 400, "INVALID_ARGUMENT", 'Invalid dataset ID "a'),
+    (
+        "GET",
+        f"/v1/projects/{'p' * 257}/locations/l/datasets",
+        {},
+        400,
+        "INVALID_ARGUMENT",
+        "Invalid project ID",
+    ),
+    (
+        "POST",
+        f"/v1/projects/p/locations/{'l' * 257}/datasets?datasetId=d",
+        {},
+        400,
+        "INVALID_ARGUMENT",
+        "Invalid location ID",
+    ),
+    ("GET", f"{DATASET}/operations/%00", {}, 400, "INVALID_ARGUMENT", "Invalid operation ID"),
+    (
+        "GET",
+        f"{DATASET}/dicomStores?pageToken={TOKEN_WITH_NUL}",
+        {},
+        400,
+        "INVALID_ARGUMENT",
+        "Invalid page token",
+    ),
+    (
+        "GET",
+        f"{DATASET}/operations?pageToken={TOKEN_BEYOND_INT64}",
+        {},
+        400,
+        "INVALID_ARGUMENT",
+        "Invalid page token",
+    ),
+    (
+        "POST",
+        f"{LOCATION}/datasets?datasetId=k",
+        {"json": {"encryptionSpec": {"kmsKeyName": "k"}}},
+        400,
+        "INVALID_ARGUMENT",
+        "kms_key_name",
+    ),
     ("GET", f"{STORE}:nonsense", {}, 404, "NOT_FOUND", "was not found on this server"),
 ]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dicomql.service.errors import InvalidArgument
 from dicomql.service.label_filter import parse_filter
@@ -57,7 +59,7 @@ def test_filter_selects_the_stores_google_would(text: str, expected: set[str]) -
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("env=prod", "cannot filter on 'env'; only labels may be used at position 1"),
+        ("env=prod", "at position 1: cannot filter on 'env'; only labels may be used."),
         ("name=s1", "cannot filter on 'name'"),
         ("labels=prod", "expected 'labels.key'"),
         ("labels.env", "expected '=' or ':' after 'labels', found the end of the filter"),
@@ -81,6 +83,12 @@ def test_bad_filters_are_refused_naming_the_problem(text: str, problem: str) -> 
         parse_filter(text)
     assert problem in caught.value.message
     assert caught.value.message.startswith(f'Invalid filter "{text}"')
+
+
+def test_absurdly_nested_filters_are_refused_not_crashed_on() -> None:
+    for text in ("(" * 5000 + "labels.a=b" + ")" * 5000, "NOT " * 5000 + "labels.a=b"):
+        with pytest.raises(InvalidArgument, match="Invalid filter"):
+            parse_filter(text)
 
 
 def test_plain_fields_can_be_allowed_for_other_list_methods() -> None:
@@ -135,3 +143,45 @@ def test_dicom_stores_list_with_a_bad_filter_answers_400_naming_it(
         ).execute()
     assert caught.value.resp.status == 400
     assert "no inequality operator" in caught.value.reason
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    text=st.lists(
+        st.sampled_from(
+            [
+                "labels",
+                ".",
+                "env",
+                "=",
+                ":",
+                "*",
+                "(",
+                ")",
+                " ",
+                "AND",
+                "OR",
+                "NOT",
+                "-",
+                '"',
+                "prod",
+                "!=",
+                "<",
+                "x.y",
+                "'",
+                "\\",
+                "labels.env=prod",
+            ]
+        )
+        | st.text(max_size=3),
+        max_size=12,
+    ).map("".join)
+)
+def test_any_filter_text_compiles_or_is_refused_with_400_never_crashing(text: str) -> None:
+    try:
+        predicate = parse_filter(text)
+    except InvalidArgument as exc:
+        assert exc.message.startswith("Invalid filter")
+        return
+    for labels in STORES.values():
+        assert predicate({"labels": labels}) in (True, False)

@@ -1,4 +1,4 @@
-"""The admin state lives in the index: a real ``dicomql serve`` process, stopped and started
+"""The admin state lives in the index: a real ``dicomql serve`` process, killed and started
 again on the same data directory (and database), still has every dataset, store and operation."""
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(data_dir: Path, database_url: str | None) -> Iterator[httpx.Client]:
-    """``dicomql serve`` in a subprocess until it answers; SIGTERM (a clean stop) afterwards."""
+def serving(
+    data_dir: Path, database_url: str | None, *, stop: signal.Signals = signal.SIGTERM
+) -> Iterator[httpx.Client]:
+    """``dicomql serve`` in a subprocess until it answers; stopped with ``stop`` afterwards."""
     port = free_port()
     command = [str(DICOMQL), "serve", "--port", str(port), "--data-dir", str(data_dir)]
     if database_url:
@@ -52,7 +54,7 @@ def serving(data_dir: Path, database_url: str | None) -> Iterator[httpx.Client]:
                 time.sleep(0.1)
             yield client
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -63,11 +65,12 @@ def serving(data_dir: Path, database_url: str | None) -> Iterator[httpx.Client]:
 
 
 @pytest.mark.slow
-def test_datasets_stores_labels_and_operations_survive_a_restart(
+def test_datasets_stores_labels_and_operations_survive_a_killed_server(
     tmp_path: Path, database_url: str | None
 ) -> None:
     data_dir = tmp_path / "data"
-    with serving(data_dir, database_url) as client:
+    # Killed, not terminated: what was acknowledged must be in the index, not in memory.
+    with serving(data_dir, database_url, stop=signal.SIGKILL) as client:
         created = client.post(f"{LOCATION}/datasets?datasetId=ds", json={"timeZone": "Asia/Tokyo"})
         assert created.status_code == 200, created.text
         operation = created.json()
@@ -88,7 +91,7 @@ def test_datasets_stores_labels_and_operations_survive_a_restart(
             "operations": client.get(f"{DATASET}/operations").json(),
         }
 
-    with serving(data_dir, database_url) as client:
+    with serving(data_dir, database_url) as client:  # and a clean stop after this one
         after = {
             "dataset": client.get(DATASET).json(),
             "stores": client.get(f"{DATASET}/dicomStores").json(),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dicomql.service.bodies import conform
 from dicomql.service.errors import InvalidArgument
@@ -191,3 +193,43 @@ def test_body_fields_holding_proto3_defaults_are_dropped_but_map_entries_are_kep
         "notificationConfig": {},
         "streamConfigs": [{"bigqueryDestination": {"tableUri": "0"}}],
     }
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+_field = st.sampled_from(
+    [
+        "labels",
+        "notificationConfig",
+        "notification_configs",
+        "streamConfigs",
+        "name",
+        "timeZone",
+        "encryptionSpec",
+        "pubsubTopic",
+        "bigqueryDestination",
+    ]
+)
+_bodies = st.dictionaries(_field | st.text(max_size=8), _json, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=_bodies)
+def test_any_json_body_is_accepted_or_refused_with_400_never_crashing(
+    body: dict[str, Any],
+) -> None:
+    from dicomql.service import datasets, dicom_stores
+
+    for schema, field, check in (
+        ("DicomStore", "dicom_store", dicom_stores._checked_fields),
+        ("Dataset", "dataset", datasets._checked_fields),
+    ):
+        try:
+            check(conform(body, schema, field))
+        except InvalidArgument as exc:
+            assert exc.message

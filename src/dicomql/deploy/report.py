@@ -25,6 +25,14 @@ DRIFTED = "drifted"
 UNKNOWN = "unknown"
 
 CHANGES = frozenset({CREATED, UPDATED, APPLIED, DELETED, RAN})
+# How a dry run words the changes it would make.
+PLANNED = {
+    CREATED: "would be created",
+    UPDATED: "would be updated",
+    APPLIED: "would be applied",
+    DELETED: "would be deleted",
+    RAN: "would run",
+}
 
 
 @dataclass
@@ -37,9 +45,7 @@ class Outcome:
     dry_run: bool = False
 
     def __str__(self) -> str:
-        action = self.action
-        if self.dry_run and action in CHANGES:
-            action = f"would be {action}"
+        action = PLANNED.get(self.action, self.action) if self.dry_run else self.action
         return f"{self.resource}: {action}" + (f" ({self.detail})" if self.detail else "")
 
 
@@ -67,7 +73,7 @@ class Report:
         for outcome in self.outcomes:
             counts[outcome.action] = counts.get(outcome.action, 0) + 1
         tally = ", ".join(
-            f"{count} {'would be ' if self.dry_run and action in CHANGES else ''}{action}"
+            f"{count} {PLANNED.get(action, action) if self.dry_run else action}"
             for action, count in counts.items()
         )
         tally = tally or "nothing"

@@ -4,6 +4,7 @@ level, its DICOM JSON, and where its pixel data starts, without reading the pixe
 from __future__ import annotations
 
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,7 +49,9 @@ class ParsedInstance:
 
     def dicom_json(self) -> dict[str, Any]:
         """The DICOM JSON of the header, pixel data as a (relative) BulkDataURI."""
-        model = dataset_to_dicom_json(self.dataset, bulkdata_uri=relative_bulkdata_uri)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = dataset_to_dicom_json(self.dataset, bulkdata_uri=relative_bulkdata_uri)
         if self.pixel_data_vr is not None:
             model["7FE00010"] = {
                 "vr": self.pixel_data_vr,
@@ -66,7 +69,11 @@ def read_header(source: Path | BinaryIO) -> ParsedInstance:
     """
     file = open(source, "rb") if isinstance(source, Path) else source  # noqa: SIM115
     try:
-        return _read_header(file)
+        # pydicom warns about the many small deviations found in real files; the store accepts
+        # them as they are (Google's does too), so the warnings are noise here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _read_header(file)
     finally:
         if isinstance(source, Path):
             file.close()
@@ -79,7 +86,18 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
         uids = [ds.get(keyword) for keyword in _UID_KEYWORDS]
     except InvalidDicomError as exc:
         raise UnreadableInstance(f"Not a DICOM PS3.10 file: {exc}") from exc
-    except (ValueError, EOFError, OSError, struct.error, KeyError, TypeError) as exc:
+    except (
+        ValueError,
+        EOFError,
+        OSError,
+        struct.error,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        NotImplementedError,
+        OverflowError,
+    ) as exc:
         raise UnreadableInstance(f"Cannot parse the DICOM header: {exc}") from exc
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None

@@ -36,13 +36,13 @@ _SEARCHABLE_LEVELS = {
     Level.SERIES: (Level.STUDY, Level.SERIES),
     Level.INSTANCE: (Level.STUDY, Level.SERIES, Level.INSTANCE),
 }
-_RESERVED = frozenset({"includefield", "fuzzymatching", "limit", "offset"})
 _HEX_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _DATE = re.compile(r"^\d{8}$")
 _TIME = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
 # PS3.18 10.6.1.2.3 allows comma-separated UID lists; PS3.4 C.2.2.2.2 uses backslash.
 _UID_SEPARATORS = re.compile(r"[,\\]")
-# Cloud Healthcare fuzzymatching tokenises names on component and word separators.
+# Cloud Healthcare fuzzymatching tokenises names on component, group and word separators, as
+# ingest does for ``person_name_tokens`` (dicom.parse.person_name_tokens).
 _NAME_TOKEN_SEPARATORS = re.compile(r"[\^=\s,]+")
 
 
@@ -310,23 +310,3 @@ def _fuzzy(match: Match, store_pk: int, dialect: str) -> ColumnElement[bool]:
         )
         conditions.append(studies.c.pk.in_(study_pks))
     return and_(*conditions) if len(conditions) > 1 else conditions[0]
-
-
-def name_tokens(person_name: str) -> list[str]:
-    """The case-folded tokens of a person name, as fuzzy matching compares them.
-
-    Ingest writes these into ``person_name_tokens`` so both sides tokenise the same way.
-
-    >>> name_tokens("Doe^John Q=ドウ^ジョン")
-    ['doe', 'john', 'q', 'ドウ', 'ジョン']
-    """
-    return [token for token in _NAME_TOKEN_SEPARATORS.split(person_name.casefold()) if token]
-
-
-def person_name_key(person_name: str) -> str:
-    """The case-folded form stored in ``*_key`` columns and compared by PN matching.
-
-    >>> person_name_key("Doe^John")
-    'doe^john'
-    """
-    return person_name.casefold()

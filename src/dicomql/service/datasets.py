@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import zoneinfo
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Row
@@ -35,6 +37,15 @@ CREATE_METHOD_NAME = "google.cloud.healthcare.v1.dataset.DatasetService.CreateDa
 # "the encryption settings cannot be changed after the dataset is created").
 UPDATABLE = ("timeZone",)
 DEFAULT_TIME_ZONE = "UTC"
+# EncryptionSpec.kmsKeyName names a Cloud KMS key (Healthcare API, "Using CMEK").
+_KMS_KEY = re.compile(
+    r"projects/[^/\x00]+/locations/[^/\x00]+/keyRings/[^/\x00]+/cryptoKeys/[^/\x00]+"
+)
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) | {DEFAULT_TIME_ZONE}
 
 
 def service_of(request: Request) -> Service:
@@ -60,14 +71,20 @@ def _checked_fields(body: dict[str, Any]) -> dict[str, Any]:
     """The stored part of a Dataset body: a valid IANA time zone (empty means UTC)."""
     resource = {key: value for key, value in body.items() if key != "name"}
     time_zone = resource.get("timeZone") or DEFAULT_TIME_ZONE
-    try:
-        zoneinfo.ZoneInfo(time_zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    # Checked against the list of IANA names, not by loading: ZoneInfo("America") opens a
+    # directory and a long name overflows the file system's limit.
+    if time_zone not in _time_zones():
         raise InvalidArgument(
-            f'Invalid time zone "{time_zone}": it must be an IANA time zone name such as'
+            f'Invalid time zone "{time_zone[:80]}": it must be an IANA time zone name such as'
             ' "America/New_York", or empty for UTC.'
-        ) from exc
+        )
     resource["timeZone"] = time_zone
+    key = resource.get("encryptionSpec", {}).get("kmsKeyName")
+    if key is not None and not _KMS_KEY.fullmatch(key):
+        raise InvalidArgument(
+            f'Invalid encryption_spec.kms_key_name "{key}": it must be a Cloud KMS key name of'
+            " the form projects/*/locations/*/keyRings/*/cryptoKeys/*."
+        )
     return resource
 
 

@@ -71,7 +71,7 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 def _error(text: str, position: int, problem: str) -> InvalidArgument:
-    return InvalidArgument(f'Invalid filter "{text}": {problem} at position {position + 1}.')
+    return InvalidArgument(f'Invalid filter "{text}" at position {position + 1}: {problem}.')
 
 
 class _Parser:
@@ -249,4 +249,7 @@ def parse_filter(
         InvalidArgument: the filter is malformed or names an unsupported field or operator;
             the message says what and where.
     """
-    return _Parser(text or "", fields, map_fields).parse()
+    try:
+        return _Parser(text or "", fields, map_fields).parse()
+    except RecursionError as exc:
+        raise InvalidArgument("Invalid filter: it is nested too deeply.") from exc

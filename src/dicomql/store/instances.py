@@ -63,10 +63,21 @@ class InstanceRecord:
 # --- the blob journal -----------------------------------------------------------------------
 
 
-def journal_blob(index: Index, key: str) -> None:
-    """Record ``key`` before its file is written, so a crash leaves nothing unaccounted for."""
+def journal_blobs(index: Index, keys: list[str]) -> None:
+    """Record ``keys`` before their files are written, so a crash leaves nothing unaccounted
+    for (recovery deletes any journaled blob no instance row references)."""
+    moment = now()
     with index.begin() as conn:
-        conn.execute(insert(blob_journal).values(blob_key=key, create_time=now()))
+        conn.execute(
+            insert(blob_journal), [{"blob_key": key, "create_time": moment} for key in keys]
+        )
+
+
+def unjournal_blobs(index: Index, keys: list[str]) -> None:
+    """Forget journaled keys whose blobs were never written."""
+    if keys:
+        with index.begin() as conn:
+            conn.execute(delete(blob_journal).where(blob_journal.c.blob_key.in_(keys)))
 
 
 def discard_blob(index: Index, blobs: BlobStore, key: str) -> None:

@@ -105,6 +105,11 @@ operations = Table(
     Index("ix_operations_pending", "done", "lease_until"),
 )
 
+
+def _pattern_ops(column: str) -> dict[str, str]:
+    return {column: "text_pattern_ops"}
+
+
 studies = Table(
     "studies",
     metadata,
@@ -131,11 +136,30 @@ studies = Table(
     Column("attributes", JSON, nullable=True),
     Column("update_time", DateTime(timezone=True), nullable=False),
     UniqueConstraint("store_pk", "study_instance_uid", name="uq_studies_uid"),
-    Index("ix_studies_patient_id", "store_pk", "patient_id"),
-    Index("ix_studies_patient_name_key", "store_pk", "patient_name_key"),
-    Index("ix_studies_accession_number", "store_pk", "accession_number"),
+    # text_pattern_ops: PostgreSQL serves QIDO's wildcard LIKE 'PID-%' from these indexes only
+    # with that operator class (unless the database collation is "C"); equality works as before.
+    Index(
+        "ix_studies_patient_id", "store_pk", "patient_id", postgresql_ops=_pattern_ops("patient_id")
+    ),
+    Index(
+        "ix_studies_patient_name_key",
+        "store_pk",
+        "patient_name_key",
+        postgresql_ops=_pattern_ops("patient_name_key"),
+    ),
+    Index(
+        "ix_studies_accession_number",
+        "store_pk",
+        "accession_number",
+        postgresql_ops=_pattern_ops("accession_number"),
+    ),
     Index("ix_studies_study_date", "store_pk", "study_date"),
-    Index("ix_studies_referring_physician_name_key", "store_pk", "referring_physician_name_key"),
+    Index(
+        "ix_studies_referring_physician_name_key",
+        "store_pk",
+        "referring_physician_name_key",
+        postgresql_ops=_pattern_ops("referring_physician_name_key"),
+    ),
     # QIDO pages through a store's studies in pk order (/studies?limit=…) without sorting them all.
     Index("ix_studies_store_pk", "store_pk", "pk"),
 )

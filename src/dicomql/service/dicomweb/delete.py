@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,47 +15,79 @@ from dicomql.service.errors import NotFound
 from dicomql.service.names import operation_name
 from dicomql.store.instances import delete_instances, find_instances
 from dicomql.store.operations import (
+    add_progress,
     create_operation,
     finish_operation,
     operation_resource,
 )
-from dicomql.store.resources import release_blobs
+from dicomql.store.resources import find_operation, release_blobs
 
 _API = "google.cloud.healthcare.v1.dicomweb.DicomWebService"
-_DELETE_METHODS = {"Study": f"{_API}.DeleteStudy", "Series": f"{_API}.DeleteSeries"}
+# Cloud Healthcare: deleting a study or series is a long-running operation; dicomql finishes it
+# before answering, so the Operation comes back done. Deleting an instance answers ``{}``.
+_OPERATION_METHODS = {"Study": f"{_API}.DeleteStudy", "Series": f"{_API}.DeleteSeries"}
 
 
-def _delete(
-    context: StoreContext, study: str, series: str | None, instance: str | None, level: str
-) -> dict | None:
-    """Delete and, for a study or series, record a done Operation; None if nothing matched."""
+def _delete(context: StoreContext, params: dict[str, Any], level: str) -> dict[str, Any] | None:
+    """Delete what the path names; the Operation (or ``{}``), or None if nothing matched."""
     service = context.service
+    study, series = params["study"], params.get("series")
+    operation_id = None
     with service.index.begin() as conn:
-        rows = find_instances(conn, context.store_pk, study, series, instance)
+        rows = find_instances(conn, context.store_pk, study, series, params.get("instance"))
         if not rows:
             return None
         keys = delete_instances(conn, context.store_pk, [row.pk for row in rows])
-        operation = None
-        if level in _DELETE_METHODS:
+        if level in _OPERATION_METHODS:
             target = context.study_name(study)
             if series is not None:
                 target = context.series_name(study, series)
             created = create_operation(
-                conn, context.dataset_pk, _DELETE_METHODS[level], target=target,
+                conn,
+                context.dataset_pk,
+                _OPERATION_METHODS[level],
+                target=target,
                 pending=len(rows),
             )
+            add_progress(conn, created.pk, success=len(rows))
             finish_operation(conn, created.pk, response={})
-            conn.execute(
-                created.__table__.update() if False else _success(created.pk, len(rows))
-            )
-            operation = created
+            operation_id = created.operation_id
+    # After commit: the deleted rows no longer reference these blobs (they are journaled, so a
+    # crash here leaves them to recovery).
     release_blobs(service.index, service.blobs, keys)
-    if operation is None:
+    if operation_id is None:
         return {}
     with service.index.connect() as conn:
-        from dicomql.store.resources import find_operation
+        row = find_operation(conn, context.dataset_pk, operation_id)
+    assert row is not None
+    name = operation_name(params["project"], params["location"], params["dataset"], operation_id)
+    return operation_resource(row, name)
 
-        row = find_operation(conn, context.dataset_pk, operation.operation_id)
-    params = context.store
-    del params
-    return operation_resource(row, _operation_name(context, operation.operation_id))
+
+async def delete_resource(request: Request) -> Response:
+    context = await resolve_store(request)
+    params = dict(request.path_params)
+    level = "Instance" if "instance" in params else "Series" if "series" in params else "Study"
+    body = await to_thread.run_sync(_delete, context, params, level)
+    if body is None:
+        raise NotFound(f"{level} not found: {request.url.path.split('/dicomWeb/', 1)[-1]}")
+    return JSONResponse(body)
+
+
+routes: list[BaseRoute] = [
+    Route(
+        "/studies/{study:rid}", delete_resource, methods=["DELETE"], name="dicomweb:delete-study"
+    ),
+    Route(
+        "/studies/{study:rid}/series/{series:rid}",
+        delete_resource,
+        methods=["DELETE"],
+        name="dicomweb:delete-series",
+    ),
+    Route(
+        "/studies/{study:rid}/series/{series:rid}/instances/{instance:rid}",
+        delete_resource,
+        methods=["DELETE"],
+        name="dicomweb:delete-instance",
+    ),
+]

@@ -3,12 +3,14 @@ blob store and indexed one instance per transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
@@ -36,7 +38,8 @@ from dicomql.store.instances import (
     Outcome,
     discard_blob,
     index_instance,
-    journal_blob,
+    journal_blobs,
+    unjournal_blobs,
 )
 
 log = logging.getLogger("dicomql.service.stow")
@@ -50,6 +53,7 @@ CANNOT_UNDERSTAND = 0xC000  # 49152: the part is not a readable DICOM instance
 STUDY_MISMATCH = 0xA900
 
 _FLUSH_BYTES = 1024 * 1024
+_KEY_BATCH = 16
 _DICOM = "application/dicom"
 
 
@@ -67,22 +71,15 @@ class _PartSpool:
     """One part on its way to the blob store: journaled, spooled in ~1 MB writes while hashed,
     then committed, parsed and indexed (in worker threads: fsync and parsing block)."""
 
-    def __init__(self, context: StoreContext) -> None:
+    def __init__(self, context: StoreContext, key: str) -> None:
         self.context = context
         self.blobs = context.service.blobs
         self.index = context.service.index
-        self.key = self.blobs.new_key("instances")
+        self.key = key
         self.hasher = hashlib.sha256()
         self.pending: list[bytes] = []
         self.pending_size = 0
-        self.writer: Any = None
-
-    def _open(self) -> None:
-        journal_blob(self.index, self.key)
-        self.writer = self.blobs.writer(self.key)
-
-    async def open(self) -> None:
-        await to_thread.run_sync(self._open)
+        self.writer: Any = self.blobs.writer(key)
 
     def _flush(self) -> None:
         pending, self.pending, self.pending_size = self.pending, [], 0
@@ -122,7 +119,13 @@ class _PartSpool:
                 f"StudyInstanceUID {parsed.study_instance_uid} does not match the study"
                 f" {path_study} of the request path.",
             )
-        study, series, _ = split_by_level(model := parsed.dicom_json())
+        try:
+            model = parsed.dicom_json()
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+            # A header pydicom could read but not convert: still bad input, not a server fault.
+            discard_blob(self.index, self.blobs, self.key)
+            return PartResult(*uids, CANNOT_UNDERSTAND, f"Cannot convert the header: {exc}")
+        study, series, _ = split_by_level(model)
         record = InstanceRecord(
             parsed=parsed,
             blob_key=self.key,
@@ -141,9 +144,30 @@ class _PartSpool:
         return PartResult(*uids, PROCESSING_FAILURE, result.message)
 
     def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
+        self.writer.abort()
         discard_blob(self.index, self.blobs, self.key)
+
+
+class _KeyPool:
+    """Blob keys journaled ahead in batches: one journal transaction (one fsync) per
+    ``_KEY_BATCH`` parts instead of per part. Keys left over are unjournaled at the end; after a
+    crash, recovery removes them (their blobs never existed)."""
+
+    def __init__(self, context: StoreContext) -> None:
+        self.index = context.service.index
+        self.blobs = context.service.blobs
+        self.free: list[str] = []
+
+    async def take(self) -> str:
+        if not self.free:
+            keys = [self.blobs.new_key("instances") for _ in range(_KEY_BATCH)]
+            await to_thread.run_sync(journal_blobs, self.index, keys)
+            self.free = keys
+        return self.free.pop()
+
+    def release(self) -> None:
+        keys, self.free = self.free, []
+        unjournal_blobs(self.index, keys)
 
 
 async def store_instances(request: Request) -> Response:
@@ -204,6 +228,17 @@ async def _store_events(
     results: list[PartResult] = []
     spool: _PartSpool | None = None
     skipping: str | None = None
+    keys = _KeyPool(context)
+    # The previous part is indexed (fsync, parse, transaction) while the next one arrives; at
+    # most one is in flight, so results keep the request's order and memory stays bounded.
+    finishing: asyncio.Future[PartResult] | None = None
+
+    async def drain() -> None:
+        nonlocal finishing
+        if finishing is not None:
+            current, finishing = finishing, None
+            results.append(await current)
+
     try:
         async for event in events:
             if isinstance(event, PartStart):
@@ -211,30 +246,33 @@ async def _store_events(
                 if part_type != _DICOM:
                     skipping = part_type
                     continue
-                spool = _PartSpool(context)
-                await spool.open()
+                spool = _PartSpool(context, await keys.take())
             elif isinstance(event, PartData):
                 if spool is not None:
                     await spool.write(event.data)
             elif skipping is not None:
-                results.append(
-                    PartResult(
-                        None,
-                        None,
-                        None,
-                        None,
-                        CANNOT_UNDERSTAND,
-                        f"Unsupported part Content-Type {skipping}.",
-                    )
-                )
+                await drain()
+                message = f"Unsupported part Content-Type {skipping}."
+                results.append(PartResult(None, None, None, None, CANNOT_UNDERSTAND, message))
                 skipping = None
             elif spool is not None:
                 current, spool = spool, None
-                results.append(await current.finish(path_study))
+                await drain()
+                finishing = asyncio.ensure_future(current.finish(path_study))
+        await drain()
     except BaseException:
+        # Whatever went wrong (a malformed body, the client gone), the part being indexed is
+        # finished and the part being received is removed; nothing is left half-stored.
+        if finishing is not None:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([finishing])
         if spool is not None:
-            await to_thread.run_sync(spool.abort)
+            with anyio.CancelScope(shield=True):
+                await to_thread.run_sync(spool.abort)
         raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await to_thread.run_sync(keys.release)
     for result in results:
         if result.failure_reason is not None:
             log.warning(
