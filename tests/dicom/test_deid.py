@@ -437,3 +437,41 @@ def test_what_dicomql_cannot_do_is_refused_clearly(config: dict[str, Any]) -> No
 def test_docstring_examples_hold(module: Any) -> None:
     failures, tried = doctest.testmod(module)
     assert tried > 0 and failures == 0
+
+
+DESTINATION = "projects/p/locations/us/datasets/d/dicomStores/deid-out"
+
+
+def test_deidentify_request_is_validated_with_its_config() -> None:
+    request = deid.parse_request(
+        {
+            "destinationStore": DESTINATION,
+            "config": BASIC,
+            "filterConfig": {"resourcePathsGcsUri": "gs://b/paths.txt"},
+        }
+    )
+    assert request.destination_store == DESTINATION
+    assert request.options.filter_profile == "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"
+    assert request.config == BASIC
+    assert request.resource_paths_gcs_uri == "gs://b/paths.txt"
+    assert deid.parse_request({"destinationStore": DESTINATION}).options.filter_profile == (
+        "KEEP_ALL_PROFILE"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "destinationStore: required"),
+        ({"destinationStore": "deid-out"}, "destinationStore: must be projects/"),
+        ({"destinationStore": DESTINATION, "config": {"dicom": []}}, "config.dicom"),
+        ({"destinationStore": DESTINATION, "confg": {}}, "unknown field 'confg'"),
+        (
+            {"destinationStore": DESTINATION, "config": {}, "gcsConfigUri": "gs://b/c.json"},
+            "only one of config and gcsConfigUri",
+        ),
+    ],
+)
+def test_invalid_deidentify_requests_name_the_problem(body: Any, message: str) -> None:
+    with pytest.raises(deid.DeidentifyConfigError, match=re.escape(message)):
+        deid.parse_request(body)

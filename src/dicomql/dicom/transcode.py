@@ -7,7 +7,7 @@ import io
 import warnings
 from typing import BinaryIO
 
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom import uid as uids
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
@@ -102,8 +102,13 @@ def transcode(file: BinaryIO, target: str) -> bytes:
             ds = dcmread(file)
             source = ds.file_meta.TransferSyntaxUID
             has_pixels = "PixelData" in ds
-            if has_pixels and (not is_native(source) or source == uids.ExplicitVRBigEndian):
-                # decompress() also converts big endian pixel data to little endian.
+            big_endian = source == uids.ExplicitVRBigEndian
+            if has_pixels and big_endian:
+                # Decoded values are re-encoded by the writer; only the pixel bytes (OW) need
+                # swapping by hand (pydicom refuses to convert endianness on its own).
+                array = ds.pixel_array
+                ds.PixelData = array.astype(array.dtype.newbyteorder("<")).tobytes()
+            elif has_pixels and not is_native(source):
                 ds.decompress()
             if target not in _LITTLE_ENDIAN_NATIVE and has_pixels:
                 ds.compress(target)
@@ -111,7 +116,11 @@ def transcode(file: BinaryIO, target: str) -> bytes:
                 target = EXPLICIT_VR_LITTLE_ENDIAN
             ds.file_meta.TransferSyntaxUID = target
             buffer = io.BytesIO()
-            ds.save_as(buffer, enforce_file_format=True)
+            if big_endian:
+                implicit = target == IMPLICIT_VR_LITTLE_ENDIAN
+                dcmwrite(buffer, ds, implicit_vr=implicit, little_endian=True, force_encoding=True)
+            else:
+                ds.save_as(buffer, enforce_file_format=True)
     except (ValueError, RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
         raise TranscodeError(f"Cannot transcode to {target}: {exc}") from exc
     return buffer.getvalue()

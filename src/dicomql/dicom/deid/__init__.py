@@ -11,8 +11,10 @@ from __future__ import annotations
 from dicomql.dicom.deid.config import (
     DeidentifyConfigError,
     DeidentifyOptions,
+    DeidentifyRequest,
     UnsupportedDeidentifyConfigError,
     parse_config,
+    parse_request,
 )
 from dicomql.dicom.deid.engine import Deidentifier
 from dicomql.dicom.deid.uids import UidMap
@@ -21,7 +23,9 @@ __all__ = [
     "Deidentifier",
     "DeidentifyConfigError",
     "DeidentifyOptions",
+    "DeidentifyRequest",
     "UidMap",
     "UnsupportedDeidentifyConfigError",
     "parse_config",
+    "parse_request",
 ]

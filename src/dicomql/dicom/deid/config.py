@@ -302,3 +302,61 @@ def _known_fields(value: Mapping[str, Any], where: str, known: set[str]) -> None
     unknown = sorted(set(value) - known)
     if unknown:
         raise DeidentifyConfigError(f"{where}: unknown field {unknown[0]!r}")
+
+
+_STORE_NAME = re.compile(
+    r"^projects/[^/]+/locations/[^/]+/datasets/[\w\-.]{1,256}/dicomStores/[\w\-.]{1,256}$"
+)
+
+
+@dataclass(frozen=True)
+class DeidentifyRequest:
+    """A validated DeidentifyDicomStoreRequest.
+
+    Attributes:
+        destination_store: the full name of the DICOM store to write to.
+        config: the DeidentifyConfig JSON as given (store it with the operation).
+        options: ``config`` validated.
+        resource_paths_gcs_uri: DicomFilterConfig's file of ``/studies/…`` paths, if any.
+    """
+
+    destination_store: str
+    config: Mapping[str, Any]
+    options: DeidentifyOptions
+    resource_paths_gcs_uri: str | None = None
+
+
+def parse_request(body: Any) -> DeidentifyRequest:
+    """Validate the body of ``dicomStores.deidentify``.
+
+    Raises:
+        DeidentifyConfigError: the body is malformed.
+        UnsupportedDeidentifyConfigError: it needs what dicomql cannot do (``gcsConfigUri``).
+    """
+    body = _object(body, "request")
+    _known_fields(body, "request", {"destinationStore", "config", "filterConfig", "gcsConfigUri"})
+    destination = body.get("destinationStore")
+    if not isinstance(destination, str) or not destination:
+        raise DeidentifyConfigError("destinationStore: required")
+    if not _STORE_NAME.match(destination):
+        raise DeidentifyConfigError(
+            "destinationStore: must be projects/{project}/locations/{location}/datasets/"
+            f"{{dataset}}/dicomStores/{{dicom_store}}, got {destination!r}"
+        )
+    if "config" in body and "gcsConfigUri" in body:
+        raise DeidentifyConfigError("only one of config and gcsConfigUri can be specified")
+    if "gcsConfigUri" in body:
+        raise UnsupportedDeidentifyConfigError(
+            "gcsConfigUri: reading the config from Cloud Storage is not supported by the"
+            " embedded service; pass it inline as config"
+        )
+    config = body.get("config", {})
+    options = parse_config(config)
+    paths_uri = None
+    if "filterConfig" in body:
+        filter_config = _object(body["filterConfig"], "filterConfig")
+        _known_fields(filter_config, "filterConfig", {"resourcePathsGcsUri"})
+        paths_uri = filter_config.get("resourcePathsGcsUri")
+        if paths_uri is not None and not isinstance(paths_uri, str):
+            raise DeidentifyConfigError("filterConfig.resourcePathsGcsUri: must be a string")
+    return DeidentifyRequest(destination, config, options, paths_uri)

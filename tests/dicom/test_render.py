@@ -1,0 +1,85 @@
+"""Rendering frames as JPEG and PNG: windowing, photometric interpretation, viewport."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomql.dicom.render import RenderError, RenderOptions, render_frame
+
+
+def _path(name: str) -> Path:
+    return Path(str(get_testdata_file(name, download=False)))
+
+
+def _render(data: bytes, index: int = 0, **options: object) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    image = render_frame(io.BytesIO(data), header, index, RenderOptions(**options))  # type: ignore[arg-type]
+    return Image.open(io.BytesIO(image))
+
+
+def _gradient(photometric: str = "MONOCHROME2", window: tuple[int, int] | None = None) -> bytes:
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.2.1"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 4, 256, 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = np.tile(np.arange(256, dtype=np.uint16) * 4, (4, 1)).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("media_type", "fmt"), [("image/jpeg", "JPEG"), ("image/png", "PNG")])
+def test_render_encodes_the_asked_format(media_type: str, fmt: str) -> None:
+    image = _render(_path("CT_small.dcm").read_bytes(), media_type=media_type)
+    assert image.format == fmt and image.size == (128, 128) and image.mode == "L"
+
+
+def test_min_max_scaling_uses_the_full_8_bit_range() -> None:
+    pixels = np.asarray(_render(_gradient(), media_type="image/png"))
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert (np.diff(pixels[0].astype(int)) >= 0).all()  # brighter to the right
+
+
+def test_monochrome1_is_inverted() -> None:
+    pixels = np.asarray(_render(_gradient("MONOCHROME1"), media_type="image/png"))
+    assert pixels[0, 0] == 255 and pixels[0, -1] == 0
+
+
+def test_window_from_the_data_clips_outside_values() -> None:
+    # A narrow window around the middle: the left quarter is black, the right quarter white.
+    pixels = np.asarray(_render(_gradient(window=(512, 256)), media_type="image/png"))
+    assert pixels[0, :60].max() == 0 and pixels[0, -60:].min() == 255
+
+
+def test_viewport_keeps_the_aspect_ratio() -> None:
+    image = _render(_gradient(), viewport=(64, 64), media_type="image/png")
+    assert image.size == (64, 1)
+
+
+def test_colour_frames_render_as_rgb() -> None:
+    image = _render(_path("SC_rgb_rle_2frame.dcm").read_bytes(), index=1)
+    assert image.mode == "RGB" and image.size == (100, 100)
+
+
+def test_a_file_without_pixels_cannot_be_rendered() -> None:
+    data = _path("rtplan.dcm").read_bytes()
+    with pytest.raises(RenderError):
+        _render(data)
