@@ -275,3 +275,19 @@ def test_endpoint_comes_from_the_environment(served: str) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == []
+
+
+def test_quickstart_runs_twice_on_the_same_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's first command: run from the repository root (the script's @path is relative).
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    for _ in range(2):
+        result = run(
+            "exec", "-f", "examples/quickstart.iql", "-o", "jsonl", data_dir=tmp_path / "qs"
+        )
+        assert result.exit_code == 0, result.output
+        assert "2 of 2 files stored" in result.stderr
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        assert {"env": "test", "stores": 1} in rows
+        assert any(row.get("PatientID") == "1CT1" for row in rows)

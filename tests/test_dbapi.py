@@ -81,9 +81,7 @@ def test_executemany_runs_once_per_mapping_and_sums_rowcount(
     connection: dbapi.Connection,
 ) -> None:
     cursor = connection.cursor()
-    cursor.executemany(
-        CREATE_STORE, [{"labels": "{}", "store": f"s{i}"} for i in range(3)]
-    )
+    cursor.executemany(CREATE_STORE, [{"labels": "{}", "store": f"s{i}"} for i in range(3)])
     assert cursor.rowcount == 3
     cursor.execute(STORES)
     assert sorted(row[0][-2:] for row in cursor) == ["s0", "s1", "s2"]

@@ -31,6 +31,7 @@ def session(tmp_path: Path) -> Iterator[Session]:
 def drive(session: Session, keys: str, history: Path | None = None) -> None:
     with create_pipe_input() as pipe:
         pipe.send_text(keys)
+        pipe.close()  # end of input: the shell sees Ctrl-D unless it left before
         run_shell(session, history=history, input=pipe, output=DummyOutput())
 
 

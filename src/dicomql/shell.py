@@ -91,9 +91,10 @@ class SQLCompleter(Completer):
     def get_completions(
         self, document: Document, complete_event: CompleteEvent
     ) -> Iterator[Completion]:
-        word = document.get_word_before_cursor(pattern=_WORD)
-        if not word:
+        match = _WORD.search(document.text_before_cursor)
+        if match is None:
             return
+        word = match.group()
         lowered = word.lower()
         for candidate in self.words():
             if candidate.lower().startswith(lowered) and candidate != word:

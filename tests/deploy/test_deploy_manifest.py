@@ -159,3 +159,8 @@ resources:
     manifest = load_manifest(tmp_path)
     assert [r.name for r in manifest.resources] == ["a", "b"]
     assert manifest.resources[1].props[0].value == 1
+
+
+def test_a_provider_other_than_google_is_refused_at_its_line() -> None:
+    error = error_of("name: s\nproviders:\n  - google::v24.11.00267\n  - aws\nresources: []\n")
+    assert error.line == 4 and "google provider only, not 'aws'" in str(error)

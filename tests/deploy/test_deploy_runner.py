@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -387,3 +388,103 @@ def test_protected_exports_are_masked_in_printed_queries_and_stack_outputs(
     create = next(sql for sql in shown if "INSERT" in sql)
     # The vault query itself holds the literal; every query after it is masked.
     assert "-- token ****" in create and "hunter2" not in "".join(shown[1:])
+
+
+def test_a_command_resource_runs_on_every_build_and_is_not_torn_down(
+    stack: Path, engine: Engine
+) -> None:
+    manifest = stack / "stackql_manifest.yml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            "exports:\n  - dataset_name",
+            """  - name: stamp
+    type: command
+    sql: >
+      UPDATE google.healthcare.dicom_stores SET data__labels = '{"stamped": "{{ stack_env }}"}'
+      WHERE projectsId = '{{ project }}' AND locationsId = '{{ location }}'
+      AND datasetsId = '{{ dataset_id }}' AND dicomStoresId = 'a' AND updateMask = 'labels'
+exports:
+  - dataset_name""",
+        )
+    )
+    assert actions(run(stack, engine, "build"))["stamp"] == "ran"
+    assert store_labels(engine, "a") == {"stamped": "dev"}
+    # The next build puts store_a back as the manifest says, then stamps it again.
+    again = actions(run(stack, engine, "build"))
+    assert (again["store_a"], again["stamp"]) == (UPDATED, "ran")
+    torn = actions(run(stack, engine, "teardown"))
+    assert "stamp" not in torn and torn["dataset"] == DELETED
+
+
+def test_a_dry_run_of_a_new_stack_passes_placeholders_through_query_resources(
+    tmp_path: Path, engine: Engine
+) -> None:
+    stack_dir = tmp_path / "kinds"
+    shutil.copytree(EXAMPLE / "resources", stack_dir / "resources")
+    (stack_dir / "stackql_manifest.yml").write_text(KINDS)
+    planned = run(stack_dir, engine, "build", dry_run=True)
+    assert [str(o) for o in planned.outcomes] == [
+        "dataset: would be created",
+        "lookup: exported",
+        "tool: would run",
+        "prod_only: skipped (its 'if' is false)",
+        "store: would be created",
+    ]
+
+
+SEED_PAGE = Path("/work/shared/seeds")
+SEED_STACK = """\
+name: seed
+globals:
+  - {name: projectsId, value: p1}
+  - {name: locationsId, value: us-central1}
+  - {name: datasetsId, value: seed-ds}
+resources:
+  - name: dicom_stores
+    props:
+      - {name: name, value: ""}
+      - {name: notificationConfig, value: {}}
+      - {name: labels, value: {env: dev}}
+      - {name: streamConfigs, value: []}
+      - {name: notificationConfigs, value: []}
+      - {name: dicomStoreId, value: seed-store}
+      - {name: dicomStoresId, value: seed-store}
+      - {name: updateMask, value: labels}
+"""
+
+
+def test_the_stackql_docs_dicom_stores_queries_work_verbatim_as_a_resource(
+    tmp_path: Path, engine: Engine
+) -> None:
+    pages = sorted(SEED_PAGE.glob("000_*.txt"))
+    if not pages:
+        pytest.skip(f"the StackQL doc page is not in {SEED_PAGE}")
+    blocks = re.findall(r"```sql\n(.*?)```", pages[0].read_text(), re.S)
+
+    def block(start: str) -> str:
+        return next(b for b in blocks if b.startswith(start))
+
+    get = block("SELECT\nname,")
+    exists = re.sub(r"SELECT\n.*?\nFROM", "SELECT COUNT(*) AS count\nFROM", get, flags=re.S)
+    statecheck = exists.replace(
+        "-- required;", "-- required\nAND {{ labels | json_matches('labels') }};"
+    )
+    stack_dir = tmp_path / "seed"
+    (stack_dir / "resources").mkdir(parents=True)
+    (stack_dir / "resources" / "dicom_stores.iql").write_text(
+        f"/*+ exists */\n{exists}\n/*+ create */\n{block('INSERT INTO google.healthcare.dicom_stores')}"
+        f"\n/*+ statecheck */\n{statecheck}\n/*+ update */\n{block('UPDATE google.healthcare')}"
+        f"\n/*+ delete */\n{block('DELETE FROM google.healthcare.dicom_stores')}"
+    )
+    manifest = stack_dir / "stackql_manifest.yml"
+    manifest.write_text(SEED_STACK)
+    engine.execute(
+        "INSERT /*+ AWAIT */ INTO google.healthcare.datasets (projectsId, locationsId, datasetId) "
+        "SELECT 'p1', 'us-central1', 'seed-ds'"
+    )
+    assert actions(run(stack_dir, engine, "build")) == {"dicom_stores": CREATED}
+    manifest.write_text(SEED_STACK.replace("{env: dev}", "{env: prd}"))
+    assert actions(run(stack_dir, engine, "build")) == {"dicom_stores": UPDATED}
+    assert store_labels(engine, "seed-store", dataset="seed-ds") == {"env": "prd"}
+    assert actions(run(stack_dir, engine, "test")) == {"dicom_stores": IN_STATE}
+    assert actions(run(stack_dir, engine, "teardown")) == {"dicom_stores": DELETED}

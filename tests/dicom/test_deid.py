@@ -225,8 +225,7 @@ def test_references_between_instances_map_to_the_referenced_instances_new_uid(
 
 
 def _deidentify_in_worker(deidentifier: Deidentifier, data: bytes) -> tuple[str, str]:
-    ds = pydicom.dcmread(io.BytesIO(data))
-    ds = deidentifier.deidentify(ds, uid_map=deidentifier.uid_map())
+    ds = pydicom.dcmread(io.BytesIO(deid.deidentify_bytes(deidentifier, data)))
     return ds.SOPInstanceUID, ds.SourceImageSequence[0].ReferencedSOPInstanceUID
 
 
@@ -409,6 +408,11 @@ def test_tag_contents_removes_private_tags_and_keeps_the_rest() -> None:
             "maskingCharacter",
         ),
         ({"image": {"textRedactionMode": "BLUR"}}, "config.image.textRedactionMode"),
+        ({"image": {"customRegexes": [{"pattern": "("}]}}, "config.image.customRegexes[0]"),
+        (
+            {"image": {"customRegexes": [{"pattern": "(a)", "groupIndexes": [2]}]}},
+            "groupIndexes",
+        ),
     ],
 )
 def test_invalid_configs_raise_a_value_error_naming_the_field(config: Any, message: str) -> None:
@@ -421,13 +425,12 @@ def test_invalid_configs_raise_a_value_error_naming_the_field(config: Any, messa
 @pytest.mark.parametrize(
     "config",
     [
-        {"image": {"textRedactionMode": "REDACT_ALL_TEXT"}},
-        {"image": {"textRedactionMode": "REDACT_SENSITIVE_TEXT"}},
         {"text": {"transformations": [{"dateShiftConfig": {"kmsWrapped": {"cryptoKey": "k"}}}]}},
+        {"text": {"transformations": [{"cryptoHashConfig": {"kmsWrapped": {"cryptoKey": "k"}}}]}},
     ],
 )
-def test_what_dicomql_cannot_do_is_refused_clearly(config: dict[str, Any]) -> None:
-    with pytest.raises(deid.UnsupportedDeidentifyConfigError, match=r"not supported|KMS"):
+def test_kms_wrapped_keys_are_refused_clearly(config: dict[str, Any]) -> None:
+    with pytest.raises(deid.UnsupportedDeidentifyConfigError, match="give cryptoKey instead"):
         Deidentifier(config)
 
 

@@ -80,9 +80,13 @@ def service_account_key(path: Path) -> Path:
 def jwt_claims(assertion: str) -> dict[str, Any]:
     """The (unverified) claims of a JWT."""
     payload = assertion.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
     return claims
 
 
 def google_error(code: int, status: str, message: str) -> httpx.Response:
-    return httpx.Response(code, json={"error": {"code": code, "status": status, "message": message}})
+    return httpx.Response(
+        code, json={"error": {"code": code, "status": status, "message": message}}
+    )

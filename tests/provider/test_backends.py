@@ -9,7 +9,9 @@ refresh the same transport serves.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -109,7 +111,7 @@ def service_config(tmp_path: Path) -> ServiceConfig:
     return ServiceConfig(data_dir=tmp_path / "served", auth_token="s3cret")
 
 
-def test_endpoint_backend_with_the_right_token_reaches_the_server(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_endpoint_backend_with_the_right_token_reaches_the_server(live_server: Any) -> None:
     with dicomql.connect(endpoint=live_server.url, token="s3cret") as connection:
         connection.execute(
             "INSERT /*+ AWAIT */ INTO google.healthcare.datasets "
@@ -121,38 +123,33 @@ def test_endpoint_backend_with_the_right_token_reaches_the_server(live_server) -
         assert cursor.fetchall() == [("projects/p/locations/us/datasets/ds",)]
 
 
-def test_endpoint_backend_with_a_wrong_token_is_unauthenticated(live_server) -> None:  # type: ignore[no-untyped-def]
-    with dicomql.connect(endpoint=live_server.url, token="wrong") as connection:
-        with pytest.raises(ApiError) as caught:
-            connection.execute(
-                "SELECT name FROM google.healthcare.datasets "
-                "WHERE projectsId='p' AND locationsId='us'"
-            )
-    assert caught.value.code == 401
+def test_endpoint_backend_with_a_wrong_token_is_unauthenticated(live_server: Any) -> None:
+    with (
+        dicomql.connect(endpoint=live_server.url, token="wrong") as connection,
+        pytest.raises(ApiError) as caught,
+    ):
+        connection.execute(
+            "SELECT name FROM google.healthcare.datasets WHERE projectsId='p' AND locationsId='us'"
+        )
+    assert (caught.value.code, caught.value.status) == (401, "UNAUTHENTICATED")
+
+
+def closed_port_url() -> str:
+    """A loopback URL on which nothing listens (the port is bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def test_unreachable_endpoint_is_a_transport_error() -> None:
-    with socket_closed_port() as url, dicomql.connect(endpoint=url) as connection:
-        with pytest.raises(dicomql.TransportError):
-            connection.execute(
-                "SELECT name FROM google.healthcare.datasets "
-                "WHERE projectsId='p' AND locationsId='us'"
-            )
-
-
-class socket_closed_port:  # noqa: N801 - used as a context manager
-    """A loopback URL on which nothing listens (the port is bound, then released)."""
-
-    def __enter__(self) -> str:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    with (
+        dicomql.connect(endpoint=closed_port_url()) as connection,
+        pytest.raises(dicomql.TransportError),
+    ):
+        connection.execute(
+            "SELECT name FROM google.healthcare.datasets WHERE projectsId='p' AND locationsId='us'"
+        )
 
 
 def test_embedded_backend_creates_its_data_dir_on_first_api_call(tmp_path: Path) -> None:
@@ -166,14 +163,19 @@ def test_embedded_backend_creates_its_data_dir_on_first_api_call(tmp_path: Path)
 
 def test_config_resolves_the_backend_from_what_is_given(tmp_path: Path) -> None:
     empty: dict[str, str] = {}
-    assert ConnectionConfig.build(environ=empty).data_dir == Path(
-        "~/.local/share/dicomql"
-    ).expanduser()
+    assert (
+        ConnectionConfig.build(environ=empty).data_dir
+        == Path("~/.local/share/dicomql").expanduser()
+    )
     env = {"DICOMQL_DATA_DIR": str(tmp_path)}
     assert ConnectionConfig.build(environ=env).data_dir == tmp_path
     env = {"DICOMQL_ENDPOINT": "http://127.0.0.1:9", "DICOMQL_TOKEN": "t"}
     config = ConnectionConfig.build(environ=env)
-    assert (config.backend, config.endpoint, config.token) == ("endpoint", env["DICOMQL_ENDPOINT"], "t")
+    assert (config.backend, config.endpoint, config.token) == (
+        "endpoint",
+        "http://127.0.0.1:9",
+        "t",
+    )
     # An explicit data dir wins over an endpoint in the environment.
     assert ConnectionConfig.build(data_dir=tmp_path, environ=env).backend == "embedded"
     google = ConnectionConfig.build(backend="google", environ=empty)

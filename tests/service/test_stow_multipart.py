@@ -46,7 +46,7 @@ def _parse(body: bytes, chunk: int, boundary: str = BOUNDARY) -> list[tuple[dict
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 16])
 def test_parts_survive_any_chunking(chunk: int) -> None:
-    parts = [({"Content-Type": "application/dicom"}, data) for data in TRICKY]
+    parts = [({"Content-Type": "application/dicom"}, [data]) for data in TRICKY]
     body = b"preamble text\r\n" + b"".join(write_multipart(parts, BOUNDARY))
     parsed = _parse(body, chunk)
     assert [data for _, data in parsed] == TRICKY

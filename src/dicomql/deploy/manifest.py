@@ -273,12 +273,18 @@ class _Reader:
         name = self.string(top["name"][1], "name")
         if not name.strip():
             self.fail(top["name"][1], "name", "the stack name is empty")
-        providers: tuple[str, ...] = ()
+        providers: list[str] = []
         if "providers" in top:
-            providers = tuple(
-                self.string(item, f"providers[{index}]")
-                for index, item in enumerate(self.sequence(top["providers"][1], "providers"))
-            )
+            for index, item in enumerate(self.sequence(top["providers"][1], "providers")):
+                provider = self.string(item, f"providers[{index}]")
+                # stackql-deploy pins versions as ``google::v24.11.00267``.
+                if provider.split("::")[0] != "google":
+                    self.fail(
+                        item,
+                        f"providers[{index}]",
+                        f"dicomql deploys with the google provider only, not '{provider}'",
+                    )
+                providers.append(provider)
         globals_: list[Variable] = []
         if "globals" in top:
             for index, item in enumerate(self.sequence(top["globals"][1], "globals")):
@@ -310,7 +316,7 @@ class _Reader:
             name=name,
             version=version,
             description=self._optional_string(top, "description", "description"),
-            providers=providers,
+            providers=tuple(providers),
             globals=tuple(globals_),
             resources=tuple(resources),
             exports=exports,

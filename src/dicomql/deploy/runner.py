@@ -439,6 +439,9 @@ class StackRunner:
                     f"{resource.name}: the exports query returned {len(rows)} rows; it must "
                     "return one"
                 )
+            if not rows and self.dry_run and required:
+                # It reads what an earlier resource would create: show placeholders.
+                rows = [{e.column: PLACEHOLDER for e in resource.exports}]
             if not rows:
                 if required:
                     raise DeployError(f"{resource.name}: the exports query returned no rows")

@@ -152,10 +152,15 @@ def _column_value(value: Any, vr: str) -> Any:
         return None
     if vr in _INTEGER_VRS:
         try:
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError):
             return None
+        return number if -(2**31) <= number < 2**31 else None  # index columns are int32
     text = str(value).strip()
+    if vr == "DA" and text:
+        # PS3.5 6.2 note: ACR-NEMA wrote dates as YYYY.MM.DD; the index compares YYYYMMDD text.
+        text = text.replace(".", "")
+        return text if len(text) == 8 and text.isdigit() else None
     return text or None
 
 

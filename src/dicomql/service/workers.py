@@ -131,6 +131,8 @@ class WorkerPool:
         poll_interval: how often idle workers look for work nobody woke them for.
         max_attempts: claims after which an operation that never finished is given up.
         worker_id: a name for ``claimed_by``; host and process ID by default.
+        shutdown_timeout: how long ``stop()`` waits for running handlers to reach a progress
+            report before abandoning them to lease expiry.
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class WorkerPool:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         worker_id: str | None = None,
+        shutdown_timeout: float = 30.0,
     ) -> None:
         self.service = service
         self.handlers = dict(handlers)
@@ -150,6 +153,7 @@ class WorkerPool:
         self.lease = lease
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
+        self.shutdown_timeout = shutdown_timeout
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         # Set from the event loop, read from handler threads: a threading.Event is safe for both.
         self.stopping = threading.Event()
@@ -178,6 +182,11 @@ class WorkerPool:
         self.stopping.set()
         self.wake()
         if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=self.shutdown_timeout)
+            # A handler stuck inside one work item: stop waiting for it. Its thread finishes on
+            # its own; its lease expires, so the operation resumes on the next start.
+            for task in late:
+                task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 

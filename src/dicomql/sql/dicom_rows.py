@@ -6,8 +6,6 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydicom.datadict import keyword_for_tag
-
 
 def column_name(tag: str) -> str:
     """The DICOM keyword of an 8-hex-digit tag, or the tag itself when it has none.
@@ -17,6 +15,10 @@ def column_name(tag: str) -> str:
     >>> column_name("00091001")
     '00091001'
     """
+    # Imported here: pydicom costs ~0.3 s to import, and most statements never need it
+    # (``dicomql exec`` cold start).
+    from pydicom.datadict import keyword_for_tag
+
     try:
         keyword = keyword_for_tag(int(tag, 16))
     except ValueError:

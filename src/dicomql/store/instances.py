@@ -12,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Table,
     Text,
     cast,
     delete,
@@ -195,7 +196,7 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
                 size_bytes=0,
                 attributes=record.series_attributes,
                 update_time=moment,
-                **columns,
+                **_fit(series, columns),
             )
             .returning(series.c.pk)
         ).scalar_one()
@@ -213,7 +214,7 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
             storage_class="STANDARD",
             attributes=record.instance_attributes,
             create_time=moment,
-            **parsed.columns[Level.INSTANCE],
+            **_fit(instances, parsed.columns[Level.INSTANCE]),
         )
     )
     conn.execute(
@@ -235,10 +236,22 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
         modality = parsed.columns[Level.SERIES].get("modality")
         known = modalities.split("\\") if modalities else []
         if modality and modality not in known:
-            study_values["modalities_in_study"] = "\\".join([*known, modality])
+            study_values["modalities_in_study"] = "\\".join([*known, modality])[:256]
     conn.execute(update(studies).where(studies.c.pk == study_pk).values(**study_values))
     conn.execute(delete(blob_journal).where(blob_journal.c.blob_key == record.blob_key))
     return IndexResult(Outcome.STORED)
+
+
+def _fit(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """Values cut to their column's length: DICOM allows longer values than some columns
+    hold in practice (and files break the limits); PostgreSQL would refuse them."""
+    fitted = {}
+    for name, value in values.items():
+        length = getattr(table.c[name].type, "length", None)
+        if isinstance(value, str) and length is not None and len(value) > length:
+            value = value[:length]
+        fitted[name] = value
+    return fitted
 
 
 def _insert_study(conn: Connection, store_pk: int, record: InstanceRecord, moment: Any) -> int:
@@ -253,7 +266,7 @@ def _insert_study(conn: Connection, store_pk: int, record: InstanceRecord, momen
             modalities_in_study=None,
             attributes=record.study_attributes,
             update_time=moment,
-            **parsed.columns[Level.STUDY],
+            **_fit(studies, parsed.columns[Level.STUDY]),
         )
         .returning(studies.c.pk)
     ).scalar_one()

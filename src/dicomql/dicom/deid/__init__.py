@@ -16,7 +16,7 @@ from dicomql.dicom.deid.config import (
     parse_config,
     parse_request,
 )
-from dicomql.dicom.deid.engine import Deidentifier
+from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
 from dicomql.dicom.deid.uids import UidMap
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "DeidentifyRequest",
     "UidMap",
     "UnsupportedDeidentifyConfigError",
+    "deidentify_bytes",
     "parse_config",
     "parse_request",
 ]

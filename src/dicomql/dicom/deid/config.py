@@ -96,6 +96,7 @@ class DeidentifyOptions:
     transformations: tuple[Transformation, ...] = ()
     exclude_info_types: frozenset[str] = frozenset()
     text_redaction_mode: str = "REDACT_NO_TEXT"
+    custom_regexes: tuple[tuple[re.Pattern[str], tuple[int, ...]], ...] = ()
 
 
 def parse_config(config: Any) -> DeidentifyOptions:
@@ -255,20 +256,32 @@ def _parse_image(image: Mapping[str, Any]) -> dict[str, Any]:
         )
     if mode == "TEXT_REDACTION_MODE_UNSPECIFIED":
         mode = "REDACT_NO_TEXT"
+    customs = []
     for n, custom in enumerate(_list(image.get("customRegexes", []), "config.image.customRegexes")):
         where = f"config.image.customRegexes[{n}]"
         custom = _object(custom, where)
         _known_fields(custom, where, {"pattern", "groupIndexes"})
         try:
-            re.compile(str(custom.get("pattern", "")))
+            pattern = re.compile(str(custom.get("pattern", "")))
         except re.error as exc:
             raise DeidentifyConfigError(f"{where}.pattern: {exc}") from exc
+        groups = _list(custom.get("groupIndexes", []), f"{where}.groupIndexes")
+        for group in groups:
+            if (
+                not isinstance(group, int)
+                or isinstance(group, bool)
+                or not 0 <= group <= pattern.groups
+            ):
+                raise DeidentifyConfigError(
+                    f"{where}.groupIndexes: {group!r} is not a group of the pattern"
+                    f" (it has {pattern.groups})"
+                )
+        customs.append((pattern, tuple(groups)))
     if mode != "REDACT_NO_TEXT":
-        raise UnsupportedDeidentifyConfigError(
-            f"config.image.textRedactionMode: {mode} needs OCR of burned-in text, which is not"
-            " supported yet; use REDACT_NO_TEXT"
-        )
-    return {"text_redaction_mode": mode}
+        from dicomql.dicom.deid.image import require_ocr
+
+        require_ocr()
+    return {"text_redaction_mode": mode, "custom_regexes": tuple(customs)}
 
 
 def _object(value: Any, where: str) -> Mapping[str, Any]:

@@ -8,6 +8,7 @@ What varies per instance lives in a per-call :class:`_Instance`.
 
 from __future__ import annotations
 
+import io
 import re
 import secrets
 from collections.abc import Mapping
@@ -17,11 +18,12 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import dcmread
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from dicomql.dicom.deid import text
+from dicomql.dicom.deid import image, text
 from dicomql.dicom.deid.config import DeidentifyOptions, Transformation, parse_config
 from dicomql.dicom.deid.profiles import (
     Action,
@@ -59,6 +61,12 @@ _DEFAULT_TRANSFORMATION = Transformation("replace")
 _PATIENT_ID = BaseTag(0x00100020)
 _STUDY_INSTANCE_UID = BaseTag(0x0020000D)
 _SOP_INSTANCE_UID = BaseTag(0x00080018)
+_PIXEL_DATA = BaseTag(0x7FE00010)
+# Values whose appearance in burned-in text is sensitive (REDACT_SENSITIVE_TEXT).
+_IDENTIFIER_TAGS = tuple(
+    BaseTag(tag)
+    for tag in (0x00100020, 0x00101000, 0x00080050, 0x00080080, 0x00081040, 0x00081010, 0x00200010)
+)  # PatientID, OtherPatientIDs, AccessionNumber, InstitutionName, department, StationName, StudyID
 # PS3.15 E.1.1: the de-identified object says so (PatientIdentityRemoved, DeidentificationMethod
 # and its code sequence; CID 7050 code 113100 is the Basic Profile).
 _DEIDENTIFICATION_CODES = {
@@ -137,12 +145,25 @@ class Deidentifier:
         )
         if self.inspects_text:
             instance.names = text.known_name_pattern(_person_names(ds))
+        if self.options.text_redaction_mode != "REDACT_NO_TEXT" and _PIXEL_DATA in ds:
+            self._redact_pixels(ds)
         self._walk(ds, self.profile, instance)
         self._mark(ds)
         meta = getattr(ds, "file_meta", None)
         if meta is not None and self.map_uids and _SOP_INSTANCE_UID in ds:
             meta.MediaStorageSOPInstanceUID = ds[_SOP_INSTANCE_UID].value
         return ds
+
+    def _redact_pixels(self, ds: Dataset) -> None:
+        # Before the tags are filtered: the names and IDs to look for are still there.
+        words = image.detect_words(ds)
+        if self.options.text_redaction_mode == "REDACT_ALL_TEXT":
+            image.blank(ds, words)
+            ds.BurnedInAnnotation = "NO"
+            return
+        identifiers = [_string(ds, tag) for tag in _IDENTIFIER_TAGS]
+        known = text.known_name_pattern(_person_names(ds), identifiers)
+        image.blank(ds, image.sensitive_words(words, known, self.options.custom_regexes))
 
     def _date_key(self) -> bytes:
         for transformation in self.options.transformations:
@@ -301,3 +322,19 @@ def _person_names(ds: Dataset) -> list[str]:
             elif value:
                 names.append(str(value))
     return names
+
+
+def deidentify_bytes(
+    deidentifier: Deidentifier, data: bytes, uid_map: UidMap | None = None
+) -> bytes:
+    """Read a DICOM file from bytes, de-identify it, and return the new file's bytes.
+
+    A module-level function of picklable arguments, so a service can hand it to a process pool
+    (``pool.submit(deidentify_bytes, deidentifier, data)``): each process builds its UID map from
+    the Deidentifier's key and so maps UIDs like every other process.
+    """
+    ds = dcmread(io.BytesIO(data))
+    deidentifier.deidentify(ds, uid_map=uid_map)
+    output = io.BytesIO()
+    ds.save_as(output, enforce_file_format=True)
+    return output.getvalue()

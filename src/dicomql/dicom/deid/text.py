@@ -118,14 +118,18 @@ _RECOGNISERS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 
-def known_name_pattern(names: Iterable[str]) -> re.Pattern[str] | None:
-    """A pattern matching any word of the given person names (PN values), as whole words."""
+def known_name_pattern(
+    names: Iterable[str], identifiers: Iterable[str] = ()
+) -> re.Pattern[str] | None:
+    """A pattern matching any word of the given person names (PN values), or any of the given
+    identifiers (PatientID, …) whole, as whole words."""
     words = {
         word
         for name in names
         for word in re.split(r"[\^=\s,.]+", name)
         if len(word) >= 2 and not word.isdigit()
     }
+    words.update(identifier.strip() for identifier in identifiers if len(identifier.strip()) >= 3)
     if not words:
         return None
     alternatives = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))

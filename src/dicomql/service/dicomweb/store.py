@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
+from sqlalchemy.exc import DataError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -135,7 +136,15 @@ class _PartSpool:
             series_attributes=series,
             instance_attributes=model,
         )
-        result = index_instance(self.index, self.context.store_pk, record)
+        try:
+            result = index_instance(self.index, self.context.store_pk, record)
+        except DataError as exc:
+            # A value the index cannot hold (PostgreSQL checks types strictly): the part's fault.
+            discard_blob(self.index, self.blobs, self.key)
+            log.warning("cannot index %s: %s", parsed.sop_instance_uid, exc)
+            return PartResult(
+                *uids, CANNOT_UNDERSTAND, "The instance has values the index cannot hold."
+            )
         if result.outcome is Outcome.STORED:
             return PartResult(*uids)
         discard_blob(self.index, self.blobs, self.key)
@@ -157,17 +166,24 @@ class _KeyPool:
         self.index = context.service.index
         self.blobs = context.service.blobs
         self.free: list[str] = []
+        # One key first (most requests carry one instance), then batches that double.
+        self.batch = 1
 
     async def take(self) -> str:
         if not self.free:
-            keys = [self.blobs.new_key("instances") for _ in range(_KEY_BATCH)]
+            keys = [self.blobs.new_key("instances") for _ in range(self.batch)]
             await to_thread.run_sync(journal_blobs, self.index, keys)
             self.free = keys
+            self.batch = min(self.batch * 2, _KEY_BATCH)
         return self.free.pop()
 
     def release(self) -> None:
         keys, self.free = self.free, []
         unjournal_blobs(self.index, keys)
+
+    @property
+    def unused(self) -> bool:
+        return bool(self.free)
 
 
 async def store_instances(request: Request) -> Response:
@@ -271,8 +287,9 @@ async def _store_events(
                 await to_thread.run_sync(spool.abort)
         raise
     finally:
-        with anyio.CancelScope(shield=True):
-            await to_thread.run_sync(keys.release)
+        if keys.unused:
+            with anyio.CancelScope(shield=True):
+                await to_thread.run_sync(keys.release)
     for result in results:
         if result.failure_reason is not None:
             log.warning(

@@ -1,0 +1,213 @@
+"""Helpers for the reliability tests: a ``dicomql serve`` subprocess that can be killed and
+restarted, generated instances, STOW bodies, and checks of the data directory against the index."""
+
+from __future__ import annotations
+
+import io
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+from sqlalchemy import create_engine, select
+
+from dicomql.store.schema import instances
+
+DICOMQL = Path(sys.executable).with_name("dicomql")
+LOCATION = "/v1/projects/p/locations/l"
+DATASET = f"{LOCATION}/datasets/d"
+STORE = f"{DATASET}/dicomStores/s"
+DICOMWEB = f"{STORE}/dicomWeb"
+CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+ANY_SYNTAX = {"accept": 'application/dicom; transfer-syntax=*'}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ``dicomql serve`` exactly (its click entry point), run once the parent says go.
+_PAUSED_SERVE = (
+    "import sys; import dicomql.cli, dicomql.service.app; sys.stdin.readline(); "
+    "dicomql.cli.main(sys.argv[1:], prog_name='dicomql')"
+)
+
+
+class ServerProcess:
+    """``dicomql serve`` as a child process on a fixed loopback port, killable and restartable
+    on the same data directory and database."""
+
+    def __init__(self, data_dir: Path, database_url: str | None, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [str(DICOMQL), "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
+        if database_url:
+            self.command += ["--database-url", database_url]
+        self.command += list(extra)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._ready: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"serve-{self.port}.log"
+
+    def prepare(self) -> None:
+        """Spawn the next server process now, paused after its imports (seconds on a busy
+        machine), so that a restart after a kill takes only the service's own start-up."""
+        if self._ready is None:
+            with open(self.log, "ab") as log:
+                self._ready = subprocess.Popen(
+                    [sys.executable, "-c", _PAUSED_SERVE, *self.command[1:]],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        """Run ``dicomql serve`` (in the prepared process) and wait until it answers."""
+        self.prepare()
+        assert self._ready is not None and self._ready.stdin is not None
+        self.process, self._ready = self._ready, None
+        self.process.stdin.write(b"go\n")  # type: ignore[union-attr]
+        self.process.stdin.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, timeout=5) as client:
+            while True:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"dicomql serve exited: {self.log.read_text()[-3000:]}")
+                try:
+                    if client.get(LOCATION).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError("dicomql serve did not answer in time")
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: nothing is flushed, no shutdown hook runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self._ready is not None:
+            self._ready.kill()
+            self._ready.wait()
+            self._ready = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def errors_logged(self) -> str:
+        """Tracebacks in the server log (a 500 leaves one)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text if "Traceback" in text else ""
+
+
+def create_dataset_and_store(client: httpx.Client, store: str = "s") -> None:
+    """Dataset ``d`` and DICOM store ``store`` through the admin API."""
+    response = client.post(f"{LOCATION}/datasets", params={"datasetId": "d"}, json={})
+    assert response.status_code in (200, 409), response.text
+    response = client.post(f"{DATASET}/dicomStores", params={"dicomStoreId": store}, json={})
+    assert response.status_code in (200, 409), response.text
+
+
+def make_instance(study: str, series: str, sop: str, *, seed: int = 0, modality: str = "CT") -> bytes:
+    """A small explicit-VR-little-endian CT instance as PS3.10 bytes; ``seed`` varies the pixels."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT_SOP_CLASS
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.SOPClassUID = CT_SOP_CLASS
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.PatientName = f"Doe^Patient{seed % 7}"
+    ds.PatientID = f"P{seed % 5}"
+    ds.Modality = modality
+    ds.StudyDate = "20240102"
+    ds.Rows = ds.Columns = 4
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = bytes((seed + n) % 256 for n in range(32))
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def multipart(parts: list[bytes], boundary: str = "reliability-b0undary") -> tuple[bytes, str]:
+    """A STOW body of ``application/dicom`` parts and its Content-Type."""
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
+        for part in parts
+    )
+    body += b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def stow(client: httpx.Client, parts: list[bytes], path: str = DICOMWEB) -> httpx.Response:
+    body, content_type = multipart(parts)
+    return client.post(f"{path}/studies", content=body, headers={"content-type": content_type})
+
+
+def referenced(response: httpx.Response) -> list[str]:
+    """SOPInstanceUIDs of the ReferencedSOPSequence of a STOW response."""
+    items = response.json().get("00081199", {}).get("Value", [])
+    return [item["00081155"]["Value"][0] for item in items]
+
+
+def qido_instances(client: httpx.Client, path: str = DICOMWEB) -> list[tuple[str, str, str]]:
+    """(study, series, instance) UIDs of every instance QIDO lists, paged with offset."""
+    found: list[tuple[str, str, str]] = []
+    while True:
+        response = client.get(
+            f"{path}/instances", params={"limit": 1000, "offset": len(found)}
+        )
+        assert response.status_code in (200, 204), response.text
+        page = response.json() if response.status_code == 200 and response.content else []
+        found += [
+            (
+                item["0020000D"]["Value"][0],
+                item["0020000E"]["Value"][0],
+                item["00080018"]["Value"][0],
+            )
+            for item in page
+        ]
+        if len(page) < 1000:
+            return found
+
+
+def blob_files(data_dir: Path) -> Iterator[str]:
+    """Keys of the blob files under ``data_dir/blobs`` (temporaries excluded)."""
+    root = data_dir / "blobs"
+    for path in root.rglob("*"):
+        if path.is_file() and path.parent != root / "tmp":
+            yield path.relative_to(root).as_posix()
+
+
+def temporary_files(data_dir: Path) -> list[Path]:
+    return [path for path in (data_dir / "blobs" / "tmp").glob("*") if path.is_file()]
+
+
+def indexed_blob_keys(data_dir: Path, database_url: str | None) -> set[str]:
+    url = database_url or f"sqlite:///{data_dir / 'index.sqlite3'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {row.blob_key for row in conn.execute(select(instances.c.blob_key))}
+    finally:
+        engine.dispose()
