@@ -277,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             "targets": targets,
         }
         result["environment"] = environment(targets, work_dir)
-        stem = {"full": "latest"}.get(plan.name, plan.name)
+        # Only the full run at its own scale is ``latest``; other runs never overwrite it.
+        stem = "latest" if plan.name == "full" and not args.instances else plan.name
+        if args.instances:
+            stem += f"-{args.instances}"
         md_path, json_path = report.write(result, args.output, stem)
         print(report.terminal(result))
         log(f"wrote {md_path} and {json_path}")

@@ -5,7 +5,8 @@ columns from the provider registry."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,6 +113,10 @@ def run_shell(
 
     An error is printed and the shell goes on; Ctrl-C abandons the statement being typed.
     """
+    if input is None and not sys.stdin.isatty():
+        # Piped input (`dicomql shell < script.sql`): no prompts or editing, same statements.
+        run_lines(session, sys.stdin)
+        return
     from prompt_toolkit import PromptSession
     from prompt_toolkit.application.current import get_app
     from prompt_toolkit.filters import Condition
@@ -139,12 +144,32 @@ def run_shell(
             continue
         except EOFError:
             break
-        command = text.strip().lower()
-        if not command:
-            continue
-        if command in EXIT_COMMANDS:
+        if not _handle(session, text):
             break
-        if command in HELP_COMMANDS:
-            print(HELP, file=session.out)
+
+
+def run_lines(session: Session, lines: Iterable[str]) -> None:
+    """Run statements read from ``lines`` as the shell would, without a prompt."""
+    buffer: list[str] = []
+    for line in lines:
+        buffer.append(line.rstrip("\n"))
+        text = "\n".join(buffer)
+        if not statement_complete(text):
             continue
+        buffer.clear()
+        if not _handle(session, text):
+            return
+    if "".join(buffer).strip():
+        _handle(session, "\n".join(buffer))
+
+
+def _handle(session: Session, text: str) -> bool:
+    """Run one input; False when it asks to leave."""
+    command = text.strip().lower()
+    if command in EXIT_COMMANDS:
+        return False
+    if command in HELP_COMMANDS:
+        print(HELP, file=session.out)
+    elif command:
         session.run_script(text)
+    return True

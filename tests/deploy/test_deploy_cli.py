@@ -65,6 +65,7 @@ def test_deploy_test_exits_1_naming_the_store_changed_behind_its_back(
     tested = dicomql("deploy", "test", starter, "dev", *data)
     assert tested.exit_code == 1
     assert "imaging_store: drifted" in tested.output
+    assert 'found labels={"env": "prd"}' in tested.output
     assert "drift in 1 resource(s): imaging_store (drifted)" in tested.output
     repaired = dicomql("deploy", "build", starter, "dev", *data)
     assert "imaging_store: updated" in repaired.output

@@ -154,6 +154,8 @@ def test_a_stack_builds_is_idempotent_updates_one_label_detects_drift_and_tears_
     )
     tested = run(stack, engine, "test")
     assert actions(tested)["store_a"] == DRIFTED
+    # The troubleshoot query shows what the store holds now.
+    assert '"owner": "someone"' in tested.outcomes[1].detail
     assert [outcome.resource for outcome in tested.drifted] == ["store_a"]
     assert store_labels(engine, "a")["owner"] == "someone"  # test changes nothing
 
@@ -264,7 +266,9 @@ def test_a_store_that_cannot_reach_its_desired_state_fails_the_build_clearly(
     manifest = stack / "stackql_manifest.yml"
     manifest.write_text(manifest.read_text().replace("tier: cold", "tier: frozen"))
     with pytest.raises(
-        DeployError, match="store_b: still not in the desired state after it was updated"
+        DeployError,
+        match=r"store_b: still not in the desired state after it was updated \(3 checks\); "
+        r"found labels=null, notificationConfigs=",
     ):
         run(stack, engine, "build")
 
@@ -471,10 +475,15 @@ def test_the_stackql_docs_dicom_stores_queries_work_verbatim_as_a_resource(
     )
     stack_dir = tmp_path / "seed"
     (stack_dir / "resources").mkdir(parents=True)
+    anchored = {
+        "exists": exists,
+        "create": block("INSERT INTO google.healthcare.dicom_stores"),
+        "statecheck": statecheck,
+        "update": block("UPDATE google.healthcare.dicom_stores"),
+        "delete": block("DELETE FROM google.healthcare.dicom_stores"),
+    }
     (stack_dir / "resources" / "dicom_stores.iql").write_text(
-        f"/*+ exists */\n{exists}\n/*+ create */\n{block('INSERT INTO google.healthcare.dicom_stores')}"
-        f"\n/*+ statecheck */\n{statecheck}\n/*+ update */\n{block('UPDATE google.healthcare')}"
-        f"\n/*+ delete */\n{block('DELETE FROM google.healthcare.dicom_stores')}"
+        "".join(f"/*+ {anchor} */\n{sql}\n" for anchor, sql in anchored.items())
     )
     manifest = stack_dir / "stackql_manifest.yml"
     manifest.write_text(SEED_STACK)
@@ -488,3 +497,34 @@ def test_the_stackql_docs_dicom_stores_queries_work_verbatim_as_a_resource(
     assert store_labels(engine, "seed-store", dataset="seed-ds") == {"env": "prd"}
     assert actions(run(stack_dir, engine, "test")) == {"dicom_stores": IN_STATE}
     assert actions(run(stack_dir, engine, "teardown")) == {"dicom_stores": DELETED}
+
+
+def test_an_exists_query_that_returns_a_field_captures_it_as_this(
+    stack: Path, engine: Engine
+) -> None:
+    store = stack / "resources" / "dicom_store.iql"
+    text = store.read_text()
+    text = text.replace(
+        "/*+ exists */\nSELECT COUNT(*) AS count\n", "/*+ exists */\nSELECT name AS path\n", 1
+    )
+    text = text.replace(
+        "/*+ exports */\nSELECT name\n", "/*+ exports */\nSELECT name, '{{ this.path }}' AS seen\n"
+    )
+    store.write_text(text)
+    manifest = stack / "stackql_manifest.yml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            "      - name: store_b_name", "      - name: store_b_name\n      - seen"
+        )
+    )
+    manifest.write_text(
+        manifest.read_text().replace("  - store_b_name\n", "  - store_b_name\n  - seen\n")
+    )
+    built = run(stack, engine, "build")
+    assert actions(built)["store_b"] == CREATED
+    # After the create, the exists query ran again and captured the new store's name.
+    assert built.exports["seen"] == built.exports["store_b_name"]
+    rebuilt = run(stack, engine, "build")
+    assert actions(rebuilt)["store_b"] == UNCHANGED
+    torn = run(stack, engine, "teardown")
+    assert actions(torn) == {"store_b": DELETED, "store_a": DELETED, "dataset": DELETED}

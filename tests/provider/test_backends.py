@@ -35,6 +35,9 @@ def fake_google_api(request: httpx.Request) -> httpx.Response:
     if request.method == "POST" and path == STORE:
         name = f"{path[3:]}/{request.url.params['dicomStoreId']}"
         return httpx.Response(200, json={"name": name, **json.loads(request.content)})
+    if request.method == "GET" and path == f"{STORE}/st/dicomWeb/studies":
+        study = {"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}
+        return httpx.Response(200, json=[study], headers={"Content-Type": "application/dicom+json"})
     return google_error(404, "NOT_FOUND", f"no {path}")
 
 
@@ -72,6 +75,23 @@ def test_google_backend_sends_authorized_requests_to_the_healthcare_api(tmp_path
     assert post.headers["Authorization"] == "Bearer ya29.first"
     assert post.headers["Content-Type"] == "application/json"
     assert json.loads(post.content) == {"labels": {"env": "dev"}}
+
+
+def test_google_backend_sends_dicomweb_searches_as_qido_requests(tmp_path: Path) -> None:
+    double = GoogleDouble(fake_google_api)
+    with google_connection(tmp_path, double) as connection:
+        cursor = connection.execute(
+            "EXEC google.healthcare.dicom_stores.search_for_studies @projectsId='my-project', "
+            "@locationsId='us-central1', @datasetsId='ds', @dicomStoresId='st', "
+            "@PatientID='PAT 1', @limit=5"
+        )
+        assert cursor.fetchall() == [("1.2.3",)]
+    (search,) = double.api_requests
+    assert search.method == "GET"
+    assert search.url.copy_with(query=None) == f"{GOOGLE_ENDPOINT}{STORE}/st/dicomWeb/studies"
+    assert list(search.url.params.multi_items()) == [("PatientID", "PAT 1"), ("limit", "5")]
+    assert search.headers["Accept"] == "application/dicom+json"
+    assert search.headers["Authorization"] == "Bearer ya29.first"
 
 
 def test_google_backend_retries_once_after_401_with_a_fresh_token(tmp_path: Path) -> None:

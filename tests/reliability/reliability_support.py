@@ -4,6 +4,7 @@ restarted, generated instances, STOW bodies, and checks of the data directory ag
 from __future__ import annotations
 
 import io
+import os
 import signal
 import socket
 import subprocess
@@ -38,7 +39,8 @@ def free_port() -> int:
 
 # ``dicomql serve`` exactly (its click entry point), run once the parent says go.
 _PAUSED_SERVE = (
-    "import sys; import dicomql.cli, dicomql.service.app; sys.stdin.readline(); "
+    "import os, sys; import dicomql.cli, dicomql.service.app; "
+    "open(os.environ['DICOMQL_TEST_READY_FILE'], 'w').close(); sys.stdin.readline(); "
     "dicomql.cli.main(sys.argv[1:], prog_name='dicomql')"
 )
 
@@ -57,18 +59,30 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self._ready: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"serve-{self.port}.log"
+        self._ready_file = data_dir.parent / f"serve-{self.port}.ready"
 
     def prepare(self) -> None:
         """Spawn the next server process now, paused after its imports (seconds on a busy
         machine), so that a restart after a kill takes only the service's own start-up."""
         if self._ready is None:
+            self._ready_file.unlink(missing_ok=True)
             with open(self.log, "ab") as log:
                 self._ready = subprocess.Popen(
                     [sys.executable, "-c", _PAUSED_SERVE, *self.command[1:]],
                     stdin=subprocess.PIPE,
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    env={**os.environ, "DICOMQL_TEST_READY_FILE": str(self._ready_file)},
                 )
+
+    def wait_prepared(self, timeout: float = 60) -> None:
+        """Block until the prepared process has finished importing."""
+        deadline = time.monotonic() + timeout
+        while not self._ready_file.exists():
+            assert self._ready is not None and self._ready.poll() is None, self.log.read_text()
+            if time.monotonic() > deadline:
+                raise AssertionError("the prepared server process did not finish importing")
+            time.sleep(0.02)
 
     def start(self, timeout: float = 60) -> ServerProcess:
         """Run ``dicomql serve`` (in the prepared process) and wait until it answers."""

@@ -6,11 +6,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from dicomql.errors import ApiError, ProgrammingError
+from dicomql.provider.client import Client
 from dicomql.sql import uploads
 from dicomql.sql.engine import Engine
 
@@ -152,3 +154,55 @@ def test_multipart_body_frames_each_file(tmp_path: Path) -> None:
         b"--xyz\r\nContent-Type: application/dicom\r\n\r\nAAA\r\n"
         b"--xyz\r\nContent-Type: application/dicom\r\n\r\nBB\r\n--xyz--\r\n"
     )
+
+
+CT_STUDY = str(dcmread(get_testdata_file("CT_small.dcm")).StudyInstanceUID)
+IN_STORE = (
+    "projectsId = 'proj' AND locationsId = 'us-central1' AND datasetsId = 'ds1' "
+    "AND dicomStoresId = 's'"
+)
+
+
+def test_select_over_study_metadata_gives_keyword_columns(engine: Engine, stored: str) -> None:
+    result = engine.execute(
+        "SELECT PatientName, Modality, Rows FROM google.healthcare.studies_metadata "
+        f"WHERE {IN_STORE} AND studiesId = '{CT_STUDY}'"
+    )
+    assert result.rows == [("CompressedSamples^CT1", "CT", 128)]
+
+
+def test_delete_of_a_study_awaits_its_operation(engine: Engine, stored: str) -> None:
+    progress: list[dict[str, object]] = []
+    engine.on_progress = progress.append
+    result = engine.execute(
+        f"DELETE /*+ AWAIT */ FROM google.healthcare.studies WHERE {IN_STORE} "
+        f"AND studiesId = '{CT_STUDY}'"
+    )
+    assert result.message is not None and result.message.endswith(" done")
+    assert progress[-1]["done"] is True
+    remaining = engine.execute(f"EXEC google.healthcare.dicom_stores.search_for_studies {stored}")
+    assert CT_STUDY not in {r["StudyInstanceUID"] for r in remaining.records()}
+    operations = engine.execute(
+        "SELECT json_extract(metadata, '$.apiMethodName') AS api FROM "
+        "google.healthcare.operations WHERE projectsId = 'proj' "
+        "AND locationsId = 'us-central1' AND datasetsId = 'ds1' AND done"
+    )
+    assert any(api.endswith("DeleteStudy") for (api,) in operations.rows)
+
+
+def test_folder_upload_and_search_over_a_real_http_server(http: httpx.Client, folder: Path) -> None:
+    engine = Engine(Client(http))
+    engine.execute(
+        "INSERT /*+ AWAIT */ INTO google.healthcare.datasets (projectsId, locationsId, datasetId) "
+        "SELECT 'proj', 'us-central1', 'ds1'"
+    )
+    engine.execute(
+        "INSERT INTO google.healthcare.dicom_stores (projectsId, locationsId, datasetsId, "
+        "dicomStoreId) SELECT 'proj', 'us-central1', 'ds1', 's'"
+    )
+    stored = engine.execute(
+        f"EXEC google.healthcare.dicom_stores.store_instances {STORE}, @path='{folder}'"
+    )
+    assert stored.message == "3 of 3 files stored"
+    found = engine.execute(f"EXEC google.healthcare.dicom_stores.search_for_studies {STORE}")
+    assert len(found.rows) == 3

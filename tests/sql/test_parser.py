@@ -101,6 +101,7 @@ def test_show_like_keeps_its_pattern() -> None:
 @pytest.mark.parametrize(
     ("sql", "message", "line", "column"),
     [
+        ("SELECT WHERE projectsId = 'p'", "Expected FROM", 1, 8),
         ("SELECT name WHERE a = 1", "Expected FROM", 1, 13),
         ("SELECT * FORM x", "Expected FROM", 1, 10),
         ("SELECT name,\n  labels\nWHERE projectsId = 'p'", "Expected FROM", 3, 1),
@@ -125,6 +126,10 @@ def test_syntax_error_points_at_line_and_column(
     error = caught.value
     assert (error.description, error.line, error.column) == (message, line, column)
     assert str(error).startswith(f"{message} at line {line}, column {column}\n")
+
+
+def test_select_without_from_or_where_is_plain_sqlite() -> None:
+    assert parse("SELECT 1 + 1 AS two").kind == "select"
 
 
 def test_syntax_error_message_draws_a_caret_under_the_column() -> None:

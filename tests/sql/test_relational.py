@@ -132,3 +132,29 @@ def test_common_table_expression(engine: Engine, stores: object) -> None:
         "SELECT COUNT(*) FROM prod"
     )
     assert result.rows == [(2,)]
+
+
+def test_insert_from_a_select_over_a_resource_copies_stores(
+    engine: Engine, stores: dict[str, str]
+) -> None:
+    engine.execute(
+        "INSERT /*+ AWAIT */ INTO google.healthcare.datasets (projectsId, locationsId, datasetId) "
+        "SELECT 'proj', 'us-central1', 'copy'"
+    )
+    result = engine.execute(
+        "INSERT INTO google.healthcare.dicom_stores "
+        "(data__labels, projectsId, locationsId, datasetsId, dicomStoreId) "
+        "SELECT labels, 'proj', 'us-central1', 'copy', 'copy-' || replace(name, rtrim(name, "
+        "'abcdefghijklmnopqrstuvwxyz'), '') "
+        f"FROM {STORES} AND json_extract(labels, '$.env') = 'prod' RETURNING name, labels"
+    )
+    assert result.rowcount == 2
+    copied = engine.execute(
+        "SELECT name, json_extract(labels, '$.team') FROM google.healthcare.dicom_stores "
+        "WHERE projectsId = 'proj' AND locationsId = 'us-central1' AND datasetsId = 'copy' "
+        "ORDER BY name"
+    )
+    assert [(short(n), team) for n, team in copied.rows] == [
+        ("copy-alpha", "radiology"),
+        ("copy-gamma", "cardiology"),
+    ]

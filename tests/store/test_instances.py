@@ -7,6 +7,7 @@ import hashlib
 import io
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,15 @@ def test_recovery_removes_written_but_unindexed_blobs_and_keeps_indexed_ones(sto
         [row] = find_instances(conn, store_pk, STUDY)
         assert blobs.exists(row.blob_key)
         assert conn.execute(select(func.count()).select_from(blob_journal)).scalar() == 0
+
+
+def test_recovery_with_a_grace_period_leaves_young_entries_alone(store) -> None:  # type: ignore[no-untyped-def]
+    index, blobs, _ = store
+    in_flight = blobs.new_key("instances")
+    journal_blobs(index, [in_flight])
+    with blobs.writer(in_flight) as writer:  # another process is about to index it
+        writer.write(b"data")
+        writer.commit()
+    assert recover_journal(index, blobs, older_than=timedelta(minutes=10)) == 0
+    assert blobs.exists(in_flight)
+    assert recover_journal(index, blobs) == 1

@@ -174,6 +174,15 @@ AND dicomStoresId = '{{ dicomStoreId }}'
 AND {{ labels | json_matches('labels') }}
 AND {{ notificationConfigs | json_matches('notificationConfigs') }};
 
+/*+ troubleshoot */
+-- What the store holds now, printed when it drifts.
+SELECT labels, notificationConfigs
+FROM google.healthcare.dicom_stores
+WHERE projectsId = '{{ projectsId }}'
+AND locationsId = '{{ locationsId }}'
+AND datasetsId = '{{ datasetsId }}'
+AND dicomStoresId = '{{ dicomStoreId }}';
+
 /*+ update */
 UPDATE google.healthcare.dicom_stores
 SET

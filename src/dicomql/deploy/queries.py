@@ -25,6 +25,8 @@ ANCHORS = (
     "exports",
     "delete",
     "command",
+    # stackql-deploy 2.0.6: a read printed when a resource drifts or a check fails.
+    "troubleshoot",
 )
 # Options stackql-deploy reads from an anchor line; all are whole numbers.
 OPTIONS = ("retries", "retry_delay", "postdelete_retries", "postdelete_retry_delay")

@@ -303,11 +303,31 @@ class StackRunner:
                 return
             if attempt + 1 < retries:
                 self._sleep(delay)
+        found = self._troubleshoot(resource, context)
         raise DeployError(
             f"{resource.name}: still not in the desired state after it was {action} "
-            f"({retries} checks); the statecheck query was:\n"
+            f"({retries} checks)"
+            + (f"; found {found}" if found else "")
+            + "; the statecheck query was:\n"
             + self.renderer.mask(self._render(resource, check, context))
         )
+
+    def _troubleshoot(self, resource: Resource, context: dict[str, Any]) -> str:
+        """What the ``troubleshoot`` query finds, as ``column=value`` text (masked); a
+        diagnostic only, so its own failure is reported in its place."""
+        query = self._queries[resource.name].get("troubleshoot")
+        if query is None:
+            return ""
+        try:
+            rows = self._read(resource, query, context, quiet=True)
+        except DeployError as exc:
+            return f"nothing (the troubleshoot query failed: {str(exc).splitlines()[0]})"
+        if not rows:
+            return "no rows"
+        text = "; ".join(
+            ", ".join(f"{column}={_text(value)}" for column, value in row.items()) for row in rows
+        )
+        return self.renderer.mask(text)
 
     def _test_resource(self, resource: Resource, context: dict[str, Any]) -> Outcome:
         self.reporter.resource(resource, "checking")
@@ -318,7 +338,9 @@ class StackRunner:
             in_state = self._statecheck(resource, context)
         if in_state:
             return Outcome(resource.name, IN_STATE)
-        return Outcome(resource.name, DRIFTED, "its statecheck does not match the manifest")
+        detail = "its statecheck does not match the manifest"
+        found = self._troubleshoot(resource, context)
+        return Outcome(resource.name, DRIFTED, f"{detail}; found {found}" if found else detail)
 
     def _teardown_resource(self, resource: Resource, context: dict[str, Any]) -> Outcome:
         queries = self._queries[resource.name]
@@ -602,6 +624,12 @@ class _Anything(dict[str, Any]):
 
     def __contains__(self, name: object) -> bool:
         return True
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return "null" if value is None else str(value)
 
 
 def _strings(value: Any) -> Iterator[str]:

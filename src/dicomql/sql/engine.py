@@ -4,12 +4,10 @@ planned and made, and the rows shaped relationally in an in-memory SQLite worksp
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import httpx
 from sqlglot import exp
 
 from dicomql.errors import ProgrammingError
@@ -21,6 +19,7 @@ from dicomql.sql.lexer import split_statements
 from dicomql.sql.parser import Describe, Relational, Show, Statement, parse
 from dicomql.sql.planner import Scan, derived_feeding_parameters, plan_select, render
 from dicomql.sql.relational import Workspace
+from dicomql.sql.responses import dicom_accept, payload_of
 from dicomql.sql.results import Result
 from dicomql.sql.templates import bind
 from dicomql.sql.templates import render as render_template
@@ -151,7 +150,11 @@ class Engine:
         rows: list[dict[str, Any]] = []
         calls = [] if any(not v for v in dependent.values()) else scan.calls(dependent)
         for params in calls:
-            for payload in self.pages(method, params):
+            # One statement naming the same call twice (a self-join, a subquery) calls once.
+            key = (method.id, tuple(sorted((k, repr(v)) for k, v in params.items())))
+            if key not in workspace.payloads:
+                workspace.payloads[key] = list(self.pages(method, params))
+            for payload in workspace.payloads[key]:
                 page_rows = self._page_rows(method, payload, scan.page_shape)
                 for row in page_rows:
                     for name, values in scan.given.items():
@@ -174,7 +177,7 @@ class Engine:
         follows = "pageToken" in method.parameters
         fetched = 0
         while True:
-            response = self.client.call(method, params, accept=_accept(method))
+            response = self.client.call(method, params, accept=dicom_accept(method))
             payload = payload_of(response)
             yield payload
             fetched += 1
@@ -260,30 +263,7 @@ class Engine:
         )
 
 
-def _accept(method: Method) -> str | None:
-    return "application/dicom+json" if method.is_dicomweb else None
-
-
-def payload_of(response: httpx.Response) -> Any:
-    """A response's JSON (``{}`` for an empty body), or its bytes when it is not JSON."""
-    content_type = response.headers.get("content-type", "")
-    if not response.content:
-        return {}
-    if "json" in content_type:
-        return response.json()
-    return response.content
-
-
 def _like(pattern: str) -> re.Pattern[str]:
     """A SQL LIKE pattern as a case-insensitive regex (% any run, _ one character)."""
     regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
     return re.compile(regex, re.IGNORECASE | re.DOTALL)
-
-
-def decode_data(value: str) -> bytes:
-    """HttpBody.data: base64 (standard or URL-safe), as Google's JSON mapping of bytes."""
-    padded = value + "=" * (-len(value) % 4)
-    try:
-        return base64.b64decode(padded, altchars=b"-_" if "-" in value or "_" in value else None)
-    except ValueError as exc:
-        raise ProgrammingError(f"HttpBody data is not base64: {exc}") from exc

@@ -74,11 +74,11 @@ class Exec(Statement):
     kind = "exec"
 
     def sql(self) -> str:
-        words = [f"EXEC {self.resource}.{self.method}"]
-        words += [f"@{p.name}={sql_literal(p.value)}" for p in self.parameters]
+        parts = [f"@{p.name}={sql_literal(p.value)}" for p in self.parameters]
         if self.body is not None:
-            words.append(f"@@json={sql_literal(self.body)}")
-        return " ".join(words[:1]) + (" " + ", ".join(words[1:]) if len(words) > 1 else "")
+            parts.append(f"@@json={sql_literal(self.body)}")
+        head = f"EXEC {self.resource}.{self.method}"
+        return f"{head} {', '.join(parts)}" if parts else head
 
 
 @dataclass

@@ -188,16 +188,14 @@ def plan_select(
         if not tables:
             continue
         by_alias = {_alias(t): (t, r) for t, r in tables}
-        terms: list[tuple[exp.Expression, bool]] = [
-            (c, False) for c in conjuncts(select.args.get("where"))
-        ]
+        terms = conjuncts(select.args.get("where"))
         for join in select.args.get("joins") or []:
-            terms += [(c, True) for c in conjuncts(join.args.get("on"))]
+            terms += conjuncts(join.args.get("on"))
         params: dict[str, dict[str, list[Any]]] = {alias: {} for alias in by_alias}
         joins: dict[str, list[tuple[str, str, str]]] = {alias: [] for alias in by_alias}
         sources = set(by_alias) | set(derived)
-        for term, in_on in terms:
-            _take_parameter(term, by_alias, params, joins, in_on, sources)
+        for term in terms:
+            _take_parameter(term, by_alias, params, joins, sources)
         local: dict[str, Scan] = {}
         for alias, (table, resource) in by_alias.items():
             given = {p for p, values in params[alias].items() if values != [""]}
@@ -266,7 +264,6 @@ def _take_parameter(
     by_alias: dict[str, tuple[exp.Table, Resource]],
     params: dict[str, dict[str, list[Any]]],
     joins: dict[str, list[tuple[str, str, str]]],
-    in_on: bool,
     sources: set[str],
 ) -> None:
     """Record ``term`` as a call parameter if it is one; then drop it from the query."""

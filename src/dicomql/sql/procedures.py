@@ -12,11 +12,12 @@ import httpx
 
 from dicomql.errors import ApiError, DataError, ProgrammingError
 from dicomql.provider.client import api_error
-from dicomql.provider.registry import Method, Registry
+from dicomql.provider.registry import Method, Registry, suggest
 from dicomql.sql import uploads
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.parser import Exec, Statement
 from dicomql.sql.relational import Workspace
+from dicomql.sql.responses import decode_data, dicom_accept, payload_of
 from dicomql.sql.results import Result
 
 if TYPE_CHECKING:
@@ -129,8 +130,6 @@ def check_body_fields(registry: Registry, method: Method, body: dict[str, Any]) 
     known = {f.name for f in registry.fields(method.request_schema)}
     for name in body:
         if name not in known:
-            from dicomql.provider.registry import suggest
-
             raise ProgrammingError(
                 f"unknown field '{name}' of {method.request_schema}{suggest(name, known)}"
             )
@@ -165,7 +164,7 @@ def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
             method,
             params,
             body or (None if method.http_method in ("GET", "DELETE") else {}),
-            accept="application/dicom+json" if method.is_dicomweb else None,
+            accept=dicom_accept(method),
         )
         return _result(engine, method, response, statement)
 
@@ -175,8 +174,6 @@ def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
 def _result(
     engine: Engine, method: Method, response: httpx.Response, statement: Statement
 ) -> Result:
-    from dicomql.sql.engine import payload_of
-
     payload = payload_of(response)
     if isinstance(payload, list):
         columns, rows = dicom_rows(payload)
@@ -206,8 +203,6 @@ def _store(
     body: dict[str, Any],
 ) -> Result:
     """store_instances: HttpBody bytes from @@json, or the DICOM files of @path."""
-    from dicomql.sql.engine import decode_data
-
     path = extras.pop("path", None)
     if extras:
         raise engine.method_parameter_error(next(iter(extras)), method)

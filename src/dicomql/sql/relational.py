@@ -32,6 +32,8 @@ class Workspace:
         self._columns: dict[str, list[str]] = {}
         self._labels: dict[str, str] = {}
         self._next_id = 0
+        # Payloads fetched in this statement, by (method id, parameters).
+        self.payloads: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
 
     def next_id(self) -> int:
         """A number for a new temp table's name, unique in this workspace."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -81,18 +82,38 @@ def unjournal_blobs(index: Index, keys: list[str]) -> None:
             conn.execute(delete(blob_journal).where(blob_journal.c.blob_key.in_(keys)))
 
 
-def discard_blob(index: Index, blobs: BlobStore, key: str) -> None:
-    """Remove a journaled blob that was not indexed (failed or duplicate), then its entry."""
+def discard_blob(index: Index, blobs: BlobStore, key: str, *, unless_indexed: bool = False) -> None:
+    """Remove a journaled blob that was not indexed (failed or duplicate), then its entry.
+
+    With ``unless_indexed``, first make sure no instance row references it (after an error
+    whose outcome is unknown, e.g. a commit whose acknowledgement was lost).
+    """
+    if unless_indexed:
+        with index.connect() as conn:
+            referenced = conn.execute(
+                select(instances.c.pk).where(instances.c.blob_key == key).limit(1)
+            ).first()
+        if referenced is not None:
+            return
     blobs.delete(key)
     with index.begin() as conn:
         conn.execute(delete(blob_journal).where(blob_journal.c.blob_key == key))
 
 
-def recover_journal(index: Index, blobs: BlobStore) -> int:
-    """Delete blobs journaled before a crash that no committed instance row references."""
+def recover_journal(index: Index, blobs: BlobStore, older_than: timedelta | None = None) -> int:
+    """Delete blobs journaled before a crash that no committed instance row references.
+
+    Args:
+        older_than: only entries at least this old. When several processes share one index,
+            another process's STOW in flight has young entries that must not be touched; a
+            single process recovering at startup passes None (everything is left over).
+    """
     removed = 0
+    query = select(blob_journal.c.blob_key)
+    if older_than is not None:
+        query = query.where(blob_journal.c.create_time < now() - older_than)
     with index.begin() as conn:
-        keys = [row.blob_key for row in conn.execute(select(blob_journal.c.blob_key))]
+        keys = [row.blob_key for row in conn.execute(query)]
         for key in keys:
             referenced = conn.execute(
                 select(instances.c.pk).where(instances.c.blob_key == key).limit(1)

@@ -233,6 +233,8 @@ instances = Table(
     Index("ix_instances_store_uid", "store_pk", "sop_instance_uid"),
     Index("ix_instances_study", "study_pk"),
     Index("ix_instances_store_sop_class", "store_pk", "sop_class_uid"),
+    # Crash recovery asks, per journaled blob, whether an instance references it.
+    Index("ix_instances_blob_key", "blob_key"),
     # QIDO /instances pages in pk order without a sort; instances of a series in pk order.
     Index("ix_instances_store_pk", "store_pk", "pk"),
     Index("ix_instances_series_pk", "series_pk", "pk"),

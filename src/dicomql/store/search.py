@@ -402,8 +402,9 @@ def _full_instance_json(row: Any) -> str:
         return stored
     merged: dict[str, Any] = {}
     for part in (row.study_attributes, row.series_attributes, stored):
-        if part:
-            merged.update(json.loads(part))
+        parsed = json.loads(part) if part else None
+        if isinstance(parsed, dict):
+            merged.update(parsed)
     merged.setdefault("0020000D", {"vr": "UI", "Value": [row.study_instance_uid]})
     merged.setdefault("0020000E", {"vr": "UI", "Value": [row.series_instance_uid]})
     merged.setdefault("00080018", {"vr": "UI", "Value": [row.sop_instance_uid]})

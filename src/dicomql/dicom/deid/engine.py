@@ -223,10 +223,16 @@ class Deidentifier:
             return
         keyword = keyword_for_tag(element.tag)
         vr = element.VR
+        # Assign only what changed: re-setting an untouched value re-validates it, and an
+        # original's invalid value is not ours to complain about.
         if isinstance(value, MultiValue | list):
-            element.value = [self._text_value(str(v), keyword, vr, instance) for v in value]
+            new_values = [self._text_value(str(v), keyword, vr, instance) for v in value]
+            if new_values != [str(v) for v in value]:
+                element.value = new_values
         else:
-            element.value = self._text_value(str(value), keyword, vr, instance)
+            new_value = self._text_value(str(value), keyword, vr, instance)
+            if new_value != str(value):
+                element.value = new_value
 
     def _text_value(self, value: str, keyword: str, vr: str, instance: _Instance) -> str:
         info_type = text.attribute_info_type(keyword, vr)

@@ -21,15 +21,16 @@ from starlette.routing import BaseRoute, Route
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.qido import QueryError, parse_search
 from dicomql.service.dicomweb.multipart import parse_accept
-from dicomql.service.dicomweb.paths import resolve_store
 from dicomql.service.dicomweb.responses import (
     DICOM_XML,
     DicomJsonResponse,
     DicomXmlResponse,
     MultipartRelatedResponse,
 )
-from dicomql.service.errors import InvalidArgument, NotAcceptable
+from dicomql.service.errors import InvalidArgument, NotAcceptable, NotFound
+from dicomql.service.names import dicom_store_name
 from dicomql.store import search as index_search
+from dicomql.store.resources import find_dicom_store
 
 _JSON_TYPES = frozenset({"application/dicom+json", "application/json", "*/*", "application/*"})
 
@@ -71,26 +72,54 @@ def _endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
             query = parse_search(request.query_params.multi_items(), level)
         except QueryError as exc:
             raise InvalidArgument(str(exc)) from exc
-        context = await resolve_store(request)
         params = request.path_params
         scope = index_search.Scope(params.get("study"), params.get("series"))
-
-        def run() -> index_search.SearchResult:
-            with context.service.index.connect() as conn:
-                return index_search.search(conn, context.store_pk, query, scope, context.base_url)
-
-        result = await to_thread.run_sync(run)
+        service = request.app.state.service  # service.app imports these routes
+        base = dicomweb_url(request)
         host = request.url.netloc or "dicomql"
-        warnings = [f'299 {host}: "{text}"' for text in query.warnings]
-        if result.more:
-            warnings.append(f'299 {host}: "There are additional results that can be requested."')
-        response = dicom_json_results(result.matches, fmt)
-        for warning in warnings:
-            response.headers.append("Warning", warning)
-        return response
+
+        def run() -> Response:
+            # One worker-thread hop and one connection for the store lookup, the query and the
+            # serialisation, which would otherwise block the event loop for large pages.
+            with service.index.connect() as conn:
+                store = find_dicom_store(
+                    conn,
+                    params["project"],
+                    params["location"],
+                    params["dataset"],
+                    params["dicom_store"],
+                )
+                if store is None:
+                    name = dicom_store_name(
+                        params["project"],
+                        params["location"],
+                        params["dataset"],
+                        params["dicom_store"],
+                    )
+                    raise NotFound(f"DICOM store {name} not found.")
+                result = index_search.search(conn, store.pk, query, scope, base)
+            response = dicom_json_results(result.matches, fmt)
+            warnings = [f'299 {host}: "{text}"' for text in query.warnings]
+            if result.more:
+                warnings.append(
+                    f'299 {host}: "There are additional results that can be requested."'
+                )
+            for warning in warnings:
+                response.headers.append("Warning", warning)
+            return response
+
+        return await to_thread.run_sync(run)
 
     endpoint.__name__ = f"search_for_{level.value.lower()}"
     return endpoint
+
+
+def dicomweb_url(request: Request) -> str:
+    """The absolute URL of the store's ``…/dicomWeb``, as the client addressed it (RetrieveURL
+    and BulkDataURI values are absolute, PS3.18 10.6.3 and F.2.6)."""
+    url = str(request.url.replace(query=""))
+    marker = "/dicomWeb"
+    return url[: url.rindex(marker) + len(marker)]
 
 
 search_for_studies = _endpoint(Level.STUDY)

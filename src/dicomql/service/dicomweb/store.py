@@ -101,6 +101,18 @@ class _PartSpool:
         self._flush()
         self.writer.commit()
         try:
+            return self._index(path_study)
+        except BaseException:
+            # An unexpected failure (a bug, the database gone): the part is not stored, so its
+            # blob goes now rather than waiting for recovery at the next start.
+            try:
+                discard_blob(self.index, self.blobs, self.key, unless_indexed=True)
+            except Exception:
+                log.exception("could not discard blob %s", self.key)
+            raise
+
+    def _index(self, path_study: str | None) -> PartResult:
+        try:
             with self.blobs.open(self.key) as file:
                 parsed = read_header(file)
         except UnreadableInstance as exc:
