@@ -12,6 +12,7 @@ Usage: python scripts/gen_stackql_resources.py [/path/to/stackql-healthcare.yaml
 from __future__ import annotations
 
 import pprint
+import subprocess
 import sys
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def main() -> None:
         f"RESOURCES: dict[str, dict[str, Any]] = {pprint.pformat(resources, width=100)}\n"
     )
     TARGET.write_text(text)
+    # Keep the generated module in the project's format (ruff is a test dependency).
+    subprocess.run([sys.executable, "-m", "ruff", "format", "-q", str(TARGET)], check=True)
     print(f"wrote {TARGET} ({len(resources)} resources)")
 
 

@@ -291,3 +291,16 @@ def test_quickstart_runs_twice_on_the_same_data_dir(
         rows = [json.loads(line) for line in result.stdout.splitlines()]
         assert {"env": "test", "stores": 1} in rows
         assert any(row.get("PatientID") == "1CT1" for row in rows)
+
+
+def test_unusable_data_dir_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run(
+        "exec",
+        "SELECT name FROM google.healthcare.datasets WHERE projectsId='p' AND locationsId='us'",
+        data_dir=blocker / "data",
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ")
+    assert "Not a directory" in result.stderr

@@ -91,8 +91,9 @@ class Session:
         for number, (offset, piece) in enumerate(pieces, start=1):
             try:
                 result = self.connection.engine.execute(piece, variables=config.variables)
-            except Error as exc:
-                message = error_message(exc)
+            except (Error, OSError) as exc:
+                # OSError: a data dir or @path that cannot be read or written.
+                message = error_message(exc) if isinstance(exc, Error) else str(exc)
                 if len(pieces) > 1:
                     line, _ = position(text, offset + len(piece) - len(piece.lstrip()))
                     message = f"statement {number} (line {line}): {message}"

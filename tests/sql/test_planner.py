@@ -277,3 +277,22 @@ def test_execute_script_runs_each_statement_including_a_final_one_without_semico
     results = list(recording_engine.execute_script("SHOW SERVICES;\nSELECT 1 AS one\n"))
     assert [r.kind for r in results] == ["show", "select"]
     assert results[1].rows == [(1,)]
+
+
+def test_join_equality_feeds_one_call_per_distinct_value(
+    recorder: Recorder, recording_engine: Engine
+) -> None:
+    recorder.responses[("GET", "/v1/projects/p/locations/l/datasets")] = lambda request: (
+        httpx.Response(200, json={"datasets": [{"name": "a"}, {"name": "b"}, {"name": "a"}]})
+    )
+    recording_engine.execute(
+        "SELECT s.name FROM google.healthcare.datasets AS d "
+        "JOIN google.healthcare.dicom_stores AS s ON s.datasetsId = d.name "
+        "AND s.projectsId = 'p' AND s.locationsId = 'l' "
+        "WHERE d.projectsId = 'p' AND d.locationsId = 'l'"
+    )
+    assert describe(recorder) == [
+        "GET /v1/projects/p/locations/l/datasets",
+        "GET /v1/projects/p/locations/l/datasets/a/dicomStores",
+        "GET /v1/projects/p/locations/l/datasets/b/dicomStores",
+    ]

@@ -85,7 +85,8 @@ def frame_bytes(
         if as_stored and offset is not None and header.pixel_data_length is None:
             file.seek(offset)
             frames = int(ds.get("NumberOfFrames", 1) or 1)
-            data = get_frame(file.read(), index, number_of_frames=frames)
+            # Reads the item headers and only the asked frame's fragments (PS3.5 A.4).
+            data = get_frame(file, index, number_of_frames=frames)
         else:
             array = pixel_array(file, index=index)
             data = array.astype(array.dtype.newbyteorder("<")).tobytes()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
-from sqlalchemy import ColumnElement, Table, and_, select
+from sqlalchemy import ColumnElement, Table, and_, or_, select
 
 from dicomql.dicom.attributes import BY_KEYWORD, BY_TAG, IndexedAttribute, Level
 from dicomql.store.schema import instances, person_name_tokens, series, studies
@@ -257,6 +257,15 @@ def _condition(match: Match, store_pk: int, dialect: str) -> ColumnElement[bool]
     else:
         column = table.c[attribute.column]
     if match.kind is MatchKind.SINGLE:
+        if attribute.vr == "PN" and "=" not in match.values[0]:
+            # A name stored with ideographic or phonetic groups ("Yamada^Tarou=山田^太郎")
+            # matches a query naming only its alphabetic group (PS3.5 6.2.1.2).
+            # The leading prefix condition is what lets the index serve the OR.
+            name = match.values[0]
+            return and_(
+                _prefix(column, name, dialect),
+                or_(column == name, _prefix(column, name + "=", dialect)),
+            )
         return column == match.values[0]
     if match.kind is MatchKind.LIST:
         return column.in_(match.values)

@@ -22,7 +22,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.parse import ParsedInstance, person_name_tokens
@@ -41,6 +41,7 @@ class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # the same instance, byte for byte, was already stored
     CONFLICT = "conflict"  # the same UIDs with different bytes (FailureReason 0x0110)
+    INVALID = "invalid"  # values the index cannot hold
 
 
 @dataclass(frozen=True)
@@ -130,25 +131,51 @@ def recover_journal(index: Index, blobs: BlobStore, older_than: timedelta | None
 
 
 def index_instance(index: Index, store_pk: int, record: InstanceRecord) -> IndexResult:
-    """Index one written blob in one transaction: study, series and instance rows, counters,
-    name tokens, and the blob's journal entry removed; only then is the instance visible.
+    """Index one written blob; see :func:`index_instances`."""
+    return index_instances(index, store_pk, [record])[0]
+
+
+def index_instances(
+    index: Index, store_pk: int, records: list[InstanceRecord]
+) -> list[IndexResult]:
+    """Index written blobs in one transaction (group commit: one fsync for the lot). Each
+    instance's study, series and instance rows, counters, name tokens and journal entry change
+    together under its own savepoint; nothing is visible before the commit.
 
     Concurrent writers of the same study or instance collide on the unique constraints; the
-    loser retries and then sees the winner's rows (a duplicate or a conflict, never two rows).
+    loser's savepoint is rolled back and retried, and then sees the winner's rows (a duplicate
+    or a conflict, never two rows).
     """
     for attempt in range(_RETRIES):
         try:
             with index.begin() as conn:
-                return _index_instance(conn, store_pk, record)
-        except IntegrityError:
-            if attempt == _RETRIES - 1:
-                raise
+                return [_index_with_savepoint(conn, store_pk, record) for record in records]
         except DBAPIError as exc:
             # PostgreSQL deadlock (40P01) or serialization failure (40001) between writers
             # updating the same counters: retry, the transaction left nothing behind.
             code = getattr(exc.orig, "sqlstate", None)
             if code not in ("40P01", "40001") or attempt == _RETRIES - 1:
                 raise
+    raise AssertionError("unreachable")
+
+
+def _index_with_savepoint(conn: Connection, store_pk: int, record: InstanceRecord) -> IndexResult:
+    for attempt in range(_RETRIES):
+        savepoint = conn.begin_nested()
+        try:
+            result = _index_instance(conn, store_pk, record)
+        except IntegrityError:
+            savepoint.rollback()
+            if attempt == _RETRIES - 1:
+                raise
+            continue
+        except DataError as exc:
+            # A value the index cannot hold (PostgreSQL checks lengths and ranges strictly).
+            savepoint.rollback()
+            log.warning("cannot index %s: %s", record.parsed.sop_instance_uid, exc)
+            return IndexResult(Outcome.INVALID, "The instance has values the index cannot hold.")
+        savepoint.commit()
+        return result
     raise AssertionError("unreachable")
 
 
@@ -344,7 +371,6 @@ def find_instances(
             instances.c.rows,
             instances.c.storage_class,
             instances.c.storage_class_update_time,
-            func.length(cast(instances.c.attributes, Text)).label("attributes_size"),
             series.c.series_instance_uid,
             studies.c.study_instance_uid,
         )

@@ -73,11 +73,6 @@ INSTANCE_DEFAULTS = frozenset(
         0x00280008,  # NumberOfFrames
     }
 )
-_DEFAULTS = {
-    Level.STUDY: STUDY_DEFAULTS,
-    Level.SERIES: SERIES_DEFAULTS,
-    Level.INSTANCE: INSTANCE_DEFAULTS,
-}
 _COLUMNS = {level: tuple(a for a in INDEXED_ATTRIBUTES if a.level is level) for level in Level}
 _COLUMN_TAGS = frozenset(a.tag for a in INDEXED_ATTRIBUTES)
 _PREFIX = {Level.STUDY: "st_", Level.SERIES: "se_", Level.INSTANCE: "in_"}

@@ -54,16 +54,17 @@ def _storage_info(context: StoreContext, params: dict[str, str]) -> dict[str, An
     study, series_uid, instance = params["study"], params["series"], params["instance"]
     with context.service.index.connect() as conn:
         rows = find_instances(conn, context.store_pk, study, series_uid, instance)
-    if not rows:
-        return None
-    row = rows[0]
+        if not rows:
+            return None
+        row = rows[0]
+        structured = structured_size(conn, instances.c.pk == row.pk, instances)
     blob: dict[str, Any] = {"sizeBytes": str(row.size_bytes), "storageClass": row.storage_class}
     if row.storage_class_update_time is not None:
         blob["storageClassUpdateTime"] = rfc3339(row.storage_class_update_time)
     return {
         "referencedResource": context.instance_name(study, series_uid, instance),
         "blobStorageInfo": blob,
-        "structuredStorageInfo": {"sizeBytes": str(row.attributes_size or 0)},
+        "structuredStorageInfo": {"sizeBytes": str(structured)},
     }
 
 

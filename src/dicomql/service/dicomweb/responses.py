@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
@@ -85,9 +85,24 @@ class MultipartRelatedResponse(StreamingResponse):
         boundary = new_boundary()
         media_type = f'multipart/related; type="{part_type}"; boundary={boundary}{extra_params}'
         super().__init__(
-            write_multipart(parts, boundary),
+            _coalesce(write_multipart(parts, boundary)),
             status_code=status_code,
             headers=headers,
             media_type=media_type,
             background=background,
         )
+
+
+def _coalesce(chunks: Iterator[bytes], size: int = 256 * 1024) -> Iterator[bytes]:
+    """Join small pieces (part headers, small instances) into sends of about ``size`` bytes:
+    each piece of a sync iterator costs Starlette a thread-pool round trip."""
+    pending: list[bytes] = []
+    pending_size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= size:
+            yield b"".join(pending)
+            pending, pending_size = [], 0
+    if pending:
+        yield b"".join(pending)

@@ -12,13 +12,12 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
-from sqlalchemy.exc import DataError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.jsonmodel import split_by_level
-from dicomql.dicom.parse import UnreadableInstance, read_header
+from dicomql.dicom.parse import ParsedInstance, UnreadableInstance, read_header
 from dicomql.service.dicomweb.multipart import (
     MediaType,
     PartData,
@@ -38,7 +37,7 @@ from dicomql.store.instances import (
     InstanceRecord,
     Outcome,
     discard_blob,
-    index_instance,
+    index_instances,
     journal_blobs,
     unjournal_blobs,
 )
@@ -55,6 +54,8 @@ STUDY_MISMATCH = 0xA900
 
 _FLUSH_BYTES = 1024 * 1024
 _KEY_BATCH = 16
+# Parts indexed per transaction (group commit); each still has its own savepoint.
+_INDEX_BATCH = 16
 _DICOM = "application/dicom"
 
 
@@ -94,36 +95,35 @@ class _PartSpool:
         if self.pending_size >= _FLUSH_BYTES:
             await to_thread.run_sync(self._flush)
 
-    async def finish(self, path_study: str | None) -> PartResult:
-        return await to_thread.run_sync(self._finish, path_study)
+    async def prepare(self, path_study: str | None) -> PartResult | InstanceRecord:
+        """Commit the blob and parse it: a failed result, or a record ready to index."""
+        return await to_thread.run_sync(self._prepare_or_discard, path_study)
 
-    def _finish(self, path_study: str | None) -> PartResult:
+    def _prepare_or_discard(self, path_study: str | None) -> PartResult | InstanceRecord:
         self._flush()
         self.writer.commit()
         try:
-            return self._index(path_study)
+            return self._prepare(path_study)
         except BaseException:
-            # An unexpected failure (a bug, the database gone): the part is not stored, so its
-            # blob goes now rather than waiting for recovery at the next start.
-            try:
-                discard_blob(self.index, self.blobs, self.key, unless_indexed=True)
-            except Exception:
-                log.exception("could not discard blob %s", self.key)
+            self.discard_after_error()
             raise
 
-    def _index(self, path_study: str | None) -> PartResult:
+    def discard_after_error(self) -> None:
+        # An unexpected failure (a bug, the database gone): the part is not stored, so its
+        # blob goes now rather than waiting for recovery at the next start.
+        try:
+            discard_blob(self.index, self.blobs, self.key, unless_indexed=True)
+        except Exception:
+            log.exception("could not discard blob %s", self.key)
+
+    def _prepare(self, path_study: str | None) -> PartResult | InstanceRecord:
         try:
             with self.blobs.open(self.key) as file:
                 parsed = read_header(file)
         except UnreadableInstance as exc:
             discard_blob(self.index, self.blobs, self.key)
             return PartResult(None, None, None, None, CANNOT_UNDERSTAND, str(exc))
-        uids = (
-            parsed.sop_class_uid,
-            parsed.sop_instance_uid,
-            parsed.study_instance_uid,
-            parsed.series_instance_uid,
-        )
+        uids = _uids(parsed)
         if path_study is not None and parsed.study_instance_uid != path_study:
             discard_blob(self.index, self.blobs, self.key)
             return PartResult(
@@ -139,7 +139,7 @@ class _PartSpool:
             discard_blob(self.index, self.blobs, self.key)
             return PartResult(*uids, CANNOT_UNDERSTAND, f"Cannot convert the header: {exc}")
         study, series, _ = split_by_level(model)
-        record = InstanceRecord(
+        return InstanceRecord(
             parsed=parsed,
             blob_key=self.key,
             size=self.writer.size,
@@ -148,25 +148,44 @@ class _PartSpool:
             series_attributes=series,
             instance_attributes=model,
         )
-        try:
-            result = index_instance(self.index, self.context.store_pk, record)
-        except DataError as exc:
-            # A value the index cannot hold (PostgreSQL checks types strictly): the part's fault.
-            discard_blob(self.index, self.blobs, self.key)
-            log.warning("cannot index %s: %s", parsed.sop_instance_uid, exc)
-            return PartResult(
-                *uids, CANNOT_UNDERSTAND, "The instance has values the index cannot hold."
-            )
-        if result.outcome is Outcome.STORED:
-            return PartResult(*uids)
-        discard_blob(self.index, self.blobs, self.key)
-        if result.outcome is Outcome.DUPLICATE:
-            return PartResult(*uids)
-        return PartResult(*uids, PROCESSING_FAILURE, result.message)
 
     def abort(self) -> None:
         self.writer.abort()
         discard_blob(self.index, self.blobs, self.key)
+
+
+def _uids(parsed: ParsedInstance) -> tuple[str | None, str, str, str]:
+    return (
+        parsed.sop_class_uid,
+        parsed.sop_instance_uid,
+        parsed.study_instance_uid,
+        parsed.series_instance_uid,
+    )
+
+
+def _index_batch(
+    context: StoreContext, batch: list[tuple[_PartSpool, InstanceRecord]]
+) -> list[PartResult]:
+    """Index prepared parts in one transaction, then drop the blobs of those not stored."""
+    service = context.service
+    try:
+        outcomes = index_instances(service.index, context.store_pk, [r for _, r in batch])
+    except BaseException:
+        for spool, _ in batch:
+            spool.discard_after_error()
+        raise
+    results = []
+    for (spool, record), outcome in zip(batch, outcomes, strict=True):
+        uids = _uids(record.parsed)
+        if outcome.outcome is not Outcome.STORED:
+            discard_blob(service.index, service.blobs, spool.key)
+        if outcome.outcome in (Outcome.STORED, Outcome.DUPLICATE):
+            results.append(PartResult(*uids))
+        elif outcome.outcome is Outcome.CONFLICT:
+            results.append(PartResult(*uids, PROCESSING_FAILURE, outcome.message))
+        else:
+            results.append(PartResult(*uids, CANNOT_UNDERSTAND, outcome.message))
+    return results
 
 
 class _KeyPool:
@@ -253,19 +272,42 @@ async def _store_events(
     events: AsyncIterator[PartStart | PartData | PartEnd],
     path_study: str | None,
 ) -> list[PartResult]:
-    results: list[PartResult] = []
+    slots: list[PartResult | None] = []  # one per part, in request order
     spool: _PartSpool | None = None
     skipping: str | None = None
     keys = _KeyPool(context)
-    # The previous part is indexed (fsync, parse, transaction) while the next one arrives; at
-    # most one is in flight, so results keep the request's order and memory stays bounded.
-    finishing: asyncio.Future[PartResult] | None = None
+    # Pipeline: part k+1 is received while part k is committed and parsed (in a thread) and
+    # the batch before is indexed in one transaction. At most one of each is in flight, so
+    # memory stays bounded and every result lands in its part's slot.
+    preparing: tuple[int, _PartSpool, asyncio.Future[PartResult | InstanceRecord]] | None = None
+    indexing: tuple[list[int], asyncio.Future[list[PartResult]]] | None = None
+    batch: list[tuple[int, _PartSpool, InstanceRecord]] = []
 
-    async def drain() -> None:
-        nonlocal finishing
-        if finishing is not None:
-            current, finishing = finishing, None
-            results.append(await current)
+    async def collect_prepared() -> None:
+        nonlocal preparing
+        if preparing is not None:
+            (slot, current, future), preparing = preparing, None
+            outcome = await future
+            if isinstance(outcome, PartResult):
+                slots[slot] = outcome
+            else:
+                batch.append((slot, current, outcome))
+
+    async def collect_indexed() -> None:
+        nonlocal indexing
+        if indexing is not None:
+            (numbers, future), indexing = indexing, None
+            for slot, result in zip(numbers, await future, strict=True):
+                slots[slot] = result
+
+    async def start_indexing() -> None:
+        nonlocal indexing, batch
+        await collect_indexed()
+        if batch:
+            work = [(current, record) for _, current, record in batch]
+            future = asyncio.ensure_future(to_thread.run_sync(_index_batch, context, work))
+            indexing = ([slot for slot, _, _ in batch], future)
+            batch = []
 
     try:
         async for event in events:
@@ -279,29 +321,47 @@ async def _store_events(
                 if spool is not None:
                     await spool.write(event.data)
             elif skipping is not None:
-                await drain()
                 message = f"Unsupported part Content-Type {skipping}."
-                results.append(PartResult(None, None, None, None, CANNOT_UNDERSTAND, message))
+                slots.append(PartResult(None, None, None, None, CANNOT_UNDERSTAND, message))
                 skipping = None
             elif spool is not None:
                 current, spool = spool, None
-                await drain()
-                finishing = asyncio.ensure_future(current.finish(path_study))
-        await drain()
+                await collect_prepared()
+                if len(batch) >= _INDEX_BATCH:
+                    await start_indexing()
+                slots.append(None)
+                future = asyncio.ensure_future(current.prepare(path_study))
+                preparing = (len(slots) - 1, current, future)
+        await collect_prepared()
+        await start_indexing()
+        await collect_indexed()
     except BaseException:
-        # Whatever went wrong (a malformed body, the client gone), the part being indexed is
-        # finished and the part being received is removed; nothing is left half-stored.
-        if finishing is not None:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait([finishing])
-        if spool is not None:
-            with anyio.CancelScope(shield=True):
+        # Whatever went wrong (a malformed body, the client gone), the parts received whole are
+        # still indexed (as they would have been before the error), the part being received is
+        # removed, and nothing is left half-stored.
+        with anyio.CancelScope(shield=True):
+            pending = [item[-1] for item in (preparing, indexing) if item is not None]
+            if pending:
+                await asyncio.wait(pending)
+            if preparing is not None and preparing[2].done() and not preparing[2].exception():
+                outcome = preparing[2].result()
+                if not isinstance(outcome, PartResult):
+                    batch.append((preparing[0], preparing[1], outcome))
+            if batch:
+                work = [(current, record) for _, current, record in batch]
+                try:
+                    await to_thread.run_sync(_index_batch, context, work)
+                except Exception:  # _index_batch has discarded them; report the first error
+                    log.exception("indexing the parts received before an error failed")
+            if spool is not None:
                 await to_thread.run_sync(spool.abort)
         raise
     finally:
         if keys.unused:
             with anyio.CancelScope(shield=True):
                 await to_thread.run_sync(keys.release)
+    results = [slot for slot in slots if slot is not None]
+    assert len(results) == len(slots)
     for result in results:
         if result.failure_reason is not None:
             log.warning(
