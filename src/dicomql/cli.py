@@ -240,6 +240,10 @@ def shell(history: Path, output: str, **options: Any) -> None:
 
     with Session.open(config, output, fail_fast=False) as session:
         run_shell(session, history=history.expanduser())
+    if session.failures and not sys.stdin.isatty():
+        # Piped into (`dicomql shell < script.sql`): a failed statement fails the run, as in
+        # sqlite3, while the statements after it still ran.
+        sys.exit(1)
 
 
 def _is_loopback(host: str) -> bool:

@@ -55,6 +55,8 @@ class Session:
         self.err = err or sys.stderr
         self.fail_fast = fail_fast
         self.progress = progress
+        # Statements that failed without stopping the session (the shell goes on).
+        self.failures = 0
 
     @classmethod
     @contextmanager
@@ -100,6 +102,7 @@ class Session:
                 if self.fail_fast:
                     raise click.ClickException(message) from exc
                 click.echo(f"Error: {message}", file=self.err)
+                self.failures += 1
                 return False
             finally:
                 if self.progress is not None:

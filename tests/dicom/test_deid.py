@@ -502,3 +502,22 @@ def test_tag_contents_leaves_no_original_name_id_or_date_in_deid_data(path: Path
     output, problems = write_problems(deidentified)
     assert problems <= problems_before
     assert survivors(secrets, output) == []
+
+
+def test_one_deidentifier_and_uid_map_shared_by_threads_give_the_sequential_result() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Valid files only: warnings filters are process-global, so threads must not need them.
+    small = [path for path in PYDICOM_FILES if path.stat().st_size < 100_000]
+    originals = [pydicom.dcmread(path) for path in small if writes_cleanly(path)][:10]
+    assert len(originals) >= 5
+    deidentifier = Deidentifier(tag_contents(), operation_key=KEY)
+    shared = deidentifier.uid_map()
+
+    def run(ds: Dataset) -> list[tuple[str, Any]]:
+        output = deidentifier.deidentify(copy.deepcopy(ds), uid_map=shared)
+        return [(e.keyword, str(e.value)) for e in output.iterall() if e.VR != "SQ"]
+
+    sequential = [run(ds) for ds in originals]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(run, originals * 3)) == sequential * 3

@@ -216,3 +216,12 @@ def test_relative_bulkdata_uris_become_absolute_in_serialized_json() -> None:
     rewritten = json.loads(absolutize_bulkdata_uris(stored, base))
     assert rewritten["7FE00010"]["BulkDataURI"] == bulkdata_url(base, "7FE00010")
     assert rewritten["00204000"]["Value"] == ['"BulkDataURI": "bulkdata/x"']
+
+
+def test_the_docstring_examples_hold() -> None:
+    import doctest
+
+    from dicomql.dicom import jsonmodel
+
+    result = doctest.testmod(jsonmodel)
+    assert result.attempted > 0 and result.failed == 0

@@ -91,3 +91,14 @@ def test_docstring_examples() -> None:
     from dicomql.dicom import parse
 
     assert doctest.testmod(parse).failed == 0
+
+
+def test_a_uid_longer_than_64_characters_is_unreadable() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(_path("CT_small.dcm"))
+        ds.SOPInstanceUID = "1." * 40 + "1"
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+    with pytest.raises(UnreadableInstance, match="longer than 64"):
+        read_header(io.BytesIO(buffer.getvalue()))

@@ -146,3 +146,12 @@ def test_an_empty_value_is_universal_matching_and_only_asks_for_the_attribute() 
 
 def test_attributes_resolve_from_keyword_or_tag() -> None:
     assert resolve_attribute("PatientID") == resolve_attribute("00100020") == 0x00100020
+
+
+def test_the_docstring_examples_hold() -> None:
+    import doctest
+
+    from dicomql.dicom import qido
+
+    result = doctest.testmod(qido)
+    assert result.attempted > 0 and result.failed == 0

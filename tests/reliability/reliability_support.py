@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -28,6 +31,29 @@ STORE = f"{DATASET}/dicomStores/s"
 DICOMWEB = f"{STORE}/dicomWeb"
 CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
 ANY_SYNTAX = {"accept": 'application/dicom; transfer-syntax=*'}
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A URL of the test PostgreSQL whose search_path is a fresh schema (skips if unreachable);
+    for module-scoped fixtures, where conftest's function-scoped ``postgres_url`` cannot serve."""
+    import psycopg
+
+    base = os.environ.get(
+        "DICOMQL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    plain = base.replace("+psycopg", "")
+    schema = f"dq_{secrets.token_hex(6)}"
+    try:
+        with psycopg.connect(plain, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.Error as exc:
+        pytest.skip(f"PostgreSQL is not reachable: {exc}")
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -140,12 +141,12 @@ def test_metadata_streams_rows_in_batches_and_keeps_their_order(tmp_path: Path) 
 
 
 @pytest.fixture
-def live_with_ct_small(service_config: ServiceConfig, live_server: object) -> str:
+def live_with_ct_small(service_config: ServiceConfig, live_server: Any) -> str:
     """The live server holding pydicom's CT_small.dcm and the corpus; its DICOMweb base URL."""
     create_store(service_config)
-    base = f"{live_server.url}{DICOMWEB}"  # type: ignore[attr-defined]
+    base = f"{live_server.url}{DICOMWEB}"
     body, content_type = multipart([(TEST_FILES / "CT_small.dcm").read_bytes()])
-    with httpx.Client(base_url=live_server.url) as client:  # type: ignore[attr-defined]
+    with httpx.Client(base_url=live_server.url) as client:
         response = client.post(
             f"{DICOMWEB}/studies", content=body, headers={"Content-Type": content_type}
         )

@@ -183,11 +183,13 @@ def test_delete_of_a_study_awaits_its_operation(engine: Engine, stored: str) -> 
     remaining = engine.execute(f"EXEC google.healthcare.dicom_stores.search_for_studies {stored}")
     assert CT_STUDY not in {r["StudyInstanceUID"] for r in remaining.records()}
     operations = engine.execute(
-        "SELECT json_extract(metadata, '$.apiMethodName') AS api FROM "
+        "SELECT json_extract(metadata, '$.apiMethodName') AS api, done FROM "
         "google.healthcare.operations WHERE projectsId = 'proj' "
         "AND locationsId = 'us-central1' AND datasetsId = 'ds1' AND done"
     )
-    assert any(api.endswith("DeleteStudy") for (api,) in operations.rows)
+    assert any(api.endswith("DeleteStudy") for api, _ in operations.rows)
+    # JSON booleans come back as booleans, not SQLite's 0/1.
+    assert {done for _, done in operations.rows} == {True}
 
 
 def test_folder_upload_and_search_over_a_real_http_server(http: httpx.Client, folder: Path) -> None:

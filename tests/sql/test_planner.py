@@ -163,7 +163,7 @@ def test_without_await_an_operation_is_returned_as_one_row(
         "@datasetsId='d', @dicomStoresId='s'"
     )
     assert result.records()[0]["name"].endswith("/operations/42")
-    assert result.records()[0]["done"] == 0
+    assert result.records()[0]["done"] is False
 
 
 def paged(request: httpx.Request) -> httpx.Response:

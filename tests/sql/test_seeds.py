@@ -238,3 +238,21 @@ def test_old_generation_method_names_run_under_exec(engine: Engine, store: dict[
         store,
     )
     assert result.records()[0]["name"].endswith("/dicomStores/store1")
+
+
+def test_insert_seed_parses_object_and_array_fields_as_json(
+    engine: Engine, dataset: dict[str, str]
+) -> None:
+    variables = {
+        **dataset,
+        "name": "",
+        "notificationConfig": {"pubsubTopic": "projects/proj/topics/t"},
+        "labels": '{"a": "b"}',
+        "streamConfigs": [],
+        "notificationConfigs": [{"pubsubTopic": "projects/proj/topics/u"}],
+        "dicomStoreId": "store1",
+    }
+    [record] = engine.execute(SEED["insert"], variables).records()
+    assert record["notificationConfig"] == '{"pubsubTopic": "projects/proj/topics/t"}'
+    assert record["notificationConfigs"] == '[{"pubsubTopic": "projects/proj/topics/u"}]'
+    assert record["labels"] == '{"a": "b"}'

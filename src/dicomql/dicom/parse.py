@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
@@ -74,6 +74,24 @@ def read_header(source: Path | BinaryIO) -> ParsedInstance:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return _read_header(file)
+    except UnreadableInstance:
+        raise
+    except (
+        ValueError,
+        EOFError,
+        OSError,
+        struct.error,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        NotImplementedError,
+        OverflowError,
+        BytesLengthException,
+    ) as exc:
+        # pydicom parses elements lazily: a damaged one can fail after dcmread returned (found
+        # by tests/reliability/test_fuzz.py: a bad VR in (0028,0002), a 1-byte (0002,0000)).
+        raise UnreadableInstance(f"Cannot parse the DICOM header: {exc}") from exc
     finally:
         if isinstance(source, Path):
             file.close()
@@ -106,6 +124,8 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
     for keyword, value in zip(_UID_KEYWORDS, uids, strict=True):
         if not value or not str(value).strip():
             raise UnreadableInstance(f"The instance has no {keyword}.")
+        if len(str(value).strip()) > 64:  # PS3.5 9.1: at most 64 characters
+            raise UnreadableInstance(f"{keyword} is longer than 64 characters.")
     offset, pixel_vr, pixel_length = _pixel_data_position(file, str(transfer_syntax))
     columns: dict[Level, dict[str, Any]] = {level: {} for level in Level}
     person_names: dict[str, str] = {}

@@ -74,8 +74,9 @@ def create_app(
             expose_headers=["Content-Type", "Content-Length", "Warning", "Location"],
         ),
         Middleware(BearerTokenMiddleware, token=config.auth_token),
+        Middleware(NulCharacterMiddleware),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
@@ -85,6 +86,10 @@ def create_app(
             Exception: errors.handle_unexpected,
         },
     )
+    # No 307 to "path + /": Google answers 404, and the redirect can cross into another
+    # resource (an encoded "t%2FdicomWeb" store ID would be sent to store t).
+    app.router.redirect_slashes = False
+    return app
 
 
 def recover(service: Service) -> None:
@@ -119,3 +124,25 @@ class BearerTokenMiddleware:
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="dicomql"'
         await response(scope, receive, send)
+
+
+class NulCharacterMiddleware:
+    """Answer 400 for a NUL character in the path or query: no resource ID, UID or search value
+    holds one, and PostgreSQL text cannot (a query with ``PatientID=%00`` was a 500 there; found
+    by tests/reliability/test_fuzz.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"]
+            or b"%00" in scope["query_string"]
+            or b"\x00" in scope["query_string"]
+        ):
+            response = errors.error_response(
+                errors.InvalidArgument("The request path or query contains a NUL character.")
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -8,11 +8,12 @@ custom verb such as ``:deidentify``. Parameter names: ``project``, ``location``,
 from __future__ import annotations
 
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Router
 
 
 class ResourceIdConvertor(Convertor[str]):
-    regex = "[^/:]+"
+    # NUL excluded too: no resource ID holds one, and PostgreSQL text cannot (a 500 otherwise).
+    regex = "[^/:\x00]+"
 
     def convert(self, value: str) -> str:
         return value
@@ -44,3 +45,16 @@ routes: list[BaseRoute] = [
     # would otherwise swallow …/locations/{location}/datasets and answer 404.
     Mount("/v1/projects/{project:rid}", routes=locations.routes),
 ]
+
+
+def _without_slash_redirects(route_list: list[BaseRoute]) -> None:
+    """Google answers 404 for a path it does not know; Starlette would 307 to the path with a
+    slash added, which for ``dicomStores/t%2FdicomWeb`` points into store ``t`` (see
+    tests/reliability/test_path_safety.py)."""
+    for route in route_list:
+        if isinstance(route, Mount) and isinstance(route.app, Router):
+            route.app.redirect_slashes = False
+            _without_slash_redirects(route.routes)
+
+
+_without_slash_redirects(routes)

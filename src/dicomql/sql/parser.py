@@ -337,8 +337,12 @@ def _from_parse_error(text: str, code: str, exc: ParseError) -> Exception:
     lines = code.split("\n")
     offset = sum(len(ln) + 1 for ln in lines[: line - 1]) + max(col - len(highlight), 0)
     if description.startswith("Required keyword: 'expression'"):
-        description = f"Expected an expression after '{highlight}'"
-        offset += len(highlight)
+        if highlight.isalpha() and highlight.upper() not in ("AND", "OR", "NOT", "LIKE", "IN"):
+            # sqlglot stopped at the next clause's keyword: the expression is missing before it.
+            description = "Expected an expression"
+        else:
+            description = f"Expected an expression after '{highlight}'"
+            offset += len(highlight)
     elif description.startswith("Expecting "):
         description = "Expected " + description.removeprefix("Expecting ")
     elif "Unexpected token" in description or "Invalid expression" in description:

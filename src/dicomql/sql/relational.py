@@ -32,6 +32,7 @@ class Workspace:
         self._columns: dict[str, list[str]] = {}
         self._labels: dict[str, str] = {}
         self._next_id = 0
+        self._booleans: set[str] = set()
         # Payloads fetched in this statement, by (method id, parameters).
         self.payloads: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
 
@@ -68,6 +69,11 @@ class Workspace:
             names = ["_"]
         self._db.execute(f"CREATE TABLE {_quote(table)} ({', '.join(map(_quote, names))})")
         placeholders = ", ".join("?" for _ in names)
+        rows = list(rows)
+        # SQLite has no boolean type; remember JSON booleans so results can give them back.
+        self._booleans.update(
+            name for row in rows for name, value in row.items() if isinstance(value, bool)
+        )
         self._db.executemany(
             f"INSERT INTO {_quote(table)} VALUES ({placeholders})",
             ([sql_value(row.get(name)) for name in names] for row in rows),
@@ -80,7 +86,18 @@ class Workspace:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         columns = [d[0] for d in cursor.description or []]
-        return columns, [tuple(row) for row in cursor.fetchall()]
+        rows = [tuple(row) for row in cursor.fetchall()]
+        flags = [
+            index
+            for index, name in enumerate(columns)
+            if name in self._booleans and all(row[index] in (0, 1, None) for row in rows)
+        ]
+        if flags:
+            rows = [
+                tuple(bool(v) if i in flags and v is not None else v for i, v in enumerate(row))
+                for row in rows
+            ]
+        return columns, rows
 
     def _translate(self, exc: sqlite3.Error) -> ProgrammingError:
         text = str(exc)

@@ -49,8 +49,8 @@ class DeidentifyConfigError(ValueError):
 
 
 class UnsupportedDeidentifyConfigError(DeidentifyConfigError):
-    """The DeidentifyConfig is valid for Google but asks for something dicomql cannot do
-    (KMS-wrapped keys, OCR text redaction in images)."""
+    """The DeidentifyConfig is valid for Google but asks for something dicomql cannot do here
+    (KMS-wrapped keys, a config in Cloud Storage, OCR without Tesseract installed)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,8 @@ class DeidentifyOptions:
         transformations: TextConfig ``transformations`` then ``additionalTransformations``.
         exclude_info_types: infoTypes never transformed.
         text_redaction_mode: ImageConfig's, REDACT_NO_TEXT unless given.
+        custom_regexes: ImageConfig's, as (pattern, group indexes); they extend what
+            REDACT_SENSITIVE_TEXT blanks.
     """
 
     filter_profile: str = "KEEP_ALL_PROFILE"

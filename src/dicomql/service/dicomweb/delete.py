@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from anyio import to_thread
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -64,11 +65,34 @@ def _delete(context: StoreContext, params: dict[str, Any], level: str) -> dict[s
     return operation_resource(row, name)
 
 
+_RETRIES = 8
+
+
+def _delete_retrying(
+    context: StoreContext, params: dict[str, Any], level: str
+) -> dict[str, Any] | None:
+    """:func:`_delete`, retried when PostgreSQL picks it as a deadlock victim (40P01) or
+    serialization failure (40001) against a concurrent STOW updating the same counters, or when
+    a concurrent delete of the same instance journaled its blob first (IntegrityError); the
+    retry then finds what is left. Found by tests/reliability/test_concurrency.py."""
+    for attempt in range(_RETRIES):
+        try:
+            return _delete(context, params, level)
+        except IntegrityError:
+            if attempt == _RETRIES - 1:
+                raise
+        except DBAPIError as exc:
+            code = getattr(exc.orig, "sqlstate", None)
+            if code not in ("40P01", "40001") or attempt == _RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def delete_resource(request: Request) -> Response:
     context = await resolve_store(request)
     params = dict(request.path_params)
     level = "Instance" if "instance" in params else "Series" if "series" in params else "Study"
-    body = await to_thread.run_sync(_delete, context, params, level)
+    body = await to_thread.run_sync(_delete_retrying, context, params, level)
     if body is None:
         raise NotFound(f"{level} not found: {request.url.path.split('/dicomWeb/', 1)[-1]}")
     return JSONResponse(body)

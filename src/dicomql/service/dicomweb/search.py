@@ -5,7 +5,9 @@ when the Accept header asks for XML, PS3.18 10.6.3). No match is ``200 []``, as 
 answers (PS3.18 allows 204; Google's API returns an empty array). Results are in index order
 (the order instances were stored). A page cut short by ``limit`` carries a ``Warning: 299``
 header saying more results can be requested; a ``limit`` above the maximum is clamped with a
-``Warning: 299`` saying so.
+``Warning: 299`` saying so. Searching below a study or series that does not exist is a search
+with no matches (``200 []``), not a 404: the path's UIDs are matching keys (PS3.18 10.6.1).
+Bad parameters are 400 INVALID_ARGUMENT naming the problem; a missing store is 404.
 """
 
 from __future__ import annotations
