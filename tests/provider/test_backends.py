@@ -70,6 +70,7 @@ def test_google_backend_sends_authorized_requests_to_the_healthcare_api(tmp_path
     assert str(get.url) == f"{GOOGLE_ENDPOINT}{STORE}/st"
     assert get.headers["Authorization"] == "Bearer ya29.first"
     assert get.content == b""
+    assert get.headers["User-Agent"] == f"dicomql/{dicomql.__version__}"
     assert post.method == "POST"
     assert str(post.url) == f"{GOOGLE_ENDPOINT}{STORE}?dicomStoreId=st2"
     assert post.headers["Authorization"] == "Bearer ya29.first"

@@ -7,11 +7,12 @@ import threading
 
 import httpx
 
+from dicomql import __version__
 from dicomql.config import EMBEDDED, GOOGLE, ConnectionConfig
 from dicomql.provider.auth import BearerAuth, GoogleAuth, load_google_credentials
 
 EMBEDDED_BASE_URL = "http://embedded"
-USER_AGENT = "dicomql"
+USER_AGENT = f"dicomql/{__version__}"
 
 
 class LazyTransport(httpx.BaseTransport):
