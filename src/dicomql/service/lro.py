@@ -1,0 +1,273 @@
+"""The long-running DICOM store methods' shared parts: their api method names, the default
+handler table of the worker pool, URIs (local paths, ``file://``, fsspec for others), and the
+instances a request selects (a store, study, series or instance, narrowed by
+``DicomFilterConfig.resourcePathsGcsUri``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, or_, select
+
+from dicomql.service.workers import Handler, OperationContext, OperationFailedError
+from dicomql.store.schema import instances, series, studies
+
+# OperationMetadata.apiMethodName as Cloud Healthcare reports these methods.
+IMPORT = "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
+EXPORT = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
+SET_BLOB_STORAGE_SETTINGS = "google.cloud.healthcare.v1.dicom.DicomService.SetBlobStorageSettings"
+DEIDENTIFY = "google.cloud.healthcare.v1.deidentify.DeidentifyService.DeidentifyDicomStore"
+
+# google.rpc.Code values handlers end operations with.
+INVALID_ARGUMENT = 3
+NOT_FOUND = 5
+FAILED_PRECONDITION = 9
+UNIMPLEMENTED = 12
+
+STORAGE_CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
+# Instances read per query while walking a selection (keyset pagination on the primary key).
+PAGE = 200
+
+
+def default_handlers() -> dict[str, Handler]:
+    """The handler of every long-running method the embedded service runs."""
+    from dicomql.service import deidentify, exporter, importer, store_methods
+
+    return {
+        IMPORT: importer.run_import,
+        EXPORT: exporter.run_export,
+        SET_BLOB_STORAGE_SETTINGS: store_methods.run_set_blob_storage_settings,
+        DEIDENTIFY: deidentify.run_deidentify,
+    }
+
+
+# --- URIs -----------------------------------------------------------------------------------
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path a URI names (an absolute path or ``file://``), or None for other schemes."""
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if "://" not in uri:
+        return Path(uri)
+    return None
+
+
+def remote_filesystem(uri: str) -> Any:
+    """The fsspec filesystem of a ``gs://``, ``s3://`` … URI.
+
+    Raises:
+        OperationFailedError: FAILED_PRECONDITION when fsspec or the scheme's driver (gcsfs,
+            s3fs) is not installed: the embedded service has no cloud storage of its own.
+    """
+    scheme = uri.split("://", 1)[0]
+    try:
+        import fsspec  # type: ignore[import-not-found,import-untyped,unused-ignore]
+
+        return fsspec.filesystem(scheme)
+    except (ImportError, ValueError) as exc:
+        driver = {"gs": "gcsfs", "s3": "s3fs"}.get(scheme, f"an fsspec driver for {scheme}://")
+        raise OperationFailedError(
+            FAILED_PRECONDITION,
+            f"Cannot access {uri}: the embedded service reads and writes {scheme}:// only"
+            f" through fsspec and {driver}, which are not installed (pip install fsspec"
+            f" {driver}); local paths and file:// URIs work without them.",
+        ) from exc
+
+
+def read_uri(uri: str) -> bytes:
+    path = local_path(uri)
+    if path is not None:
+        return path.read_bytes()
+    with remote_filesystem(uri).open(uri, "rb") as file:
+        data: bytes = file.read()
+        return data
+
+
+def write_uri(uri: str, data: bytes) -> None:
+    """Write (overwriting, as Cloud Healthcare export does) through a temporary and a rename
+    locally, so a reader never sees a partial file."""
+    path = local_path(uri)
+    if path is None:
+        with remote_filesystem(uri).open(uri, "wb") as file:
+            file.write(data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.part")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def join_uri(prefix: str, *parts: str) -> str:
+    return "/".join([prefix.rstrip("/"), *parts])
+
+
+_WILDCARD = re.compile(r"\*\*|\*|\?")
+
+
+def expand_uri(uri: str) -> list[str]:
+    """The files a ``gcsSource.uri`` names, sorted: ``*`` matches within a path segment,
+    ``?`` one character, ``**`` anything including ``/`` (GoogleCloudHealthcareV1DicomGcsSource).
+    Without wildcards it names one file (a directory means everything under it)."""
+    path = local_path(uri)
+    if _WILDCARD.search(uri) is None:
+        if path is not None and path.is_dir():
+            return sorted(str(p) for p in path.rglob("*") if p.is_file())
+        return [str(path) if path is not None else uri]
+    text = str(path) if path is not None else uri
+    first = _WILDCARD.search(text)
+    assert first is not None
+    base = text[: first.start()].rsplit("/", 1)[0] or "/"
+    pattern = re.compile(_glob_regex(text))
+    if path is not None:
+        found = (
+            os.path.join(root, name) for root, _, files in os.walk(base) for name in files
+        )
+    else:
+        fs = remote_filesystem(uri)
+        scheme = uri.split("://", 1)[0]
+        found = (f"{scheme}://{name}" for name in fs.find(base))
+    return sorted(name for name in found if pattern.fullmatch(name))
+
+
+def _glob_regex(pattern: str) -> str:
+    out = []
+    for piece in re.split(r"(\*\*|\*|\?)", pattern):
+        out.append(
+            {"**": ".*", "*": "[^/]*", "?": "[^/]"}.get(piece, re.escape(piece)) if piece else ""
+        )
+    return "".join(out)
+
+
+# --- selections -----------------------------------------------------------------------------
+
+
+def read_resource_paths(uri: str) -> list[tuple[str, str | None, str | None]]:
+    """The ``/studies/{s}[/series/{se}[/instances/{i}]]`` lines of a filter file.
+
+    Raises:
+        OperationFailedError: INVALID_ARGUMENT for a line of another form, NOT_FOUND for a
+            missing file.
+    """
+    try:
+        text = read_uri(uri).decode("utf-8")
+    except FileNotFoundError as exc:
+        raise OperationFailedError(NOT_FOUND, f"filterConfig file {uri} not found.") from exc
+    except UnicodeDecodeError as exc:
+        raise OperationFailedError(INVALID_ARGUMENT, f"{uri} is not UTF-8 text.") from exc
+    paths = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"/studies/([^/]+)(?:/series/([^/]+)(?:/instances/([^/]+))?)?", line)
+        if match is None:
+            raise OperationFailedError(
+                INVALID_ARGUMENT,
+                f"Line {number} of {uri} is not a resource path of the form"
+                f" /studies/{{study}}[/series/{{series}}[/instances/{{instance}}]]: {line!r}",
+            )
+        paths.append((match[1], match[2], match[3]))
+    return paths
+
+
+def _scope_condition(study: str | None, series_uid: str | None, instance: str | None) -> Any:
+    terms = []
+    if study is not None:
+        terms.append(studies.c.study_instance_uid == study)
+    if series_uid is not None:
+        terms.append(series.c.series_instance_uid == series_uid)
+    if instance is not None:
+        terms.append(instances.c.sop_instance_uid == instance)
+    return and_(*terms) if terms else None
+
+
+def iter_selected(
+    conn_factory: Any,
+    store_pk: int,
+    scope: dict[str, str | None],
+    paths: list[tuple[str, str | None, str | None]] | None,
+    after_pk: int = 0,
+) -> Iterator[Row]:
+    """Instances of the store within ``scope`` (study/series/instance UIDs of the request path)
+    and, if given, within one of ``paths``; in primary key order after ``after_pk`` (the
+    checkpoint of a resumed operation). Read a page per short read transaction."""
+    conditions = [instances.c.store_pk == store_pk]
+    scoped = _scope_condition(scope.get("study"), scope.get("series"), scope.get("instance"))
+    if scoped is not None:
+        conditions.append(scoped)
+    if paths is not None:
+        if not paths:
+            return
+        conditions.append(or_(*(_scope_condition(*path) for path in paths)))
+    query = (
+        select(
+            instances.c.pk,
+            instances.c.blob_key,
+            instances.c.transfer_syntax_uid,
+            instances.c.sop_instance_uid,
+            series.c.series_instance_uid,
+            studies.c.study_instance_uid,
+        )
+        .join(series, series.c.pk == instances.c.series_pk)
+        .join(studies, studies.c.pk == instances.c.study_pk)
+        .where(*conditions)
+        .order_by(instances.c.pk)
+        .limit(PAGE)
+    )
+    cursor = after_pk
+    while True:
+        with conn_factory() as conn:
+            rows = list(conn.execute(query.where(instances.c.pk > cursor)))
+        yield from rows
+        if len(rows) < PAGE:
+            return
+        cursor = rows[-1].pk
+
+
+def count_selected(
+    conn: Connection,
+    store_pk: int,
+    scope: dict[str, str | None],
+    paths: list[tuple[str, str | None, str | None]] | None,
+    after_pk: int = 0,
+) -> int:
+    from sqlalchemy import func
+
+    conditions = [instances.c.store_pk == store_pk, instances.c.pk > after_pk]
+    scoped = _scope_condition(scope.get("study"), scope.get("series"), scope.get("instance"))
+    if scoped is not None:
+        conditions.append(scoped)
+    if paths is not None:
+        if not paths:
+            return 0
+        conditions.append(or_(*(_scope_condition(*path) for path in paths)))
+    query = (
+        select(func.count())
+        .select_from(instances)
+        .join(series, series.c.pk == instances.c.series_pk)
+        .join(studies, studies.c.pk == instances.c.study_pk)
+        .where(*conditions)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def require_store_pk(ctx: OperationContext) -> int:
+    """The store the operation works on, which may have been deleted since it started."""
+    from dicomql.store.schema import dicom_stores
+
+    pk: int = ctx.request["store_pk"]
+    with ctx.service.index.connect() as conn:
+        found = conn.execute(select(dicom_stores.c.pk).where(dicom_stores.c.pk == pk)).first()
+    if found is None:
+        raise OperationFailedError(NOT_FOUND, f"DICOM store {ctx.request['store']} not found.")
+    return pk
+
+
+def selection_paths(ctx: OperationContext) -> list[tuple[str, str | None, str | None]] | None:
+    uri = (ctx.request.get("body", {}).get("filterConfig") or {}).get("resourcePathsGcsUri")
+    return read_resource_paths(uri) if uri else None
