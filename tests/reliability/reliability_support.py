@@ -30,7 +30,7 @@ DATASET = f"{LOCATION}/datasets/d"
 STORE = f"{DATASET}/dicomStores/s"
 DICOMWEB = f"{STORE}/dicomWeb"
 CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
-ANY_SYNTAX = {"accept": 'application/dicom; transfer-syntax=*'}
+ANY_SYNTAX = {"accept": "application/dicom; transfer-syntax=*"}
 
 
 @contextmanager
@@ -78,7 +78,14 @@ class ServerProcess:
     def __init__(self, data_dir: Path, database_url: str | None, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [str(DICOMQL), "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
+        self.command = [
+            str(DICOMQL),
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+        ]
         if database_url:
             self.command += ["--database-url", database_url]
         self.command += list(extra)
@@ -164,7 +171,9 @@ def create_dataset_and_store(client: httpx.Client, store: str = "s") -> None:
     assert response.status_code in (200, 409), response.text
 
 
-def make_instance(study: str, series: str, sop: str, *, seed: int = 0, modality: str = "CT") -> bytes:
+def make_instance(
+    study: str, series: str, sop: str, *, seed: int = 0, modality: str = "CT"
+) -> bytes:
     """A small explicit-VR-little-endian CT instance as PS3.10 bytes; ``seed`` varies the pixels."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -214,9 +223,7 @@ def qido_instances(client: httpx.Client, path: str = DICOMWEB) -> list[tuple[str
     """(study, series, instance) UIDs of every instance QIDO lists, paged with offset."""
     found: list[tuple[str, str, str]] = []
     while True:
-        response = client.get(
-            f"{path}/instances", params={"limit": 1000, "offset": len(found)}
-        )
+        response = client.get(f"{path}/instances", params={"limit": 1000, "offset": len(found)})
         assert response.status_code in (200, 204), response.text
         page = response.json() if response.status_code == 200 and response.content else []
         found += [

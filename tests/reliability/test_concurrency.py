@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 from reliability_support import (
     ANY_SYNTAX,
-    DATASET,
     DICOMWEB,
     STORE,
     blob_files,
@@ -42,7 +41,9 @@ POOL = {
     for n in range(6)
 }
 DATA = {
-    sop: make_instance(study, series_uid, sop, seed=index, modality="CT" if sop[-3] == "0" else "MR")
+    sop: make_instance(
+        study, series_uid, sop, seed=index, modality="CT" if sop[-3] == "0" else "MR"
+    )
     for index, (sop, (study, series_uid)) in enumerate(sorted(POOL.items()))
 }
 
@@ -117,8 +118,10 @@ def _index_inconsistencies(database_url: str) -> list[str]:
                     select(func.count()).where(series.c.study_pk == row.pk)
                 ).scalar_one()
                 if (row.number_of_instances, row.number_of_series) != (count, series_count):
-                    problems.append(f"study {row.study_instance_uid}: {row.number_of_instances}"
-                                    f"/{row.number_of_series} vs {count}/{series_count}")
+                    problems.append(
+                        f"study {row.study_instance_uid}: {row.number_of_instances}"
+                        f"/{row.number_of_series} vs {count}/{series_count}"
+                    )
                 if count == 0:
                     problems.append(f"study {row.study_instance_uid} has no instances")
             for row in conn.execute(select(series)):
@@ -183,12 +186,13 @@ def test_eight_clients_leave_counters_metrics_and_qido_consistent(
         )
         for item in qido_studies
     }
-    series_counts = {item["0020000E"]["Value"][0]: item["00201209"]["Value"][0] for item in qido_series}
+    series_counts = {
+        item["0020000E"]["Value"][0]: item["00201209"]["Value"][0] for item in qido_series
+    }
     counter_mismatches = [
         study
         for study, (count, series_count) in study_counts.items()
-        if count != per_study[study]
-        or series_count != len({r for s, r, _ in listed if s == study})
+        if count != per_study[study] or series_count != len({r for s, r, _ in listed if s == study})
     ] + [r for r, count in series_counts.items() if count != per_series[r]]
     blob_keys = set(blob_files(service_config.data_dir))
     FIGURES.mkdir(parents=True, exist_ok=True)
@@ -214,4 +218,3 @@ def test_eight_clients_leave_counters_metrics_and_qido_consistent(
     assert int(metrics.get("seriesCount", "0")) == len(per_series)
     assert int(metrics.get("studyCount", "0")) == len(per_study)
     assert len(blob_keys) == len(listed), "a blob without an instance, or the reverse"
-    assert client is not None and DATASET

@@ -12,8 +12,7 @@ from starlette.routing import BaseRoute, Mount, Router
 
 
 class ResourceIdConvertor(Convertor[str]):
-    # NUL excluded too: no resource ID holds one, and PostgreSQL text cannot (a 500 otherwise).
-    regex = "[^/:\x00]+"
+    regex = "[^/:]+"
 
     def convert(self, value: str) -> str:
         return value
@@ -26,6 +25,7 @@ register_url_convertor("rid", ResourceIdConvertor())
 
 # Imported after the convertor is registered: their route paths use it.
 from dicomql.service import datasets, dicom_stores, locations, operations  # noqa: E402
+from dicomql.service import store_methods  # noqa: E402
 from dicomql.service.dicomweb import routes as dicomweb_routes  # noqa: E402
 
 LOCATION = "/v1/projects/{project:rid}/locations/{location:rid}"
@@ -36,6 +36,8 @@ routes: list[BaseRoute] = [
         LOCATION,
         routes=[
             Mount(f"{DICOM_STORE}/dicomWeb", routes=dicomweb_routes.routes),
+            # Custom verbs first (store_methods: :import, :export, …).
+            *store_methods.routes,
             *dicom_stores.routes,
             *operations.routes,
             *datasets.routes,

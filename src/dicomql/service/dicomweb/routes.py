@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from dicomql.service import store_methods
 from dicomql.service.dicomweb import delete, metadata, metrics, retrieve, search, store
 
 routes: list[BaseRoute] = [
     *metrics.routes,
+    *store_methods.dicomweb_routes,
     *metadata.routes,
     *search.routes,
     *store.routes,
