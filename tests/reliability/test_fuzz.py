@@ -415,3 +415,44 @@ def test_random_statements_through_the_engine_raise_only_dicomql_errors(
     TRIED["test_random_statements_through_the_engine_raise_only_dicomql_errors"] += 1
     with suppress(Error):
         engine.execute(sql, variables={"x": value})
+
+
+# --- what the fuzzers found, pinned ---------------------------------------------------------
+
+
+def test_an_unknown_vr_in_a_lazily_read_element_is_unreadable_not_a_crash() -> None:
+    damaged = SEED.replace(b"\x28\x00\x02\x00US", b"\x28\x00\x02\x00U\x00", 1)
+    assert damaged != SEED
+    with pytest.raises(UnreadableInstance):
+        read_header(io.BytesIO(damaged))
+
+
+def test_stow_of_an_instance_with_an_unknown_vr_fails_that_part_with_a_409(
+    service: httpx.Client,
+) -> None:
+    damaged = make_instance("1.2.840.7", "1.2.840.7.1", "1.2.840.7.1.1").replace(
+        b"\x28\x00\x02\x00US", b"\x28\x00\x02\x00U\x00", 1
+    )
+    body, content_type = multipart([damaged])
+    response = service.post(
+        f"{DICOMWEB}/studies", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 409, response.text
+    assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+
+
+@pytest.mark.parametrize("sql", ["DELETE FROM (SELECT 1)", "UPDATE (SELECT 1) AS t SET a = 1"])
+def test_a_subquery_where_a_resource_belongs_is_a_programming_error(engine, sql: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(Error, match="expected a resource"):
+        engine.execute(sql)
+
+
+@pytest.mark.parametrize(
+    "query", [{"PatientID": "a\x00b"}, {"PatientName": "\x00", "fuzzymatching": "true"}]
+)
+def test_a_nul_in_a_search_value_is_a_400_on_every_backend(
+    service: httpx.Client, query: dict[str, str]
+) -> None:
+    response = service.get(f"{DICOMWEB}/studies", params=query)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"

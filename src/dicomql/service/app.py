@@ -127,4 +127,3 @@ class BearerTokenMiddleware:
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="dicomql"'
         await response(scope, receive, send)
-

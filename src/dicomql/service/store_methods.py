@@ -22,7 +22,7 @@ from dicomql.service import lro, names
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import service_of
 from dicomql.service.dicom_stores import require_dicom_store
-from dicomql.service.errors import InvalidArgument, Unimplemented
+from dicomql.service.errors import InvalidArgument, NotFound, Unimplemented
 from dicomql.service.exporter import target_syntax
 from dicomql.service.validation import validate_path_ids
 from dicomql.service.workers import OperationContext
@@ -149,7 +149,24 @@ async def set_blob_storage_settings(request: Request) -> JSONResponse:
     body = await _body(request, "SetBlobStorageSettingsRequest", method)
     _storage_class(body.get("blobStorageSettings"), "blobStorageSettings", required=True)
     _check_filter(body)
+    scope = _scope(request)
+    if scope["study"] is not None:
+        await run_in_threadpool(_require_scope, request, scope)
     return await _start(request, lro.SET_BLOB_STORAGE_SETTINGS, body)
+
+
+def _require_scope(request: Request, scope: dict[str, str | None]) -> None:
+    """A study, series or instance path must name something that exists (404 otherwise)."""
+    service = service_of(request)
+    params = request.path_params
+    with service.index.connect() as conn:
+        store = require_dicom_store(
+            conn, params["project"], params["location"], params["dataset"], params["dicom_store"]
+        )
+        found = lro.count_selected(conn, store.pk, scope, None)
+    if not found:
+        path = request.url.path.split("/dicomWeb/", 1)[-1].rsplit(":", 1)[0]
+        raise NotFound(f"{path} not found in the DICOM store.")
 
 
 async def deidentify_dicom_store(request: Request) -> JSONResponse:

@@ -253,6 +253,12 @@ class Engine:
     # --- shared helpers ----------------------------------------------------------------------
 
     def resource(self, table: exp.Table) -> Resource:
+        if not isinstance(table, exp.Table):
+            # e.g. DELETE FROM (SELECT 1): an AttributeError before (tests/reliability/test_fuzz)
+            raise ProgrammingError(
+                "expected a resource such as google.healthcare.dicom_stores,"
+                f" got {table.sql(dialect='sqlite')}"
+            )
         name = ".".join(part.name for part in table.parts)
         return self.registry.resource(name)
 

@@ -10,7 +10,7 @@ from anyio import to_thread
 from sqlalchemy import Row
 from starlette.requests import Request
 
-from dicomql.service.errors import NotFound
+from dicomql.service.errors import InvalidArgument, NotFound
 from dicomql.service.names import dicom_store_name
 from dicomql.store.resources import find_dicom_store
 
