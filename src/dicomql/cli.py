@@ -12,6 +12,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from dicomql.cli_options import connection_options
+
 if TYPE_CHECKING:
     from dicomql.config import ConnectionConfig
 
@@ -83,35 +85,6 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that choose a backend and the engine's defaults (``exec`` and ``shell``)."""
     options = [
         click.option(
-            "--data-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Run the embedded service over this directory (the default backend; "
-            "default $DICOMQL_DATA_DIR, else ~/.local/share/dicomql).",
-        ),
-        click.option(
-            "--database-url",
-            help="The embedded service's index, e.g. postgresql+psycopg://user@host/db "
-            "(default $DICOMQL_DATABASE_URL, else SQLite in the data directory).",
-        ),
-        click.option(
-            "--endpoint",
-            metavar="URL",
-            help="Send requests to this Cloud Healthcare API, e.g. http://127.0.0.1:8080 "
-            "(dicomql serve); default $DICOMQL_ENDPOINT.",
-        ),
-        click.option("--token", help="Bearer token for --endpoint (default $DICOMQL_TOKEN)."),
-        click.option(
-            "--backend",
-            type=click.Choice(["google"]),
-            help="Use Google's Cloud Healthcare API (Application Default Credentials unless "
-            "--credentials).",
-        ),
-        click.option(
-            "--credentials",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
-            help="A Google service-account or authorized-user key file (with --backend google).",
-        ),
-        click.option(
             "--var",
             "var",
             multiple=True,
@@ -142,7 +115,7 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         command = option(command)
-    return command
+    return connection_options(command)
 
 
 def _connection_config(

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
+from dicomql.cli_options import connection_options
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.status import Status
@@ -52,35 +54,10 @@ def _stack_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "updated or deleted, with the rendered queries.",
         ),
         click.option("--show-queries", is_flag=True, help="Print every rendered query."),
-        click.option(
-            "--data-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Run the embedded service over this directory (the default backend; "
-            "default $DICOMQL_DATA_DIR, else ~/.local/share/dicomql).",
-        ),
-        click.option(
-            "--database-url", help="The embedded service's index (default: SQLite in --data-dir)."
-        ),
-        click.option(
-            "--endpoint",
-            metavar="URL",
-            help="Use this Cloud Healthcare API, e.g. http://127.0.0.1:8080 (dicomql serve).",
-        ),
-        click.option("--token", help="Bearer token for --endpoint (default $DICOMQL_TOKEN)."),
-        click.option(
-            "--backend",
-            type=click.Choice(["google"]),
-            help="Use Google's Cloud Healthcare API.",
-        ),
-        click.option(
-            "--credentials",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
-            help="A Google credentials file (with --backend google).",
-        ),
     ]
     for option in reversed(options):
         command = option(command)
-    return command
+    return connection_options(command)
 
 
 @deploy.command()

@@ -134,7 +134,15 @@ class _PartSpool:
             )
         try:
             model = parsed.dicom_json()
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            IndexError,
+            OverflowError,
+            NotImplementedError,  # pydicom: an unknown VR read lazily (tests/reliability fuzz)
+        ) as exc:
             # A header pydicom could read but not convert: still bad input, not a server fault.
             discard_blob(self.index, self.blobs, self.key)
             return PartResult(*uids, CANNOT_UNDERSTAND, f"Cannot convert the header: {exc}")
