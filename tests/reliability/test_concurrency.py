@@ -19,6 +19,7 @@ from reliability_support import (
     STORE,
     blob_files,
     create_dataset_and_store,
+    indexed_blob_keys,
     make_instance,
     qido_instances,
     referenced,
@@ -27,7 +28,7 @@ from reliability_support import (
 from sqlalchemy import create_engine, func, select
 
 from dicomql.service.config import ServiceConfig
-from dicomql.store.schema import instances, series, studies
+from dicomql.store.schema import blob_journal, instances, series, studies
 
 CLIENTS = 8
 OPERATIONS = 30
@@ -102,6 +103,15 @@ def _client(url: str, number: int, ledger: Ledger) -> None:
                 )
                 ledger.note("patch", response)
                 assert response.status_code == 200, response.text
+
+
+def _journaled(database_url: str) -> list[str]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return [row.blob_key for row in conn.execute(select(blob_journal))]
+    finally:
+        engine.dispose()
 
 
 def _index_inconsistencies(database_url: str) -> list[str]:
@@ -217,4 +227,7 @@ def test_eight_clients_leave_counters_metrics_and_qido_consistent(
     assert int(metrics.get("instanceCount", "0")) == len(listed)
     assert int(metrics.get("seriesCount", "0")) == len(per_series)
     assert int(metrics.get("studyCount", "0")) == len(per_study)
-    assert len(blob_keys) == len(listed), "a blob without an instance, or the reverse"
+    indexed = indexed_blob_keys(service_config.data_dir, service_config.database_url)
+    assert blob_keys - indexed == set(), ("orphaned blobs", _journaled(service_config.index_url))
+    assert indexed - blob_keys == set(), "instances without blobs"
+    assert len(indexed) == len(listed)

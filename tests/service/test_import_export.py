@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydicom
 import pytest
 from lro_support import counter, make_stores, run, start, store_path, stow, wait
 from pydicom.data import get_testdata_file
+from sqlalchemy import update
+
+from dicomql.provider.transports import InProcessTransport
+from dicomql.service.app import create_app
+from dicomql.service.config import ServiceConfig
+from dicomql.store.index import Index
+from dicomql.store.schema import operations
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 MR_SMALL = Path(get_testdata_file("MR_small.dcm"))
@@ -44,7 +53,9 @@ def test_import_then_export_round_trips_every_test_file_byte_for_byte(
     assert stored >= 30  # the bundled files hold 35 distinct storable instances
 
     out = tmp_path / "out"
-    exported = run(embedded, f"{store_path('s')}:export", {"gcsDestination": {"uriPrefix": str(out)}})
+    exported = run(
+        embedded, f"{store_path('s')}:export", {"gcsDestination": {"uriPrefix": str(out)}}
+    )
     assert "error" not in exported
     assert counter(exported).get("success") == stored
     written = exported_files(out)
@@ -84,10 +95,14 @@ def test_import_wildcards_match_like_cloud_storage(embedded: httpx.Client, tmp_p
     shutil.copy(CT_SMALL, tmp_path / "in" / "a1.dcm")
     shutil.copy(MR_SMALL, tmp_path / "in" / "deep" / "a2.dcm")
     # "?" is one character and "*" stays within a directory: only a1.dcm.
-    operation = run(embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{tmp_path}/in/a?.dcm"}})
+    operation = run(
+        embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{tmp_path}/in/a?.dcm"}}
+    )
     assert counter(operation) == {"success": 1}
     # "**" crosses directories.
-    operation = run(embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{tmp_path}/in/**.dcm"}})
+    operation = run(
+        embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{tmp_path}/in/**.dcm"}}
+    )
     assert counter(operation) == {"success": 2}
     assert instance_count(embedded, "s") == 2
 
@@ -97,7 +112,10 @@ def test_import_applies_blob_storage_settings(embedded: httpx.Client, tmp_path: 
     run(
         embedded,
         f"{store_path('s')}:import",
-        {"gcsSource": {"uri": str(CT_SMALL)}, "blobStorageSettings": {"blobStorageClass": "COLDLINE"}},
+        {
+            "gcsSource": {"uri": str(CT_SMALL)},
+            "blobStorageSettings": {"blobStorageClass": "COLDLINE"},
+        },
     )
     ds = pydicom.dcmread(CT_SMALL, stop_before_pixels=True)
     info = embedded.get(
@@ -107,9 +125,13 @@ def test_import_applies_blob_storage_settings(embedded: httpx.Client, tmp_path: 
     assert info["blobStorageInfo"]["storageClass"] == "COLDLINE"
 
 
-def test_import_of_nothing_matching_fails_the_operation(embedded: httpx.Client, tmp_path: Path) -> None:
+def test_import_of_nothing_matching_fails_the_operation(
+    embedded: httpx.Client, tmp_path: Path
+) -> None:
     make_stores(embedded, "s")
-    operation = run(embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{tmp_path}/*.dcm"}})
+    operation = run(
+        embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{tmp_path}/*.dcm"}}
+    )
     assert operation["error"]["code"] == 5
 
 
@@ -118,6 +140,7 @@ def test_import_of_nothing_matching_fails_the_operation(embedded: httpx.Client, 
     [
         ({}, "gcsSource.uri"),
         ({"gcsSource": {"uri": "relative/path"}}, "absolute"),
+        ({"gcsSource": {"uri": "/in\x00/*.dcm"}}, "NUL"),
         ({"gcsSource": {"uri": "/x", "x": 1}}, "Unknown name"),
         ({"gcsSource": {"uri": "/x"}, "blobStorageSettings": {"blobStorageClass": "HOT"}}, "HOT"),
     ],
@@ -138,12 +161,7 @@ def test_import_into_a_missing_store_is_404(embedded: httpx.Client) -> None:
 
 
 def test_import_from_cloud_storage_without_fsspec_fails_clearly(embedded: httpx.Client) -> None:
-    pytest.importorskip("pytest")
-    try:
-        import gcsfs  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed")
     make_stores(embedded, "s")
     operation = run(embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": "gs://b/**"}})
@@ -227,3 +245,50 @@ def test_cancel_stops_an_import_between_instances(embedded: httpx.Client, tmp_pa
     counts = counter(done)
     # Stopped before the end: not every file was attempted.
     assert counts.get("success", 0) + counts.get("failure", 0) < len(files)
+
+
+def test_an_import_resumes_after_a_restart_from_its_checkpoint(
+    service_config: ServiceConfig, tmp_path: Path
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(CT_SMALL, source / "1.dcm")
+    shutil.copy(MR_SMALL, source / "2.dcm")
+    # A server without handlers records the operation but never runs it (a crash before).
+    with client_of(create_app(service_config, operation_handlers={})) as first:
+        make_stores(first, "s")
+        operation = start(first, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{source}/*"}})
+    # As if a previous attempt had stored the first file (in sorted order) and recorded so.
+    index = Index.open(service_config.index_url)
+    with index.begin() as conn:
+        conn.execute(update(operations).values(checkpoint=1))
+    index.close()
+    with client_of(create_app(service_config)) as second:
+        done = wait(second, operation)
+        assert counter(done) == {"success": 1}
+        (only,) = second.get(f"{store_path('s')}/dicomWeb/instances").json()
+    assert only["00080018"]["Value"] == [pydicom.dcmread(MR_SMALL).SOPInstanceUID]
+
+
+def client_of(app: Any) -> httpx.Client:
+    return httpx.Client(transport=InProcessTransport(app), base_url="http://embedded")
+
+
+def test_import_and_export_go_through_fsspec_uris(embedded: httpx.Client, tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    bucket = f"memory://{tmp_path.name}"
+    memory.pipe(f"{bucket}/in/a.dcm", CT_SMALL.read_bytes())
+    memory.pipe(f"{bucket}/in/sub/b.dcm", MR_SMALL.read_bytes())
+    make_stores(embedded, "s")
+    imported = run(embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{bucket}/in/*"}})
+    assert counter(imported) == {"success": 1}  # "*" does not cross into sub/
+    imported = run(embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{bucket}/**"}})
+    assert counter(imported) == {"success": 2}
+    exported = run(
+        embedded, f"{store_path('s')}:export", {"gcsDestination": {"uriPrefix": f"{bucket}/out"}}
+    )
+    assert counter(exported) == {"success": 2}
+    ct = pydicom.dcmread(CT_SMALL, stop_before_pixels=True)
+    path = f"{bucket}/out/{ct.StudyInstanceUID}/{ct.SeriesInstanceUID}/{ct.SOPInstanceUID}.dcm"
+    assert memory.cat(path) == CT_SMALL.read_bytes()

@@ -16,7 +16,9 @@ from dicomql.sql.engine import Engine
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 MR_SMALL = Path(get_testdata_file("MR_small.dcm"))
-PARAMS = "@projectsId='proj', @locationsId='us-central1', @datasetsId='ds1', @dicomStoresId='{store}'"
+PARAMS = (
+    "@projectsId='proj', @locationsId='us-central1', @datasetsId='ds1', @dicomStoresId='{store}'"
+)
 
 
 def exec_await(engine: Engine, method: str, store: str, body: dict[str, object]) -> str | None:
@@ -52,7 +54,8 @@ def test_import_from_sql_waits_and_stores_the_files(stores: Engine, tmp_path: Pa
     message = exec_await(stores, "import", "src", {"gcsSource": {"uri": f"{tmp_path}/*.dcm"}})
     assert message is not None and message.endswith("done")
     expected = sorted(
-        pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in (CT_SMALL, MR_SMALL)
+        pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        for path in (CT_SMALL, MR_SMALL)
     )
     assert instance_uids(stores, "src") == expected
 
@@ -70,7 +73,10 @@ def test_set_blob_storage_settings_from_sql_changes_the_storage_class(
 ) -> None:
     exec_await(stores, "import", "src", {"gcsSource": {"uri": str(CT_SMALL)}})
     exec_await(
-        stores, "set_blob_storage_settings", "src", {"blobStorageSettings": {"blobStorageClass": "ARCHIVE"}}
+        stores,
+        "set_blob_storage_settings",
+        "src",
+        {"blobStorageSettings": {"blobStorageClass": "ARCHIVE"}},
     )
     ds = pydicom.dcmread(CT_SMALL, stop_before_pixels=True)
     info = embedded.get(  # type: ignore[attr-defined]

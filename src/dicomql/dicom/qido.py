@@ -174,7 +174,8 @@ def parse_search(params: Iterable[tuple[str, str]], level: Level) -> SearchQuery
 
 
 def _non_negative(text: str, name: str) -> int:
-    if not text.isdigit():
+    # isascii too: str.isdigit accepts "²", which int() refuses (a 500; tests/reliability fuzz).
+    if not (text.isascii() and text.isdigit()):
         raise QueryError(f"{name} must be a non-negative integer, not {text!r}.")
     return int(text)
 

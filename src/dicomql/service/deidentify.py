@@ -9,7 +9,7 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
 from dicomql.service import lro
-from dicomql.service.ingest import ingest_bytes
+from dicomql.service.ingest import ingest_many
 from dicomql.service.workers import OperationContext, OperationFailedError
 from dicomql.store.schema import dicom_stores
 
@@ -25,21 +25,36 @@ log = logging.getLogger("dicomql.service.deidentify")
 
 # Below this many instances a process pool costs more to start than it saves.
 _POOL_THRESHOLD = 32
-# Instances in flight at once: bounded memory, and both cores kept busy.
-_WINDOW = 8
-_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
-           NotImplementedError, RuntimeError, EOFError)
+# Storing the output (parsing and indexing it, in the worker thread) costs more than
+# de-identifying it: measured on 2 cores, 64 instances/s in one thread against 44/s with a
+# 2-process pool competing with the storing thread. So the pool only pays with more cores.
+_POOL_MIN_CORES = 4
+# Instances stored per index transaction; two such batches are in flight at once (bounded
+# memory, both cores kept busy).
+_WINDOW = 16
+_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    RuntimeError,
+    EOFError,
+)
 
 
 @contextmanager
 def _executor(size: int) -> Iterator[Executor | None]:
-    if size < _POOL_THRESHOLD or (os.cpu_count() or 1) < 2:
+    if size < _POOL_THRESHOLD or (os.cpu_count() or 1) < _POOL_MIN_CORES:
         yield None
         return
     # forkserver: the worker thread's process holds database connections and threads that a
     # plain fork would copy into the children.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=context) as pool:
+    workers = max(1, (os.cpu_count() or 2) - 1)  # one core stays with the storing thread
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         yield pool
 
 
@@ -68,48 +83,92 @@ def run_deidentify(ctx: OperationContext) -> dict[str, Any]:
     ctx.set_pending(total)
     rows = lro.iter_selected(service.index.connect, source_pk, scope, paths, after)
     with _executor(total) as pool:
-        window: list[tuple[Any, Future[bytes] | bytes | Exception]] = []
+        pipeline = _Pipeline(deidentifier, pool)
+        window: list[tuple[Any, bytes | None, Future[bytes] | bytes | Exception]] = []
         for row in rows:
-            window.append((row, _submit(pool, deidentifier, service, row)))
-            if len(window) >= _WINDOW:
-                _store(ctx, destination_pk, window.pop(0))
-        while window:
-            _store(ctx, destination_pk, window.pop(0))
-    return {
-        "@type": "type.googleapis.com/google.cloud.healthcare.v1.deidentify."
-        "DeidentifyDicomStoreSummary"
-    }
+            window.append((row, *pipeline.submit(service, row)))
+            # Two batches in flight: the pool works on one while the other is stored.
+            if len(window) >= 2 * _WINDOW:
+                _store(ctx, pipeline, destination_pk, window[:_WINDOW])
+                del window[:_WINDOW]
+        if window:
+            _store(ctx, pipeline, destination_pk, window)
+    return {"@type": lro.RESPONSE_TYPE + "deidentify.DeidentifyDicomStoreSummary"}
 
 
-def _submit(
-    pool: Executor | None, deidentifier: Deidentifier, service: Any, row: Any
-) -> Future[bytes] | bytes | Exception:
-    try:
-        with service.blobs.open(row.blob_key) as file:
-            data = file.read()
-        if pool is not None:
-            return pool.submit(deidentify_bytes, deidentifier, data)
-        return deidentify_bytes(deidentifier, data)
-    except (OSError, *_ERRORS) as exc:
-        return exc
+class _Pipeline:
+    """De-identification on the process pool if there is one, in this thread otherwise, and
+    in this thread from the moment the pool breaks (a worker killed, or a main module that
+    cannot be re-imported by forkserver children): a broken pool must not fail instances."""
+
+    def __init__(self, deidentifier: Deidentifier, pool: Executor | None) -> None:
+        self.deidentifier = deidentifier
+        self.pool = pool
+
+    def submit(
+        self, service: Any, row: Any
+    ) -> tuple[bytes | None, Future[bytes] | bytes | Exception]:
+        try:
+            with service.blobs.open(row.blob_key) as file:
+                data = file.read()
+        except OSError as exc:
+            return None, exc
+        if self.pool is not None:
+            try:
+                return data, self.pool.submit(deidentify_bytes, self.deidentifier, data)
+            except BrokenExecutor:
+                self._broken()
+        return data, self._inline(data)
+
+    def result(
+        self, data: bytes | None, outcome: Future[bytes] | bytes | Exception
+    ) -> bytes | Exception:
+        if not isinstance(outcome, Future):
+            return outcome
+        try:
+            return outcome.result()
+        except BrokenExecutor:
+            self._broken()
+            assert data is not None
+            return self._inline(data)
+        except _ERRORS as exc:
+            return exc
+
+    def _inline(self, data: bytes) -> bytes | Exception:
+        try:
+            return deidentify_bytes(self.deidentifier, data)
+        except _ERRORS as exc:
+            return exc
+
+    def _broken(self) -> None:
+        if self.pool is not None:
+            log.warning("the de-identification process pool broke; continuing in one thread")
+        self.pool = None
 
 
 def _store(
     ctx: OperationContext,
+    pipeline: _Pipeline,
     destination_pk: int,
-    item: tuple[Any, Future[bytes] | bytes | Exception],
+    batch: list[tuple[Any, bytes | None, Future[bytes] | bytes | Exception]],
 ) -> None:
-    row, outcome = item
-    try:
-        data = outcome.result() if isinstance(outcome, Future) else outcome
-    except _ERRORS as exc:
-        data = exc
-    if isinstance(data, Exception):
-        log.warning("de-identifying %s failed: %s", row.sop_instance_uid, data)
-        ctx.progress(failure=1, checkpoint=row.pk)
-        return
+    """Store a batch of de-identified instances in one index transaction, then report it
+    (cancellation takes effect here, between batches)."""
+    outputs: list[bytes] = []
+    failures = 0
+    for row, source, outcome in batch:
+        data = pipeline.result(source, outcome)
+        if isinstance(data, Exception):
+            log.warning("de-identifying %s failed: %s", row.sop_instance_uid, data)
+            failures += 1
+        else:
+            outputs.append(data)
     service = ctx.service
-    result = ingest_bytes(service.index, service.blobs, destination_pk, data)
-    if not result.ok:
-        log.warning("storing de-identified %s failed: %s", row.sop_instance_uid, result.message)
-    ctx.progress(success=int(result.ok), failure=int(not result.ok), checkpoint=row.pk)
+    results = ingest_many(service.index, service.blobs, destination_pk, outputs)
+    for result in results:
+        if not result.ok:
+            log.warning("storing a de-identified instance failed: %s", result.message)
+    stored = sum(result.ok for result in results)
+    ctx.progress(
+        success=stored, failure=failures + len(results) - stored, checkpoint=batch[-1][0].pk
+    )

@@ -1,6 +1,7 @@
 """The ``dicomStores.export`` handler: each selected instance is written to
 ``{uriPrefix}/{study}/{series}/{instance}.dcm`` (overwriting), byte for byte as stored, or
-transcoded when ``mimeType`` names a transfer syntax (GoogleCloudHealthcareV1DicomGcsDestination)."""
+transcoded when ``mimeType`` names a transfer syntax (GoogleCloudHealthcareV1DicomGcsDestination).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from dicomql.dicom.transcode import TranscodeError, transcode
 from dicomql.service.lro import (
+    RESPONSE_TYPE,
     UNIMPLEMENTED,
     count_selected,
     iter_selected,
@@ -79,4 +81,4 @@ def run_export(ctx: OperationContext) -> dict[str, Any]:
             ctx.progress(failure=1, checkpoint=row.pk)
             continue
         ctx.progress(success=1, checkpoint=row.pk)
-    return {"@type": "type.googleapis.com/google.cloud.healthcare.v1.dicom.ExportDicomDataResponse"}
+    return {"@type": RESPONSE_TYPE + "dicom.ExportDicomDataResponse"}

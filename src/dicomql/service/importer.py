@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dicomql.service.ingest import ingest_bytes
-from dicomql.service.lro import NOT_FOUND, expand_uri, read_uri, require_store_pk
+from dicomql.service.ingest import ingest_many
+from dicomql.service.lro import NOT_FOUND, RESPONSE_TYPE, expand_uri, read_uri, require_store_pk
 from dicomql.service.workers import OperationContext, OperationFailedError
 
 log = logging.getLogger("dicomql.service.import")
+
+# Files stored per index transaction (group commit); cancellation takes effect between batches.
+_BATCH = 16
 
 
 def run_import(ctx: OperationContext) -> dict[str, Any]:
@@ -26,20 +29,24 @@ def run_import(ctx: OperationContext) -> dict[str, Any]:
     start = int(ctx.checkpoint or 0)
     ctx.set_pending(len(files) - start)
     service = ctx.service
-    for number in range(start, len(files)):
-        name = files[number]
-        try:
-            data = read_uri(name)
-        except OSError as exc:
-            log.warning("import of %s: cannot read %s: %s", ctx.request["store"], name, exc)
-            ctx.progress(failure=1, checkpoint=number + 1)
-            continue
-        result = ingest_bytes(
-            service.index, service.blobs, store_pk, data, storage_class=storage_class
+    for first in range(start, len(files), _BATCH):
+        names = files[first : first + _BATCH]
+        readable: list[bytes] = []
+        for name in names:
+            try:
+                readable.append(read_uri(name))
+            except OSError as exc:
+                log.warning("import into %s: cannot read %s: %s", ctx.request["store"], name, exc)
+        results = ingest_many(
+            service.index, service.blobs, store_pk, readable, storage_class=storage_class
         )
-        if not result.ok:
-            log.warning("import of %s: %s not stored: %s", ctx.request["store"], name, result.message)
+        for result in results:
+            if not result.ok:
+                log.warning("import into %s: not stored: %s", ctx.request["store"], result.message)
+        stored = sum(result.ok for result in results)
         ctx.progress(
-            success=int(result.ok), failure=int(not result.ok), checkpoint=number + 1
+            success=stored,
+            failure=len(names) - stored,
+            checkpoint=first + len(names),
         )
-    return {"@type": "type.googleapis.com/google.cloud.healthcare.v1.dicom.ImportDicomDataResponse"}
+    return {"@type": RESPONSE_TYPE + "dicom.ImportDicomDataResponse"}

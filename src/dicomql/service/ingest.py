@@ -18,7 +18,7 @@ from dicomql.store.instances import (
     InstanceRecord,
     Outcome,
     discard_blob,
-    index_instance,
+    index_instances,
     journal_blobs,
 )
 from dicomql.store.operations import now
@@ -54,49 +54,76 @@ def ingest_bytes(
     *,
     storage_class: str | None = None,
 ) -> IngestResult:
-    """Store one instance into a DICOM store; never leaves an orphan blob behind.
+    """Store one instance; see :func:`ingest_many`."""
+    return ingest_many(index, blobs, store_pk, [data], storage_class=storage_class)[0]
+
+
+def ingest_many(
+    index: Index,
+    blobs: BlobStore,
+    store_pk: int,
+    items: list[bytes],
+    *,
+    storage_class: str | None = None,
+) -> list[IngestResult]:
+    """Store instances into a DICOM store, one result per item; never leaves an orphan blob.
+
+    The keys are journaled in one transaction and the instances indexed in another (group
+    commit, as STOW does), each instance still under its own savepoint.
 
     Args:
-        storage_class: the blob storage class to give a newly stored instance (import's
+        storage_class: the blob storage class of the newly stored instances (import's
             ``blobStorageSettings``); STANDARD when None.
     """
-    key = blobs.new_key("instances")
-    # Journaled before the file exists, so a crash in between leaves it to recovery.
-    journal_blobs(index, [key])
-    writer = blobs.writer(key)
+    if not items:
+        return []
+    keys = [blobs.new_key("instances") for _ in items]
+    # Journaled before the files exist, so a crash in between leaves them to recovery.
+    journal_blobs(index, keys)
+    results: list[IngestResult | None] = [None] * len(items)
+    pending: list[tuple[int, InstanceRecord]] = []
     try:
-        writer.write(data)
-        writer.commit()
+        for number, (key, data) in enumerate(zip(keys, items, strict=True)):
+            writer = blobs.writer(key)
+            try:
+                writer.write(data)
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+            record = _record(blobs, key, data)
+            if isinstance(record, IngestResult):
+                discard_blob(index, blobs, key)
+                results[number] = record
+            else:
+                pending.append((number, record))
+        outcomes = index_instances(index, store_pk, [record for _, record in pending])
     except BaseException:
-        writer.abort()
-        discard_blob(index, blobs, key)
+        for key in keys:
+            discard_blob(index, blobs, key, unless_indexed=True)
         raise
-    try:
-        record = _record(blobs, key, data)
-        if isinstance(record, IngestResult):
-            discard_blob(index, blobs, key)
-            return record
-        result = index_instance(index, store_pk, record)
-    except BaseException:
-        discard_blob(index, blobs, key, unless_indexed=True)
-        raise
-    uid = record.parsed.sop_instance_uid
-    if result.outcome is not Outcome.STORED:
-        discard_blob(index, blobs, key)
-    if result.outcome is Outcome.STORED:
-        if storage_class and storage_class != "STANDARD":
-            with index.begin() as conn:
-                conn.execute(
-                    update(instances)
-                    .where(instances.c.blob_key == key)
-                    .values(storage_class=storage_class, storage_class_update_time=now())
-                )
-        return IngestResult(Stored.STORED, sop_instance_uid=uid)
-    if result.outcome is Outcome.DUPLICATE:
-        return IngestResult(Stored.DUPLICATE, sop_instance_uid=uid)
-    if result.outcome is Outcome.CONFLICT:
-        return IngestResult(Stored.CONFLICT, result.message, uid)
-    return IngestResult(Stored.INVALID, result.message, uid)
+    stored: list[str] = []
+    for (number, record), outcome in zip(pending, outcomes, strict=True):
+        uid = record.parsed.sop_instance_uid
+        if outcome.outcome is Outcome.STORED:
+            stored.append(record.blob_key)
+            results[number] = IngestResult(Stored.STORED, sop_instance_uid=uid)
+            continue
+        discard_blob(index, blobs, record.blob_key)
+        kind = {
+            Outcome.DUPLICATE: Stored.DUPLICATE,
+            Outcome.CONFLICT: Stored.CONFLICT,
+        }.get(outcome.outcome, Stored.INVALID)
+        results[number] = IngestResult(kind, outcome.message, uid)
+    if stored and storage_class and storage_class != "STANDARD":
+        with index.begin() as conn:
+            conn.execute(
+                update(instances)
+                .where(instances.c.blob_key.in_(stored))
+                .values(storage_class=storage_class, storage_class_update_time=now())
+            )
+    assert all(result is not None for result in results)
+    return [result for result in results if result is not None]
 
 
 def _record(blobs: BlobStore, key: str, data: bytes) -> InstanceRecord | IngestResult:

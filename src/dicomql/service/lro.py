@@ -11,16 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select
+from sqlalchemy import Connection, Row, and_, func, or_, select
 
 from dicomql.service.workers import Handler, OperationContext, OperationFailedError
-from dicomql.store.schema import instances, series, studies
+from dicomql.store.schema import dicom_stores, instances, series, studies
 
 # OperationMetadata.apiMethodName as Cloud Healthcare reports these methods.
 IMPORT = "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
 EXPORT = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
 SET_BLOB_STORAGE_SETTINGS = "google.cloud.healthcare.v1.dicom.DicomService.SetBlobStorageSettings"
 DEIDENTIFY = "google.cloud.healthcare.v1.deidentify.DeidentifyService.DeidentifyDicomStore"
+
+# Operation.response "@type" prefix (google.protobuf.Any of the method's response message).
+RESPONSE_TYPE = "type.googleapis.com/google.cloud.healthcare.v1."
 
 # google.rpc.Code values handlers end operations with.
 INVALID_ARGUMENT = 3
@@ -35,6 +38,7 @@ PAGE = 200
 
 def default_handlers() -> dict[str, Handler]:
     """The handler of every long-running method the embedded service runs."""
+    # Deferred: the handler modules import this one (names, URIs, selections).
     from dicomql.service import deidentify, exporter, importer, store_methods
 
     return {
@@ -118,20 +122,25 @@ def expand_uri(uri: str) -> list[str]:
         if path is not None and path.is_dir():
             return sorted(str(p) for p in path.rglob("*") if p.is_file())
         return [str(path) if path is not None else uri]
-    text = str(path) if path is not None else uri
+    if path is not None:
+        text = str(path)
+        found: Iterator[str] = (
+            os.path.join(root, name) for root, _, files in os.walk(_base(text)) for name in files
+        )
+        pattern = re.compile(_glob_regex(text))
+        return sorted(name for name in found if pattern.fullmatch(name))
+    fs = remote_filesystem(uri)
+    text = fs._strip_protocol(uri)  # fsspec: the path without its scheme, as find() lists
+    pattern = re.compile(_glob_regex(text))
+    names = sorted(name for name in fs.find(_base(text)) if pattern.fullmatch(name))
+    return [fs.unstrip_protocol(name) for name in names]
+
+
+def _base(text: str) -> str:
+    """The directory before the first wildcard: where to start listing."""
     first = _WILDCARD.search(text)
     assert first is not None
-    base = text[: first.start()].rsplit("/", 1)[0] or "/"
-    pattern = re.compile(_glob_regex(text))
-    if path is not None:
-        found = (
-            os.path.join(root, name) for root, _, files in os.walk(base) for name in files
-        )
-    else:
-        fs = remote_filesystem(uri)
-        scheme = uri.split("://", 1)[0]
-        found = (f"{scheme}://{name}" for name in fs.find(base))
-    return sorted(name for name in found if pattern.fullmatch(name))
+    return text[: first.start()].rsplit("/", 1)[0] or "/"
 
 
 def _glob_regex(pattern: str) -> str:
@@ -236,8 +245,6 @@ def count_selected(
     paths: list[tuple[str, str | None, str | None]] | None,
     after_pk: int = 0,
 ) -> int:
-    from sqlalchemy import func
-
     conditions = [instances.c.store_pk == store_pk, instances.c.pk > after_pk]
     scoped = _scope_condition(scope.get("study"), scope.get("series"), scope.get("instance"))
     if scoped is not None:
@@ -258,8 +265,6 @@ def count_selected(
 
 def require_store_pk(ctx: OperationContext) -> int:
     """The store the operation works on, which may have been deleted since it started."""
-    from dicomql.store.schema import dicom_stores
-
     pk: int = ctx.request["store_pk"]
     with ctx.service.index.connect() as conn:
         found = conn.execute(select(dicom_stores.c.pk).where(dicom_stores.c.pk == pk)).first()

@@ -8,7 +8,9 @@ custom verb such as ``:deidentify``. Parameter names: ``project``, ``location``,
 from __future__ import annotations
 
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class ResourceIdConvertor(Convertor[str]):
@@ -23,9 +25,34 @@ class ResourceIdConvertor(Convertor[str]):
 
 register_url_convertor("rid", ResourceIdConvertor())
 
+
+class RejectNulMiddleware:
+    """400 for a NUL in a DICOMweb path or query: no UID or search value holds one, and
+    PostgreSQL text cannot (``studies?PatientID=%00`` was a 500 there; tests/reliability)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
+            from dicomql.service.errors import InvalidArgument, error_response
+
+            response = error_response(
+                InvalidArgument("The request path or query contains a NUL character.")
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # Imported after the convertor is registered: their route paths use it.
-from dicomql.service import datasets, dicom_stores, locations, operations  # noqa: E402
-from dicomql.service import store_methods  # noqa: E402
+from dicomql.service import (  # noqa: E402
+    datasets,
+    dicom_stores,
+    locations,
+    operations,
+    store_methods,
+)
 from dicomql.service.dicomweb import routes as dicomweb_routes  # noqa: E402
 
 LOCATION = "/v1/projects/{project:rid}/locations/{location:rid}"
@@ -35,7 +62,11 @@ routes: list[BaseRoute] = [
     Mount(
         LOCATION,
         routes=[
-            Mount(f"{DICOM_STORE}/dicomWeb", routes=dicomweb_routes.routes),
+            Mount(
+                f"{DICOM_STORE}/dicomWeb",
+                routes=dicomweb_routes.routes,
+                middleware=[Middleware(RejectNulMiddleware)],
+            ),
             # Custom verbs first (store_methods: :import, :export, …).
             *store_methods.routes,
             *dicom_stores.routes,

@@ -95,8 +95,7 @@ def _storage_class(settings: Any, field: str, *, required: bool) -> str | None:
         return None
     if value not in lro.STORAGE_CLASSES:
         raise InvalidArgument(
-            f'Invalid {field}.blobStorageClass "{value}": one of'
-            f" {', '.join(lro.STORAGE_CLASSES)}."
+            f'Invalid {field}.blobStorageClass "{value}": one of {", ".join(lro.STORAGE_CLASSES)}.'
         )
     return str(value)
 
@@ -104,6 +103,8 @@ def _storage_class(settings: Any, field: str, *, required: bool) -> str | None:
 def _check_uri(uri: Any, field: str) -> str:
     if not isinstance(uri, str) or not uri:
         raise InvalidArgument(f"{field} is required.")
+    if "\x00" in uri:
+        raise InvalidArgument(f"{field} contains a NUL character.")
     if "://" not in uri and not uri.startswith("/"):
         raise InvalidArgument(
             f'Invalid {field} "{uri}": give gs://bucket/path, file:///path or an absolute path.'
@@ -235,9 +236,7 @@ def run_set_blob_storage_settings(ctx: OperationContext) -> dict[str, Any]:
             batch = []
         if row is None:
             break
-    return {
-        "@type": "type.googleapis.com/google.cloud.healthcare.v1.dicom.SetBlobStorageSettingsResponse"
-    }
+    return {"@type": lro.RESPONSE_TYPE + "dicom.SetBlobStorageSettingsResponse"}
 
 
 STORE = "/datasets/{dataset:rid}/dicomStores/{dicom_store:rid}"

@@ -257,7 +257,7 @@ class Engine:
             # e.g. DELETE FROM (SELECT 1): an AttributeError before (tests/reliability/test_fuzz)
             raise ProgrammingError(
                 "expected a resource such as google.healthcare.dicom_stores,"
-                f" got {table.sql(dialect='sqlite')}"
+                f" got {table.sql() if isinstance(table, exp.Expression) else table!r}"
             )
         name = ".".join(part.name for part in table.parts)
         return self.registry.resource(name)

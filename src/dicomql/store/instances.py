@@ -29,7 +29,7 @@ from dicomql.dicom.parse import ParsedInstance, person_name_tokens
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.operations import now
-from dicomql.store.schema import blob_journal, instances, series, studies
+from dicomql.store.schema import blob_journal, dicom_stores, instances, series, studies
 from dicomql.store.schema import person_name_tokens as name_tokens
 
 log = logging.getLogger("dicomql.store")
@@ -149,6 +149,7 @@ def index_instances(
     for attempt in range(_RETRIES):
         try:
             with index.begin() as conn:
+                lock_store(conn, store_pk)
                 return [_index_with_savepoint(conn, store_pk, record) for record in records]
         except DBAPIError as exc:
             # PostgreSQL deadlock (40P01) or serialization failure (40001) between writers
@@ -157,6 +158,16 @@ def index_instances(
             if code not in ("40P01", "40001") or attempt == _RETRIES - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def lock_store(conn: Connection, store_pk: int) -> None:
+    """Serialize a store's instance writers on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
+
+    Under READ COMMITTED, an ingest that read a series row and a delete that removed that
+    series' last instance could both commit, leaving counters off by one and blobs without rows
+    (tests/reliability/test_concurrency.py, PostgreSQL). SQLite ignores FOR UPDATE.
+    """
+    conn.execute(select(dicom_stores.c.pk).where(dicom_stores.c.pk == store_pk).with_for_update())
 
 
 def _index_with_savepoint(conn: Connection, store_pk: int, record: InstanceRecord) -> IndexResult:

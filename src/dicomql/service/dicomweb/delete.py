@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store
 from dicomql.service.errors import NotFound
 from dicomql.service.names import operation_name
-from dicomql.store.instances import delete_instances, find_instances
+from dicomql.store.instances import delete_instances, find_instances, lock_store
 from dicomql.store.operations import (
     add_progress,
     create_operation,
@@ -35,6 +35,7 @@ def _delete(context: StoreContext, params: dict[str, Any], level: str) -> dict[s
     study, series = params["study"], params.get("series")
     operation_id = None
     with service.index.begin() as conn:
+        lock_store(conn, context.store_pk)  # against concurrent ingest (see lock_store)
         rows = find_instances(conn, context.store_pk, study, series, params.get("instance"))
         if not rows:
             return None

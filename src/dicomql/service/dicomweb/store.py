@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
+from pydicom.errors import BytesLengthException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -142,6 +143,7 @@ class _PartSpool:
             IndexError,
             OverflowError,
             NotImplementedError,  # pydicom: an unknown VR read lazily (tests/reliability fuzz)
+            BytesLengthException,  # pydicom: a 1-byte US value read lazily (same)
         ) as exc:
             # A header pydicom could read but not convert: still bad input, not a server fault.
             discard_blob(self.index, self.blobs, self.key)
