@@ -60,6 +60,22 @@ class ParsedInstance:
         return model
 
 
+# What pydicom raises on a damaged header, eagerly or when a lazily parsed element is touched.
+_HEADER_ERRORS = (
+    ValueError,
+    EOFError,
+    OSError,
+    struct.error,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    NotImplementedError,
+    OverflowError,
+    BytesLengthException,
+)
+
+
 def read_header(source: Path | BinaryIO) -> ParsedInstance:
     """Parse a PS3.10 file's header (everything before the pixel data).
 
@@ -76,19 +92,7 @@ def read_header(source: Path | BinaryIO) -> ParsedInstance:
             return _read_header(file)
     except UnreadableInstance:
         raise
-    except (
-        ValueError,
-        EOFError,
-        OSError,
-        struct.error,
-        KeyError,
-        TypeError,
-        IndexError,
-        AttributeError,
-        NotImplementedError,
-        OverflowError,
-        BytesLengthException,
-    ) as exc:
+    except _HEADER_ERRORS as exc:
         # pydicom parses elements lazily: a damaged one can fail after dcmread returned (found
         # by tests/reliability/test_fuzz.py: a bad VR in (0028,0002), a 1-byte (0002,0000)).
         raise UnreadableInstance(f"Cannot parse the DICOM header: {exc}") from exc
@@ -104,19 +108,6 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
         uids = [ds.get(keyword) for keyword in _UID_KEYWORDS]
     except InvalidDicomError as exc:
         raise UnreadableInstance(f"Not a DICOM PS3.10 file: {exc}") from exc
-    except (
-        ValueError,
-        EOFError,
-        OSError,
-        struct.error,
-        KeyError,
-        TypeError,
-        IndexError,
-        AttributeError,
-        NotImplementedError,
-        OverflowError,
-    ) as exc:
-        raise UnreadableInstance(f"Cannot parse the DICOM header: {exc}") from exc
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if not transfer_syntax:
