@@ -46,6 +46,12 @@ def main() -> None:
     envvar="DICOMQL_DATABASE_URL",
     help="SQLAlchemy URL of the index, e.g. postgresql+psycopg://user@host/db.",
 )
+@click.option(
+    "--blob-url",
+    envvar="DICOMQL_BLOB_URL",
+    help="Keep instance blobs in object storage: s3://bucket/prefix or gs://bucket/prefix "
+    "(an S3-compatible endpoint comes from DICOMQL_S3_ENDPOINT_URL).",
+)
 @click.option("--auth-token", envvar="DICOMQL_AUTH_TOKEN", help="Require this bearer token.")
 @click.option(
     "--auth-token-file",
@@ -59,6 +65,7 @@ def serve(
     port: int,
     data_dir: Path,
     database_url: str | None,
+    blob_url: str | None,
     auth_token: str | None,
     auth_token_file: Path | None,
     insecure: bool,
@@ -77,7 +84,16 @@ def serve(
             f"refusing to serve on {host} without authentication: give --auth-token "
             "(or --auth-token-file, or DICOMQL_AUTH_TOKEN), or --insecure"
         )
-    config = ServiceConfig(data_dir=data_dir, database_url=database_url, auth_token=auth_token)
+    if blob_url:
+        from dicomql.store.object_blobs import check_blob_url
+
+        try:
+            check_blob_url(blob_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--blob-url") from exc
+    config = ServiceConfig(
+        data_dir=data_dir, database_url=database_url, auth_token=auth_token, blob_url=blob_url
+    )
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, access_log=False)
 
 

@@ -216,7 +216,7 @@ def test_export_honours_the_resource_paths_filter(embedded: httpx.Client, tmp_pa
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        ({"bigqueryDestination": {"tableUri": "bq://p.d.t"}}, 501),
+        ({"bigqueryDestination": {"tableUri": "p.d.t"}}, 400),
         ({"gcsDestination": {"uriPrefix": "/x", "mimeType": "image/jpeg"}}, 400),
         ({"gcsDestination": {}}, 400),
     ],

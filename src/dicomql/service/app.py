@@ -22,8 +22,9 @@ from dicomql.service import errors
 from dicomql.service.config import ServiceConfig
 from dicomql.service.routes import routes
 from dicomql.service.workers import Handler, WorkerPool
-from dicomql.store.blobs import BlobStore, LocalBlobStore
+from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
+from dicomql.store.object_blobs import blob_store_for
 
 
 @dataclass
@@ -49,7 +50,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         index = Index.open(config.index_url)
-        blobs = LocalBlobStore(config.blob_root)
+        blobs = blob_store_for(config)
         service = Service(config=config, index=index, blobs=blobs)
         recover(service)
         # Handlers per api_method_name, built by the app (no module-global registry).

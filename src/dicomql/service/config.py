@@ -16,6 +16,8 @@ class ServiceConfig:
         auth_token: when set, every request must carry ``Authorization: Bearer <token>``.
         max_request_bytes: cap on non-STOW request bodies (Cloud Healthcare: 10 MB).
         workers: how many long-running-operation workers this process runs.
+        blob_url: object storage for the instance blobs (``s3://bucket/prefix``,
+            ``gs://bucket/prefix``, ``memory://prefix``); ``None`` means files in ``data_dir``.
     """
 
     data_dir: Path
@@ -23,6 +25,7 @@ class ServiceConfig:
     auth_token: str | None = None
     max_request_bytes: int = 10 * 1024 * 1024
     workers: int = 2
+    blob_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -10,9 +10,9 @@ import logging
 from typing import Any
 
 from dicomql.dicom.transcode import TranscodeError, transcode
+from dicomql.service.bigquery_local import run_bigquery_export
 from dicomql.service.lro import (
     RESPONSE_TYPE,
-    UNIMPLEMENTED,
     count_selected,
     iter_selected,
     join_uri,
@@ -20,7 +20,7 @@ from dicomql.service.lro import (
     selection_paths,
     write_uri,
 )
-from dicomql.service.workers import OperationContext, OperationFailedError
+from dicomql.service.workers import OperationContext
 
 log = logging.getLogger("dicomql.service.export")
 
@@ -49,12 +49,11 @@ def target_syntax(mime_type: str | None) -> str | None:
 
 
 def run_export(ctx: OperationContext) -> dict[str, Any]:
-    store_pk = require_store_pk(ctx)
     body = ctx.request["body"]
     if body.get("bigqueryDestination"):
-        raise OperationFailedError(
-            UNIMPLEMENTED, "The embedded service does not export to BigQuery; use gcsDestination."
-        )
+        # Always the local DuckDB stand-in: the embedded service has no BigQuery (issue 5).
+        return run_bigquery_export(ctx)
+    store_pk = require_store_pk(ctx)
     destination = body["gcsDestination"]
     prefix = destination["uriPrefix"]
     syntax = target_syntax(destination.get("mimeType"))

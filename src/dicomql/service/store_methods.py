@@ -18,11 +18,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.deid.config import DeidentifyConfigError, parse_request
-from dicomql.service import lro, names
+from dicomql.service import bigquery_local, lro, names
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import service_of
 from dicomql.service.dicom_stores import require_dicom_store
-from dicomql.service.errors import InvalidArgument, NotFound, Unimplemented
+from dicomql.service.errors import InvalidArgument, NotFound
 from dicomql.service.exporter import target_syntax
 from dicomql.service.validation import validate_path_ids
 from dicomql.service.workers import OperationContext
@@ -121,12 +121,12 @@ async def import_dicom_data(request: Request) -> JSONResponse:
 
 async def export_dicom_data(request: Request) -> JSONResponse:
     body = await _body(request, "ExportDicomDataRequest", "export")
-    if body.get("bigqueryDestination"):
-        # Documented choice: no BigQuery (nor a local stand-in for it) in the embedded service.
-        raise Unimplemented(
-            "Export to bigqueryDestination is not supported by the embedded service; export to"
-            " gcsDestination (a local path, file:// or an fsspec URI) instead."
-        )
+    bigquery = body.get("bigqueryDestination")
+    if bigquery:
+        # Written to a local DuckDB table (service/bigquery_local.py): no BigQuery here.
+        _check_bigquery(bigquery)
+        _check_filter(body)
+        return await _start(request, lro.EXPORT, body)
     destination = body.get("gcsDestination") or {}
     _check_uri(destination.get("uriPrefix"), "gcsDestination.uriPrefix")
     try:
@@ -135,6 +135,21 @@ async def export_dicom_data(request: Request) -> JSONResponse:
         raise InvalidArgument(str(exc)) from exc
     _check_filter(body)
     return await _start(request, lro.EXPORT, body)
+
+
+def _check_bigquery(destination: Any) -> None:
+    if not isinstance(destination, dict):
+        raise InvalidArgument("bigqueryDestination must be an object.")
+    if destination.get("schemaJson"):
+        raise InvalidArgument(
+            "bigqueryDestination.schemaJson is not supported by the embedded service: it writes"
+            " the flattened schema (one column per DICOM keyword)."
+        )
+    try:
+        bigquery_local.parse_table_uri(destination.get("tableUri"))
+        bigquery_local.write_disposition(destination)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from exc
 
 
 def _check_filter(body: dict[str, Any]) -> None:
