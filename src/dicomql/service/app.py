@@ -9,38 +9,20 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dicomql.service import errors
 from dicomql.service.config import ServiceConfig
+from dicomql.service.context import Service
 from dicomql.service.routes import routes
 from dicomql.service.workers import Handler, WorkerPool
-from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.object_blobs import blob_store_for
-
-
-@dataclass
-class Service:
-    """What every endpoint needs: the configuration, the index and the blob store."""
-
-    config: ServiceConfig
-    index: Index
-    blobs: BlobStore
-    # Runs long-running operations; endpoints that create one call ``workers.wake()``.
-    workers: WorkerPool | None = field(default=None, repr=False)
-
-
-def service_of(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
 
 
 def create_app(

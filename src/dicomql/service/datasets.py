@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from dicomql.service import names
 from dicomql.service.bodies import json_body, query_params
+from dicomql.service.context import Service, service_of
 from dicomql.service.errors import AlreadyExists, InvalidArgument, NotFound
 from dicomql.service.paging import decode_token, encode_token, page_size
 from dicomql.service.validation import (
@@ -25,9 +26,6 @@ from dicomql.service.validation import (
 )
 from dicomql.store import operations as operation_store
 from dicomql.store import resources as store
-
-if TYPE_CHECKING:
-    from dicomql.service.app import Service
 
 METHOD = "healthcare.projects.locations.datasets."
 DATASET_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.Dataset"
@@ -46,12 +44,6 @@ _KMS_KEY = re.compile(
 @cache
 def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones()) | {DEFAULT_TIME_ZONE}
-
-
-def service_of(request: Request) -> Service:
-    """The app's :class:`~dicomql.service.app.Service` (imported lazily: app imports routes)."""
-    service: Service = request.app.state.service
-    return service
 
 
 def require_dataset(conn: Connection, project: str, location: str, dataset: str) -> Row:

@@ -4,18 +4,15 @@ they name; anything that does not exist is a 404 in Google's error shape."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from anyio import to_thread
 from sqlalchemy import Row
 from starlette.requests import Request
 
+from dicomql.service.context import Service
 from dicomql.service.errors import NotFound
 from dicomql.service.names import dicom_store_name
 from dicomql.store.resources import find_dicom_store
-
-if TYPE_CHECKING:  # service.app imports the routes, which import this module
-    from dicomql.service.app import Service
 
 
 @dataclass(frozen=True)

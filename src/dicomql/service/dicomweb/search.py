@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.qido import QueryError, parse_search
+from dicomql.service.context import service_of
 from dicomql.service.dicomweb.multipart import parse_accept
 from dicomql.service.dicomweb.responses import (
     DICOM_XML,
@@ -76,7 +77,7 @@ def _endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
             raise InvalidArgument(str(exc)) from exc
         params = request.path_params
         scope = index_search.Scope(params.get("study"), params.get("series"))
-        service = request.app.state.service  # service.app imports these routes
+        service = service_of(request)
         base = dicomweb_url(request)
         host = request.url.netloc or "dicomql"
 
