@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -293,18 +293,7 @@ class _Reader:
         resources: list[Resource] = []
         for index, item in enumerate(self.sequence(top["resources"][1], "resources")):
             resources.append(self.resource(item, f"resources[{index}]"))
-        seen: dict[str, Resource] = {}
-        for resource in resources:
-            if resource.name in seen:
-                raise ManifestError(
-                    f"resource '{resource.name}' is declared twice "
-                    f"(first at line {seen[resource.name].location.line})",
-                    path=str(self.path),
-                    line=resource.location.line,
-                    column=resource.location.column,
-                    where="resources",
-                )
-            seen[resource.name] = resource
+        self._no_duplicates(resources, "resources", noun="resource ")
         exports: tuple[str, ...] = ()
         if "exports" in top:
             exports = tuple(
@@ -472,19 +461,21 @@ class _Reader:
             return ""
         return self.string(entries[key][1], where)
 
-    def _no_duplicates(self, variables: list[Variable], where: str) -> None:
-        seen: dict[str, Variable] = {}
-        for variable in variables:
-            if variable.name in seen:
+    def _no_duplicates(
+        self, items: Sequence[Variable | Resource], where: str, *, noun: str = ""
+    ) -> None:
+        seen: dict[str, Variable | Resource] = {}
+        for item in items:
+            if item.name in seen:
                 raise ManifestError(
-                    f"'{variable.name}' is declared twice "
-                    f"(first at line {seen[variable.name].location.line})",
+                    f"{noun}'{item.name}' is declared twice "
+                    f"(first at line {seen[item.name].location.line})",
                     path=str(self.path),
-                    line=variable.location.line,
-                    column=variable.location.column,
+                    line=item.location.line,
+                    column=item.location.column,
                     where=where,
                 )
-            seen[variable.name] = variable
+            seen[item.name] = item
 
 
 class _AnyKey(tuple[str, ...]):
