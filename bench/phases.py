@@ -99,16 +99,31 @@ def latency_figures(samples: list[float], results: list[int]) -> Figures:
     }
 
 
+def with_server_cpu(figures: Figures, cpu_seconds: float) -> Figures:
+    """``figures`` plus the server's CPU time for them, per instance stored (when instances
+    were counted), per MB (a streamed retrieval) or per request (latencies, warm-up included):
+    CPU per unit of work is comparable across runs on a loaded machine, wall time is not."""
+    figures = {**figures, "server_cpu_s": round(cpu_seconds, 3)}
+    if figures.get("instances"):
+        figures["cpu_ms_per_instance"] = round(cpu_seconds * 1000 / figures["instances"], 2)
+    elif figures.get("n"):
+        figures["cpu_ms_per_request"] = round(cpu_seconds * 1000 / (figures["n"] + 1), 2)
+    elif figures.get("megabytes"):
+        figures["cpu_ms_per_mb"] = round(cpu_seconds * 1000 / figures["megabytes"], 2)
+    return figures
+
+
 def stow(target: Target, plan: Plan) -> list[StudyPlan]:
     """Ingest at every (connections, instances per request); returns the studies stored."""
     stored: list[StudyPlan] = []
     for index, (connections, per_request) in enumerate(plan.stow_configs):
         corpus = Corpus(seed=plan.seed + index, patients=50)
         studies = [corpus.study("CT", _series_sizes(plan.stow_instances)) for _ in range(1)]
+        cpu_before = target.server.cpu_seconds()
         with ClientPool(target.dicomweb_url, connections) as pool:
             result = pool.store_batches(batched(corpus.ct_instances(studies), per_request))
-        target.figures[f"stow.{connections}conn.{per_request}per_request"] = throughput_figures(
-            result
+        target.figures[f"stow.{connections}conn.{per_request}per_request"] = with_server_cpu(
+            throughput_figures(result), target.server.cpu_seconds() - cpu_before
         )
         stored += studies
     return stored
@@ -212,7 +227,9 @@ def wado(target: Target, plan: Plan, studies: list[StudyPlan]) -> None:
 def measure(target: Target, key: str, run: Callable[[], Figures]) -> None:
     """Record ``run``'s figures under ``key``, or why it failed, and carry on."""
     try:
-        target.figures[key] = run()
+        cpu_before = target.server.cpu_seconds()
+        figures = run()
+        target.figures[key] = with_server_cpu(figures, target.server.cpu_seconds() - cpu_before)
     except (BenchClientError, RuntimeError, ValueError, KeyError, httpx.HTTPError) as exc:
         target.errors[key] = f"{type(exc).__name__}: {exc}"
 
@@ -304,9 +321,12 @@ def qido_scale(target: Target, plan: Plan) -> None:
     stored = 0
     for scale in plan.qido_scales:
         studies = corpus.studies(scale - stored)
+        cpu_before = target.server.cpu_seconds()
         with ClientPool(target.dicomweb_url, 4) as pool:
             result = pool.store_batches(batched(corpus.small_instances(studies), 25))
-        target.figures[f"qido.{scale}.load"] = throughput_figures(result)
+        target.figures[f"qido.{scale}.load"] = with_server_cpu(
+            throughput_figures(result), target.server.cpu_seconds() - cpu_before
+        )
         loaded += studies
         stored = scale
         rnd = random.Random(plan.seed + scale)

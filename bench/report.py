@@ -29,9 +29,17 @@ def rows_for(plan: Plan) -> list[Row]:
         label = f"STOW {connections} conn × {per_request}/request"
         rows.append(Row(label, key, "instances_per_s", "inst/s", True))
         rows.append(Row(label, key, "mb_per_s", "MB/s", True, "disk write+fsync"))
+        rows.append(Row(label, key, "cpu_ms_per_instance", "server CPU ms/inst", False))
     rows += [
         Row("WADO single instance", "wado.instance", "instances_per_s", "inst/s", True),
         Row("WADO single instance", "wado.instance", "p50_ms", "ms p50", False),
+        Row(
+            "WADO single instance",
+            "wado.instance",
+            "cpu_ms_per_request",
+            "server CPU ms/req",
+            False,
+        ),
         Row(
             "WADO whole series",
             "wado.series",
@@ -40,11 +48,28 @@ def rows_for(plan: Plan) -> list[Row]:
             True,
             "loopback HTTP GET (sendfile)",
         ),
+        Row("WADO whole series", "wado.series", "cpu_ms_per_request", "server CPU ms/req", False),
         Row("WADO study metadata", "wado.study_metadata", "p50_ms", "ms p50", False),
+        Row(
+            "WADO study metadata",
+            "wado.study_metadata",
+            "cpu_ms_per_request",
+            "server CPU ms/req",
+            False,
+        ),
         Row("WADO one frame", "wado.frame", "p50_ms", "ms p50", False),
+        Row("WADO one frame", "wado.frame", "cpu_ms_per_request", "server CPU ms/req", False),
         Row("WADO rendered JPEG", "wado.rendered_jpeg", "p50_ms", "ms p50", False),
+        Row(
+            "WADO rendered JPEG",
+            "wado.rendered_jpeg",
+            "cpu_ms_per_request",
+            "server CPU ms/req",
+            False,
+        ),
         Row("Large STOW", "large.stow", "mb_per_s", "MB/s", True, "disk write+fsync"),
         Row("Large STOW", "large.stow", "peak_rss_mb", "MB peak RSS", False),
+        Row("Large STOW", "large.stow", "cpu_ms_per_instance", "server CPU ms/inst", False),
         Row(
             "Large study retrieval",
             "large.retrieve",
@@ -54,6 +79,7 @@ def rows_for(plan: Plan) -> list[Row]:
             "loopback HTTP GET (sendfile)",
         ),
         Row("Large study retrieval", "large.retrieve", "peak_rss_mb", "MB peak RSS", False),
+        Row("Large study retrieval", "large.retrieve", "cpu_ms_per_mb", "server CPU ms/MB", False),
     ]
     for scale in plan.qido_scales:
         rows.append(
@@ -63,6 +89,15 @@ def rows_for(plan: Plan) -> list[Row]:
                 "instances_per_s",
                 "inst/s",
                 True,
+            )
+        )
+        rows.append(
+            Row(
+                f"Bulk load to {scale:,} (4 conn × 25)",
+                f"qido.{scale}.load",
+                "cpu_ms_per_instance",
+                "server CPU ms/inst",
+                False,
             )
         )
         for query in QIDO_QUERIES:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import uvicorn
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from ports import free_port
 
 POSTGRES_URL = os.environ.get(
     "DICOMQL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -84,13 +84,6 @@ def embedded(service_config: ServiceConfig) -> Iterator[httpx.Client]:
     transport = InProcessTransport(create_app(service_config))
     with httpx.Client(transport=transport, base_url="http://embedded") as client:
         yield client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class LiveServer:

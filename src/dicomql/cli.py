@@ -59,6 +59,36 @@ def main() -> None:
     help="Read the bearer token from a file.",
 )
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback address without a token.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Long-running-operation workers in this process (0: this server only answers requests).",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=0.5),
+    default=60.0,
+    show_default=True,
+    help="How long a worker's claim on an operation or work item lasts without a heartbeat; "
+    "then a worker of any server takes it over.",
+)
+@click.option(
+    "--orphan-grace-seconds",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Age after which a blob written but never indexed, or an unfinished upload, counts as "
+    "a crash's leftover while other servers run; must exceed the longest STOW.",
+)
+@click.option(
+    "--janitor-interval-seconds",
+    type=click.FloatRange(min=0.1),
+    default=600.0,
+    show_default=True,
+    help="How often this server removes such leftovers.",
+)
 @click.option("--log-level", default="warning", show_default=True)
 def serve(
     host: str,
@@ -69,6 +99,10 @@ def serve(
     auth_token: str | None,
     auth_token_file: Path | None,
     insecure: bool,
+    workers: int,
+    lease_seconds: float,
+    orphan_grace_seconds: float,
+    janitor_interval_seconds: float,
     log_level: str,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
@@ -92,7 +126,14 @@ def serve(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--blob-url") from exc
     config = ServiceConfig(
-        data_dir=data_dir, database_url=database_url, auth_token=auth_token, blob_url=blob_url
+        data_dir=data_dir,
+        database_url=database_url,
+        auth_token=auth_token,
+        blob_url=blob_url,
+        workers=workers,
+        lease_seconds=lease_seconds,
+        orphan_grace_seconds=orphan_grace_seconds,
+        janitor_interval_seconds=janitor_interval_seconds,
     )
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, access_log=False)
 

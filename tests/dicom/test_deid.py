@@ -12,6 +12,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,45 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from dicomql.dicom import deid
 from dicomql.dicom.deid import Deidentifier, UidMap
+from dicomql.dicom.deid import _minimal_keep_list as minimal_tables
 from dicomql.dicom.deid import config as deid_config
+from dicomql.dicom.deid import profiles as deid_profiles
 from dicomql.dicom.deid import text as deid_text
 from dicomql.dicom.deid import uids as deid_uids
 
 BASIC = {"dicom": {"filterProfile": "ATTRIBUTE_CONFIDENTIALITY_BASIC_PROFILE"}}
+MINIMAL = {"dicom": {"filterProfile": "MINIMAL_KEEP_LIST_PROFILE"}}
 DEID_DATA = sorted(Path(deid_data.__file__).parent.glob("data/*/*.dcm"))
 # Only the files bundled in the pydicom wheel: get_testdata_files() would try to download more.
 PYDICOM_FILES = sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm"))
 UID_PATTERN = re.compile(r"^(0|[1-9]\d*)(\.(0|[1-9]\d*))*$")
 KEY = bytes(range(32))
+# Identifiers of a patient, visit, order or procedure (PatientID, OtherPatientIDs,
+# AccessionNumber, StudyID, AdmissionID, RequestedProcedureID, …) are LO or SH values of
+# attributes named so. Not among them: ImageID (0054,0400), which labels an image (Table E.1-1
+# keeps it), and IssuerOfPatientID and the like, which name the assigning organisation.
+ID_KEYWORD = re.compile(r"(ID|IDs|Number|Numbers|Identifier)$")
+NOT_PERSONAL_IDS = frozenset({"ImageID"})
+TEXT_VRS = ("LO", "SH", "LT", "ST", "UT", "UC")
+
+
+def readable(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file (pydicom reads it without ``force``). Four of pydicom's
+    test files are bare data sets without the Part 10 header; no store accepts them."""
+    try:
+        pydicom.dcmread(path, stop_before_pixels=True)
+    except pydicom.errors.InvalidDicomError:
+        return False
+    return True
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # reading the originals' own invalid values warns
+    ALL_FILES = [path for path in DEID_DATA + PYDICOM_FILES if readable(path)]
+
+
+def file_id(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
 def walk(ds: Dataset) -> Iterator[tuple[str, Any, str]]:
@@ -45,6 +75,21 @@ def walk(ds: Dataset) -> Iterator[tuple[str, Any, str]]:
         values = element.value if element.VM > 1 else [element.value]
         for value in values:
             yield element.VR, value, element.keyword
+
+
+def flatten(ds: Dataset, prefix: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], Any]]:
+    """Every non-sequence element with its path (tags and item indexes from the top)."""
+    for element in ds:
+        path = (*prefix, int(element.tag))
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value or []):
+                yield from flatten(item, (*path, index))
+        else:
+            yield path, element
+
+
+def is_instance_uid(tag: int, value: str) -> bool:
+    return not value.startswith("1.2.840.10008.") and deid_uids.is_instance_uid_tag(tag)
 
 
 def sensitive(ds: Dataset) -> dict[str, set[str]]:
@@ -63,13 +108,14 @@ def sensitive(ds: Dataset) -> dict[str, set[str]]:
                 found["name"].add(text)
         elif vr in ("DA", "DT"):
             found["date"].add(text)
-        elif (
-            vr == "UI"
-            and not text.startswith("1.2.840.10008.")
-            and deid_uids.is_instance_uid_tag(pydicom.datadict.tag_for_keyword(keyword) or 0)
-        ):
+        elif vr == "UI" and is_instance_uid(pydicom.datadict.tag_for_keyword(keyword) or 0, text):
             found["uid"].add(text)
-        elif keyword in ("PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID"):
+        elif (
+            vr in ("LO", "SH")
+            and ID_KEYWORD.search(keyword)
+            and keyword not in NOT_PERSONAL_IDS
+            and not keyword.startswith("IssuerOf")
+        ):
             found["id"].add(text)
     return found
 
@@ -91,28 +137,72 @@ def survivors(original: dict[str, set[str]], output: Dataset) -> list[str]:
             kind = None  # a class UID may share an instance UID's (bogus) value, e.g. "0"
         if kind and text in original[kind]:
             left.append(f"{keyword}={text!r}")
-        if vr in ("LO", "SH", "LT", "ST", "UT", "UC", "PN") and text in original["id"]:
+        if vr in (*TEXT_VRS, "PN") and text in original["id"]:
             left.append(f"{keyword}={text!r} (an ID)")
-        if vr in ("LO", "SH", "LT", "ST", "UT", "UC"):
+        if vr in TEXT_VRS:
             left.extend(f"{keyword} contains {name!r}" for name in original["name"] if name in text)
     return left
 
 
-def round_trip(ds: Dataset) -> Dataset:
+def leaked_bytes(original: Dataset, output: Dataset) -> list[str]:
+    """Original names, IDs and instance UIDs found anywhere in the written output (pixel data
+    aside), whatever element holds them: private, unknown-VR and file meta ones included."""
+    without_pixels = copy.deepcopy(output)
+    if "PixelData" in without_pixels:
+        del without_pixels.PixelData
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    without_pixels.save_as(buffer)
+    data = buffer.getvalue()
+    secrets = sensitive(original)
+    leaked = []
+    for kind in ("name", "id", "uid"):
+        for secret in secrets[kind]:
+            if len(secret) < 4:  # "0", "1.2": would match by chance
+                continue
+            # A UID only as a whole: "1.2.3.4" is not leaked by "1.2.3.45".
+            pattern = rb"(?<![0-9.])%s(?![0-9.])" % re.escape(secret.encode("latin-1", "replace"))
+            if re.search(pattern, data):
+                leaked.append(f"{kind} {secret!r}")
+    return leaked
+
+
+def round_trip(ds: Dataset, *, part10: bool = True) -> Dataset:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=part10)
     buffer.seek(0)
-    back = pydicom.dcmread(buffer)
+    back = pydicom.dcmread(buffer, force=not part10)
     back.PixelData if "PixelData" in back else None  # noqa: B018 - decode the whole file
     return back
 
 
-def write_problems(ds: Dataset) -> tuple[Dataset, set[str]]:
-    """The dataset read back after writing, and pydicom's complaints while writing it."""
+def write_problems(ds: Dataset, *, part10: bool = True) -> tuple[Dataset, set[str]]:
+    """The dataset read back after writing (every value decoded), and pydicom's complaints
+    while writing and decoding it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        back = round_trip(ds)
+        back = round_trip(ds, part10=part10)
+        list(walk(back))
     return back, {str(warning.message) for warning in caught}
+
+
+def write_mode(ds: Dataset) -> bool | None:
+    """True if the untouched original writes as a Part 10 file; False if only as a bare data
+    set (three of pydicom's test files lack the Media Storage SOP Class UID); None if pydicom
+    cannot write it at all."""
+    for part10 in (True, False):
+        try:
+            copy.deepcopy(ds).save_as(io.BytesIO(), enforce_file_format=part10)
+        except (AttributeError, ValueError):
+            continue
+        except TypeError:  # pydicom cannot re-encode the file (SC_rgb_jpeg.dcm; see below)
+            return None
+        return part10
+    return None
+
+
+# SC_rgb_jpeg.dcm declares Explicit VR but is encoded Implicit VR: pydicom reads it and cannot
+# write it back, de-identified or not, so the service counts it as a failed instance.
+UNWRITABLE = {"SC_rgb_jpeg.dcm"}
 
 
 def writes_cleanly(path: Path) -> bool:
@@ -127,38 +217,144 @@ def writes_cleanly(path: Path) -> bool:
     return True
 
 
-@pytest.mark.parametrize("path", DEID_DATA, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_basic_profile_leaves_no_original_name_id_date_or_uid_in_deid_data(path: Path) -> None:
-    original = pydicom.dcmread(path)
-    secrets = sensitive(original)
-    assert secrets["name"] and secrets["uid"]
-    deidentifier = Deidentifier(BASIC)
-    # Some of these files carry invalid values already; de-identification adds none.
-    _, problems_before = write_problems(copy.deepcopy(original))
-    output, problems = write_problems(deidentifier.deidentify(copy.deepcopy(original)))
-    assert problems <= problems_before
-    assert survivors(secrets, output) == []
-    assert output.PatientIdentityRemoved == "YES"
-    assert output.SOPClassUID == original.SOPClassUID
-    assert output.file_meta.MediaStorageSOPInstanceUID == output.SOPInstanceUID
-    assert not any(element.tag.is_private for element in output.iterall())
+@dataclass
+class Deidentified:
+    original: Dataset
+    output: Dataset | None  # as read back from the written file; None if pydicom cannot write
+    problems_before: set[str]  # pydicom's warnings on the untouched original
+    problems_after: set[str]
 
 
-def test_basic_profile_on_every_bundled_pydicom_file_writes_valid_dicom_without_phi() -> None:
-    checked = 0
-    for path in PYDICOM_FILES:
-        if not writes_cleanly(path):
-            continue
+def deidentify_file(path: Path, config: dict[str, Any]) -> Deidentified:
+    """De-identify ``path`` as one worker would (its own UID map from the shared key), write
+    the output and read it back."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         original = pydicom.dcmread(path)
-        secrets = sensitive(original)
-        output = Deidentifier(BASIC).deidentify(copy.deepcopy(original))
-        back = round_trip(output)
-        assert survivors(secrets, back) == [], path.name
-        for vr, value, keyword in walk(back):
-            if vr == "UI":
-                assert UID_PATTERN.match(str(value)) and len(str(value)) <= 64, (path, keyword)
-        checked += 1
-    assert checked >= 40
+        part10 = write_mode(original)
+    deidentifier = Deidentifier(config, operation_key=KEY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        deidentified = deidentifier.deidentify(copy.deepcopy(original))
+    if part10 is None:
+        with pytest.raises(TypeError), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            deidentified.save_as(io.BytesIO())
+        return Deidentified(original, None, set(), set())
+    _, problems_before = write_problems(copy.deepcopy(original), part10=part10)
+    output, problems_after = write_problems(deidentified, part10=part10)
+    return Deidentified(
+        original, output, problems_before, problems_after | {str(w.message) for w in caught}
+    )
+
+
+def written(result: Deidentified) -> Dataset:
+    if result.output is None:
+        pytest.skip("pydicom cannot write this file even untouched (UNWRITABLE)")
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def basic_outputs() -> dict[Path, Deidentified]:
+    return {path: deidentify_file(path, BASIC) for path in ALL_FILES}
+
+
+def test_the_corpus_is_deid_data_and_pydicom_test_files_full_of_identifiers(
+    basic_outputs: dict[Path, Deidentified],
+) -> None:
+    assert len(DEID_DATA) == 13 and len(ALL_FILES) == 13 + len(PYDICOM_FILES) - 4
+    assert {path.name for path, result in basic_outputs.items() if result.output is None} == (
+        UNWRITABLE
+    )
+    totals = {kind: 0 for kind in ("name", "id", "date", "uid")}
+    for result in basic_outputs.values():
+        for kind, values in sensitive(result.original).items():
+            totals[kind] += len(values)
+    # The checks below would pass vacuously on files without identifiers.
+    assert totals["name"] > 50 and totals["id"] > 50 and totals["date"] > 100
+    assert totals["uid"] > 200
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=file_id)
+def test_basic_profile_leaves_no_original_name_id_date_or_uid_anywhere_in_the_output(
+    path: Path, basic_outputs: dict[Path, Deidentified]
+) -> None:
+    result = basic_outputs[path]
+    output = written(result)
+    # Some files carry invalid values already; de-identification adds none, and the output
+    # reads back with pydicom, every value decoded.
+    assert result.problems_after <= result.problems_before
+    assert survivors(sensitive(result.original), output) == []
+    assert leaked_bytes(result.original, output) == []
+    assert not any(element.tag.is_private for element in output.iterall())
+    assert output.PatientIdentityRemoved == "YES"
+    assert output.get("SOPClassUID") == result.original.get("SOPClassUID")
+    meta = output.file_meta
+    if "SOPInstanceUID" in output:
+        assert meta.MediaStorageSOPInstanceUID == output.SOPInstanceUID
+    # The original writer's AE title and implementation do not describe the new file.
+    assert "SourceApplicationEntityTitle" not in meta
+    assert meta.get("ImplementationClassUID") in (None, pydicom.uid.PYDICOM_IMPLEMENTATION_UID)
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=file_id)
+def test_basic_profile_maps_every_instance_uid_where_it_stands_sequences_included(
+    path: Path, basic_outputs: dict[Path, Deidentified]
+) -> None:
+    result = basic_outputs[path]
+    uid_map = UidMap(KEY)
+    before = dict(flatten(result.original))
+    for where, element in flatten(written(result)):
+        if element.VR != "UI":
+            continue
+        assert where in before, f"{where} is not in the original"
+        new_values = element.value if element.VM > 1 else [element.value]
+        old = before[where].value
+        old_values = old if before[where].VM > 1 else [old]
+        for old_uid, new_uid in zip(old_values, new_values, strict=True):
+            old_uid = str(old_uid).strip("\0 ")
+            if is_instance_uid(where[-1], old_uid):
+                assert new_uid == uid_map(old_uid) != old_uid, where
+                assert UID_PATTERN.match(new_uid) and len(new_uid) <= 64, where
+            else:
+                assert new_uid == old_uid, where  # class, syntax and scheme UIDs stay
+
+
+def test_basic_profile_keeps_references_between_the_real_files_consistent(
+    basic_outputs: dict[Path, Deidentified],
+) -> None:
+    # pydicom's SC_rgb_* files reference each other by SOP Instance UID; each file was
+    # de-identified with its own UID map (as separate workers would).
+    new_uid_of = {}
+    results = [result for result in basic_outputs.values() if result.output is not None]
+    for result in results:
+        assert result.output is not None
+        if "SOPInstanceUID" in result.original:
+            new_uid_of[str(result.original.SOPInstanceUID)] = str(result.output.SOPInstanceUID)
+    references = 0
+    for result in results:
+        assert result.output is not None
+        before = dict(flatten(result.original))
+        for where, element in flatten(result.output):
+            if element.keyword != "ReferencedSOPInstanceUID":
+                continue
+            old = str(before[where].value)
+            if old in new_uid_of:
+                assert str(element.value) == new_uid_of[old]
+                references += 1
+    assert references >= 10
+    # One old UID, one new UID, across every file; two old UIDs never become one.
+    mapping: dict[str, set[str]] = {}
+    for result in results:
+        assert result.output is not None
+        before = dict(flatten(result.original))
+        for where, element in flatten(result.output):
+            old = str(before[where].value).strip("\0 ") if where in before else ""
+            if element.VR == "UI" and element.VM == 1 and is_instance_uid(where[-1], old):
+                mapping.setdefault(old, set()).add(str(element.value))
+    assert len(mapping) > 100
+    assert all(len(new) == 1 for new in mapping.values())
+    assert len({next(iter(new)) for new in mapping.values()}) == len(mapping)
 
 
 def test_basic_profile_keeps_pixel_data_and_image_attributes_unchanged() -> None:
@@ -324,6 +520,143 @@ def test_minimal_keep_list_keeps_valid_image_and_empties_identifying_type_2_attr
     assert output.Modality == "CT" and output.KVP == original.KVP
     assert (output.pixel_array == original.pixel_array).all()
     assert len(output) < 60
+
+
+# The storage SOP classes issue 5 names, by the IOD PS3.3 gives them.
+COMMON_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "ct-image",
+    "1.2.840.10008.5.1.4.1.1.4": "mr-image",
+    "1.2.840.10008.5.1.4.1.1.1": "computed-radiography-image",
+    "1.2.840.10008.5.1.4.1.1.1.1": "digital-x-ray-image",
+    "1.2.840.10008.5.1.4.1.1.6.1": "ultrasound-image",
+    "1.2.840.10008.5.1.4.1.1.3.1": "ultrasound-multi-frame-image",
+    "1.2.840.10008.5.1.4.1.1.1.2": "digital-mammography-x-ray-image",
+    "1.2.840.10008.5.1.4.1.1.128": "positron-emission-tomography-image",
+    "1.2.840.10008.5.1.4.1.1.7": "secondary-capture-image",
+    "1.2.840.10008.5.1.4.1.1.20": "nuclear-medicine-image",
+    "1.2.840.10008.5.1.4.1.1.12.1": "x-ray-angiographic-image",
+    "1.2.840.10008.5.1.4.1.1.481.1": "rt-image",
+    "1.2.840.10008.5.1.4.1.1.481.2": "rt-dose",
+    "1.2.840.10008.5.1.4.1.1.481.3": "rt-structure-set",
+    "1.2.840.10008.5.1.4.1.1.481.5": "rt-plan",
+    "1.2.840.10008.5.1.4.1.1.88.11": "basic-text-sr",
+    "1.2.840.10008.5.1.4.1.1.88.22": "enhanced-sr",
+    "1.2.840.10008.5.1.4.1.1.88.33": "comprehensive-sr",
+    "1.2.840.10008.5.1.4.1.1.2.1": "enhanced-ct-image",
+    "1.2.840.10008.5.1.4.1.1.4.1": "enhanced-mr-image",
+    "1.2.840.10008.5.1.4.1.1.66.4": "segmentation",
+}
+# What the engine adds to every minimal-profile output (PS3.15 E.1.1).
+DEIDENTIFICATION_MARKS = {"PatientIdentityRemoved", "DeidentificationMethod"}
+
+
+def test_minimal_keep_lists_cover_the_common_storage_classes_from_ps3_3_tables() -> None:
+    for sop_class_uid, iod in COMMON_SOP_CLASSES.items():
+        assert minimal_tables.SOP_CLASS_IODS[sop_class_uid] == iod
+        modules = dict(minimal_tables.IOD_MODULES[iod])
+        assert modules["patient"] == modules["general-study"] == modules["sop-common"] == "M"
+        tree = deid_profiles._required_attributes(sop_class_uid)
+        assert tree is not None
+        for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "SOPInstanceUID"):
+            assert pydicom.datadict.tag_for_keyword(keyword) in tree, (iod, keyword)
+        if "image-pixel" in modules:
+            for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
+                assert tree[pydicom.datadict.tag_for_keyword(keyword) or 0][0] == "1", iod
+    enhanced_mr = deid_profiles._required_attributes("1.2.840.10008.5.1.4.1.1.4.1")
+    assert enhanced_mr is not None
+    shared = enhanced_mr[0x52009229][1]  # SharedFunctionalGroupsSequence
+    assert 0x00289110 in shared  # … > PixelMeasuresSequence, a functional group Enhanced MR needs
+    segmentation = deid_profiles._required_attributes("1.2.840.10008.5.1.4.1.1.66.4")
+    assert segmentation is not None and 0x00620002 in segmentation  # SegmentSequence
+    assert deid_profiles._required_attributes("1.2.3.4.private.class") is None
+
+
+def missing_required(original: Dataset, output: Dataset, tree: Any, where: str = "") -> list[str]:
+    """Required attributes (per the SOP class's tree) the original has and the output lost."""
+    missing = []
+    for tag, (_type, children) in tree.items():
+        if tag not in original:
+            continue
+        name = f"{where}{pydicom.datadict.keyword_for_tag(tag) or hex(tag)}"
+        if tag not in output:
+            missing.append(name)
+            continue
+        element = original[tag]
+        if element.VR == "SQ" and children and len(output[tag].value) == len(element.value):
+            for index, (before, after) in enumerate(
+                zip(element.value, output[tag].value, strict=True)
+            ):
+                missing += missing_required(before, after, children, f"{name}[{index}].")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def minimal_outputs() -> dict[Path, Deidentified]:
+    return {path: deidentify_file(path, MINIMAL) for path in ALL_FILES}
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=file_id)
+def test_minimal_keep_list_keeps_what_the_sop_class_requires_and_nothing_identifying(
+    path: Path, minimal_outputs: dict[Path, Deidentified]
+) -> None:
+    result = minimal_outputs[path]
+    output = written(result)
+    original = result.original
+    assert result.problems_after <= result.problems_before
+    assert survivors(sensitive(original), output) == []
+    assert leaked_bytes(original, output) == []
+    assert not any(element.tag.is_private for element in output.iterall())
+    if "PixelData" in original:
+        assert output.PixelData == original.PixelData
+    tree = deid_profiles._required_attributes(str(original.get("SOPClassUID", "")))
+    if tree is None:  # no SOP Class UID: the fixed list for image objects
+        assert {element.keyword for element in output} <= {
+            pydicom.datadict.keyword_for_tag(tag)
+            for tag in deid_profiles.MINIMAL_KEEP | deid_profiles.MINIMAL_EMPTY
+        } | DEIDENTIFICATION_MARKS
+        return
+    assert missing_required(original, output, tree) == []
+    allowed = set(tree) | deid_profiles.IMAGE_PIXEL | deid_profiles.IDENTITY
+    extra = {element.keyword for element in output if element.tag not in allowed}
+    assert extra <= DEIDENTIFICATION_MARKS
+    assert len(output) < len(original) or len(original) < 40
+
+
+def test_minimal_keep_list_keeps_an_sr_content_tree_without_its_text() -> None:
+    original = pydicom.dcmread(pydicom.data.get_testdata_file("test-SR.dcm"))
+    output = round_trip(Deidentifier(MINIMAL).deidentify(copy.deepcopy(original)))
+    texts = [element.value for element in original.iterall() if element.keyword == "TextValue"]
+    assert texts
+    kept = [element.value for element in output.iterall() if element.keyword == "TextValue"]
+    assert len(kept) == len(texts) and set(kept) == {"ANONYMIZED"}
+    # The tree's structure is what a reader needs: every content item and its value type.
+    assert [e.value for e in output.iterall() if e.keyword == "ValueType"] == [
+        e.value for e in original.iterall() if e.keyword == "ValueType"
+    ]
+
+
+def test_minimal_keep_list_gives_type_1_identifying_attributes_a_dummy_and_empties_type_2() -> None:
+    # Enhanced MR: ContentDate is Type 1 in its Multi-frame Functional Groups module (a dummy
+    # keeps the object valid); StudyDate is Type 2 in General Study (emptied).
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.SOPInstanceUID = generate_uid()
+    ds.ContentDate, ds.StudyDate, ds.PatientName = "20200314", "20200314", "Doe^Jane"
+    ds.InstitutionName = "General Hospital"  # Type 3 in General Equipment: removed
+    output = round_trip(Deidentifier(MINIMAL).deidentify(ds), part10=False)
+    assert output.ContentDate == "19000101"
+    assert output.StudyDate == "" and output.PatientName == ""
+    assert "InstitutionName" not in output
+
+
+def test_minimal_keep_list_profile_pickles_without_its_per_class_cache() -> None:
+    deidentifier = Deidentifier(MINIMAL)
+    deidentifier.deidentify(pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm")))
+    copy_ = pickle.loads(pickle.dumps(deidentifier))
+    output = copy_.deidentify(pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm")))
+    assert output.Modality == "CT" and output.PatientName == ""
 
 
 def tag_contents(**text: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import io
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import create_engine, select
 
 from dicomql.store.schema import instances
+from ports import free_port
 
 DICOMQL = Path(sys.executable).with_name("dicomql")
 LOCATION = "/v1/projects/p/locations/l"
@@ -54,13 +54,6 @@ def postgres_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ``dicomql serve`` exactly (its click entry point), run once the parent says go.

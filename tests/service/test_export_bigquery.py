@@ -4,6 +4,7 @@ with DuckDB, for each write disposition, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from datetime import date, time
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +66,18 @@ def test_export_writes_one_row_per_instance_with_keyword_columns(
     assert row["StudyInstanceUID"] == ct.StudyInstanceUID
     assert row["SeriesInstanceUID"] == ct.SeriesInstanceUID
     assert row["Modality"] == "CT"
-    assert row["PatientName"] == str(ct.PatientName)
-    assert row["Rows"] == str(ct.Rows)
-    # Multi-valued attributes are JSON text.
-    assert json.loads(row["ImageType"]) == list(ct.ImageType)
-    assert [float(v) for v in json.loads(row["PixelSpacing"])] == [
-        float(v) for v in ct.PixelSpacing
-    ]
+    # Columns typed as Google's BigQuery DICOM schema types the VR: PN a record, US an
+    # integer, DA a date, TM a time, DS a float; multi-valued attributes (by the dictionary's
+    # VM) are lists.
+    assert row["PatientName"]["Alphabetic"] == str(ct.PatientName)
+    assert row["Rows"] == ct.Rows
+    assert row["StudyDate"] == date(
+        int(ct.StudyDate[:4]), int(ct.StudyDate[4:6]), int(ct.StudyDate[6:8])
+    )
+    assert isinstance(row["StudyTime"], time)
+    assert row["ImageType"] == list(ct.ImageType)
+    assert row["PixelSpacing"] == [float(v) for v in ct.PixelSpacing]
+    assert row["SliceThickness"] == float(ct.SliceThickness)
     assert row["Type"] == "CREATE"
     assert row["StorageClass"] == "STANDARD"
     assert row["BlobStorageSize"] == CT_SMALL.stat().st_size
@@ -164,7 +170,7 @@ def test_write_append_adds_rows_and_new_columns(
     rows = table_rows(service_config)
     assert len(rows) == 3
     ct_row = next(row for row in rows if row["SOPInstanceUID"] == ct.SOPInstanceUID)
-    assert float(ct_row["KVP"]) == float(ct.KVP)
+    assert ct_row["KVP"] == float(ct.KVP)
     assert ct_row["SourceStore"].endswith("/dicomStores/s")
     # The row written before the column existed has no value in it.
     assert [row["SourceStore"] is None for row in rows].count(True) == 1

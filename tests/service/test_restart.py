@@ -4,7 +4,6 @@ again on the same data directory (and database), still has every dataset, store 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ports import free_port
+
 LOCATION = "/v1/projects/p/locations/us-central1"
 DATASET = f"{LOCATION}/datasets/ds"
 DICOMQL = Path(sys.executable).with_name("dicomql")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
@@ -63,6 +63,48 @@ def negotiate_frames(ranked: list[Any], stored: str) -> FrameChoice | None:
 class _Media:
     type: str
     params: dict[str, str]
+
+
+def native_frames_location(
+    file: BinaryIO,
+    file_size: int,
+    transfer_syntax: str,
+    geometry: tuple[int | None, int | None, int | None, int | None, int | None],
+) -> tuple[int, int] | None:
+    """Where native pixel data lies, found from the index instead of parsing the header:
+    ``(offset of the value, bytes per frame)``, or None when it cannot be confirmed.
+
+    ``geometry`` is (Rows, Columns, BitsAllocated, NumberOfFrames, SamplesPerPixel). Pixel Data
+    is normally the file's last element; its value then ends the file, so the element header
+    sits just before ``file_size - length``. Reading those 8 or 12 bytes and finding
+    (7FE0,0010) with exactly that length confirms it (PS3.5 7.1.2, 7.1.3); anything else (a
+    trailing element, padding, an odd layout) returns None and the caller parses the header.
+    """
+    rows, columns, bits, frames, samples = geometry
+    if transfer_syntax not in _NATIVE_LITTLE or not (rows and columns and bits) or bits % 8:
+        return None
+    frame_size = rows * columns * (samples or 1) * bits // 8
+    length = frame_size * (frames or 1)
+    length += length & 1  # PS3.5 7.1.1: values have even length
+    implicit = transfer_syntax == ts.IMPLICIT_VR_LITTLE_ENDIAN
+    head = 8 if implicit else 12
+    offset = file_size - length
+    if frame_size <= 0 or offset - head < 132:  # 128-byte preamble + "DICM" (PS3.10 7.1)
+        return None
+    file.seek(offset - head)
+    header = file.read(head)
+    if len(header) != head or header[:4] != _PIXEL_DATA_TAG:
+        return None
+    if implicit:
+        (found,) = struct.unpack("<I", header[4:8])
+    elif header[4:6] in (b"OW", b"OB") and header[6:8] == b"\0\0":
+        (found,) = struct.unpack("<I", header[8:12])
+    else:
+        return None
+    return (offset, frame_size) if found == length else None
+
+
+_PIXEL_DATA_TAG = struct.pack("<HH", 0x7FE0, 0x0010)
 
 
 def frame_bytes(

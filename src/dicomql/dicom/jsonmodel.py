@@ -219,6 +219,14 @@ def _text_attribute(vr: str, text: str) -> dict[str, Any]:
         # Trailing padding goes; leading spaces are significant for these VRs (PS3.5 6.2).
         value = text.rstrip(" \x00")
         return {"vr": vr, "Value": [value]} if value else {"vr": vr}
+    if "\\" not in text:
+        # One value, by far the most common case: no list to build and scan (STOW parses every
+        # header, docs/service.md "Performance").
+        single = text.strip(" \x00")
+        if not single:
+            return {"vr": vr}
+        value = _ONE_VALUE.get(vr, _as_text)(single)
+        return {"vr": vr} if value is None else {"vr": vr, "Value": [value]}
     parts = [part.strip(" \x00") for part in text.split("\\")]
     if vr == "PN":
         names = [_person_name(part) for part in parts]
@@ -231,9 +239,13 @@ def _text_attribute(vr: str, text: str) -> dict[str, Any]:
         values = [_decimal_string(part) for part in parts]
     else:
         values = [part if part else None for part in parts]
-    if all(value is None for value in values):
+    if values.count(None) == len(values):
         return {"vr": vr}
     return {"vr": vr, "Value": values}
+
+
+def _as_text(text: str) -> str | None:
+    return text or None
 
 
 def _person_name(text: str) -> dict[str, str] | None:
@@ -267,6 +279,14 @@ def _decimal_string(text: str) -> int | float | str | None:
         return text
     # JSON has no NaN or infinity; keep such (invalid DS) values as text.
     return number if number == number and abs(number) != float("inf") else text
+
+
+_ONE_VALUE: dict[str, Callable[[str], Any]] = {
+    # A name of empty groups ("=") is no name, as in the list case (``not any(names)``).
+    "PN": lambda text: _person_name(text) or None,
+    "IS": _integer_string,
+    "DS": _decimal_string,
+}
 
 
 def _binary_attribute(

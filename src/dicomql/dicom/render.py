@@ -27,8 +27,11 @@ class RenderOptions:
     quality: int = 75  # JPEG quality 1-100
 
 
-def render_frame(file: BinaryIO, header: Dataset, index: int, options: RenderOptions) -> bytes:
-    """Encode frame ``index`` (from 0) of the instance in ``file`` as ``options.media_type``.
+def render_frame(
+    file: BinaryIO | Dataset, header: Dataset, index: int, options: RenderOptions
+) -> bytes:
+    """Encode frame ``index`` (from 0) of the instance in ``file`` (a PS3.10 file, or a dataset
+    read whole with its pixel data) as ``options.media_type``.
 
     Raises:
         RenderError: no pixel data, an undecodable syntax, or a shape Pillow cannot show.

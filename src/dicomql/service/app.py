@@ -6,9 +6,13 @@ drives directly, so the SQL front end sees the same HTTP contract wherever the s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,6 +23,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dicomql.service import errors
 from dicomql.service.config import ServiceConfig
 from dicomql.service.context import Service
+from dicomql.service.events import DeliverySettings, EventDeliverer
+from dicomql.service.janitor import ServerPresence, recover_at_start, run_janitor
 from dicomql.service.routes import routes
 from dicomql.service.workers import Handler, WorkerPool
 from dicomql.store.index import Index
@@ -34,7 +40,7 @@ def create_app(
         index = Index.open(config.index_url)
         blobs = blob_store_for(config)
         service = Service(config=config, index=index, blobs=blobs)
-        recover(service)
+        presence = recover(service)
         # Handlers per api_method_name, built by the app (no module-global registry).
         if operation_handlers is None:
             from dicomql.service.lro import default_handlers
@@ -42,13 +48,29 @@ def create_app(
             handlers = default_handlers()
         else:
             handlers = dict(operation_handlers)
-        service.workers = WorkerPool(service, handlers, workers=config.workers)
+        service.workers = WorkerPool(
+            service,
+            handlers,
+            workers=config.workers,
+            lease=timedelta(seconds=config.lease_seconds),
+        )
         await service.workers.start()
+        janitor = asyncio.create_task(run_janitor(service, presence), name="dicomql-janitor")
+        # Notifications and streaming of stored instances (issue 5; docs/notifications.md).
+        deliverer = EventDeliverer(
+            index, config.data_dir, DeliverySettings.from_environment(os.environ)
+        )
+        await deliverer.start()
         app.state.service = service
         try:
             yield
         finally:
+            janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await janitor
+            await deliverer.stop()
             await service.workers.stop()
+            presence.leave()
             index.close()
 
     middleware = [
@@ -78,13 +100,21 @@ def create_app(
     return app
 
 
-def recover(service: Service) -> None:
+def recover(service: Service) -> ServerPresence:
     """Repair what a crash can leave behind before serving: partial blob writes and blobs that
-    were written but never indexed (see ``blob_journal``)."""
-    service.blobs.remove_temporaries()
-    from dicomql.store import instances as instance_store
+    were written but never indexed (see ``blob_journal``). All of them when no other server
+    shares the index, else only those older than the grace period (see ``service.janitor``).
 
-    instance_store.recover_journal(service.index, service.blobs)
+    Returns:
+        this server's presence among the servers sharing the index, held until shutdown.
+    """
+    presence = ServerPresence.join(service.config, service.index)
+    try:
+        recover_at_start(service, presence)
+    except BaseException:
+        presence.leave()
+        raise
+    return presence
 
 
 class BearerTokenMiddleware:

@@ -18,6 +18,12 @@ class ServiceConfig:
         workers: how many long-running-operation workers this process runs.
         blob_url: object storage for the instance blobs (``s3://bucket/prefix``,
             ``gs://bucket/prefix``, ``memory://prefix``); ``None`` means files in ``data_dir``.
+        lease_seconds: how long a worker's claim on an operation or work item lasts without a
+            progress report or heartbeat; after that another worker (in any process) takes it over.
+        orphan_grace_seconds: how old a leftover (a journaled blob no instance references, an
+            unfinished multipart upload) must be before the periodic janitor removes it while
+            other servers may be writing it; see ``dicomql.service.app.recover``.
+        janitor_interval_seconds: how often each server looks for such leftovers.
     """
 
     data_dir: Path
@@ -26,6 +32,9 @@ class ServiceConfig:
     max_request_bytes: int = 10 * 1024 * 1024
     workers: int = 2
     blob_url: str | None = None
+    lease_seconds: float = 60.0
+    orphan_grace_seconds: float = 3600.0
+    janitor_interval_seconds: float = 600.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -1,7 +1,8 @@
 """The ``dicomStores.deidentify`` handler: each selected source instance is read, de-identified
 by ``dicom.deid`` and stored into the destination store; an instance that fails is counted and
 left out (Cloud Healthcare: "The LRO result may still be successful if de-identification fails
-for some DICOM instances. The output DICOM store will not contain these failed resources.")."""
+for some DICOM instances. The output DICOM store will not contain these failed resources.").
+Split into work items of source instance key ranges that any server's workers run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from sqlalchemy import select
 from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
 from dicomql.service import lro
 from dicomql.service.ingest import ingest_many
-from dicomql.service.workers import OperationContext, OperationFailedError
+from dicomql.service.workers import (
+    ItemContext,
+    ItemizedMethod,
+    OperationContext,
+    OperationFailedError,
+    WorkContext,
+)
+from dicomql.store import events
 from dicomql.store.schema import dicom_stores
 
 log = logging.getLogger("dicomql.service.deidentify")
@@ -58,31 +66,53 @@ def _executor(size: int) -> Iterator[Executor | None]:
         yield pool
 
 
-def run_deidentify(ctx: OperationContext) -> dict[str, Any]:
-    source_pk = lro.require_store_pk(ctx)
-    request = ctx.request
-    destination_pk: int = request["destination_pk"]
-    service = ctx.service
-    with service.index.connect() as conn:
+# Source instances per work item: two process-pool windows' worth, a second or so of one core.
+INSTANCES_PER_ITEM = 64
+
+
+def _require_destination(ctx: WorkContext) -> int:
+    destination_pk: int = ctx.request["destination_pk"]
+    with ctx.service.index.connect() as conn:
         found = conn.execute(
             select(dicom_stores.c.pk).where(dicom_stores.c.pk == destination_pk)
         ).first()
     if found is None:
         raise OperationFailedError(
-            lro.NOT_FOUND, f"DICOM store {request['body']['destinationStore']} not found."
+            lro.NOT_FOUND, f"DICOM store {ctx.request['body']['destinationStore']} not found."
         )
-    body = request["body"]
+    return destination_pk
+
+
+def plan_deidentify(ctx: OperationContext) -> list[dict[str, Any]]:
+    source_pk = lro.require_store_pk(ctx)
+    _require_destination(ctx)
+    # An operation a previous version ran whole has a checkpoint: the last instance key done.
+    return lro.plan_ranges(
+        ctx.service.index.connect,
+        source_pk,
+        ctx.request.get("scope", {}),
+        lro.selection_paths(ctx),
+        INSTANCES_PER_ITEM,
+        int(ctx.checkpoint or 0),
+    )
+
+
+def deidentify_item(ctx: ItemContext) -> None:
+    """De-identify and store the item's instances. The operation's key makes the output of an
+    instance the same bytes every time, so storing it again (an item re-run after its worker
+    died) finds the identical instance: a success, not a second copy."""
+    source_pk = lro.require_store_pk(ctx)
+    destination_pk = _require_destination(ctx)
+    request = ctx.request
     deidentifier = Deidentifier(
-        body.get("config") or {}, operation_key=bytes.fromhex(request["operation_key"])
+        request["body"].get("config") or {}, operation_key=bytes.fromhex(request["operation_key"])
     )
     paths = lro.selection_paths(ctx)
     scope = request.get("scope", {})
-    after = int(ctx.checkpoint or 0)
-    with service.index.connect() as conn:
-        total = lro.count_selected(conn, source_pk, scope, paths, after)
-    ctx.set_pending(total)
-    rows = lro.iter_selected(service.index.connect, source_pk, scope, paths, after)
-    with _executor(total) as pool:
+    after, through = lro.item_range(ctx)
+    service = ctx.service
+    rows = lro.iter_selected(service.index.connect, source_pk, scope, paths, after, through)
+    with _executor(int(ctx.payload["count"])) as pool:
         pipeline = _Pipeline(deidentifier, pool)
         window: list[tuple[Any, bytes | None, Future[bytes] | bytes | Exception]] = []
         for row in rows:
@@ -93,7 +123,13 @@ def run_deidentify(ctx: OperationContext) -> dict[str, Any]:
                 del window[:_WINDOW]
         if window:
             _store(ctx, pipeline, destination_pk, window)
-    return {"@type": lro.RESPONSE_TYPE + "deidentify.DeidentifyDicomStoreSummary"}
+
+
+DEIDENTIFY_METHOD = ItemizedMethod(
+    plan=plan_deidentify,
+    run_item=deidentify_item,
+    response={"@type": lro.RESPONSE_TYPE + "deidentify.DeidentifyDicomStoreSummary"},
+)
 
 
 class _Pipeline:
@@ -147,7 +183,7 @@ class _Pipeline:
 
 
 def _store(
-    ctx: OperationContext,
+    ctx: ItemContext,
     pipeline: _Pipeline,
     destination_pk: int,
     batch: list[tuple[Any, bytes | None, Future[bytes] | bytes | Exception]],
@@ -164,7 +200,11 @@ def _store(
         else:
             outputs.append(data)
     service = ctx.service
-    results = ingest_many(service.index, service.blobs, destination_pk, outputs)
+    # Streamed to the destination's streamConfigs, but not published: Google lists no
+    # de-identification notifications (docs/notifications.md).
+    results = ingest_many(
+        service.index, service.blobs, destination_pk, outputs, action=events.DEIDENTIFY
+    )
     for result in results:
         if not result.ok:
             log.warning("storing a de-identified instance failed: %s", result.message)

@@ -65,6 +65,7 @@ def _checked_fields(body: dict[str, Any]) -> dict[str, Any]:
         _check_topic(topic, "notification_config.pubsub_topic")
     for i, config in enumerate(resource.get("notificationConfigs", [])):
         _check_topic(config.get("pubsubTopic", ""), f"notification_configs[{i}].pubsub_topic")
+    seen: set[str] = set()
     for i, config in enumerate(resource.get("streamConfigs", [])):
         table_uri = config.get("bigqueryDestination", {}).get("tableUri", "")
         if not _TABLE_URI.fullmatch(table_uri):
@@ -72,6 +73,13 @@ def _checked_fields(body: dict[str, Any]) -> dict[str, Any]:
                 f'Invalid stream_configs[{i}].bigquery_destination.table_uri "{table_uri}":'
                 " it must be bq://PROJECT_ID.BQ_DATASET_ID.BQ_TABLE_ID."
             )
+        # DicomStore.streamConfigs: "Each config must contain a unique destination."
+        if table_uri in seen:
+            raise InvalidArgument(
+                f'Invalid stream_configs[{i}]: the destination "{table_uri}" is already used by'
+                " another stream config; each config must contain a unique destination."
+            )
+        seen.add(table_uri)
     return resource
 
 

@@ -1,6 +1,8 @@
 """The ``dicomStores.export`` handler: each selected instance is written to
 ``{uriPrefix}/{study}/{series}/{instance}.dcm`` (overwriting), byte for byte as stored, or
 transcoded when ``mimeType`` names a transfer syntax (GoogleCloudHealthcareV1DicomGcsDestination).
+Split into work items of instance key ranges that any server's workers run; a BigQuery export
+runs whole (``service/bigquery_local.py``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from dicomql.dicom.transcode import TranscodeError, transcode
 from dicomql.service.bigquery_local import run_bigquery_export
 from dicomql.service.lro import (
     RESPONSE_TYPE,
-    count_selected,
+    item_range,
     iter_selected,
     join_uri,
+    plan_ranges,
     require_store_pk,
     selection_paths,
     write_uri,
 )
-from dicomql.service.workers import OperationContext
+from dicomql.service.workers import ItemContext, ItemizedMethod, OperationContext
 
 log = logging.getLogger("dicomql.service.export")
 
@@ -48,23 +51,40 @@ def target_syntax(mime_type: str | None) -> str | None:
     return None
 
 
-def run_export(ctx: OperationContext) -> dict[str, Any]:
-    body = ctx.request["body"]
-    if body.get("bigqueryDestination"):
-        # Always the local DuckDB stand-in: the embedded service has no BigQuery (issue 5).
-        return run_bigquery_export(ctx)
+# Instances per work item: a fraction of a second each when copying stored bytes locally.
+INSTANCES_PER_ITEM = 64
+
+
+def plan_export(ctx: OperationContext) -> list[dict[str, Any]] | None:
+    if ctx.request["body"].get("bigqueryDestination"):
+        # One local DuckDB file per server: runs whole on the server that claims it.
+        return None
     store_pk = require_store_pk(ctx)
-    destination = body["gcsDestination"]
+    # An operation a previous version ran whole has a checkpoint: the last instance key done.
+    return plan_ranges(
+        ctx.service.index.connect,
+        store_pk,
+        ctx.request.get("scope", {}),
+        selection_paths(ctx),
+        INSTANCES_PER_ITEM,
+        int(ctx.checkpoint or 0),
+    )
+
+
+def export_item(ctx: ItemContext) -> None:
+    """Write the item's instances. The destination path is a function of the instance, and
+    each file is written to a temporary and renamed, so an item re-run after its worker died
+    rewrites at most the files after its checkpoint with the same bytes (and counts them once:
+    counters move with the checkpoint)."""
+    store_pk = require_store_pk(ctx)
+    destination = ctx.request["body"]["gcsDestination"]
     prefix = destination["uriPrefix"]
     syntax = target_syntax(destination.get("mimeType"))
     paths = selection_paths(ctx)
     scope = ctx.request.get("scope", {})
     service = ctx.service
-    # The checkpoint is the last instance primary key written; instances come in key order.
-    after = int(ctx.checkpoint or 0)
-    with service.index.connect() as conn:
-        ctx.set_pending(count_selected(conn, store_pk, scope, paths, after))
-    for row in iter_selected(service.index.connect, store_pk, scope, paths, after):
+    after, through = item_range(ctx)
+    for row in iter_selected(service.index.connect, store_pk, scope, paths, after, through):
         uri = join_uri(
             prefix, row.study_instance_uid, row.series_instance_uid, f"{row.sop_instance_uid}.dcm"
         )
@@ -80,4 +100,12 @@ def run_export(ctx: OperationContext) -> dict[str, Any]:
             ctx.progress(failure=1, checkpoint=row.pk)
             continue
         ctx.progress(success=1, checkpoint=row.pk)
-    return {"@type": RESPONSE_TYPE + "dicom.ExportDicomDataResponse"}
+
+
+EXPORT_METHOD = ItemizedMethod(
+    plan=plan_export,
+    run_item=export_item,
+    response={"@type": RESPONSE_TYPE + "dicom.ExportDicomDataResponse"},
+    # Always the local DuckDB stand-in: the embedded service has no BigQuery (issue 5).
+    whole=run_bigquery_export,
+)

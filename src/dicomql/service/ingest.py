@@ -13,6 +13,7 @@ from sqlalchemy import update
 from dicomql.dicom.jsonmodel import split_by_level
 from dicomql.dicom.parse import UnreadableInstance, read_header
 from dicomql.store.blobs import BlobStore
+from dicomql.store.events import IMPORT_DICOM_DATA
 from dicomql.store.index import Index
 from dicomql.store.instances import (
     InstanceRecord,
@@ -53,9 +54,12 @@ def ingest_bytes(
     data: bytes,
     *,
     storage_class: str | None = None,
+    action: str = IMPORT_DICOM_DATA,
 ) -> IngestResult:
     """Store one instance; see :func:`ingest_many`."""
-    return ingest_many(index, blobs, store_pk, [data], storage_class=storage_class)[0]
+    return ingest_many(index, blobs, store_pk, [data], storage_class=storage_class, action=action)[
+        0
+    ]
 
 
 def ingest_many(
@@ -65,6 +69,7 @@ def ingest_many(
     items: list[bytes],
     *,
     storage_class: str | None = None,
+    action: str = IMPORT_DICOM_DATA,
 ) -> list[IngestResult]:
     """Store instances into a DICOM store, one result per item; never leaves an orphan blob.
 
@@ -74,6 +79,9 @@ def ingest_many(
     Args:
         storage_class: the blob storage class of the newly stored instances (import's
             ``blobStorageSettings``); STANDARD when None.
+        action: the endpoint storing them, as the store's Pub/Sub notifications name it and
+            decide whether to send one (``ImportDicomData`` honours ``sendForBulkImport``;
+            ``DeidentifyDicomStore`` is streamed but not notified). See docs/notifications.md.
     """
     if not items:
         return []
@@ -97,7 +105,13 @@ def ingest_many(
                 results[number] = record
             else:
                 pending.append((number, record))
-        outcomes = index_instances(index, store_pk, [record for _, record in pending])
+        outcomes = index_instances(
+            index,
+            store_pk,
+            [record for _, record in pending],
+            action=action,
+            storage_class=storage_class,
+        )
     except BaseException:
         for key in keys:
             discard_blob(index, blobs, key, unless_indexed=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, func, or_, select
 
-from dicomql.service.workers import Handler, OperationContext, OperationFailedError
+from dicomql.service.workers import Handler, ItemContext, OperationFailedError, WorkContext
 from dicomql.store.schema import dicom_stores, instances, series, studies
 
 # OperationMetadata.apiMethodName as Cloud Healthcare reports these methods.
@@ -41,11 +41,13 @@ def default_handlers() -> dict[str, Handler]:
     # Deferred: the handler modules import this one (names, URIs, selections).
     from dicomql.service import deidentify, exporter, importer, store_methods
 
+    # Import, export and deidentify are split into work items that every server's workers
+    # claim; setBlobStorageSettings changes index rows only (thousands a second) and runs whole.
     return {
-        IMPORT: importer.run_import,
-        EXPORT: exporter.run_export,
+        IMPORT: importer.IMPORT_METHOD,
+        EXPORT: exporter.EXPORT_METHOD,
         SET_BLOB_STORAGE_SETTINGS: store_methods.run_set_blob_storage_settings,
-        DEIDENTIFY: deidentify.run_deidentify,
+        DEIDENTIFY: deidentify.DEIDENTIFY_METHOD,
     }
 
 
@@ -201,11 +203,15 @@ def iter_selected(
     scope: dict[str, str | None],
     paths: list[tuple[str, str | None, str | None]] | None,
     after_pk: int = 0,
+    through_pk: int | None = None,
 ) -> Iterator[Row]:
     """Instances of the store within ``scope`` (study/series/instance UIDs of the request path)
     and, if given, within one of ``paths``; in primary key order after ``after_pk`` (the
-    checkpoint of a resumed operation). Read a page per short read transaction."""
+    checkpoint of a resumed operation) and up to ``through_pk`` (the end of a work item's
+    range). Read a page per short read transaction."""
     conditions = [instances.c.store_pk == store_pk]
+    if through_pk is not None:
+        conditions.append(instances.c.pk <= through_pk)
     scoped = _scope_condition(scope.get("study"), scope.get("series"), scope.get("instance"))
     if scoped is not None:
         conditions.append(scoped)
@@ -263,7 +269,37 @@ def count_selected(
     return int(conn.execute(query).scalar_one())
 
 
-def require_store_pk(ctx: OperationContext) -> int:
+def plan_ranges(
+    conn_factory: Any,
+    store_pk: int,
+    scope: dict[str, str | None],
+    paths: list[tuple[str, str | None, str | None]] | None,
+    size: int,
+    after_pk: int = 0,
+) -> list[dict[str, Any]]:
+    """Work item payloads covering the selection in primary key ranges of ``size`` instances:
+    ``{"after": pk, "through": pk, "count": n}``. An instance stored later has a higher key
+    than any range, so a range selects the same instances when it runs (less any deleted)."""
+    items: list[dict[str, Any]] = []
+    previous, last, count = after_pk, after_pk, 0
+    for row in iter_selected(conn_factory, store_pk, scope, paths, after_pk):
+        last, count = row.pk, count + 1
+        if count == size:
+            items.append({"after": previous, "through": last, "count": count})
+            previous, count = last, 0
+    if count:
+        items.append({"after": previous, "through": last, "count": count})
+    return items
+
+
+def item_range(ctx: ItemContext) -> tuple[int, int]:
+    """Where a range work item (re)starts (its checkpoint, the last instance key it reported
+    done, or the start of its range) and where it ends."""
+    payload = ctx.payload
+    return max(int(payload["after"]), int(ctx.checkpoint or 0)), int(payload["through"])
+
+
+def require_store_pk(ctx: WorkContext) -> int:
     """The store the operation works on, which may have been deleted since it started."""
     pk: int = ctx.request["store_pk"]
     with ctx.service.index.connect() as conn:
@@ -273,6 +309,6 @@ def require_store_pk(ctx: OperationContext) -> int:
     return pk
 
 
-def selection_paths(ctx: OperationContext) -> list[tuple[str, str | None, str | None]] | None:
+def selection_paths(ctx: WorkContext) -> list[tuple[str, str | None, str | None]] | None:
     uri = (ctx.request.get("body", {}).get("filterConfig") or {}).get("resourcePathsGcsUri")
     return read_resource_paths(uri) if uri else None

@@ -9,9 +9,10 @@ keeps every blob on one local disk; the class is what ``:getStorageInfo`` report
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, Connection, select, update
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -26,8 +27,9 @@ from dicomql.service.errors import InvalidArgument, NotFound
 from dicomql.service.exporter import target_syntax
 from dicomql.service.validation import validate_path_ids
 from dicomql.service.workers import OperationContext
+from dicomql.store import events
 from dicomql.store.operations import create_operation, now, operation_resource
-from dicomql.store.schema import instances
+from dicomql.store.schema import instances, series, studies
 
 METHOD = "healthcare.projects.locations.datasets.dicomStores."
 _BATCH = 500
@@ -241,17 +243,50 @@ def run_set_blob_storage_settings(ctx: OperationContext) -> dict[str, Any]:
             moment = now()
             with index.begin() as conn:
                 # The update time records a change of class; setting the same class again
-                # leaves it (and the row) alone.
+                # leaves it (and the row) alone, and sends no notification.
+                changing = instances.c.pk.in_(batch) & (instances.c.storage_class != storage_class)
+                changed = _class_changes(conn, changing, storage_class, moment)
                 conn.execute(
                     update(instances)
-                    .where(instances.c.pk.in_(batch), instances.c.storage_class != storage_class)
+                    .where(changing)
                     .values(storage_class=storage_class, storage_class_update_time=moment)
                 )
+                events.enqueue_storage_class_changes(conn, store_pk, changed)
             ctx.progress(success=len(batch))
             batch = []
         if row is None:
             break
     return {"@type": lro.RESPONSE_TYPE + "dicom.SetBlobStorageSettingsResponse"}
+
+
+def _class_changes(
+    conn: Connection, changing: ColumnElement[bool], storage_class: str, moment: datetime
+) -> list[dict[str, Any]]:
+    """What a SetBlobSettings notification says of each instance about to change class."""
+    rows = conn.execute(
+        select(
+            studies.c.study_instance_uid,
+            series.c.series_instance_uid,
+            series.c.modality,
+            instances.c.sop_instance_uid,
+            instances.c.storage_class,
+        )
+        .join(series, series.c.pk == instances.c.series_pk)
+        .join(studies, studies.c.pk == instances.c.study_pk)
+        .where(changing)
+    )
+    return [
+        {
+            "studyInstanceUID": row.study_instance_uid,
+            "seriesInstanceUID": row.series_instance_uid,
+            "sopInstanceUID": row.sop_instance_uid,
+            "modality": row.modality,
+            "storageClass": storage_class,
+            "previousStorageClass": row.storage_class,
+            "lastUpdated": moment.astimezone(UTC).isoformat(),
+        }
+        for row in rows
+    ]
 
 
 STORE = "/datasets/{dataset:rid}/dicomStores/{dicom_store:rid}"

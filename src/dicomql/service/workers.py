@@ -9,6 +9,11 @@ take effect, between work items. Because the operation, its request and the hand
 live in the index, an operation survives restarts: a clean shutdown gives it back at once, a
 crash leaves a lease that expires, and either way the next worker (in any process sharing the
 index) resumes it. Cloud Healthcare ends cancelled operations with google.rpc.Code 1 (CANCELLED).
+
+A method registered as an :class:`ItemizedMethod` is spread over every process: the worker that
+claims the operation only *plans* it (``store.work.plan_items``), and workers everywhere then
+claim its work items one at a time and run them through :class:`ItemContext`; the worker
+finishing the last item completes the operation.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ import logging
 import os
 import socket
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from dicomql.store import work
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
-from dicomql.store.work import Claim, LeaseLostError
+from dicomql.store.work import Claim, ItemClaim, LeaseLostError
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +69,30 @@ class OperationFailedError(Exception):
         self.message = message
 
 
-class OperationContext:
-    """A handler's view of the operation it runs.
+class WorkContext(ABC):
+    """What operation and item handlers share (the helpers in ``service/lro.py`` take either):
+    the service, the request, progress reports and the stopping points they are."""
+
+    service: ServiceLike
+
+    @property
+    @abstractmethod
+    def request(self) -> dict[str, Any]: ...
+
+    @property
+    @abstractmethod
+    def checkpoint(self) -> Any: ...
+
+    @abstractmethod
+    def progress(self, *, success: int = 0, failure: int = 0, checkpoint: Any = None) -> None: ...
+
+    def check(self) -> None:
+        """Stop here if cancelled or shutting down, without recording anything."""
+        self.progress()
+
+
+class OperationContext(WorkContext):
+    """A handler's view of the operation it runs (or plans).
 
     Attributes:
         service: the index and blob store to work on.
@@ -99,10 +128,6 @@ class OperationContext:
         """
         self._report(success=success, failure=failure, checkpoint=checkpoint)
 
-    def check(self) -> None:
-        """Stop here if cancelled or shutting down, without recording anything."""
-        self._report()
-
     def _report(self, **changes: Any) -> None:
         # Record first: the items reported are finished and must not be redone on resume.
         result = work.record_progress(
@@ -114,9 +139,85 @@ class OperationContext:
             raise WorkerStoppingError
 
 
-Handler = Callable[[OperationContext], "dict[str, Any] | None"]
+class ItemContext(WorkContext):
+    """An item handler's view of the work item it runs.
+
+    Attributes:
+        claim: the claimed item: ``payload`` (as planned), ``checkpoint`` (where a worker that
+            lost the item last reported; None the first time), and the operation's ``request``.
+    """
+
+    def __init__(self, pool: WorkerPool, claim: ItemClaim) -> None:
+        self.service = pool.service
+        self.claim = claim
+        self._pool = pool
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.claim.request or {}
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = self.claim.payload
+        return payload
+
+    @property
+    def checkpoint(self) -> Any:
+        return self.claim.checkpoint
+
+    def progress(self, *, success: int = 0, failure: int = 0, checkpoint: Any = None) -> None:
+        """Record finished units of the item (and its resume point) on the item and the
+        operation, then stop here if the operation was cancelled (or ended by another item) or
+        the pool is shutting down.
+
+        Raises:
+            OperationCancelledError, WorkerStoppingError, LeaseLostError: as
+                :meth:`OperationContext.progress`.
+        """
+        result = work.record_item_progress(
+            self.service.index,
+            self.claim,
+            lease=self._pool.lease,
+            success=success,
+            failure=failure,
+            checkpoint=checkpoint,
+        )
+        if result.cancel_requested:
+            raise OperationCancelledError
+        if self._pool.stopping.is_set():
+            raise WorkerStoppingError
+
+
+OperationHandler: TypeAlias = Callable[[OperationContext], dict[str, Any] | None]
 """Runs one operation to its end in a worker thread and returns the operation's ``response``
 JSON (None for ``{}``). It must be resumable: on a retry it starts again with ``ctx.checkpoint``."""
+
+
+@dataclass(frozen=True)
+class ItemizedMethod:
+    """A long-running method whose work is split into items that any process runs.
+
+    Attributes:
+        plan: given the operation, the payloads of its items, in order, each with ``count``
+            (its units of work: files, instances); ``[]`` completes the operation at once with
+            ``response``; None runs it whole with ``whole`` (a request this method does not
+            split). Raising ``OperationFailedError`` ends the operation with that status. It
+            must read nothing it cannot read again: a crash before the plan is stored plans
+            again.
+        run_item: runs one item in a worker thread, reporting progress through its context;
+            it must be idempotent (an item whose worker died is run again from its checkpoint).
+        response: the operation's ``response`` once every item is done.
+        whole: the handler for requests ``plan`` does not split.
+    """
+
+    plan: Callable[[OperationContext], list[dict[str, Any]] | None]
+    run_item: Callable[[ItemContext], None]
+    response: dict[str, Any]
+    whole: OperationHandler | None = None
+
+
+Handler: TypeAlias = OperationHandler | ItemizedMethod
+"""What the pool runs per ``api_method_name``."""
 
 
 class WorkerPool:
@@ -124,8 +225,9 @@ class WorkerPool:
 
     Args:
         service: the index and blobs handlers work on.
-        handlers: handler per ``api_method_name``; the pool only claims those methods, so servers
-            with different handler sets can share an index.
+        handlers: handler per ``api_method_name`` (an :class:`ItemizedMethod` for methods split
+            into work items); the pool only claims operations and items of those methods, so
+            servers with different handler sets can share an index.
         workers: how many operations this process runs at once.
         lease: how long a claim lasts without a progress report or heartbeat.
         poll_interval: how often idle workers look for work nobody woke them for.
@@ -190,13 +292,21 @@ class WorkerPool:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
+    @property
+    def itemized_methods(self) -> list[str]:
+        return [
+            name for name, handler in self.handlers.items() if isinstance(handler, ItemizedMethod)
+        ]
+
     async def _worker(self, number: int) -> None:
         worker_id = f"{self.worker_id}/{number}"
         assert self._wakeup is not None
         while not self.stopping.is_set():
             # Cleared before looking, so a wake() during the claim query is not lost.
             self._wakeup.clear()
-            claim = await asyncio.to_thread(
+            # New operations first (planning one is quick and lets every process share it),
+            # then items of operations planned here or elsewhere, oldest first.
+            claim: Claim | ItemClaim | None = await asyncio.to_thread(
                 work.claim_next,
                 self.service.index,
                 worker_id,
@@ -204,48 +314,60 @@ class WorkerPool:
                 methods=self.handlers.keys(),
             )
             if claim is None:
+                claim = await asyncio.to_thread(
+                    work.claim_item,
+                    self.service.index,
+                    worker_id,
+                    lease=self.lease,
+                    methods=self.itemized_methods,
+                )
+            if claim is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
                 continue
             # Other idle workers may find more; a wake() could have covered several operations.
             self._wakeup.set()
             await self._run(claim)
+            # A planned operation has items now: idle workers of this process claim them at
+            # once (other processes find them at their next poll).
+            self._wakeup.set()
 
-    async def _run(self, claim: Claim) -> None:
+    async def _run(self, claim: Claim | ItemClaim) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(claim))
         try:
-            await asyncio.to_thread(self.run_claim, claim)
+            if isinstance(claim, ItemClaim):
+                await asyncio.to_thread(self.run_item_claim, claim)
+            else:
+                await asyncio.to_thread(self.run_claim, claim)
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
 
-    async def _heartbeat(self, claim: Claim) -> None:
+    async def _heartbeat(self, claim: Claim | ItemClaim) -> None:
         # A handler may spend longer than the lease on one work item; keep the claim alive while
         # its thread runs. Cancellation is still only acted upon between work items.
         interval = self.lease.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(work.renew_lease, self.service.index, claim, self.lease)
+                if isinstance(claim, ItemClaim):
+                    await asyncio.to_thread(
+                        work.renew_item_lease, self.service.index, claim, self.lease
+                    )
+                else:
+                    await asyncio.to_thread(work.renew_lease, self.service.index, claim, self.lease)
             except LeaseLostError:
                 return
 
     def run_claim(self, claim: Claim) -> None:
-        """Run one claimed operation to its end (or give it back); blocking, in a thread."""
+        """Run one claimed operation to its end, plan its items, or give it back; blocking, in
+        a thread."""
         index = self.service.index
         if claim.cancel_requested:
             work.complete(index, claim, error=cancelled_status())
             return
         if claim.attempts > self.max_attempts:
-            work.complete(
-                index,
-                claim,
-                error=work.status(
-                    work.ABORTED,
-                    f"The operation was abandoned after {claim.attempts - 1} attempts that"
-                    " ended without finishing (the server stopped or crashed while running it).",
-                ),
-            )
+            work.complete(index, claim, error=abandoned_status(claim.attempts))
             return
         handler = self.handlers.get(claim.api_method_name)
         if handler is None:  # not claimable by construction; kept for direct callers
@@ -257,7 +379,7 @@ class WorkerPool:
             return
         context = OperationContext(self, claim)
         try:
-            response = handler(context)
+            response = self._plan_or_run(handler, context)
         except OperationCancelledError:
             work.complete(index, claim, error=cancelled_status())
         except WorkerStoppingError:
@@ -270,13 +392,74 @@ class WorkerPool:
             # The operation must end rather than stay "running": record the failure for the
             # caller (operations.get) and keep the traceback in the server log.
             logger.exception("operation %s failed", claim.operation_id)
-            work.complete(
-                index,
-                claim,
-                error=work.status(work.INTERNAL, f"{type(exc).__name__}: {exc}"),
-            )
+            work.complete(index, claim, error=internal_status(exc))
         else:
-            work.complete(index, claim, response=response)
+            if response is not None:
+                work.complete(index, claim, response=response)
+
+    def _plan_or_run(self, handler: Handler, context: OperationContext) -> dict[str, Any] | None:
+        """The operation's response if it ran here to its end; None once its items are stored
+        (then the item that finishes last completes it)."""
+        if not isinstance(handler, ItemizedMethod):
+            return handler(context) or {}
+        payloads = handler.plan(context)
+        if payloads is None:
+            if handler.whole is None:
+                raise OperationFailedError(
+                    work.UNIMPLEMENTED,
+                    f"{context.claim.api_method_name} cannot run this request.",
+                )
+            return handler.whole(context) or {}
+        if not payloads:
+            return handler.response
+        context.check()  # cancelled while planning: end now rather than store the items
+        work.plan_items(self.service.index, context.claim, payloads)
+        return None
+
+    def run_item_claim(self, item: ItemClaim) -> None:
+        """Run one claimed work item (and complete its operation if it was the last one), or
+        give it back; blocking, in a thread."""
+        index = self.service.index
+        if item.cancel_requested:
+            work.fail_item_operation(index, item, cancelled_status())
+            return
+        if item.attempts > self.max_attempts:
+            work.fail_item_operation(index, item, abandoned_status(item.attempts))
+            return
+        handler = self.handlers.get(item.api_method_name)
+        if not isinstance(handler, ItemizedMethod):  # not claimable by construction
+            work.release_item(index, item)
+            return
+        try:
+            handler.run_item(ItemContext(self, item))
+            work.finish_item(index, item, response=handler.response)
+        except OperationCancelledError:
+            work.fail_item_operation(index, item, cancelled_status())
+        except WorkerStoppingError:
+            work.release_item(index, item)
+        except LeaseLostError:
+            logger.warning(
+                "lost the lease on item %s of operation %s; stopped it",
+                item.seq,
+                item.operation_id,
+            )
+        except OperationFailedError as exc:
+            work.fail_item_operation(index, item, work.status(exc.code, exc.message))
+        except Exception as exc:
+            logger.exception("item %s of operation %s failed", item.seq, item.operation_id)
+            work.fail_item_operation(index, item, internal_status(exc))
+
+
+def abandoned_status(attempts: int) -> dict[str, Any]:
+    return work.status(
+        work.ABORTED,
+        f"The operation was abandoned after {attempts - 1} attempts that ended without"
+        " finishing (the server stopped or crashed while running it).",
+    )
+
+
+def internal_status(exc: Exception) -> dict[str, Any]:
+    return work.status(work.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
 def cancelled_status() -> dict[str, Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -34,7 +36,7 @@ class BlobStore(Protocol):
     def size(self, key: str) -> int: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def remove_temporaries(self) -> int: ...
+    def remove_temporaries(self, older_than: timedelta | None = None) -> int: ...
 
 
 class LocalBlobWriter:
@@ -108,11 +110,22 @@ class LocalBlobStore:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def remove_temporaries(self) -> int:
-        """Delete partial writes left by a crash; returns how many there were."""
+    def remove_temporaries(self, older_than: timedelta | None = None) -> int:
+        """Delete partial writes left by a crash; returns how many there were.
+
+        Args:
+            older_than: only those last written at least this long ago (another process on this
+                data directory may be writing the younger ones); None removes all.
+        """
+        cutoff = None if older_than is None else time.time() - older_than.total_seconds()
         removed = 0
         for path in (self.root / "tmp").glob("*.part"):
-            path.unlink(missing_ok=True)
+            try:
+                if cutoff is not None and path.stat().st_mtime >= cutoff:
+                    continue
+                path.unlink()
+            except FileNotFoundError:  # committed, aborted or removed by another process
+                continue
             removed += 1
         return removed
 

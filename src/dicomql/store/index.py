@@ -2,21 +2,29 @@
 
 SQLite (a file in the data dir, WAL, ``synchronous=FULL`` so a committed write survives a crash)
 is the default; PostgreSQL is chosen by a ``postgresql+psycopg://`` URL. The schema lives in
-:mod:`dicomql.store.schema` and is brought up to date by Alembic on open.
+:mod:`dicomql.store.schema` and is brought up to date by Alembic on open (Alembic is imported and
+run only when the database is not stamped with the newest revision).
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
-from dicomql.store import migrations
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+
+# Seconds after which a pooled PostgreSQL connection is replaced, and seconds of idleness after
+# which it is pinged before use.
+RECYCLE_SECONDS = 300
+PING_AFTER_IDLE_SECONDS = 30.0
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -35,16 +43,28 @@ class Index:
         self._write_lock: threading.RLock | None = (
             threading.RLock() if engine.dialect.name == "sqlite" else None
         )
+        self._closed = False
+        # Recreated pools (dispose, invalidation) share the listeners of the first.
+        event.listen(engine.pool, "checkin", self._close_if_index_closed)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @classmethod
-    def open(cls, url: str) -> Index:
-        """Connect to ``url`` and migrate the schema to the newest revision."""
-        engine = _create_engine(url)
-        migrations.upgrade(engine)
+    def open(cls, url: str, *, ping_after_idle: float = PING_AFTER_IDLE_SECONDS) -> Index:
+        """Connect to ``url`` and migrate the schema to the newest revision.
+
+        Args:
+            ping_after_idle: PostgreSQL only: a pooled connection idle at least this many
+                seconds is pinged before it is handed out (a busy pool never pings).
+        """
+        engine = _create_engine(url, ping_after_idle)
+        if not _schema_is_current(engine):
+            # Importing and running Alembic was ~10 % of a cold start: only when there is work.
+            from dicomql.store import migrations
+
+            migrations.upgrade(engine)
         return cls(engine)
 
     @contextmanager
@@ -62,10 +82,21 @@ class Index:
             yield connection
 
     def close(self) -> None:
+        """Close every pooled connection, and each one still in use as soon as it is returned.
+
+        ``Engine.dispose`` closes only the connections in the pool: one a thread still holds
+        (a streamed response, an operation handler that outlived shutdown) would go back to the
+        discarded pool and stay open until the garbage collector found it unclosed.
+        """
+        self._closed = True
         self.engine.dispose()
 
+    def _close_if_index_closed(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if self._closed:
+            record.close()
 
-def _create_engine(url: str) -> Engine:
+
+def _create_engine(url: str, ping_after_idle: float) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -78,8 +109,77 @@ def _create_engine(url: str) -> Engine:
         event.listen(engine, "begin", _begin_sqlite)
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        engine = create_engine(
+            url,
+            # Eight stay open: four STOW clients keep about that many in use. Overflow reaches
+            # 48, what anyio's request threads (40) plus asyncio's worker threads (min(32, CPUs
+            # + 4)) can hold at once on a small machine, so the pool never makes a thread wait.
+            pool_size=8,
+            max_overflow=40,
+            # No pool_pre_ping: it cost a round trip (SELECT 1) on every checkout, and a request
+            # checks out one to four times. Instead a connection is replaced when it is older
+            # than five minutes (before NATs and load balancers drop idle TCP, often at 350 s),
+            # pinged only when it sat idle long enough for the server to have gone away, and on
+            # a disconnect error SQLAlchemy invalidates every connection opened before it.
+            pool_recycle=RECYCLE_SECONDS,
+        )
+        event.listen(engine.pool, "checkin", _note_checkin)
+        event.listen(engine.pool, "checkout", _ping_if_idle(engine, ping_after_idle))
+        return engine
     return create_engine(url, poolclass=NullPool)
+
+
+def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["dicomql_checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine, ping_after_idle: float) -> Any:
+    def ping(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        checked_in = record.info.get("dicomql_checked_in")
+        if checked_in is None or time.monotonic() - checked_in < ping_after_idle:
+            return  # new, or used moments ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # SQLAlchemy's documented way to say "dead": the pool discards this connection
+            # and checks out another (docs: "Disconnect Handling - Pessimistic", custom).
+            raise exc.DisconnectionError(str(error)) from error
+
+    return ping
+
+
+_REVISION = re.compile(r"^revision\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\s*=\s*(None|[\"']([^\"']+)[\"'])", re.MULTILINE)
+
+
+def _head_revisions() -> set[str] | None:
+    """The newest revisions of the migration scripts, read as text; None if a script is not in
+    the plain ``revision = "…"`` / ``down_revision = "…"|None`` form (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in MIGRATIONS.glob("*.py"):
+        source = script.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(source), _DOWN_REVISION.search(source)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        if down.group(2):
+            parents.add(down.group(2))
+    return revisions - parents or None
+
+
+def _schema_is_current(engine: Engine) -> bool:
+    """True if the database is stamped with exactly the scripts' head revisions."""
+    heads = _head_revisions()
+    if heads is None:
+        return False
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version"))
+            stamped = {row[0] for row in rows}
+    except exc.DBAPIError:
+        return False  # a new database: no alembic_version table yet
+    return stamped == heads
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -4,6 +4,7 @@ with counters kept right, and crash recovery of blobs written but never indexed.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,8 +14,10 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Select,
     Table,
     Text,
+    bindparam,
     cast,
     delete,
     func,
@@ -26,6 +29,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.parse import ParsedInstance, person_name_tokens
+from dicomql.store import events
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.operations import now
@@ -112,7 +116,11 @@ def recover_journal(index: Index, blobs: BlobStore, older_than: timedelta | None
     removed = 0
     query = select(blob_journal.c.blob_key)
     if older_than is not None:
-        query = query.where(blob_journal.c.create_time < now() - older_than)
+        # Other servers' janitors may sweep at the same moment: each takes different entries
+        # (PostgreSQL; SQLite has one writer at a time and ignores the clause).
+        query = query.where(blob_journal.c.create_time < now() - older_than).with_for_update(
+            skip_locked=True
+        )
     with index.begin() as conn:
         keys = [row.blob_key for row in conn.execute(query)]
         for key in keys:
@@ -136,7 +144,12 @@ def index_instance(index: Index, store_pk: int, record: InstanceRecord) -> Index
 
 
 def index_instances(
-    index: Index, store_pk: int, records: list[InstanceRecord]
+    index: Index,
+    store_pk: int,
+    records: list[InstanceRecord],
+    *,
+    action: str = events.STORE_INSTANCES,
+    storage_class: str | None = None,
 ) -> list[IndexResult]:
     """Index written blobs in one transaction (group commit: one fsync for the lot). Each
     instance's study, series and instance rows, counters, name tokens and journal entry change
@@ -145,12 +158,19 @@ def index_instances(
     Concurrent writers of the same study or instance collide on the unique constraints; the
     loser's savepoint is rolled back and retried, and then sees the winner's rows (a duplicate
     or a conflict, never two rows).
+
+    Args:
+        action: what stores them, for the store's notifications and streams (issue 5):
+            StoreInstances, ImportDicomData, DeidentifyDicomStore.
+        storage_class: the storage class the caller gives them, as notifications report it.
     """
     for attempt in range(_RETRIES):
         try:
             with index.begin() as conn:
                 lock_store(conn, store_pk)
-                return [_index_with_savepoint(conn, store_pk, record) for record in records]
+                results = [_index_with_savepoint(conn, store_pk, record) for record in records]
+                _announce_stored(conn, store_pk, records, results, action, storage_class)
+                return results
         except DBAPIError as exc:
             # PostgreSQL deadlock (40P01) or serialization failure (40001) between writers
             # updating the same counters: retry, the transaction left nothing behind.
@@ -160,6 +180,26 @@ def index_instances(
     raise AssertionError("unreachable")
 
 
+def _announce_stored(
+    conn: Connection,
+    store_pk: int,
+    records: list[InstanceRecord],
+    results: list[IndexResult],
+    action: str,
+    storage_class: str | None,
+) -> None:
+    """Outbox rows for the store's notificationConfig(s) and streamConfigs, in the transaction
+    that indexes the instances, so a committed instance never misses its notification; nothing
+    but one primary-key lookup when the store has none (see :mod:`dicomql.store.events`)."""
+    stored = [
+        record
+        for record, result in zip(records, results, strict=True)
+        if result.outcome is Outcome.STORED
+    ]
+    if stored:
+        events.enqueue_stored(conn, store_pk, stored, action=action, storage_class=storage_class)
+
+
 def lock_store(conn: Connection, store_pk: int) -> None:
     """Serialize a store's instance writers on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
 
@@ -167,7 +207,12 @@ def lock_store(conn: Connection, store_pk: int) -> None:
     series' last instance could both commit, leaving counters off by one and blobs without rows
     (tests/reliability/test_concurrency.py, PostgreSQL). SQLite ignores FOR UPDATE.
     """
-    conn.execute(select(dicom_stores.c.pk).where(dicom_stores.c.pk == store_pk).with_for_update())
+    conn.execute(_LOCK_STORE, {"store": store_pk})
+
+
+_LOCK_STORE = (
+    select(dicom_stores.c.pk).where(dicom_stores.c.pk == bindparam("store")).with_for_update()
+)
 
 
 def _index_with_savepoint(conn: Connection, store_pk: int, record: InstanceRecord) -> IndexResult:
@@ -194,18 +239,7 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
     parsed = record.parsed
     moment = now()
     existing = conn.execute(
-        select(
-            instances.c.pk,
-            instances.c.sha256,
-            series.c.series_instance_uid,
-            studies.c.study_instance_uid,
-        )
-        .join(series, series.c.pk == instances.c.series_pk)
-        .join(studies, studies.c.pk == instances.c.study_pk)
-        .where(
-            instances.c.store_pk == store_pk,
-            instances.c.sop_instance_uid == parsed.sop_instance_uid,
-        )
+        _EXISTING_INSTANCE, {"store": store_pk, "uid": parsed.sop_instance_uid}
     ).first()
     if existing is not None:
         same_place = (
@@ -220,12 +254,7 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
             " different content.",
         )
     series_row = conn.execute(
-        select(series.c.pk, series.c.study_pk, studies.c.study_instance_uid)
-        .join(studies, studies.c.pk == series.c.study_pk)
-        .where(
-            series.c.store_pk == store_pk,
-            series.c.series_instance_uid == parsed.series_instance_uid,
-        )
+        _EXISTING_SERIES, {"store": store_pk, "uid": parsed.series_instance_uid}
     ).first()
     if series_row is not None and series_row.study_instance_uid != parsed.study_instance_uid:
         return IndexResult(
@@ -234,10 +263,7 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
         )
     new_series = series_row is None
     study_row = conn.execute(
-        select(studies.c.pk, studies.c.modalities_in_study).where(
-            studies.c.store_pk == store_pk,
-            studies.c.study_instance_uid == parsed.study_instance_uid,
-        )
+        _EXISTING_STUDY, {"store": store_pk, "uid": parsed.study_instance_uid}
     ).first()
     if study_row is None:
         study_pk = _insert_study(conn, store_pk, record, moment)
@@ -247,58 +273,104 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
     if series_row is None:
         columns = parsed.columns[Level.SERIES]
         series_pk = conn.execute(
-            insert(series)
-            .values(
-                store_pk=store_pk,
-                study_pk=study_pk,
-                number_of_instances=0,
-                size_bytes=0,
-                attributes=record.series_attributes,
-                update_time=moment,
+            _INSERT_SERIES,
+            {
+                "store_pk": store_pk,
+                "study_pk": study_pk,
+                "number_of_instances": 0,
+                "size_bytes": 0,
+                "attributes": record.series_attributes,
+                "update_time": moment,
                 **_fit(series, columns),
-            )
-            .returning(series.c.pk)
+            },
         ).scalar_one()
     else:
         series_pk = series_row.pk
     conn.execute(
-        insert(instances).values(
-            store_pk=store_pk,
-            study_pk=study_pk,
-            series_pk=series_pk,
-            transfer_syntax_uid=parsed.transfer_syntax_uid,
-            blob_key=record.blob_key,
-            size_bytes=record.size,
-            sha256=record.sha256,
-            storage_class="STANDARD",
-            attributes=record.instance_attributes,
-            create_time=moment,
+        _INSERT_INSTANCE,
+        {
+            "store_pk": store_pk,
+            "study_pk": study_pk,
+            "series_pk": series_pk,
+            "transfer_syntax_uid": parsed.transfer_syntax_uid,
+            "blob_key": record.blob_key,
+            "size_bytes": record.size,
+            "sha256": record.sha256,
+            "storage_class": "STANDARD",
+            "attributes": record.instance_attributes,
+            "create_time": moment,
             **_fit(instances, parsed.columns[Level.INSTANCE]),
-        )
+        },
     )
-    conn.execute(
-        update(series)
-        .where(series.c.pk == series_pk)
-        .values(
-            number_of_instances=series.c.number_of_instances + 1,
-            size_bytes=series.c.size_bytes + record.size,
-            update_time=moment,
-        )
-    )
-    study_values: dict[str, Any] = {
-        "number_of_instances": studies.c.number_of_instances + 1,
-        "size_bytes": studies.c.size_bytes + record.size,
-        "update_time": moment,
-    }
+    conn.execute(_COUNT_IN_SERIES, {"row": series_pk, "added": record.size, "moment": moment})
+    study_values: dict[str, Any] = {"row": study_pk, "added": record.size, "moment": moment}
+    statement = _COUNT_IN_STUDY
     if new_series:
-        study_values["number_of_series"] = studies.c.number_of_series + 1
+        statement = _COUNT_SERIES_IN_STUDY
         modality = parsed.columns[Level.SERIES].get("modality")
         known = modalities.split("\\") if modalities else []
         if modality and modality not in known:
-            study_values["modalities_in_study"] = "\\".join([*known, modality])[:256]
-    conn.execute(update(studies).where(studies.c.pk == study_pk).values(**study_values))
-    conn.execute(delete(blob_journal).where(blob_journal.c.blob_key == record.blob_key))
+            statement = _COUNT_SERIES_AND_MODALITY_IN_STUDY
+            study_values["modalities"] = "\\".join([*known, modality])[:256]
+    conn.execute(statement, study_values)
+    conn.execute(_UNJOURNAL, {"key": record.blob_key})
     return IndexResult(Outcome.STORED)
+
+
+# The ingest statements, built once with bound parameters: building Core statements and their
+# cache keys per instance cost more CPU than SQLite spends running them (docs/service.md,
+# "Performance"). Parameter names differ from column names, which UPDATE … SET reserves.
+_EXISTING_INSTANCE = (
+    select(
+        instances.c.pk,
+        instances.c.sha256,
+        series.c.series_instance_uid,
+        studies.c.study_instance_uid,
+    )
+    .join(series, series.c.pk == instances.c.series_pk)
+    .join(studies, studies.c.pk == instances.c.study_pk)
+    .where(
+        instances.c.store_pk == bindparam("store"),
+        instances.c.sop_instance_uid == bindparam("uid"),
+    )
+)
+_EXISTING_SERIES = (
+    select(series.c.pk, series.c.study_pk, studies.c.study_instance_uid)
+    .join(studies, studies.c.pk == series.c.study_pk)
+    .where(
+        series.c.store_pk == bindparam("store"), series.c.series_instance_uid == bindparam("uid")
+    )
+)
+_EXISTING_STUDY = select(studies.c.pk, studies.c.modalities_in_study).where(
+    studies.c.store_pk == bindparam("store"), studies.c.study_instance_uid == bindparam("uid")
+)
+_INSERT_STUDY = insert(studies).returning(studies.c.pk)
+_INSERT_SERIES = insert(series).returning(series.c.pk)
+_INSERT_INSTANCE = insert(instances)
+_INSERT_NAME_TOKENS = insert(name_tokens)
+_COUNT_IN_SERIES = (
+    update(series)
+    .where(series.c.pk == bindparam("row"))
+    .values(
+        number_of_instances=series.c.number_of_instances + 1,
+        size_bytes=series.c.size_bytes + bindparam("added"),
+        update_time=bindparam("moment"),
+    )
+)
+_COUNT_IN_STUDY = (
+    update(studies)
+    .where(studies.c.pk == bindparam("row"))
+    .values(
+        number_of_instances=studies.c.number_of_instances + 1,
+        size_bytes=studies.c.size_bytes + bindparam("added"),
+        update_time=bindparam("moment"),
+    )
+)
+_COUNT_SERIES_IN_STUDY = _COUNT_IN_STUDY.values(number_of_series=studies.c.number_of_series + 1)
+_COUNT_SERIES_AND_MODALITY_IN_STUDY = _COUNT_SERIES_IN_STUDY.values(
+    modalities_in_study=bindparam("modalities")
+)
+_UNJOURNAL = delete(blob_journal).where(blob_journal.c.blob_key == bindparam("key"))
 
 
 def _fit(table: Table, values: dict[str, Any]) -> dict[str, Any]:
@@ -316,18 +388,17 @@ def _fit(table: Table, values: dict[str, Any]) -> dict[str, Any]:
 def _insert_study(conn: Connection, store_pk: int, record: InstanceRecord, moment: Any) -> int:
     parsed = record.parsed
     study_pk: int = conn.execute(
-        insert(studies)
-        .values(
-            store_pk=store_pk,
-            number_of_series=0,
-            number_of_instances=0,
-            size_bytes=0,
-            modalities_in_study=None,
-            attributes=record.study_attributes,
-            update_time=moment,
+        _INSERT_STUDY,
+        {
+            "store_pk": store_pk,
+            "number_of_series": 0,
+            "number_of_instances": 0,
+            "size_bytes": 0,
+            "modalities_in_study": None,
+            "attributes": record.study_attributes,
+            "update_time": moment,
             **_fit(studies, parsed.columns[Level.STUDY]),
-        )
-        .returning(studies.c.pk)
+        },
     ).scalar_one()
     rows = [
         {"study_pk": study_pk, "store_pk": store_pk, "keyword": keyword, "token": token[:324]}
@@ -335,7 +406,7 @@ def _insert_study(conn: Connection, store_pk: int, record: InstanceRecord, momen
         for token in sorted(person_name_tokens(name))
     ]
     if rows:
-        conn.execute(insert(name_tokens), rows)
+        conn.execute(_INSERT_NAME_TOKENS, rows)
     return study_pk
 
 
@@ -370,6 +441,19 @@ def find_instances(
     instance_uid: str | None = None,
 ) -> list[Row]:
     """The instances of a study, series or one instance, in series then instance order."""
+    query = _instances_query(series_uid is not None, instance_uid is not None)
+    parameters: dict[str, Any] = {"store_pk": store_pk, "study_uid": study_uid}
+    if series_uid is not None:
+        parameters["series_uid"] = series_uid
+    if instance_uid is not None:
+        parameters["instance_uid"] = instance_uid
+    return list(conn.execute(query, parameters))
+
+
+@functools.cache
+def _instances_query(by_series: bool, by_instance: bool) -> Select[Any]:
+    # Built once per shape with bound parameters: building a Core statement and its cache key
+    # cost more CPU than running the query on SQLite (docs/service.md, "Performance").
     query = (
         select(
             instances.c.pk,
@@ -380,6 +464,8 @@ def find_instances(
             instances.c.size_bytes,
             instances.c.number_of_frames,
             instances.c.rows,
+            instances.c.columns,
+            instances.c.bits_allocated,
             instances.c.storage_class,
             instances.c.storage_class_update_time,
             series.c.series_instance_uid,
@@ -387,14 +473,25 @@ def find_instances(
         )
         .join(series, series.c.pk == instances.c.series_pk)
         .join(studies, studies.c.pk == instances.c.study_pk)
-        .where(studies.c.store_pk == store_pk, studies.c.study_instance_uid == study_uid)
+        .where(
+            studies.c.store_pk == bindparam("store_pk"),
+            studies.c.study_instance_uid == bindparam("study_uid"),
+        )
     )
-    if series_uid is not None:
-        query = query.where(series.c.series_instance_uid == series_uid)
-    if instance_uid is not None:
-        query = query.where(instances.c.sop_instance_uid == instance_uid)
+    if by_series:
+        query = query.where(series.c.series_instance_uid == bindparam("series_uid"))
+    if by_instance:
+        query = query.where(instances.c.sop_instance_uid == bindparam("instance_uid"))
     order = (series.c.series_number, series.c.pk, instances.c.instance_number, instances.c.pk)
-    return list(conn.execute(query.order_by(*order)))
+    return query.order_by(*order)
+
+
+def instance_attributes(conn: Connection, instance_pk: int) -> dict[str, Any] | None:
+    """The stored DICOM JSON of one instance (what ingest indexed from its header)."""
+    attributes: dict[str, Any] | None = conn.execute(
+        select(instances.c.attributes).where(instances.c.pk == instance_pk)
+    ).scalar_one_or_none()
+    return attributes
 
 
 def structured_size(conn: Connection, where: ColumnElement[bool], *levels: Any) -> int:

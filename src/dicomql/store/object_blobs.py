@@ -8,6 +8,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from dicomql.store.blobs import CHUNK_SIZE, BlobStore, LocalBlobStore
@@ -189,16 +190,26 @@ class FsspecBlobStore:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(key))
 
-    def remove_temporaries(self) -> int:
+    def remove_temporaries(self, older_than: timedelta | None = None) -> int:
         """Abort multipart uploads a crash left under this store's prefix (S3 keeps and bills
-        them until aborted); returns how many. Other backends leave no temporaries."""
+        them until aborted); returns how many. Other backends leave no temporaries.
+
+        Args:
+            older_than: only uploads initiated at least this long ago (other servers sharing
+                the bucket may be uploading the younger ones); None aborts all.
+        """
         list_uploads = getattr(self.fs, "list_multipart_uploads", None)
         if list_uploads is None:
             return 0
         bucket, _, prefix = self.root.partition("/")
+        cutoff = None if older_than is None else datetime.now(UTC) - older_than
         removed = 0
         for upload in list_uploads(bucket):
             if prefix and not upload["Key"].startswith(prefix + "/"):
+                continue
+            initiated = upload.get("Initiated")
+            # An upload of unknown age may be another server's, in progress: leave it.
+            if cutoff is not None and not (isinstance(initiated, datetime) and initiated < cutoff):
                 continue
             self.fs.abort_mpu(bucket, upload["Key"], upload["UploadId"])
             removed += 1

@@ -249,3 +249,52 @@ blob_journal = Table(
     Column("blob_key", String(256), primary_key=True),
     Column("create_time", DateTime(timezone=True), nullable=False),
 )
+
+# A long-running operation split into pieces any server's workers can claim (issue: scale-out).
+# The operation's first claimer plans the items (a slice of source files, of instances to
+# de-identify, …); then workers everywhere claim items one at a time with the same lease rules as
+# operations (see dicomql.store.work), and whoever finishes the last item completes the
+# operation from the items' summed counters.
+work_items = Table(
+    "work_items",
+    metadata,
+    Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("operation_pk", ForeignKey("operations.pk", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),  # order within the operation, from 0
+    Column("payload", JSON, nullable=False),
+    Column("done", Boolean, nullable=False, default=False),
+    Column("claimed_by", String(128), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("counter_success", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("counter_failure", BigInteger, nullable=False, default=0, server_default="0"),
+    # What the item produced that the operation's response or a later item needs.
+    Column("result", JSON, nullable=True),
+    # Where a worker that lost the item stopped within it (written with the counters, so a
+    # re-run resumes after it and counts nothing twice).
+    Column("checkpoint", JSON, nullable=True),
+    UniqueConstraint("operation_pk", "seq", name="uq_work_items_seq"),
+    Index("ix_work_items_pending", "done", "lease_until"),
+)
+
+# Outbox of per-instance deliveries: a Pub/Sub message (notificationConfigs) or a row for a
+# BigQuery table (streamConfigs). Written in the transaction that indexes the instance, so an
+# acknowledged STOW is never missing its notification after a crash; delivered, with retries,
+# by whichever server's deliverer claims the row, then deleted.
+instance_events = Table(
+    "instance_events",
+    metadata,
+    Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("store_pk", ForeignKey("dicom_stores.pk", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),  # "pubsub" or "bigquery"
+    Column("destination", String(1024), nullable=False),  # topic name or table URI
+    Column("payload", JSON, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False),
+    # Claiming and retries, as for operations; a failed delivery waits until next_attempt_time.
+    Column("claimed_by", String(128), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_attempt_time", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(1024), nullable=True),
+    Index("ix_instance_events_due", "next_attempt_time"),
+)

@@ -10,6 +10,19 @@ operation interrupted by a crash resumes: its lease expires and the next claim p
 PostgreSQL claims with ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never wait on or pick
 the same row; SQLite serialises writers with ``BEGIN IMMEDIATE`` (see :mod:`dicomql.store.index`),
 so a single ``UPDATE … WHERE pk = (SELECT …)`` is atomic there.
+
+Work items spread one operation over every server. The first worker to claim an operation whose
+method can be split *plans* it: in one transaction, conditioned on its claim, it inserts the
+operation's ``work_items`` and marks the operation :data:`PLANNED` (``claimed_by``), after which
+the operation itself is never claimed again and workers everywhere claim its items one at a time
+under the same lease rules. A crash before that transaction commits leaves nothing behind (the
+next claimer plans again); after it, the items exist exactly once. Each item records its counters
+and a resume point together with the operation's counters in one transaction, so an item re-run
+after its worker died resumes where the last report left it and counts nothing twice. The worker
+whose item is the last one done completes the operation, once: completions lock the operation
+row first, so the last of them sees every other item's commit. An item's payload carries
+``count``, the units of work (files, instances) it was planned with; units that vanished before
+the item ran (an instance deleted meanwhile) leave ``pending`` when the item finishes.
 """
 
 from __future__ import annotations
@@ -20,16 +33,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 
 from dicomql.store.index import Index
-from dicomql.store.schema import operations
+from dicomql.store.schema import operations, work_items
 
 # google.rpc.Code values used for operations that end without a response.
 CANCELLED = 1
 ABORTED = 10
 UNIMPLEMENTED = 12
 INTERNAL = 13
+
+# ``operations.claimed_by`` of an operation whose work lives in ``work_items``: no longer
+# claimable as a whole (a claim token always contains "/", so none can equal it).
+PLANNED = "work-items"
 
 
 class LeaseLostError(Exception):
@@ -93,6 +110,7 @@ def claim_next(
     runnable = select(operations.c.pk).where(
         operations.c.done.is_(False),
         or_(operations.c.lease_until.is_(None), operations.c.lease_until < now),
+        or_(operations.c.claimed_by.is_(None), operations.c.claimed_by != PLANNED),
     )
     if methods is not None:
         if not methods:
@@ -251,3 +269,288 @@ def request_cancel(index: Index, operation_pk: int) -> bool:
 def status(code: int, message: str) -> dict[str, Any]:
     """A google.rpc.Status as stored in an operation's ``error``."""
     return {"code": code, "message": message}
+
+
+# --- work items -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemClaim:
+    """One worker's hold on one work item, with what it needs of the item's operation."""
+
+    item_pk: int
+    operation_pk: int
+    operation_id: str
+    api_method_name: str
+    request: dict[str, Any] | None
+    seq: int
+    payload: Any
+    checkpoint: Any
+    token: str
+    attempts: int
+    cancel_requested: bool
+
+
+def plan_items(index: Index, claim: Claim, payloads: list[dict[str, Any]]) -> None:
+    """Split the claimed operation into work items, once: insert them and mark the operation
+    :data:`PLANNED` in one transaction, and set ``pending`` to the sum of their ``count``.
+
+    Raises:
+        LeaseLostError: the claim is no longer held; nothing was written (whoever holds the
+            operation now plans it).
+    """
+    pending = sum(int(payload["count"]) for payload in payloads)
+    with index.begin() as conn:
+        # The conditional update takes the operation's row lock first: no second planner can
+        # get past it, and once it commits the operation is no longer claimable as a whole.
+        marked = conn.execute(
+            update(operations)
+            .where(_owned(claim))
+            .values(claimed_by=PLANNED, lease_until=None, counter_pending=pending)
+        ).rowcount
+        if marked != 1:
+            raise LeaseLostError(
+                f"operation {claim.operation_id} is no longer claimed by this worker"
+            )
+        conn.execute(
+            insert(work_items),
+            [
+                {
+                    "operation_pk": claim.operation_pk,
+                    "seq": seq,
+                    "payload": payload,
+                    "done": False,
+                    "attempts": 0,
+                    "counter_success": 0,
+                    "counter_failure": 0,
+                }
+                for seq, payload in enumerate(payloads)
+            ],
+        )
+
+
+def claim_item(
+    index: Index,
+    worker_id: str,
+    *,
+    lease: timedelta,
+    methods: Collection[str],
+) -> ItemClaim | None:
+    """Atomically claim the oldest runnable work item of an unfinished operation of one of
+    ``methods``, or return None. Runnable: not done, and never claimed or its lease ran out."""
+    if not methods:
+        return None
+    now = utcnow()
+    token = new_token(worker_id)
+    planned = select(operations.c.pk).where(
+        operations.c.done.is_(False),
+        operations.c.claimed_by == PLANNED,
+        operations.c.api_method_name.in_(sorted(methods)),
+    )
+    runnable = (
+        select(work_items.c.pk)
+        .where(
+            work_items.c.done.is_(False),
+            or_(work_items.c.lease_until.is_(None), work_items.c.lease_until < now),
+            work_items.c.operation_pk.in_(planned),
+        )
+        .order_by(work_items.c.pk)
+        .limit(1)
+    )
+    if index.dialect == "postgresql":
+        runnable = runnable.with_for_update(skip_locked=True, of=work_items)
+    statement = (
+        update(work_items)
+        .where(work_items.c.pk == runnable.scalar_subquery())
+        .values(claimed_by=token, lease_until=now + lease, attempts=work_items.c.attempts + 1)
+        .returning(*work_items.c)
+    )
+    with index.begin() as conn:
+        item = conn.execute(statement).first()
+        if item is None:
+            return None
+        operation = conn.execute(
+            select(
+                operations.c.operation_id,
+                operations.c.api_method_name,
+                operations.c.request,
+                operations.c.cancel_requested,
+            ).where(operations.c.pk == item.operation_pk)
+        ).one()
+    return ItemClaim(
+        item_pk=item.pk,
+        operation_pk=item.operation_pk,
+        operation_id=operation.operation_id,
+        api_method_name=operation.api_method_name,
+        request=operation.request,
+        seq=item.seq,
+        payload=item.payload,
+        checkpoint=item.checkpoint,
+        token=token,
+        attempts=item.attempts,
+        cancel_requested=bool(operation.cancel_requested),
+    )
+
+
+def _item_owned(item: ItemClaim) -> Any:
+    return and_(
+        work_items.c.pk == item.item_pk,
+        work_items.c.claimed_by == item.token,
+        work_items.c.done.is_(False),
+    )
+
+
+def _lost(item: ItemClaim) -> LeaseLostError:
+    return LeaseLostError(
+        f"work item {item.seq} of operation {item.operation_id} is no longer claimed by this worker"
+    )
+
+
+def renew_item_lease(index: Index, item: ItemClaim, lease: timedelta) -> None:
+    """Extend the item's lease (the heartbeat); raises LeaseLostError if it is no longer held."""
+    with index.begin() as conn:
+        renewed = conn.execute(
+            update(work_items).where(_item_owned(item)).values(lease_until=utcnow() + lease)
+        ).rowcount
+    if renewed != 1:
+        raise _lost(item)
+
+
+def record_item_progress(
+    index: Index,
+    item: ItemClaim,
+    *,
+    lease: timedelta,
+    success: int = 0,
+    failure: int = 0,
+    checkpoint: Any = None,
+) -> Progress:
+    """Count finished units on the item and on its operation, store the item's resume point and
+    renew its lease, in one transaction; report whether cancellation was requested.
+
+    Raises:
+        LeaseLostError: the item is no longer held; nothing was written.
+    """
+    values: dict[str, Any] = {"lease_until": utcnow() + lease}
+    if success or failure:
+        values["counter_success"] = work_items.c.counter_success + success
+        values["counter_failure"] = work_items.c.counter_failure + failure
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
+    with index.begin() as conn:
+        if conn.execute(update(work_items).where(_item_owned(item)).values(**values)).rowcount != 1:
+            raise _lost(item)  # rolls the transaction back: nothing written
+        flags = (operations.c.cancel_requested, operations.c.done)
+        if success or failure:
+            row = conn.execute(
+                update(operations)
+                .where(operations.c.pk == item.operation_pk)
+                .values(
+                    counter_success=operations.c.counter_success + success,
+                    counter_failure=operations.c.counter_failure + failure,
+                    counter_pending=operations.c.counter_pending - (success + failure),
+                )
+                .returning(*flags)
+            ).one()
+        else:
+            # Nothing to count: read the flags without taking the operation's row lock.
+            row = conn.execute(select(*flags).where(operations.c.pk == item.operation_pk)).one()
+    # An operation finished elsewhere (failed by another item, cancelled) stops this item too.
+    return Progress(cancel_requested=bool(row.cancel_requested or row.done))
+
+
+def finish_item(index: Index, item: ItemClaim, *, response: dict[str, Any]) -> bool:
+    """Mark the item done; if it was the operation's last, complete the operation with
+    ``response``. Returns True if this call completed the operation.
+
+    Raises:
+        LeaseLostError: the item is no longer held (another worker re-runs it); nothing written.
+    """
+    with index.begin() as conn:
+        # The operation's row lock first: completions of one operation's items run one after
+        # the other, and the count below (a fresh snapshot per statement under READ COMMITTED)
+        # sees every item completed before this one.
+        operation = conn.execute(
+            update(operations)
+            .where(operations.c.pk == item.operation_pk)
+            .values(counter_pending=operations.c.counter_pending)
+            .returning(operations.c.done)
+        ).one()
+        done = conn.execute(
+            update(work_items)
+            .where(_item_owned(item))
+            .values(done=True, lease_until=None)
+            .returning(
+                work_items.c.payload, work_items.c.counter_success, work_items.c.counter_failure
+            )
+        ).first()
+        if done is None:
+            raise _lost(item)
+        # Units planned but not found when the item ran (deleted meanwhile) are no longer
+        # pending; they were neither a success nor a failure.
+        vanished = int(done.payload.get("count", 0)) - done.counter_success - done.counter_failure
+        if vanished > 0:
+            conn.execute(
+                update(operations)
+                .where(operations.c.pk == item.operation_pk)
+                .values(counter_pending=operations.c.counter_pending - vanished)
+            )
+        if operation.done:
+            return False
+        remaining = conn.execute(
+            select(func.count())
+            .select_from(work_items)
+            .where(work_items.c.operation_pk == item.operation_pk, work_items.c.done.is_(False))
+        ).scalar_one()
+        if remaining:
+            return False
+        conn.execute(
+            update(operations)
+            .where(operations.c.pk == item.operation_pk, operations.c.done.is_(False))
+            .values(
+                done=True,
+                end_time=utcnow(),
+                response=response,
+                error=None,
+                counter_pending=0,
+                lease_until=None,
+            )
+        )
+    return True
+
+
+def fail_item_operation(index: Index, item: ItemClaim, error: dict[str, Any]) -> bool:
+    """End the item's operation with ``error`` (cancelled, or an item failed), unless it is done
+    already or the item is no longer held; the operation's other items are then never claimed.
+    Returns True if this call ended it."""
+    with index.begin() as conn:
+        held = conn.execute(
+            update(work_items).where(_item_owned(item)).values(lease_until=None)
+        ).rowcount
+        if held != 1:
+            return False
+        ended = conn.execute(
+            update(operations)
+            .where(operations.c.pk == item.operation_pk, operations.c.done.is_(False))
+            .values(
+                done=True,
+                end_time=utcnow(),
+                response=None,
+                error=error,
+                counter_pending=0,
+                lease_until=None,
+            )
+        ).rowcount
+    return ended == 1
+
+
+def release_item(index: Index, item: ItemClaim) -> bool:
+    """Give the item back unfinished (a worker shutting down), keeping its resume point, so
+    another worker claims it at once; the attempt is not counted against it."""
+    statement = (
+        update(work_items)
+        .where(_item_owned(item))
+        .values(claimed_by=None, lease_until=None, attempts=work_items.c.attempts - 1)
+    )
+    with index.begin() as conn:
+        return conn.execute(statement).rowcount == 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import dcmread
 from pydicom.multival import MultiValue
@@ -56,12 +56,23 @@ _DUMMY: dict[str, Any] = {
     "UR": "",
     "UT": "ANONYMIZED",
 }
+# The same as raw values, padded to an even length with a space (PS3.5 6.2).
+_DUMMY_BYTES: dict[str, bytes] = {
+    vr: (value + " " * (len(value) % 2)).encode("ascii") for vr, value in _DUMMY.items()
+}
 _NUMERIC_VRS = frozenset({"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "AT"})
 _DEFAULT_TRANSFORMATION = Transformation("replace")
 _PATIENT_ID = BaseTag(0x00100020)
 _STUDY_INSTANCE_UID = BaseTag(0x0020000D)
 _SOP_INSTANCE_UID = BaseTag(0x00080018)
 _PIXEL_DATA = BaseTag(0x7FE00010)
+# File Meta Information about the writer of the original file: Implementation Class UID and
+# Version Name, Source / Sending / Receiving AE Title, Private Information Creator UID and
+# Private Information.
+_WRITER_META = tuple(
+    BaseTag(tag)
+    for tag in (0x00020012, 0x00020013, 0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+)
 # Values whose appearance in burned-in text is sensitive (REDACT_SENSITIVE_TEXT).
 _IDENTIFIER_TAGS = tuple(
     BaseTag(tag)
@@ -147,11 +158,17 @@ class Deidentifier:
             instance.names = text.known_name_pattern(_person_names(ds))
         if self.options.text_redaction_mode != "REDACT_NO_TEXT" and _PIXEL_DATA in ds:
             self._redact_pixels(ds)
-        self._walk(ds, self.profile, instance)
+        self._walk(ds, self.profile.for_dataset(ds), instance)
         self._mark(ds)
         meta = getattr(ds, "file_meta", None)
-        if meta is not None and self.map_uids and _SOP_INSTANCE_UID in ds:
-            meta.MediaStorageSOPInstanceUID = ds[_SOP_INSTANCE_UID].value
+        if meta is not None:
+            # PS3.10 7.1: these name the application (and its AE title, often a hospital's
+            # station) that wrote the original file; the writer of the new file sets its own.
+            for tag in _WRITER_META:
+                if tag in meta:
+                    del meta[tag]
+            if self.map_uids and _SOP_INSTANCE_UID in ds:
+                meta.MediaStorageSOPInstanceUID = ds[_SOP_INSTANCE_UID].value
         return ds
 
     def _redact_pixels(self, ds: Dataset) -> None:
@@ -175,7 +192,11 @@ class Deidentifier:
         # The element dict directly: Dataset.get_item per tag costs as much as the rest of
         # the walk, and most elements are only looked at, never decoded (deferred raw values).
         for tag, raw in list(ds._dict.items()):
-            vr = raw.VR or _vr_of(tag)
+            vr = raw.VR
+            if vr is None or vr == "UN":
+                # Implicit VR, or explicit UN for a known attribute (a sequence, often):
+                # pydicom decodes it with the dictionary's VR, so the profile must judge it so.
+                vr = _vr_of(tag)
             if tag & 0xFFFF == 0:  # group lengths (retired) would be wrong after changes
                 del ds[tag]
                 continue
@@ -183,21 +204,55 @@ class Deidentifier:
             if action is Action.REMOVE:
                 del ds[tag]
                 continue
-            if action is Action.KEEP and vr != "UI":
+            if action is Action.KEEP and (vr != "UI" or not self._maps_uid(tag)):
                 continue
+            # Values replaced without being read: swap in a new raw element. Decoding the old
+            # value and validating the new one through DataElement costs more than the rest
+            # of the walk (py-spy), and both are pointless for a value that is thrown away.
+            if isinstance(raw, RawDataElement) and vr not in ("SQ", "UN"):
+                replacement = self._raw_replacement(raw, vr, action, instance)
+                if replacement is not None:
+                    ds._dict[tag] = replacement
+                    continue
             element = ds[tag]
             vr = element.VR
             if vr == "SQ":
                 self._sequence(element, action, profile, instance)
             elif action is Action.EMPTY:
-                element.value = [] if vr == "SQ" else None
+                element.value = None
             elif action is Action.DUMMY:
                 element.value = self._dummy(tag, vr, element, instance)
             elif vr == "UI":
-                if self.map_uids and is_instance_uid_tag(tag):
+                if self._maps_uid(tag):
                     element.value = _map_values(element.value, instance.uid_map)
             elif action is Action.CONTENTS:
                 self._contents(element, instance)
+
+    def _maps_uid(self, tag: int) -> bool:
+        return self.map_uids and is_instance_uid_tag(tag)
+
+    def _raw_replacement(
+        self, raw: RawDataElement, vr: str, action: Action, instance: _Instance
+    ) -> RawDataElement | None:
+        """The raw element replacing ``raw``, or None where the value must be decoded (numeric
+        dummies, free-text transformations)."""
+        if action is Action.EMPTY:
+            value = b""
+        elif action is Action.DUMMY and vr in _DUMMY_BYTES:
+            value = _DUMMY_BYTES[vr]
+        elif vr == "UI" and action is not Action.CONTENTS:
+            if not self._maps_uid(raw.tag) or not raw.value:
+                return raw
+            # UI values are ASCII digits and dots (PS3.5 6.2); anything else is mapped as is.
+            old = raw.value.decode("ascii", "replace").split("\\")
+            value = "\\".join(instance.uid_map(uid) for uid in old).encode("ascii")
+            if len(value) % 2:
+                value += b"\0"  # UI pads with NUL to an even length (PS3.5 6.2)
+        else:
+            return None
+        return RawDataElement(
+            raw.tag, vr, len(value), value, 0, raw.is_implicit_VR, raw.is_little_endian
+        )
 
     def _sequence(
         self, element: DataElement, action: Action, profile: Profile, instance: _Instance
@@ -206,7 +261,7 @@ class Deidentifier:
             element.value = Sequence()
             return
         # KEEP_WHOLE keeps everything inside (UIDs still remapped, so references hold).
-        inner = KeepAllProfile() if action is Action.KEEP_WHOLE else profile
+        inner = KeepAllProfile() if action is Action.KEEP_WHOLE else profile.inner(element.tag)
         for item in element.value:
             self._walk(item, inner, instance)
 

@@ -3,17 +3,20 @@
 A profile answers, per tag, one of the :class:`Action` values; the engine applies it at every
 nesting level. The Basic Profile comes from PS3.15 Table E.1-1 (``_basic_profile``); its
 alternatives are resolved to the least-revealing choice that still leaves a valid object (see
-``_BASIC``). MINIMAL_KEEP_LIST_PROFILE keeps the Type 1 and 2 attributes of the modules every
-image object needs (PS3.3 C.7 Patient, General Study, General Series, General Equipment,
-General Image, Image Plane, Image Pixel, SOP Common; plus the modality image modules of CT, MR,
-US, CR/DX and SC listed below), with the Type 2 ones that identify someone kept but emptied.
+``_BASIC``). MINIMAL_KEEP_LIST_PROFILE keeps, per SOP class, the attributes PS3.3 requires (Type
+1, 1C, 2, 2C) in the modules of that SOP class's IOD (``_minimal_keep_list``), at every nesting
+level, and of those gives the ones the Basic Profile would touch a dummy (Type 1) or an empty
+value (Type 2); see :class:`MinimalKeepListProfile`.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from dicomql.dicom.deid._basic_profile import ACTIONS, REPEATING_ACTIONS
 
@@ -97,7 +100,9 @@ IMAGE_PIXEL = _tags(
     "ExtendedOffsetTableLengths",
 )
 
-# MINIMAL_KEEP_LIST_PROFILE: kept with their values.
+# MINIMAL_KEEP_LIST_PROFILE for a SOP class the PS3.3 tables do not know (a private or retired
+# one): a fixed list of the Type 1 and 2 attributes of the modules every image object needs,
+# kept with their values.
 MINIMAL_KEEP = (
     IDENTITY
     | IMAGE_PIXEL
@@ -161,8 +166,8 @@ MINIMAL_KEEP = (
     )
 )
 
-# MINIMAL_KEEP_LIST_PROFILE: Type 2 attributes that identify a patient, study or person; kept
-# present (so the object is valid) but emptied.
+# … and the Type 2 attributes among them that identify a patient, study or person; kept present
+# (so the object is valid) but emptied.
 MINIMAL_EMPTY = _tags(
     "PatientName",
     "PatientID",
@@ -183,6 +188,15 @@ class Profile:
 
     def action(self, tag: int, vr: str) -> Action:
         raise NotImplementedError
+
+    def for_dataset(self, ds: Dataset) -> Profile:
+        """The profile to apply to the top level of ``ds`` (one that depends on its SOP class
+        returns a narrower profile)."""
+        return self
+
+    def inner(self, tag: int) -> Profile:
+        """The profile for the items of the sequence ``tag`` when its action is CLEAN."""
+        return self
 
 
 class KeepAllProfile(Profile):
@@ -241,12 +255,129 @@ class BasicProfile(Profile):
 
 
 class MinimalKeepListProfile(Profile):
+    """MINIMAL_KEEP_LIST_PROFILE: per SOP class, only what PS3.3 requires of that class's IOD.
+
+    For a known SOP class (``_minimal_keep_list``: PS3.3's tables of every storage IOD), an
+    attribute stays only if it is required (Type 1, 1C, 2 or 2C) by a mandatory module of the
+    IOD, or by a conditional module (which the original has only when its condition holds, and
+    the profile never adds anything), at that nesting level; plus the Image Pixel attributes
+    needed to decode the pixels. Of the attributes kept, those the Basic Profile would remove,
+    empty or replace are given a dummy (Type 1, 1C) or emptied (Type 2, 2C), so the output never
+    reveals more than the Basic Profile's would. A required sequence whose items PS3.3's tables
+    do not describe further (the deeper levels of an SR content tree) has its items cleaned with
+    the Basic Profile. An unknown SOP class gets the fixed MINIMAL_KEEP / MINIMAL_EMPTY lists.
+    """
+
+    def __init__(self) -> None:
+        self._basic = BasicProfile()
+        # Built on first use per SOP class; a race between threads builds one twice, harmlessly.
+        self._by_sop_class: dict[str, Profile] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # rebuilt on demand in the receiving process (process pools)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def for_dataset(self, ds: Dataset) -> Profile:
+        element = ds.get(_SOP_CLASS_UID)
+        sop_class_uid = str(element.value).strip("\0 ") if element is not None else ""
+        profile = self._by_sop_class.get(sop_class_uid)
+        if profile is None:
+            tree = _required_attributes(sop_class_uid)
+            profile = (
+                _RequiredAttributesProfile(tree, self._basic, top_level=True)
+                if tree is not None
+                else self
+            )
+            self._by_sop_class[sop_class_uid] = profile
+        return profile
+
     def action(self, tag: int, vr: str) -> Action:
         if tag in MINIMAL_KEEP:
             return Action.KEEP_WHOLE if vr == "SQ" else Action.KEEP
         if tag in MINIMAL_EMPTY:
             return Action.EMPTY
         return Action.REMOVE
+
+
+_SOP_CLASS_UID = BaseTag(0x00080016)
+# Sequences whose items may contain the same sequence again, to any depth: the SR content tree
+# (PS3.3 C.17.3, Table C.17-6 "Include Document Content Macro" recursively). PS3.3's tables
+# describe one level; deeper levels get the same rules.
+_SELF_NESTING = frozenset({0x0040A730})  # ContentSequence
+# A required attribute: its type and, for a sequence, what is required in its items.
+_Tree = dict[int, tuple[str, "_Tree"]]
+
+
+def _required_attributes(sop_class_uid: str) -> _Tree | None:
+    """What PS3.3 requires of instances of ``sop_class_uid`` as a tree of tags, or None for a
+    SOP class the tables do not know."""
+    from dicomql.dicom.deid import _minimal_keep_list as tables  # 50 ms: only when used
+
+    iod = tables.SOP_CLASS_IODS.get(sop_class_uid)
+    if iod is None:
+        return None
+    tree: _Tree = {}
+    for module, _usage in tables.IOD_MODULES[iod]:
+        for entry in tables.MODULE_ATTRIBUTES[module].split():
+            path, type_ = entry.split(":")
+            level = tree
+            tags = [int(tag, 16) for tag in path.split("/")]
+            for sequence in tags[:-1]:
+                level = level.setdefault(sequence, ("1", {}))[1]
+            known = level.get(tags[-1])
+            if known is None:
+                level[tags[-1]] = (type_, {})
+            elif type_ < known[0]:  # the stricter of two modules' types ("1" < "1C" < "2")
+                level[tags[-1]] = (type_, known[1])
+    return tree
+
+
+class _RequiredAttributesProfile(Profile):
+    """One nesting level of MinimalKeepListProfile for a known SOP class."""
+
+    def __init__(self, tree: _Tree, basic: BasicProfile, *, top_level: bool = False) -> None:
+        self.actions: dict[int, Action] = {}
+        self.inner_profiles: dict[int, Profile] = {}
+        for tag, (type_, children) in tree.items():
+            required_empty = type_.startswith("2")
+            if _dictionary_vr(tag) == "SQ":
+                basic_action = basic.action(tag, "SQ")
+                if required_empty and basic_action in (Action.REMOVE, Action.EMPTY):
+                    self.actions[tag] = Action.EMPTY
+                    continue
+                self.actions[tag] = Action.CLEAN
+                items_profile: Profile = basic
+                if children:
+                    items = _RequiredAttributesProfile(children, basic)
+                    if tag in _SELF_NESTING:
+                        items.actions.setdefault(tag, Action.CLEAN)
+                        items.inner_profiles.setdefault(tag, items)
+                    items_profile = items
+                self.inner_profiles[tag] = items_profile
+                continue
+            basic_action = basic.action(tag, _dictionary_vr(tag))
+            if basic_action in (Action.KEEP, Action.CLEAN, Action.UID):
+                self.actions[tag] = Action.KEEP  # UIDs are still remapped on KEEP
+            else:
+                self.actions[tag] = Action.EMPTY if required_empty else Action.DUMMY
+        if top_level:  # whatever decoding the pixels needs, even if PS3.3 calls it Type 3
+            for tag in IDENTITY | IMAGE_PIXEL:
+                self.actions.setdefault(tag, Action.KEEP)
+
+    def action(self, tag: int, vr: str) -> Action:
+        return self.actions.get(tag, Action.REMOVE)
+
+    def inner(self, tag: int) -> Profile:
+        return self.inner_profiles.get(tag, self)
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag)).split(" or ")[0]
+    except KeyError:
+        return "UN"
 
 
 class TagContentsProfile(Profile):

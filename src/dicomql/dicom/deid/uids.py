@@ -13,6 +13,7 @@ mapping cannot be reversed or recomputed (PS3.15 E.3.9).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from typing import Any
@@ -75,6 +76,7 @@ class UidMap:
         return new
 
 
+@functools.cache  # called for every UI element of every instance; few distinct UI tags exist
 def is_instance_uid_tag(tag: int) -> bool:
     """Whether the UI attribute ``tag`` identifies an instance (and so is remapped), as opposed
     to naming a class, syntax or scheme."""

@@ -3,16 +3,33 @@ they name; anything that does not exist is a 404 in Google's error shape."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from anyio import to_thread
-from sqlalchemy import Row
+from sqlalchemy import Connection, Row, bindparam, select
 from starlette.requests import Request
 
 from dicomql.service.context import Service
 from dicomql.service.errors import NotFound
 from dicomql.service.names import dicom_store_name
-from dicomql.store.resources import find_dicom_store
+from dicomql.store.schema import datasets, dicom_stores
+
+T = TypeVar("T")
+
+# store.resources.find_dicom_store as one statement built once: every DICOMweb request runs it,
+# and building a Core statement costs more CPU than SQLite takes to answer it.
+_FIND_STORE = (
+    select(dicom_stores)
+    .join(datasets, datasets.c.pk == dicom_stores.c.dataset_pk)
+    .where(
+        datasets.c.project == bindparam("project"),
+        datasets.c.location == bindparam("location"),
+        datasets.c.dataset_id == bindparam("dataset_id"),
+        dicom_stores.c.store_id == bindparam("store_id"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -55,26 +72,41 @@ class StoreContext:
 
 async def resolve_store(request: Request) -> StoreContext:
     """The store named by the path, or NotFound."""
+    context, _ = await resolve_store_then(request, lambda conn, context: None)
+    return context
+
+
+async def resolve_store_then(
+    request: Request, then: Callable[[Connection, StoreContext], T]
+) -> tuple[StoreContext, T]:
+    """The store named by the path (or NotFound), and what ``then`` makes of it: both in one
+    worker-thread call on one connection. A hand-off to the thread pool costs about as much
+    CPU as a small index query (docs/service.md, "Performance"), so a retrieval does its
+    lookups, and may read a small blob, in a single trip."""
     params = request.path_params
     service: Service = request.app.state.service
     name = dicom_store_name(
         params["project"], params["location"], params["dataset"], params["dicom_store"]
     )
+    base_url = _dicomweb_base(request)
 
-    def lookup() -> Row | None:
+    def lookup() -> tuple[StoreContext, T]:
         with service.index.connect() as conn:
-            return find_dicom_store(
-                conn,
-                params["project"],
-                params["location"],
-                params["dataset"],
-                params["dicom_store"],
-            )
+            store = conn.execute(
+                _FIND_STORE,
+                {
+                    "project": params["project"],
+                    "location": params["location"],
+                    "dataset_id": params["dataset"],
+                    "store_id": params["dicom_store"],
+                },
+            ).first()
+            if store is None:
+                raise NotFound(f"DICOM store {name} not found.")
+            context = StoreContext(service, store, name, base_url)
+            return context, then(conn, context)
 
-    store = await to_thread.run_sync(lookup)
-    if store is None:
-        raise NotFound(f"DICOM store {name} not found.")
-    return StoreContext(service, store, name, _dicomweb_base(request))
+    return await to_thread.run_sync(lookup)
 
 
 def _dicomweb_base(request: Request) -> str:

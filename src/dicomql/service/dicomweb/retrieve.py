@@ -4,11 +4,15 @@ rendered images, streamed from the blob store with transfer syntax negotiation."
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from anyio import to_thread
-from sqlalchemy import Row
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import Connection, Row
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -18,11 +22,15 @@ from dicomql.dicom import transcode as ts
 from dicomql.dicom.parse import ParsedInstance, UnreadableInstance, read_header
 from dicomql.dicom.render import RENDERED_MEDIA_TYPES, RenderError, RenderOptions, render_frame
 from dicomql.service.dicomweb.multipart import parse_accept
-from dicomql.service.dicomweb.paths import StoreContext, resolve_store
-from dicomql.service.dicomweb.responses import MultipartRelatedResponse, Part
+from dicomql.service.dicomweb.paths import StoreContext, resolve_store_then
+from dicomql.service.dicomweb.responses import (
+    MultipartRelatedResponse,
+    Part,
+    buffered_multipart_related,
+)
 from dicomql.service.errors import InvalidArgument, NotAcceptable, NotFound
 from dicomql.store.blobs import BlobStore
-from dicomql.store.instances import find_instances
+from dicomql.store.instances import find_instances, instance_attributes
 
 log = logging.getLogger("dicomql.service.wado")
 
@@ -56,42 +64,80 @@ def negotiate_dicom(accept: str | None, *, single_allowed: bool) -> Negotiated:
     )
 
 
-async def _instances(request: Request, level: str) -> tuple[StoreContext, list[Row]]:
-    context = await resolve_store(request)
+# A retrieval whose stored bytes total at most this much is read whole in the worker-thread
+# call that looked it up and answered with one body (one thread hand-off instead of one per
+# chunk); larger ones stream in batches of chunks (MultipartRelatedResponse).
+_BUFFERED_BYTES = 8 * 1024 * 1024
+
+
+def _not_found(request: Request, level: str) -> NotFound:
+    return NotFound(f"{level} not found: {request.url.path.split('/dicomWeb/', 1)[-1]}")
+
+
+def _lookup(request: Request, level: str) -> Callable[[Connection, StoreContext], list[Row]]:
+    """The instances the path names (404 if none), as a ``resolve_store_then`` step."""
     params = request.path_params
-    series_uid = params.get("series")
-    instance_uid = params.get("instance")
 
-    def lookup() -> list[Row]:
-        with context.service.index.connect() as conn:
-            return find_instances(conn, context.store_pk, params["study"], series_uid, instance_uid)
+    def lookup(conn: Connection, context: StoreContext) -> list[Row]:
+        rows = find_instances(
+            conn, context.store_pk, params["study"], params.get("series"), params.get("instance")
+        )
+        if not rows:
+            raise _not_found(request, level)
+        return rows
 
-    rows = await to_thread.run_sync(lookup)
-    if not rows:
-        raise NotFound(f"{level} not found: {request.url.path.split('/dicomWeb/', 1)[-1]}")
-    return context, rows
+    return lookup
+
+
+async def _instances(request: Request, level: str) -> tuple[StoreContext, list[Row]]:
+    return await resolve_store_then(request, _lookup(request, level))
 
 
 async def retrieve_dicom(request: Request) -> Response:
     level = _level_of(request)
-    context, rows = await _instances(request, level)
-    wanted = negotiate_dicom(request.headers.get("accept"), single_allowed=level == "Instance")
-    for row in rows:
-        if not ts.can_transcode(row.transfer_syntax_uid, wanted.transfer_syntax, _pixels(row)):
-            raise NotAcceptable(
-                f"Instance {row.sop_instance_uid} is stored in {row.transfer_syntax_uid} and"
-                f" cannot be converted to transfer syntax {wanted.transfer_syntax}."
-            )
+    find = _lookup(request, level)
+    accept = request.headers.get("accept")
+
+    def prepare(conn: Connection, context: StoreContext) -> tuple[list[Row], Negotiated, Any]:
+        rows = find(conn, context)
+        wanted = negotiate_dicom(accept, single_allowed=level == "Instance")
+        for row in rows:
+            if not ts.can_transcode(row.transfer_syntax_uid, wanted.transfer_syntax, _pixels(row)):
+                raise NotAcceptable(
+                    f"Instance {row.sop_instance_uid} is stored in {row.transfer_syntax_uid}"
+                    f" and cannot be converted to transfer syntax {wanted.transfer_syntax}."
+                )
+        as_stored = all(wanted.transfer_syntax in (ts.ANY, r.transfer_syntax_uid) for r in rows)
+        if as_stored and sum(row.size_bytes for row in rows) <= _BUFFERED_BYTES:
+            return rows, wanted, [_read_blob(context.service.blobs, row) for row in rows]
+        return rows, wanted, None
+
+    context, (rows, wanted, contents) = await resolve_store_then(request, prepare)
     blobs = context.service.blobs
     if not wanted.multipart:
         row = rows[0]
         syntax = ts.served_syntax(row.transfer_syntax_uid, wanted.transfer_syntax, _pixels(row))
+        media_type = f"{DICOM}; transfer-syntax={syntax}"
+        if contents is not None:
+            return Response(contents[0], media_type=media_type)
         return StreamingResponse(
-            _instance_bytes(blobs, row, wanted.transfer_syntax),
-            media_type=f"{DICOM}; transfer-syntax={syntax}",
+            _instance_bytes(blobs, row, wanted.transfer_syntax), media_type=media_type
+        )
+    if contents is not None:
+        return buffered_multipart_related(
+            [
+                (_dicom_part_headers(row, wanted.transfer_syntax), [content])
+                for row, content in zip(rows, contents, strict=True)
+            ],
+            part_type=DICOM,
         )
     parts = (_dicom_part(blobs, row, wanted.transfer_syntax) for row in rows)
     return MultipartRelatedResponse(parts, part_type=DICOM)
+
+
+def _read_blob(blobs: BlobStore, row: Row) -> bytes:
+    with blobs.open(row.blob_key) as file:
+        return file.read()
 
 
 def _pixels(row: Row) -> bool:
@@ -103,10 +149,13 @@ def _level_of(request: Request) -> str:
     return "Instance" if "instance" in params else "Series" if "series" in params else "Study"
 
 
-def _dicom_part(blobs: BlobStore, row: Row, target: str) -> Part:
+def _dicom_part_headers(row: Row, target: str) -> dict[str, str]:
     syntax = ts.served_syntax(row.transfer_syntax_uid, target, _pixels(row))
-    headers = {"Content-Type": f"{DICOM}; transfer-syntax={syntax}"}
-    return headers, _instance_bytes(blobs, row, target)
+    return {"Content-Type": f"{DICOM}; transfer-syntax={syntax}"}
+
+
+def _dicom_part(blobs: BlobStore, row: Row, target: str) -> Part:
+    return _dicom_part_headers(row, target), _instance_bytes(blobs, row, target)
 
 
 def _instance_bytes(blobs: BlobStore, row: Row, target: str) -> Iterator[bytes]:
@@ -141,24 +190,37 @@ def _frame_numbers(text: str, number_of_frames: int) -> list[int]:
 
 
 async def retrieve_frames(request: Request) -> Response:
-    context, rows = await _instances(request, "Instance")
-    row = rows[0]
-    if not _pixels(row):
-        raise NotFound(f"Instance {row.sop_instance_uid} has no pixel data.")
-    numbers = _frame_numbers(request.path_params["frames"], row.number_of_frames or 1)
-    stored = row.transfer_syntax_uid
-    choice = frame_data.negotiate_frames(parse_accept(request.headers.get("accept")), stored)
-    if choice is None:
-        raise NotAcceptable(
-            f"Frames stored in {stored} are available as multipart/related;"
-            ' type="application/octet-stream" (uncompressed) or, with transfer-syntax=*, as'
-            " stored."
+    find = _lookup(request, "Instance")
+    accept = request.headers.get("accept")
+
+    def prepare(
+        conn: Connection, context: StoreContext
+    ) -> tuple[Row, list[int], frame_data.FrameChoice, list[bytes] | None]:
+        row = find(conn, context)[0]
+        if not _pixels(row):
+            raise NotFound(f"Instance {row.sop_instance_uid} has no pixel data.")
+        numbers = _frame_numbers(request.path_params["frames"], row.number_of_frames or 1)
+        stored = row.transfer_syntax_uid
+        choice = frame_data.negotiate_frames(parse_accept(accept), stored)
+        if choice is None:
+            raise NotAcceptable(
+                f"Frames stored in {stored} are available as multipart/related;"
+                ' type="application/octet-stream" (uncompressed) or, with transfer-syntax=*,'
+                " as stored."
+            )
+        return row, numbers, choice, _native_frames(conn, context.service.blobs, row, numbers)
+
+    context, (row, numbers, choice, contents) = await resolve_store_then(request, prepare)
+    part_headers = {"Content-Type": choice.part_content_type}
+    if contents is not None:
+        return buffered_multipart_related(
+            [(part_headers, [content]) for content in contents], part_type=choice.media_type
         )
     blobs = context.service.blobs
     header = await to_thread.run_sync(_header, blobs, row)
     parts = (
         (
-            {"Content-Type": choice.part_content_type},
+            part_headers,
             frame_data.frame_bytes(blobs, row.blob_key, header, number - 1, choice.as_stored),
         )
         for number in numbers
@@ -166,11 +228,51 @@ async def retrieve_frames(request: Request) -> Response:
     return MultipartRelatedResponse(parts, part_type=choice.media_type)
 
 
+def _native_frames(
+    conn: Connection, blobs: BlobStore, row: Row, numbers: list[int]
+) -> list[bytes] | None:
+    """The frames of uncompressed pixel data read where the index says they lie, without
+    parsing the header (the index already holds its geometry); None to take the general path
+    (compressed, unconfirmed, or too much to hold)."""
+    if not ts.is_native(row.transfer_syntax_uid) or row.columns is None:
+        return None
+    attributes = instance_attributes(conn, row.pk) or {}
+    if "7FE00010" not in attributes:
+        return None
+    samples = (attributes.get("00280002", {}).get("Value") or [1])[0]
+    geometry = (row.rows, row.columns, row.bits_allocated, row.number_of_frames, samples)
+    if not isinstance(samples, int):
+        return None
+    with blobs.open(row.blob_key) as file:
+        found = frame_data.native_frames_location(
+            file, row.size_bytes, row.transfer_syntax_uid, geometry
+        )
+        if found is None:
+            return None
+        offset, frame_size = found
+        if frame_size * len(numbers) > _BUFFERED_BYTES:
+            return None
+        frames = []
+        for number in numbers:
+            file.seek(offset + (number - 1) * frame_size)
+            frames.append(file.read(frame_size))
+        return frames
+
+
 def _header(blobs: BlobStore, row: Row) -> ParsedInstance:
     with blobs.open(row.blob_key) as file:
         try:
             return read_header(file)
         except UnreadableInstance as exc:  # stored blobs were parsed on the way in
+            raise NotFound(f"Instance {row.sop_instance_uid} cannot be read: {exc}") from exc
+
+
+def _whole_dataset(blobs: BlobStore, row: Row) -> Dataset:
+    with blobs.open(row.blob_key) as file, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deviations were accepted at ingest (see parse.py)
+        try:
+            return dcmread(file)
+        except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
             raise NotFound(f"Instance {row.sop_instance_uid} cannot be read: {exc}") from exc
 
 
@@ -223,6 +325,10 @@ async def retrieve_rendered(request: Request) -> Response:
         raise NotAcceptable(f"Pixel data in {row.transfer_syntax_uid} cannot be decoded.")
 
     def render() -> bytes:
+        if row.size_bytes <= _BUFFERED_BYTES:
+            # Read once, pixels included: pixel_array on a file parses its header again.
+            dataset = _whole_dataset(blobs, row)
+            return render_frame(dataset, dataset, number - 1, options)
         header = _header(blobs, row)
         with blobs.open(row.blob_key) as file:
             return render_frame(file, header.dataset, number - 1, options)

@@ -1,0 +1,301 @@
+"""The deliverer of the instance event outbox: Pub/Sub notifications (``notificationConfigs``) and
+BigQuery rows (``streamConfigs``) of stored instances, claimed from ``instance_events`` by any
+server sharing the index, delivered in batches per destination, deleted on success and retried
+with exponential backoff on failure until a bound, after which they are logged and dropped
+(Cloud Healthcare: "If a notification can't be published to Pub/Sub, errors are logged")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from dicomql.service.pubsub import PublishError, PubsubPublisher
+from dicomql.store import events as outbox
+from dicomql.store.index import Index
+
+if TYPE_CHECKING:
+    from dicomql.service import bigquery_local
+
+log = logging.getLogger("dicomql.service.events")
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How events are delivered, built once at the edge (the app's lifespan).
+
+    Attributes:
+        pubsub_emulator_host: ``PUBSUB_EMULATOR_HOST``: publish there over plain HTTP without
+            credentials; None publishes to pubsub.googleapis.com with Application Default
+            Credentials.
+        poll_interval: seconds between looks for due events when there were none.
+        batch: events claimed at once (then grouped per topic or table).
+        lease: how long a claim hides events from other deliverers.
+        backoff: the wait after a first failure; doubled per further failure, at most an hour.
+        max_attempts: deliveries tried before an event is logged and dropped (with the defaults,
+            about 70 minutes of retries).
+    """
+
+    pubsub_emulator_host: str | None = None
+    poll_interval: float = 0.5
+    batch: int = 500
+    lease: timedelta = timedelta(seconds=120)
+    backoff: timedelta = timedelta(seconds=1)
+    max_attempts: int = 13
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> DeliverySettings:
+        return cls(pubsub_emulator_host=environ.get("PUBSUB_EMULATOR_HOST") or None)
+
+
+class DeliveryError(Exception):
+    """One destination's batch could not be delivered; its events are retried later."""
+
+
+class EventDeliverer:
+    """One asyncio task that delivers due events in a thread, started and stopped by the app.
+
+    Args:
+        index: the index holding the outbox.
+        data_dir: where the local BigQuery stand-in keeps its DuckDB files.
+        settings: see :class:`DeliverySettings`.
+        publisher: a Pub/Sub publisher (tests); built from ``settings`` by default.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        data_dir: Path,
+        settings: DeliverySettings,
+        *,
+        publisher: PubsubPublisher | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.index = index
+        self.data_dir = data_dir
+        self.settings = settings
+        self.publisher = publisher or PubsubPublisher(emulator_host=settings.pubsub_emulator_host)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}/events"
+        self._bigquery: _GoogleBigQuery | bool | None = False  # False: not decided yet
+        self._stopping: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="dicomql-event-deliverer")
+
+    async def stop(self) -> None:
+        """Stop after the batch in hand; undelivered events stay in the outbox for the next
+        start or another server (a claim in flight expires with its lease)."""
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.publisher.close()
+
+    async def _run(self) -> None:
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            try:
+                claimed = await asyncio.to_thread(self.deliver_due)
+            except SQLAlchemyError:
+                # The index is unreachable for a moment: try again after the poll interval.
+                log.exception("claiming instance events failed")
+                claimed = 0
+            if claimed < self.settings.batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval)
+
+    def deliver_due(self) -> int:
+        """Claim and deliver one batch of due events (blocking); how many were claimed."""
+        claimed = outbox.claim_due(
+            self.index, self.worker_id, limit=self.settings.batch, lease=self.settings.lease
+        )
+        groups: dict[tuple[str, str], list[outbox.Event]] = {}
+        for event in claimed:
+            groups.setdefault((event.kind, event.destination), []).append(event)
+        for (kind, destination), group in groups.items():
+            try:
+                self._deliver(kind, destination, group)
+            except DeliveryError as exc:
+                self._failed(kind, destination, group, str(exc))
+                continue
+            outbox.delivered(self.index, [event.pk for event in group])
+        return len(claimed)
+
+    def _deliver(self, kind: str, destination: str, group: list[outbox.Event]) -> None:
+        if kind == outbox.PUBSUB:
+            try:
+                self.publisher.publish(destination, [event.payload for event in group])
+            except PublishError as exc:
+                raise DeliveryError(str(exc)) from exc
+        elif kind == outbox.BIGQUERY:
+            self._stream(destination, [stream_row(event.payload) for event in group])
+        else:
+            raise DeliveryError(f"unknown event kind {kind!r}")
+
+    def _stream(self, table_uri: str, rows: list[dict[str, Any]]) -> None:
+        # Imported here: DuckDB, NumPy and pydicom cost a second of start-up that a store
+        # without streamConfigs (and the SQL front end's cold start) should not pay.
+        import duckdb
+
+        from dicomql.service import bigquery_local
+
+        try:
+            uri = bigquery_local.parse_table_uri(table_uri)
+        except ValueError as exc:
+            raise DeliveryError(str(exc)) from exc
+        google = self._google_bigquery()
+        try:
+            if google is not None:
+                google.append(uri, rows)
+            else:
+                bigquery_local.append_rows(self.data_dir, uri, rows)
+        except duckdb.Error as exc:
+            raise DeliveryError(f"cannot append to {table_uri} (local stand-in): {exc}") from exc
+
+    def _google_bigquery(self) -> _GoogleBigQuery | None:
+        """Real BigQuery when google-cloud-bigquery is installed (``dicomql[cloud]``) and
+        Application Default Credentials exist; else None, the DuckDB stand-in. Decided once."""
+        if self._bigquery is False:
+            self._bigquery = _GoogleBigQuery.connect()
+        return self._bigquery if isinstance(self._bigquery, _GoogleBigQuery) else None
+
+    def _failed(self, kind: str, destination: str, group: list[outbox.Event], error: str) -> None:
+        abandoned = outbox.failed(
+            self.index,
+            group,
+            error,
+            backoff=self.settings.backoff,
+            give_up_after=self.settings.max_attempts,
+        )
+        if abandoned:
+            log.error(
+                "gave up delivering %d %s event(s) to %s after %d attempts: %s",
+                len(abandoned),
+                kind,
+                destination,
+                self.settings.max_attempts,
+                error,
+            )
+        if len(abandoned) < len(group):
+            log.warning(
+                "delivering %d %s event(s) to %s failed; will retry: %s",
+                len(group) - len(abandoned),
+                kind,
+                destination,
+                error,
+            )
+
+
+def stream_row(payload: dict[str, Any]) -> dict[str, Any]:
+    """The table row of a streamed instance, as export writes it (``Type`` CREATE)."""
+    from dicomql.service import bigquery_local
+
+    facts = payload["instance"]
+    return bigquery_local.instance_row(
+        payload.get("attributes") or {},
+        study_instance_uid=facts["studyInstanceUID"],
+        series_instance_uid=facts["seriesInstanceUID"],
+        sop_instance_uid=facts["sopInstanceUID"],
+        last_updated=datetime.fromisoformat(facts["lastUpdated"]),
+        storage_class=facts.get("storageClass") or "STANDARD",
+        size=int(facts.get("blobStorageSize") or 0),
+        source_store=facts["storeName"] if payload.get("includeSourceStore") else None,
+    )
+
+
+# DuckDB column types (bigquery_local.column_type) → BigQuery field types.
+_BIGQUERY_TYPES = {
+    "VARCHAR": "STRING",
+    "DATE": "DATE",
+    "TIME": "TIME",
+    "TIMESTAMP": "TIMESTAMP",
+    "DOUBLE": "FLOAT",
+    "BIGINT": "INTEGER",
+    "JSON": "JSON",
+}
+
+
+class _GoogleBigQuery:
+    """Streaming inserts into real BigQuery (google-cloud-bigquery, imported lazily). Not
+    exercised by the tests: BigQuery itself cannot run here."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls) -> _GoogleBigQuery | None:
+        try:
+            import google.auth
+            import google.auth.exceptions
+            from google.cloud import bigquery
+        except ImportError:
+            return None
+        try:
+            credentials, project = google.auth.default()
+        except google.auth.exceptions.DefaultCredentialsError:
+            return None
+        return cls(bigquery.Client(credentials=credentials, project=project))
+
+    def append(self, uri: bigquery_local.TableUri, rows: list[dict[str, Any]]) -> None:
+        from google.api_core import exceptions
+        from google.cloud import bigquery
+
+        from dicomql.service import bigquery_local
+
+        table_id = f"{uri.project}.{uri.dataset}.{uri.table}"
+        wanted = {name: bigquery_local.column_type(name) for row in rows for name in row}
+        try:
+            try:
+                table = self.client.get_table(table_id)
+            except exceptions.NotFound:
+                # "The server creates a new table in the given BigQuery dataset if the specified
+                # table does not exist" (GoogleCloudHealthcareV1DicomStreamConfig).
+                schema = [_field(bigquery, name, kind) for name, kind in wanted.items()]
+                table = self.client.create_table(bigquery.Table(table_id, schema=schema))
+            known = {field.name for field in table.schema}
+            added = [_field(bigquery, n, k) for n, k in wanted.items() if n not in known]
+            if added:
+                table.schema = [*table.schema, *added]
+                table = self.client.update_table(table, ["schema"])
+            errors = self.client.insert_rows_json(table, [_json_ready(row) for row in rows])
+        except exceptions.GoogleAPIError as exc:
+            raise DeliveryError(f"BigQuery {table_id}: {exc}") from exc
+        if errors:
+            raise DeliveryError(f"BigQuery {table_id} refused rows: {errors[:3]}")
+
+
+def _field(bigquery: Any, name: str, kind: str) -> Any:
+    mode = "NULLABLE"
+    if kind.endswith("[]"):
+        kind, mode = kind[:-2], "REPEATED"
+    if kind.startswith("STRUCT("):
+        parts = [part.split()[0] for part in kind[len("STRUCT(") : -1].split(",")]
+        fields = [bigquery.SchemaField(part, "STRING") for part in parts]
+        return bigquery.SchemaField(name, "RECORD", mode=mode, fields=fields)
+    return bigquery.SchemaField(name, _BIGQUERY_TYPES.get(kind, "STRING"), mode=mode)
+
+
+def _json_ready(row: dict[str, Any]) -> dict[str, Any]:
+    ready: dict[str, Any] = {}
+    for name, value in row.items():
+        if isinstance(value, list):
+            ready[name] = [_scalar(item) for item in value]
+        else:
+            ready[name] = _scalar(value)
+    return ready
+
+
+def _scalar(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value

@@ -1,0 +1,299 @@
+"""Pub/Sub notifications of stored instances (issue 5): STOW and import through the real service,
+messages published over HTTP to a Pub/Sub API double found through PUBSUB_EMULATOR_HOST."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from dicomweb_support import make_instance
+from lro_support import DATASET, LOCATION, run, store_path, stow, wait
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from conftest import free_port
+from dicomql.provider.client import Client
+from dicomql.provider.transports import InProcessTransport
+from dicomql.service.app import create_app
+from dicomql.service.config import ServiceConfig
+from dicomql.sql.engine import Engine
+
+TOPIC = "projects/p/topics/dicom-events"
+LEGACY_TOPIC = "projects/p/topics/legacy"
+
+
+class PubsubDouble:
+    """Pub/Sub's ``topics.publish`` REST method on a loopback port. Only Google's Pub/Sub itself
+    cannot run here; this stands in for it (and for the emulator), answering as it does:
+    ``{"messageIds": [...]}``, or an error envelope when told to fail."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[dict[str, Any]]] = {}
+        self.requests = 0
+        self.fail_next: list[int] = []  # statuses to answer before accepting again
+        self._lock = threading.Lock()
+        app = Starlette(routes=[Route("/v1/{path:path}", self.publish, methods=["POST"])])
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def publish(self, request: Request) -> JSONResponse:
+        path = request.path_params["path"]
+        topic, _, verb = path.rpartition(":")
+        body = await request.json()
+        with self._lock:
+            self.requests += 1
+            if verb != "publish":
+                return _error(404, "NOT_FOUND", f"no method {verb}")
+            if self.fail_next:
+                code = self.fail_next.pop(0)
+                return _error(code, "UNAVAILABLE", "The service is currently unavailable.")
+            stored = self.received.setdefault(topic, [])
+            first = len(stored)
+            stored.extend(body["messages"])
+        return JSONResponse({"messageIds": [str(first + n) for n in range(len(body["messages"]))]})
+
+    def messages(self, topic: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.received.get(topic, []))
+
+    def wait_for(self, topic: str, count: int, limit: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + limit
+        while len(self.messages(topic)) < count:
+            assert time.monotonic() < deadline, f"{count} messages expected: {self.received}"
+            time.sleep(0.05)
+        return self.messages(topic)
+
+
+def _error(code: int, status: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "status": status}}, code)
+
+
+@pytest.fixture
+def pubsub(monkeypatch: pytest.MonkeyPatch) -> Iterator[PubsubDouble]:
+    double = PubsubDouble()
+    double.thread.start()
+    deadline = time.monotonic() + 30
+    while not double.server.started:
+        assert time.monotonic() < deadline, "the Pub/Sub double did not start"
+        time.sleep(0.01)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{double.port}")
+    try:
+        yield double
+    finally:
+        double.server.should_exit = True
+        double.thread.join(timeout=30)
+
+
+@pytest.fixture
+def service(pubsub: PubsubDouble, service_config: ServiceConfig) -> Iterator[httpx.Client]:
+    """The embedded service, started after PUBSUB_EMULATOR_HOST is set (its lifespan reads it)."""
+    transport = InProcessTransport(create_app(service_config))
+    with httpx.Client(transport=transport, base_url="http://embedded") as client:
+        yield client
+
+
+def make_store(client: httpx.Client, **resource: Any) -> None:
+    response = client.post(f"{LOCATION}/datasets", params={"datasetId": "d"})
+    assert response.status_code == 200, response.text
+    wait(client, response.json())
+    response = client.post(f"{DATASET}/dicomStores", params={"dicomStoreId": "s"}, json=resource)
+    assert response.status_code == 200, response.text
+
+
+def decoded(message: dict[str, Any]) -> str:
+    return base64.b64decode(message["data"]).decode()
+
+
+def test_stow_publishes_one_message_per_instance_with_googles_attributes(
+    pubsub: PubsubDouble, service: httpx.Client
+) -> None:
+    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    study, series, sop = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+    before = time.time()
+    stow(service, "s", make_instance(study, series, sop, modality="MR"))
+    (message,) = pubsub.wait_for(TOPIC, 1)
+    store = "projects/p/locations/l/datasets/d/dicomStores/s"
+    assert decoded(message) == f"{store}/dicomWeb/studies/{study}/series/{series}/instances/{sop}"
+    attributes = message["attributes"]
+    updated = parsedate_to_datetime(attributes.pop("lastUpdatedTime"))
+    assert before - 1 <= updated.timestamp() <= time.time()
+    version = int(attributes.pop("versionId"))
+    assert abs(version / 1e6 - updated.timestamp()) < 1
+    assert attributes == {
+        "action": "StoreInstances",
+        "storeName": store,
+        "studyInstanceUID": study,
+        "seriesInstanceUID": series,
+        "sopInstanceUID": sop,
+        "modality": "MR",
+        "storageClass": "STANDARD",
+    }
+
+
+def test_duplicates_and_conflicts_are_not_announced(
+    pubsub: PubsubDouble, service: httpx.Client
+) -> None:
+    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    first = make_instance("1.2", "1.2.3", "1.2.3.4")
+    stow(service, "s", first)
+    stow(service, "s", first)  # a duplicate: Cloud Healthcare ignores it
+    stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.5"))
+    messages = pubsub.wait_for(TOPIC, 2)
+    time.sleep(1.5)  # three poll intervals: nothing more arrives
+    assert len(pubsub.messages(TOPIC)) == 2
+    assert sorted(m["attributes"]["sopInstanceUID"] for m in messages) == ["1.2.3.4", "1.2.3.5"]
+
+
+def test_the_single_legacy_notification_config_carries_only_the_resource_name(
+    pubsub: PubsubDouble, service: httpx.Client
+) -> None:
+    make_store(service, notificationConfig={"pubsubTopic": LEGACY_TOPIC})
+    stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.4"))
+    (message,) = pubsub.wait_for(LEGACY_TOPIC, 1)
+    assert decoded(message).endswith("/studies/1.2/series/1.2.3/instances/1.2.3.4")
+    assert "attributes" not in message
+
+
+def _import(client: httpx.Client, folder: Path) -> None:
+    operation = run(client, f"{store_path('s')}:import", {"gcsSource": {"uri": f"{folder}/*"}})
+    assert "error" not in operation, operation
+
+
+@pytest.mark.parametrize("send_for_bulk_import", [True, False])
+def test_import_notifies_the_legacy_config_only_with_send_for_bulk_import(
+    pubsub: PubsubDouble, service: httpx.Client, tmp_path: Path, send_for_bulk_import: bool
+) -> None:
+    make_store(
+        service,
+        notificationConfig={
+            "pubsubTopic": LEGACY_TOPIC,
+            "sendForBulkImport": send_for_bulk_import,
+        },
+        notificationConfigs=[{"pubsubTopic": TOPIC}],
+    )
+    folder = tmp_path / "import"
+    folder.mkdir()
+    for number in range(3):
+        (folder / f"{number}.dcm").write_bytes(make_instance("1.2", "1.2.3", f"1.2.3.{number}"))
+    _import(service, folder)
+    # DicomNotificationConfig has no opt-out: import always reaches notificationConfigs.
+    messages = pubsub.wait_for(TOPIC, 3)
+    assert {message["attributes"]["action"] for message in messages} == {"ImportDicomData"}
+    if send_for_bulk_import:
+        assert len(pubsub.wait_for(LEGACY_TOPIC, 3)) == 3
+    else:
+        time.sleep(1.5)
+        assert pubsub.messages(LEGACY_TOPIC) == []
+
+
+def test_import_reports_the_storage_class_it_sets(
+    pubsub: PubsubDouble, service: httpx.Client, tmp_path: Path
+) -> None:
+    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    folder = tmp_path / "import"
+    folder.mkdir()
+    (folder / "a.dcm").write_bytes(make_instance("1.2", "1.2.3", "1.2.3.4"))
+    operation = run(
+        service,
+        f"{store_path('s')}:import",
+        {
+            "gcsSource": {"uri": f"{folder}/*"},
+            "blobStorageSettings": {"blobStorageClass": "COLDLINE"},
+        },
+    )
+    assert "error" not in operation, operation
+    (message,) = pubsub.wait_for(TOPIC, 1)
+    assert message["attributes"]["storageClass"] == "COLDLINE"
+
+
+def test_delivery_is_retried_after_pubsub_answers_503(
+    pubsub: PubsubDouble, service: httpx.Client
+) -> None:
+    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    pubsub.fail_next = [503, 503]
+    stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.4"))
+    (message,) = pubsub.wait_for(TOPIC, 1)
+    assert message["attributes"]["sopInstanceUID"] == "1.2.3.4"
+    assert pubsub.requests == 3  # two refused, then accepted once: no duplicate
+
+
+def test_many_instances_of_one_stow_are_published_in_one_request(
+    pubsub: PubsubDouble, service: httpx.Client
+) -> None:
+    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    boundary = "b0undary"
+    parts = [make_instance("1.2", "1.2.3", f"1.2.3.{n}") for n in range(10)]
+    body = (
+        b"".join(
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part + b"\r\n"
+            for part in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
+    response = service.post(
+        f"{store_path('s')}/dicomWeb/studies",
+        content=body,
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert len(pubsub.wait_for(TOPIC, 10)) == 10
+    assert pubsub.requests == 1
+
+
+def test_a_store_created_from_sql_notifies_end_to_end(
+    pubsub: PubsubDouble, service: httpx.Client
+) -> None:
+    engine = Engine(Client(service))
+    engine.execute(
+        "INSERT /*+ AWAIT */ INTO google.healthcare.datasets (projectsId, locationsId, datasetId) "
+        "SELECT 'p', 'l', 'd'"
+    )
+    configs = json.dumps([{"pubsubTopic": TOPIC}])
+    engine.execute(
+        "INSERT INTO google.healthcare.dicom_stores (projectsId, locationsId, datasetsId, "
+        f"dicomStoreId, data__notificationConfigs) SELECT 'p', 'l', 'd', 's', '{configs}'"
+    )
+    stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.4"))
+    (message,) = pubsub.wait_for(TOPIC, 1)
+    assert message["attributes"]["storeName"].endswith("/datasets/d/dicomStores/s")
+
+
+def test_set_blob_storage_settings_announces_each_instance_whose_class_changed(
+    pubsub: PubsubDouble, service: httpx.Client
+) -> None:
+    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.4", modality="CT"))
+    stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.5", modality="CT"))
+    pubsub.wait_for(TOPIC, 2)
+    body = {"blobStorageSettings": {"blobStorageClass": "ARCHIVE"}}
+    operation = run(service, f"{store_path('s')}:setBlobStorageSettings", body)
+    assert "error" not in operation, operation
+    messages = pubsub.wait_for(TOPIC, 4)[2:]
+    assert sorted(m["attributes"]["sopInstanceUID"] for m in messages) == ["1.2.3.4", "1.2.3.5"]
+    for message in messages:
+        attributes = message["attributes"]
+        assert attributes["action"] == "SetBlobSettings"
+        assert attributes["storageClass"] == "ARCHIVE"
+        assert attributes["previousStorageClass"] == "STANDARD"
+        assert attributes["modality"] == "CT"
+    # The same class again changes nothing, so nothing more is announced.
+    operation = run(service, f"{store_path('s')}:setBlobStorageSettings", body)
+    assert "error" not in operation, operation
+    time.sleep(1.5)
+    assert len(pubsub.messages(TOPIC)) == 4
