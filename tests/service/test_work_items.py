@@ -5,7 +5,6 @@ SQLite and PostgreSQL. Two ``Index`` engines stand for two server processes."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import threading
 import time
@@ -22,6 +21,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy import insert, select
+from worker_support import DEADLINE, Blobless, PoolThread
 
 from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
 from dicomql.provider.transports import InProcessTransport
@@ -44,7 +44,6 @@ from dicomql.store.operations import create_operation, operation_resource
 from dicomql.store.schema import datasets, dicom_stores, instances, operations, work_items
 
 METHOD = "test.items"
-DEADLINE = 60.0  # seconds; only reached if the pools are stuck
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 LOCATION = "/v1/projects/p/locations/l"
 DATASET = f"{LOCATION}/datasets/d"
@@ -83,34 +82,6 @@ def counting_method(units: Units, pool_name: str, *, signal_after: int = 3) -> I
                 units.reached.set()
 
     return ItemizedMethod(plan=plan, run_item=run_item, response={"@type": "counted"})
-
-
-@dataclass
-class Blobless:
-    index: Index
-    blobs: BlobStore
-
-
-class PoolThread:
-    """Worker pools on their own event loop in a thread, as a server process runs them."""
-
-    def __init__(self, *pools: WorkerPool) -> None:
-        self.pools = pools
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> PoolThread:
-        self._thread.start()
-        for pool in self.pools:
-            asyncio.run_coroutine_threadsafe(pool.start(), self._loop).result(DEADLINE)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for pool in self.pools:
-            asyncio.run_coroutine_threadsafe(pool.stop(), self._loop).result(DEADLINE)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(DEADLINE)
-        self._loop.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ stop when cancelled, survive server restarts and crashes, and run once across po
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import Counter
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import uvicorn
 from sqlalchemy import insert, select
+from worker_support import DEADLINE, Blobless, PoolThread
 
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
@@ -28,7 +28,6 @@ from dicomql.store.schema import datasets, operations
 
 METHOD = "test.count"
 # Generous bound on waiting for a background worker; only reached if the pool is broken.
-DEADLINE = 30.0
 
 
 @dataclass
@@ -125,34 +124,6 @@ def wait_until(predicate: Callable[[], bool]) -> None:
 def wait_done(index: Index, operation_id: str) -> dict[str, Any]:
     wait_until(lambda: operation(index, operation_id).get("done", False))
     return operation(index, operation_id)
-
-
-@dataclass
-class Blobless:
-    index: Index
-    blobs: LocalBlobStore
-
-
-class PoolThread:
-    """Worker pools on their own event loop in a thread, as a server process would run them."""
-
-    def __init__(self, *pools: WorkerPool) -> None:
-        self.pools = pools
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> PoolThread:
-        self._thread.start()
-        for pool in self.pools:
-            asyncio.run_coroutine_threadsafe(pool.start(), self._loop).result(DEADLINE)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for pool in self.pools:
-            asyncio.run_coroutine_threadsafe(pool.stop(), self._loop).result(DEADLINE)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(DEADLINE)
-        self._loop.close()
 
 
 def make_pool(index: Index, tmp_path: Path, handler: Handler, **options: Any) -> WorkerPool:

@@ -435,13 +435,7 @@ def _stage(
     db.execute("BEGIN TRANSACTION")
     try:
         _add_columns(db, f"main.{staging}", columns, wanted)
-        for row in rows:
-            names = list(row)
-            db.execute(
-                f"INSERT INTO main.{staging} ({', '.join(map(_quote, names))})"
-                f" VALUES ({', '.join('?' * len(names))})",
-                [row[name] for name in names],
-            )
+        _insert_rows(db, f"main.{staging}", rows)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -532,17 +526,22 @@ def append_rows(data_dir: Path, uri: TableUri, rows: list[dict[str, Any]]) -> No
                 db.execute(f"CREATE TABLE {target} ({definition})")
             else:
                 _add_columns(db, target, have, wanted)
-            for row in rows:
-                names = list(row)
-                db.execute(
-                    f"INSERT INTO {target} ({', '.join(map(_quote, names))})"
-                    f" VALUES ({', '.join('?' * len(names))})",
-                    [row[name] for name in names],
-                )
+            _insert_rows(db, target, rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+
+def _insert_rows(db: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
+    # Rows may name different columns (attributes differ between instances).
+    for row in rows:
+        names = list(row)
+        db.execute(
+            f"INSERT INTO {table} ({', '.join(map(_quote, names))})"
+            f" VALUES ({', '.join('?' * len(names))})",
+            [row[name] for name in names],
+        )
 
 
 def _utc(moment: datetime | None) -> datetime | None:

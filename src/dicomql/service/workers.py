@@ -73,15 +73,18 @@ class WorkContext(ABC):
     """What operation and item handlers share (the helpers in ``service/lro.py`` take either):
     the service, the request, progress reports and the stopping points they are."""
 
-    service: ServiceLike
+    def __init__(self, pool: WorkerPool, claim: Claim | ItemClaim) -> None:
+        self.service: ServiceLike = pool.service
+        self._pool = pool
+        self._claim = claim
 
     @property
-    @abstractmethod
-    def request(self) -> dict[str, Any]: ...
+    def request(self) -> dict[str, Any]:
+        return self._claim.request or {}
 
     @property
-    @abstractmethod
-    def checkpoint(self) -> Any: ...
+    def checkpoint(self) -> Any:
+        return self._claim.checkpoint
 
     @abstractmethod
     def progress(self, *, success: int = 0, failure: int = 0, checkpoint: Any = None) -> None: ...
@@ -89,6 +92,12 @@ class WorkContext(ABC):
     def check(self) -> None:
         """Stop here if cancelled or shutting down, without recording anything."""
         self.progress()
+
+    def _stop_if_asked(self, cancel_requested: bool) -> None:
+        if cancel_requested:
+            raise OperationCancelledError
+        if self._pool.stopping.is_set():
+            raise WorkerStoppingError
 
 
 class OperationContext(WorkContext):
@@ -101,17 +110,8 @@ class OperationContext(WorkContext):
     """
 
     def __init__(self, pool: WorkerPool, claim: Claim) -> None:
-        self.service = pool.service
+        super().__init__(pool, claim)
         self.claim = claim
-        self._pool = pool
-
-    @property
-    def request(self) -> dict[str, Any]:
-        return self.claim.request or {}
-
-    @property
-    def checkpoint(self) -> Any:
-        return self.claim.checkpoint
 
     def set_pending(self, pending: int) -> None:
         """Declare how many work items remain (shown as ``counter.pending``)."""
@@ -133,10 +133,7 @@ class OperationContext(WorkContext):
         result = work.record_progress(
             self.service.index, self.claim, lease=self._pool.lease, **changes
         )
-        if result.cancel_requested:
-            raise OperationCancelledError
-        if self._pool.stopping.is_set():
-            raise WorkerStoppingError
+        self._stop_if_asked(result.cancel_requested)
 
 
 class ItemContext(WorkContext):
@@ -148,22 +145,13 @@ class ItemContext(WorkContext):
     """
 
     def __init__(self, pool: WorkerPool, claim: ItemClaim) -> None:
-        self.service = pool.service
+        super().__init__(pool, claim)
         self.claim = claim
-        self._pool = pool
-
-    @property
-    def request(self) -> dict[str, Any]:
-        return self.claim.request or {}
 
     @property
     def payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = self.claim.payload
         return payload
-
-    @property
-    def checkpoint(self) -> Any:
-        return self.claim.checkpoint
 
     def progress(self, *, success: int = 0, failure: int = 0, checkpoint: Any = None) -> None:
         """Record finished units of the item (and its resume point) on the item and the
@@ -182,10 +170,7 @@ class ItemContext(WorkContext):
             failure=failure,
             checkpoint=checkpoint,
         )
-        if result.cancel_requested:
-            raise OperationCancelledError
-        if self._pool.stopping.is_set():
-            raise WorkerStoppingError
+        self._stop_if_asked(result.cancel_requested)
 
 
 OperationHandler: TypeAlias = Callable[[OperationContext], dict[str, Any] | None]
