@@ -20,12 +20,15 @@ def store_name(store: str) -> str:
     return store_path(store)[len("/v1/") :]
 
 
-def make_stores(client: httpx.Client, *stores: str) -> None:
+def make_stores(client: httpx.Client, *stores: str, **resource: Any) -> None:
+    """Dataset ``d`` and the named stores in it, each created from ``resource``."""
     response = client.post(f"{LOCATION}/datasets", params={"datasetId": "d"})
     assert response.status_code == 200, response.text
     wait(client, response.json())
     for store in stores:
-        response = client.post(f"{DATASET}/dicomStores", params={"dicomStoreId": store}, json={})
+        response = client.post(
+            f"{DATASET}/dicomStores", params={"dicomStoreId": store}, json=resource
+        )
         assert response.status_code == 200, response.text
 
 

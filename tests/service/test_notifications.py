@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 from dicomweb_support import make_instance
-from lro_support import DATASET, LOCATION, run, store_path, stow, wait
+from lro_support import make_stores, run, store_path, stow
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -106,14 +106,6 @@ def service(pubsub: PubsubDouble, service_config: ServiceConfig) -> Iterator[htt
         yield client
 
 
-def make_store(client: httpx.Client, **resource: Any) -> None:
-    response = client.post(f"{LOCATION}/datasets", params={"datasetId": "d"})
-    assert response.status_code == 200, response.text
-    wait(client, response.json())
-    response = client.post(f"{DATASET}/dicomStores", params={"dicomStoreId": "s"}, json=resource)
-    assert response.status_code == 200, response.text
-
-
 def decoded(message: dict[str, Any]) -> str:
     return base64.b64decode(message["data"]).decode()
 
@@ -121,7 +113,7 @@ def decoded(message: dict[str, Any]) -> str:
 def test_stow_publishes_one_message_per_instance_with_googles_attributes(
     pubsub: PubsubDouble, service: httpx.Client
 ) -> None:
-    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    make_stores(service, "s", notificationConfigs=[{"pubsubTopic": TOPIC}])
     study, series, sop = "1.2.3", "1.2.3.4", "1.2.3.4.5"
     before = time.time()
     stow(service, "s", make_instance(study, series, sop, modality="MR"))
@@ -147,7 +139,7 @@ def test_stow_publishes_one_message_per_instance_with_googles_attributes(
 def test_duplicates_and_conflicts_are_not_announced(
     pubsub: PubsubDouble, service: httpx.Client
 ) -> None:
-    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    make_stores(service, "s", notificationConfigs=[{"pubsubTopic": TOPIC}])
     first = make_instance("1.2", "1.2.3", "1.2.3.4")
     stow(service, "s", first)
     stow(service, "s", first)  # a duplicate: Cloud Healthcare ignores it
@@ -161,7 +153,7 @@ def test_duplicates_and_conflicts_are_not_announced(
 def test_the_single_legacy_notification_config_carries_only_the_resource_name(
     pubsub: PubsubDouble, service: httpx.Client
 ) -> None:
-    make_store(service, notificationConfig={"pubsubTopic": LEGACY_TOPIC})
+    make_stores(service, "s", notificationConfig={"pubsubTopic": LEGACY_TOPIC})
     stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.4"))
     (message,) = pubsub.wait_for(LEGACY_TOPIC, 1)
     assert decoded(message).endswith("/studies/1.2/series/1.2.3/instances/1.2.3.4")
@@ -177,8 +169,9 @@ def _import(client: httpx.Client, folder: Path) -> None:
 def test_import_notifies_the_legacy_config_only_with_send_for_bulk_import(
     pubsub: PubsubDouble, service: httpx.Client, tmp_path: Path, send_for_bulk_import: bool
 ) -> None:
-    make_store(
+    make_stores(
         service,
+        "s",
         notificationConfig={
             "pubsubTopic": LEGACY_TOPIC,
             "sendForBulkImport": send_for_bulk_import,
@@ -203,7 +196,7 @@ def test_import_notifies_the_legacy_config_only_with_send_for_bulk_import(
 def test_import_reports_the_storage_class_it_sets(
     pubsub: PubsubDouble, service: httpx.Client, tmp_path: Path
 ) -> None:
-    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    make_stores(service, "s", notificationConfigs=[{"pubsubTopic": TOPIC}])
     folder = tmp_path / "import"
     folder.mkdir()
     (folder / "a.dcm").write_bytes(make_instance("1.2", "1.2.3", "1.2.3.4"))
@@ -223,7 +216,7 @@ def test_import_reports_the_storage_class_it_sets(
 def test_delivery_is_retried_after_pubsub_answers_503(
     pubsub: PubsubDouble, service: httpx.Client
 ) -> None:
-    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    make_stores(service, "s", notificationConfigs=[{"pubsubTopic": TOPIC}])
     pubsub.fail_next = [503, 503]
     stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.4"))
     (message,) = pubsub.wait_for(TOPIC, 1)
@@ -234,7 +227,7 @@ def test_delivery_is_retried_after_pubsub_answers_503(
 def test_many_instances_of_one_stow_are_published_in_one_request(
     pubsub: PubsubDouble, service: httpx.Client
 ) -> None:
-    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    make_stores(service, "s", notificationConfigs=[{"pubsubTopic": TOPIC}])
     boundary = "b0undary"
     parts = [make_instance("1.2", "1.2.3", f"1.2.3.{n}") for n in range(10)]
     body = (
@@ -277,7 +270,7 @@ def test_a_store_created_from_sql_notifies_end_to_end(
 def test_set_blob_storage_settings_announces_each_instance_whose_class_changed(
     pubsub: PubsubDouble, service: httpx.Client
 ) -> None:
-    make_store(service, notificationConfigs=[{"pubsubTopic": TOPIC}])
+    make_stores(service, "s", notificationConfigs=[{"pubsubTopic": TOPIC}])
     stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.4", modality="CT"))
     stow(service, "s", make_instance("1.2", "1.2.3", "1.2.3.5", modality="CT"))
     pubsub.wait_for(TOPIC, 2)

@@ -11,19 +11,11 @@ from typing import Any
 import duckdb
 import httpx
 from dicomweb_support import make_instance
-from lro_support import DATASET, LOCATION, run, store_path, stow, wait
+from lro_support import DATASET, LOCATION, make_stores, run, store_path, stow, wait
 
 from dicomql.service.config import ServiceConfig
 
 TABLE = "bq://my-project.streamed.instances"
-
-
-def make_store(client: httpx.Client, **resource: Any) -> None:
-    response = client.post(f"{LOCATION}/datasets", params={"datasetId": "d"})
-    assert response.status_code == 200, response.text
-    wait(client, response.json())
-    response = client.post(f"{DATASET}/dicomStores", params={"dicomStoreId": "s"}, json=resource)
-    assert response.status_code == 200, response.text
 
 
 def streamed_rows(config: ServiceConfig, count: int, limit: float = 30) -> list[dict[str, Any]]:
@@ -48,8 +40,9 @@ def streamed_rows(config: ServiceConfig, count: int, limit: float = 30) -> list[
 def test_stow_appends_one_typed_row_per_instance(
     embedded: httpx.Client, service_config: ServiceConfig
 ) -> None:
-    make_store(
+    make_stores(
         embedded,
+        "s",
         streamConfigs=[{"bigqueryDestination": {"tableUri": TABLE, "includeSourceStore": True}}],
     )
     instance = make_instance("1.2", "1.2.3", "1.2.3.4", rows=8, columns=6, modality="CT")
@@ -84,7 +77,7 @@ def test_stow_appends_one_typed_row_per_instance(
 def test_import_streams_too_and_new_attributes_add_columns(
     embedded: httpx.Client, service_config: ServiceConfig, tmp_path: Path
 ) -> None:
-    make_store(embedded, streamConfigs=[{"bigqueryDestination": {"tableUri": TABLE}}])
+    make_stores(embedded, "s", streamConfigs=[{"bigqueryDestination": {"tableUri": TABLE}}])
     stow(embedded, "s", make_instance("1.2", "1.2.3", "1.2.3.4"))
     streamed_rows(service_config, 1)
     folder = tmp_path / "import"
@@ -101,7 +94,7 @@ def test_import_streams_too_and_new_attributes_add_columns(
 def test_duplicates_are_not_streamed_twice(
     embedded: httpx.Client, service_config: ServiceConfig
 ) -> None:
-    make_store(embedded, streamConfigs=[{"bigqueryDestination": {"tableUri": TABLE}}])
+    make_stores(embedded, "s", streamConfigs=[{"bigqueryDestination": {"tableUri": TABLE}}])
     instance = make_instance("1.2", "1.2.3", "1.2.3.4")
     stow(embedded, "s", instance)
     stow(embedded, "s", instance)
