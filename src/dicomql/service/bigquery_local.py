@@ -17,6 +17,7 @@ import duckdb
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
 from sqlalchemy import select
 
+from dicomql.service.bigquery_google import BigQueryError, GoogleBigQuery
 from dicomql.service.lro import (
     FAILED_PRECONDITION,
     PAGE,
@@ -362,10 +363,14 @@ def run_bigquery_export(ctx: OperationContext) -> dict[str, Any]:
     source_store = ctx.request.get("store") if destination.get("includeSourceStore") else None
     paths = selection_paths(ctx)
     after = int(ctx.checkpoint or 0)
-    path = database_path(ctx.service.config.data_dir, uri.project)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with ctx.service.index.connect() as conn:
         ctx.set_pending(count_selected(conn, store_pk, ctx.request.get("scope", {}), paths, after))
+    google = GoogleBigQuery.connect()
+    if google is not None:
+        _export_to_bigquery(ctx, google, uri, disposition, source_store, store_pk, paths, after)
+        return {"@type": RESPONSE_TYPE + "dicom.ExportDicomDataResponse"}
+    path = database_path(ctx.service.config.data_dir, uri.project)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
         try:
             db = duckdb.connect(str(path))
@@ -425,6 +430,45 @@ def _export(
                 f"{uri.table} in the local stand-in: {exc}",
             ) from exc
         raise
+
+
+def _export_to_bigquery(
+    ctx: OperationContext,
+    google: GoogleBigQuery,
+    uri: TableUri,
+    disposition: str,
+    source_store: str | None,
+    store_pk: int,
+    paths: list[tuple[str, str | None, str | None]] | None,
+    after: int,
+) -> None:
+    """Export to real BigQuery: the disposition is applied once, before the first row, then
+    rows are appended a page at a time. Unlike the stand-in, a failed export may leave the
+    pages it appended (streaming inserts are not transactional); a resumed one goes on after
+    its checkpoint."""
+    try:
+        if after == 0 and disposition == "WRITE_EMPTY":
+            rows = google.row_count(uri)
+            if rows:
+                raise OperationFailedError(
+                    FAILED_PRECONDITION,
+                    f"Table bq://{uri.project}.{uri.dataset}.{uri.table} already has {rows} rows"
+                    " and the writeDisposition is WRITE_EMPTY; use WRITE_TRUNCATE or WRITE_APPEND.",
+                )
+        if after == 0 and disposition == "WRITE_TRUNCATE":
+            google.drop(uri)
+        scope = ctx.request.get("scope", {})
+        selected = iter_selected(ctx.service.index.connect, store_pk, scope, paths, after)
+        for page in _pages(selected):
+            ctx.check()
+            rows = _page_rows(ctx.service, page, source_store)
+            for row in rows:
+                del row[_PK]
+            if rows:
+                google.append(uri, rows)
+            ctx.progress(success=len(rows), checkpoint=page[-1].pk)
+    except BigQueryError as exc:
+        raise OperationFailedError(FAILED_PRECONDITION, str(exc)) from exc
 
 
 def _stage(

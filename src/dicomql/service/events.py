@@ -15,16 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomql.service.bigquery_google import BigQueryError, GoogleBigQuery
 from dicomql.service.pubsub import PublishError, PubsubPublisher
 from dicomql.store import events as outbox
 from dicomql.store.index import Index
-
-if TYPE_CHECKING:
-    from dicomql.service import bigquery_local
 
 log = logging.getLogger("dicomql.service.events")
 
@@ -85,7 +83,7 @@ class EventDeliverer:
         self.settings = settings
         self.publisher = publisher or PubsubPublisher(emulator_host=settings.pubsub_emulator_host)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}/events"
-        self._bigquery: _GoogleBigQuery | bool | None = False  # False: not decided yet
+        self._bigquery: GoogleBigQuery | bool | None = False  # False: not decided yet
         self._stopping: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -163,13 +161,16 @@ class EventDeliverer:
                 bigquery_local.append_rows(self.data_dir, uri, rows)
         except duckdb.Error as exc:
             raise DeliveryError(f"cannot append to {table_uri} (local stand-in): {exc}") from exc
+        except BigQueryError as exc:
+            raise DeliveryError(str(exc)) from exc
 
-    def _google_bigquery(self) -> _GoogleBigQuery | None:
+    def _google_bigquery(self) -> GoogleBigQuery | None:
         """Real BigQuery when google-cloud-bigquery is installed (``dicomql[cloud]``) and
-        Application Default Credentials exist; else None, the DuckDB stand-in. Decided once."""
+        credentials or an endpoint exist (service/bigquery_google.py); else None, the DuckDB
+        stand-in. Decided once."""
         if self._bigquery is False:
-            self._bigquery = _GoogleBigQuery.connect()
-        return self._bigquery if isinstance(self._bigquery, _GoogleBigQuery) else None
+            self._bigquery = GoogleBigQuery.connect()
+        return self._bigquery if isinstance(self._bigquery, GoogleBigQuery) else None
 
     def _failed(self, kind: str, destination: str, group: list[outbox.Event], error: str) -> None:
         abandoned = outbox.failed(
@@ -213,89 +214,3 @@ def stream_row(payload: dict[str, Any]) -> dict[str, Any]:
         size=int(facts.get("blobStorageSize") or 0),
         source_store=facts["storeName"] if payload.get("includeSourceStore") else None,
     )
-
-
-# DuckDB column types (bigquery_local.column_type) → BigQuery field types.
-_BIGQUERY_TYPES = {
-    "VARCHAR": "STRING",
-    "DATE": "DATE",
-    "TIME": "TIME",
-    "TIMESTAMP": "TIMESTAMP",
-    "DOUBLE": "FLOAT",
-    "BIGINT": "INTEGER",
-    "JSON": "JSON",
-}
-
-
-class _GoogleBigQuery:
-    """Streaming inserts into real BigQuery (google-cloud-bigquery, imported lazily). Not
-    exercised by the tests: BigQuery itself cannot run here."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    @classmethod
-    def connect(cls) -> _GoogleBigQuery | None:
-        try:
-            import google.auth
-            import google.auth.exceptions
-            from google.cloud import bigquery
-        except ImportError:
-            return None
-        try:
-            credentials, project = google.auth.default()
-        except google.auth.exceptions.DefaultCredentialsError:
-            return None
-        return cls(bigquery.Client(credentials=credentials, project=project))
-
-    def append(self, uri: bigquery_local.TableUri, rows: list[dict[str, Any]]) -> None:
-        from google.api_core import exceptions
-        from google.cloud import bigquery
-
-        from dicomql.service import bigquery_local
-
-        table_id = f"{uri.project}.{uri.dataset}.{uri.table}"
-        wanted = {name: bigquery_local.column_type(name) for row in rows for name in row}
-        try:
-            try:
-                table = self.client.get_table(table_id)
-            except exceptions.NotFound:
-                # "The server creates a new table in the given BigQuery dataset if the specified
-                # table does not exist" (GoogleCloudHealthcareV1DicomStreamConfig).
-                schema = [_field(bigquery, name, kind) for name, kind in wanted.items()]
-                table = self.client.create_table(bigquery.Table(table_id, schema=schema))
-            known = {field.name for field in table.schema}
-            added = [_field(bigquery, n, k) for n, k in wanted.items() if n not in known]
-            if added:
-                table.schema = [*table.schema, *added]
-                table = self.client.update_table(table, ["schema"])
-            errors = self.client.insert_rows_json(table, [_json_ready(row) for row in rows])
-        except exceptions.GoogleAPIError as exc:
-            raise DeliveryError(f"BigQuery {table_id}: {exc}") from exc
-        if errors:
-            raise DeliveryError(f"BigQuery {table_id} refused rows: {errors[:3]}")
-
-
-def _field(bigquery: Any, name: str, kind: str) -> Any:
-    mode = "NULLABLE"
-    if kind.endswith("[]"):
-        kind, mode = kind[:-2], "REPEATED"
-    if kind.startswith("STRUCT("):
-        parts = [part.split()[0] for part in kind[len("STRUCT(") : -1].split(",")]
-        fields = [bigquery.SchemaField(part, "STRING") for part in parts]
-        return bigquery.SchemaField(name, "RECORD", mode=mode, fields=fields)
-    return bigquery.SchemaField(name, _BIGQUERY_TYPES.get(kind, "STRING"), mode=mode)
-
-
-def _json_ready(row: dict[str, Any]) -> dict[str, Any]:
-    ready: dict[str, Any] = {}
-    for name, value in row.items():
-        if isinstance(value, list):
-            ready[name] = [_scalar(item) for item in value]
-        else:
-            ready[name] = _scalar(value)
-    return ready
-
-
-def _scalar(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
