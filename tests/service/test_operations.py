@@ -16,8 +16,10 @@ from dicomql.store.index import Index
 
 LOCATION = "projects/p/locations/us-central1"
 DATASET = f"{LOCATION}/datasets/ds"
-# No handler is registered for this method, so no worker picks these operations up.
-RUNNING_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
+# A method no handler is registered for, so no worker claims these operations: they stay
+# running for as long as a test looks at them. (A real method such as ExportDicomData would be
+# claimed by the live server's workers within a poll and fail for want of a request.)
+RUNNING_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.NoSuchMethodForTests"
 
 
 def error_of(caught: pytest.ExceptionInfo[HttpError]) -> tuple[int, str, str]:
