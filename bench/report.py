@@ -173,6 +173,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"| {limit['name']} | {limit['mb_per_s']:,} | {limit['files_per_s']:,} |"
         for limit in result.get("limits", [])
     ]
+    growth = _qido_growth(result)
+    if growth:
+        out += ["", "## QIDO growth: p50 at the larger scale ÷ p50 at the smaller", ""]
+        out += growth
     result_counts = _result_counts(result)
     if result_counts:
         out += ["", "## QIDO mean result counts (same queries; differences are semantics)", ""]
@@ -186,6 +190,37 @@ def markdown(result: dict[str, Any]) -> str:
         out += ["", "## Errors", ""]
         out += [f"- **{name}** {phase}: {message[:400]}" for name, phase, message in errors]
     return "\n".join(out) + "\n"
+
+
+# Issue 6's goal: QIDO latency at 100,000 instances within 1.5× of that at 10,000.
+GROWTH_GOAL = 1.5
+
+
+def _qido_growth(result: dict[str, Any]) -> list[str]:
+    """Each QIDO query's p50 at the largest scale over its p50 at the smallest, per target (✗
+    above :data:`GROWTH_GOAL`). The mean result counts below show where a query simply returns
+    more at the larger scale (a date range over ten times the studies)."""
+    scales = Plan(**result["plan"]).qido_scales
+    if len(scales) < 2:
+        return []
+    small, large = scales[0], scales[-1]
+    targets = result["targets"]
+    lines = [
+        f"| Query ({small:,} → {large:,}) | " + " | ".join(targets) + " |",
+        "|---|" + "---:|" * len(targets),
+    ]
+    for query in QIDO_QUERIES:
+        cells = []
+        for target in targets.values():
+            before = target["figures"].get(f"qido.{small}.{query}", {}).get("p50_ms")
+            after = target["figures"].get(f"qido.{large}.{query}", {}).get("p50_ms")
+            if not before or after is None:
+                cells.append("—")
+                continue
+            growth = after / before
+            cells.append(f"{growth:.2f}{' ✗' if growth > GROWTH_GOAL else ''}")
+        lines.append(f"| {query.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _result_counts(result: dict[str, Any]) -> list[str]:
@@ -232,3 +267,12 @@ def write(result: dict[str, Any], directory: Path, stem: str) -> tuple[Path, Pat
     json_path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
     md_path.write_text(markdown(result))
     return md_path, json_path
+
+
+if __name__ == "__main__":
+    # Re-render a written run's Markdown from its JSON: python -m bench.report results/latest.json
+    import sys
+
+    for name in sys.argv[1:]:
+        source = Path(name)
+        source.with_suffix(".md").write_text(markdown(json.loads(source.read_text())))
