@@ -18,6 +18,7 @@ import uvicorn
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from dicomql.store.index import Index, sqlite_url
 from ports import free_port
 
 POSTGRES_URL = os.environ.get(
@@ -71,6 +72,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
         return None
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+def index_url(tmp_path: Path, database_url: str | None) -> str:
+    """The index's URL on each backend, for tests that open it (or a second handle) themselves."""
+    return database_url or sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def index(index_url: str) -> Iterator[Index]:
+    opened = Index.open(index_url)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import io
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +38,7 @@ from dicomql.service.workers import (
 )
 from dicomql.store import work
 from dicomql.store.blobs import BlobStore, LocalBlobStore
-from dicomql.store.index import Index, sqlite_url
+from dicomql.store.index import Index
 from dicomql.store.object_blobs import blob_store_for
 from dicomql.store.operations import create_operation, operation_resource
 from dicomql.store.schema import datasets, dicom_stores, instances, operations, work_items
@@ -82,20 +82,6 @@ def counting_method(units: Units, pool_name: str, *, signal_after: int = 3) -> I
                 units.reached.set()
 
     return ItemizedMethod(plan=plan, run_item=run_item, response={"@type": "counted"})
-
-
-@pytest.fixture
-def index_url(tmp_path: Path, database_url: str | None) -> str:
-    return database_url or sqlite_url(tmp_path)
-
-
-@pytest.fixture
-def index(index_url: str) -> Iterator[Index]:
-    opened = Index.open(index_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def make_pool(index: Index, tmp_path: Path, units: Units, name: str, **options: Any) -> WorkerPool:

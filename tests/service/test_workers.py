@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +22,7 @@ from dicomql.service.config import ServiceConfig
 from dicomql.service.workers import Handler, OperationContext, WorkerPool
 from dicomql.store import work
 from dicomql.store.blobs import LocalBlobStore
-from dicomql.store.index import Index, sqlite_url
+from dicomql.store.index import Index
 from dicomql.store.operations import create_operation, operation_resource
 from dicomql.store.schema import datasets, operations
 
@@ -68,20 +68,6 @@ def counting_handler(runs: Runs, *, signal_after: int = 3) -> Handler:
 @pytest.fixture
 def runs() -> Runs:
     return Runs(items=[], starts=[], lock=threading.Lock(), reached=threading.Event())
-
-
-@pytest.fixture
-def index_url(tmp_path: Path, database_url: str | None) -> str:
-    return database_url or sqlite_url(tmp_path)
-
-
-@pytest.fixture
-def index(index_url: str) -> Iterator[Index]:
-    opened = Index.open(index_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def add_dataset(index: Index) -> int:

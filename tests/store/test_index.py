@@ -11,12 +11,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import literal, select
 
-from dicomql.store.index import Index, sqlite_url
-
-
-@pytest.fixture
-def index_url(database_url: str | None, tmp_path: Path) -> str:
-    return database_url or sqlite_url(tmp_path)
+from dicomql.store.index import Index
 
 
 @pytest.fixture
