@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from dicomql.dicom.attributes import Level
+from dicomql.service import names
 from dicomql.store.index import Index
 from dicomql.store.schema import datasets, dicom_stores, instance_events, instances
 
@@ -103,10 +104,7 @@ def destinations(conn: Connection, store_pk: int, action: str) -> Destinations |
         .join(datasets, datasets.c.pk == dicom_stores.c.dataset_pk)
         .where(dicom_stores.c.pk == store_pk)
     ).one()
-    store_name = (
-        f"projects/{row.project}/locations/{row.location}/datasets/{row.dataset_id}"
-        f"/dicomStores/{row.store_id}"
-    )
+    store_name = names.dicom_store_name(row.project, row.location, row.dataset_id, row.store_id)
     return Destinations(store_name, topics, tables)
 
 
