@@ -323,7 +323,11 @@ def _row_count(db: duckdb.DuckDBPyConnection, schema: str, table: str) -> int:
 
 
 def _require_empty(db: duckdb.DuckDBPyConnection, uri: TableUri) -> None:
-    rows = _row_count(db, uri.dataset, uri.table)
+    _refuse_rows(uri, _row_count(db, uri.dataset, uri.table))
+
+
+def _refuse_rows(uri: TableUri, rows: int) -> None:
+    """WRITE_EMPTY: a table that already has rows fails the export, in BigQuery or the stand-in."""
     if rows:
         raise OperationFailedError(
             FAILED_PRECONDITION,
@@ -448,13 +452,7 @@ def _export_to_bigquery(
     its checkpoint."""
     try:
         if after == 0 and disposition == "WRITE_EMPTY":
-            rows = google.row_count(uri)
-            if rows:
-                raise OperationFailedError(
-                    FAILED_PRECONDITION,
-                    f"Table bq://{uri.project}.{uri.dataset}.{uri.table} already has {rows} rows"
-                    " and the writeDisposition is WRITE_EMPTY; use WRITE_TRUNCATE or WRITE_APPEND.",
-                )
+            _refuse_rows(uri, google.row_count(uri))
         if after == 0 and disposition == "WRITE_TRUNCATE":
             google.drop(uri)
         scope = ctx.request.get("scope", {})
