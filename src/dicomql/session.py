@@ -88,7 +88,11 @@ class Session:
         """
         from dicomql.sql.lexer import position, split_statements
 
-        pieces = split_statements(text)
+        try:
+            pieces = split_statements(text)
+        except Error as exc:
+            # An unterminated string or comment: no statement can be cut out of the text.
+            return self._fail(error_message(exc), exc)
         config = self.connection.config
         for number, (offset, piece) in enumerate(pieces, start=1):
             try:
@@ -99,16 +103,20 @@ class Session:
                 if len(pieces) > 1:
                     line, _ = position(text, offset + len(piece) - len(piece.lstrip()))
                     message = f"statement {number} (line {line}): {message}"
-                if self.fail_fast:
-                    raise click.ClickException(message) from exc
-                click.echo(f"Error: {message}", file=self.err)
-                self.failures += 1
-                return False
+                return self._fail(message, exc)
             finally:
                 if self.progress is not None:
                     self.progress.finish()
             self.show(result)
         return True
+
+    def _fail(self, message: str, exc: BaseException) -> bool:
+        """Raise (``fail_fast``) or print the error and count it."""
+        if self.fail_fast:
+            raise click.ClickException(message) from exc
+        click.echo(f"Error: {message}", file=self.err)
+        self.failures += 1
+        return False
 
     def show(self, result: Result) -> None:
         """Print a result's rows (if it has columns) and its message."""
