@@ -127,7 +127,7 @@ def test_store_metrics_select_counts_what_was_stored(engine: Engine, stored: str
         "WHERE projectsId = 'proj' AND locationsId = 'us-central1' AND datasetsId = 'ds1' "
         "AND dicomStoresId = 's'"
     )
-    assert result.rows == [("3", "3")]
+    assert result.rows == [(3, 3)]
 
 
 def test_batches_split_by_count_and_size(tmp_path: Path) -> None:

@@ -68,6 +68,17 @@ class Field:
     type: str
     description: str = ""
     ref: str | None = None
+    format: str | None = None
+
+    @property
+    def is_integer(self) -> bool:
+        """int64 and uint64 travel as JSON strings (Google's JSON mapping) but are numbers."""
+        return self.type == "string" and self.format in ("int64", "uint64")
+
+    @property
+    def type_name(self) -> str:
+        """The type as DESCRIBE shows it: ``string (int64)`` for an int64 field."""
+        return f"{self.type} ({self.format})" if self.is_integer else self.type
 
     @property
     def is_json(self) -> bool:
@@ -247,7 +258,7 @@ def _field(name: str, spec: Mapping[str, Any]) -> Field:
     kind = "object" if ref else spec.get("type", "string")
     if kind == "array" and "$ref" in spec.get("items", {}):
         ref = spec["items"]["$ref"]
-    return Field(name, kind, spec.get("description", ""), ref)
+    return Field(name, kind, spec.get("description", ""), ref, spec.get("format"))
 
 
 def _discovery_methods(resources: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:

