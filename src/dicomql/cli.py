@@ -111,8 +111,7 @@ def serve(
     from dicomql.service.app import create_app
     from dicomql.service.config import ServiceConfig
 
-    if auth_token_file is not None:
-        auth_token = auth_token_file.read_text().strip()
+    auth_token = _auth_token(auth_token, auth_token_file)
     if not auth_token and not insecure and not _is_loopback(host):
         raise click.UsageError(
             f"refusing to serve on {host} without authentication: give --auth-token "
@@ -274,6 +273,53 @@ def shell(history: Path, output: str, **options: Any) -> None:
         # Piped into (`dicomql shell < script.sql`): a failed statement fails the run, as in
         # sqlite3, while the statements after it still ran.
         sys.exit(1)
+
+
+def _auth_token(auth_token: str | None, auth_token_file: Path | None) -> str | None:
+    """The bearer token ``serve`` requires, or None when none was given at all.
+
+    A token that is given but blank would mean no authentication without a word: an empty or
+    whitespace-only ``--auth-token``, ``DICOMQL_AUTH_TOKEN=""`` (click reads an empty variable as
+    unset, so the environment is checked here), or an empty token file (a secret not mounted
+    yet). Each is refused, whatever the bind address, as is a token no client could send (a
+    second line in the file, say).
+
+    Raises:
+        click.BadParameter: the token is blank or unusable, or the file cannot be read.
+        click.UsageError: both a token and a token file were given.
+    """
+    if auth_token is None and os.environ.get("DICOMQL_AUTH_TOKEN") is not None:
+        auth_token = os.environ["DICOMQL_AUTH_TOKEN"]
+    if auth_token is not None and auth_token_file is not None:
+        raise click.UsageError(
+            "give either --auth-token (or DICOMQL_AUTH_TOKEN) or --auth-token-file, not both"
+        )
+    source = "--auth-token (or DICOMQL_AUTH_TOKEN)"
+    if auth_token_file is not None:
+        source = f"--auth-token-file {auth_token_file}"
+        try:
+            auth_token = auth_token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"cannot read the token: {exc}", param_hint="--auth-token-file"
+            ) from exc
+    if auth_token is None:
+        return None
+    token = auth_token.strip()
+    if not token:
+        raise click.BadParameter(
+            "the token is empty or blank, which would serve without authentication; "
+            "give a token, or leave the option (and DICOMQL_AUTH_TOKEN) unset",
+            param_hint=source,
+        )
+    if any(not " " <= character <= "~" for character in token):
+        # RFC 9110 5.5: a header value a client can send is visible ASCII and spaces.
+        raise click.BadParameter(
+            "the token holds a character other than printable ASCII (a line break, say), "
+            "which no client can send in an Authorization header",
+            param_hint=source,
+        )
+    return token
 
 
 def _is_loopback(host: str) -> bool:

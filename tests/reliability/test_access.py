@@ -99,7 +99,9 @@ def test_every_route_answers_401_in_googles_shape_without_the_token(
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.org"])
 def test_serve_refuses_a_non_loopback_address_without_a_token(host: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        main, ["serve", "--host", host, "--data-dir", str(tmp_path)], env={"DICOMQL_AUTH_TOKEN": ""}
+        main,
+        ["serve", "--host", host, "--data-dir", str(tmp_path)],
+        env={"DICOMQL_AUTH_TOKEN": None},
     )
     assert result.exit_code == 2
     assert "refusing to serve" in result.output
