@@ -96,3 +96,78 @@ def test_an_unterminated_string_is_a_syntax_error_not_a_traceback(data_dir: Path
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "Error: Unterminated string at line 1, column 8" in result.stderr
+
+
+@pytest.mark.parametrize("wrong", ["projectId", "projectsid"])
+def test_a_misspelt_parameter_suggests_projectsId(data_dir: Path, wrong: str) -> None:
+    sql = f"SELECT name FROM google.healthcare.dicom_stores WHERE {SCOPE}".replace(
+        "projectsId", wrong
+    )
+    result = run(data_dir, "exec", sql)
+    assert result.exit_code == 1
+    assert "missing required parameter projectsId" in result.stderr
+    assert f"WHERE names '{wrong}'; did you mean 'projectsId'?" in result.stderr
+
+
+def test_like_on_a_parameter_column_is_explained(data_dir: Path) -> None:
+    sql = f"SELECT name FROM google.healthcare.dicom_stores WHERE {SCOPE}".replace(
+        "datasetsId = 'ds'", "datasetsId LIKE 'd%'"
+    )
+    result = run(data_dir, "exec", sql)
+    assert result.exit_code == 1
+    assert "datasetsId is a parameter of the API call, given only by = or IN (not by LIKE)" in (
+        result.stderr
+    )
+
+
+def test_a_join_on_a_missing_column_names_the_column(data_dir: Path) -> None:
+    result = run(
+        data_dir,
+        "exec",
+        "SELECT s.name FROM google.healthcare.datasets d JOIN google.healthcare.dicom_stores s "
+        "ON s.datasetsId = d.datasetId WHERE d.projectsId = 'p' AND d.locationsId = 'us' "
+        "AND s.projectsId = 'p' AND s.locationsId = 'us'",
+    )
+    assert result.exit_code == 1
+    assert "unknown column 'd.datasetId' in google.healthcare.datasets" in result.stderr
+    assert "cycle" not in result.stderr
+
+
+def test_a_join_of_two_parameters_says_which_wait_on_each_other(data_dir: Path) -> None:
+    result = run(
+        data_dir,
+        "exec",
+        "SELECT s.name FROM google.healthcare.datasets d JOIN google.healthcare.dicom_stores s "
+        "ON s.datasetsId = d.datasetsId WHERE d.projectsId = 'p' AND d.locationsId = 'us' "
+        "AND s.projectsId = 'p' AND s.locationsId = 'us'",
+    )
+    assert result.exit_code == 1
+    assert "s.datasetsId from d.datasetsId" in result.stderr
+    assert "give one of them in WHERE" in result.stderr
+
+
+def test_a_keyword_in_the_wrong_case_suggests_the_keyword(data_dir: Path) -> None:
+    result = run(
+        data_dir,
+        "exec",
+        f"EXEC google.healthcare.dicom_stores.search_for_studies {AT_SCOPE}, "
+        "@dicomStoresId='a', @PatientId='P0'",
+    )
+    assert result.exit_code == 1
+    assert "unknown DICOM attribute 'PatientId'" in result.stderr
+    assert "did you mean 'PatientID'?" in result.stderr
+
+
+def test_bad_json_is_located_in_the_script_file(data_dir: Path, tmp_path: Path) -> None:
+    script = tmp_path / "bad.iql"
+    script.write_text(
+        "SHOW SERVICES;\n\n"
+        "INSERT INTO google.healthcare.dicom_stores (data__labels, projectsId, locationsId,\n"
+        '  datasetsId, dicomStoreId) SELECT \'{"a":\n'
+        "  1,,}', 'p', 'us', 'ds', 'x';\n"
+    )
+    result = run(data_dir, "exec", "-f", str(script), "-o", "csv")
+    assert result.exit_code == 1
+    assert "statement 2 (line 3): data__labels is not valid JSON" in result.stderr
+    assert "at line 5, column 5" in result.stderr
+    assert "\n  1,,}', 'p', 'us', 'ds', 'x'\n    ^\n" in result.stderr  # under the 2nd comma

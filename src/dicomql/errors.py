@@ -7,6 +7,7 @@
     │   └── ManifestError             a stack manifest or query file is wrong; has file/line
     └── DatabaseError
         ├── DataError
+        │   └── JSONValueError        a data__ value or @@json does not parse; has line/column
         ├── OperationalError
         │   └── TransportError        the backend could not be reached
         ├── IntegrityError
@@ -24,6 +25,17 @@ from __future__ import annotations
 
 import builtins
 from typing import Any
+
+
+def caret_lines(sql: str, line: int, column: int) -> str:
+    """The line of ``sql`` at ``line`` and a caret under ``column``, indented two spaces; a
+    statement of a script is padded to its place in the script, so leading blanks are cut."""
+    lines = sql.splitlines()
+    if not 0 < line <= len(lines):
+        return ""
+    text = lines[line - 1]
+    cut = min(len(text) - len(text.lstrip()), column - 1)
+    return f"\n  {text[cut:]}\n  {' ' * (column - 1 - cut)}^"
 
 
 class Warning(builtins.Warning):
@@ -44,6 +56,36 @@ class DatabaseError(Error):
 
 class DataError(DatabaseError):
     """A value could not be processed (bad JSON in a data__ field, say)."""
+
+
+class JSONValueError(DataError):
+    """A JSON value in a statement (a ``data__`` field, ``@@json``) does not parse.
+
+    ``position`` is the offset of the fault inside ``document``; :meth:`located` turns it into
+    the line and column of the statement (or script) the document was written in.
+    """
+
+    def __init__(self, what: str, document: str, reason: str, position: int) -> None:
+        self.what = what
+        self.document = document
+        self.reason = reason
+        self.position = position
+        super().__init__(f"{what} is not valid JSON: {reason} (character {position + 1})")
+
+    def located(self, sql: str) -> DataError:
+        """The same error, its line and column counted in ``sql`` when the document is there
+        as a quoted literal (else itself)."""
+        literal = "'" + self.document.replace("'", "''") + "'"
+        start = sql.find(literal)
+        if start < 0:
+            return self
+        offset = start + 1 + len(self.document[: self.position].replace("'", "''"))
+        line = sql.count("\n", 0, offset) + 1
+        column = offset - (sql.rfind("\n", 0, offset) + 1) + 1
+        return DataError(
+            f"{self.what} is not valid JSON: {self.reason} at line {line}, column {column}"
+            + caret_lines(sql, line, column)
+        )
 
 
 class OperationalError(DatabaseError):
@@ -98,12 +140,7 @@ class SQLSyntaxError(ProgrammingError):
 
     def _render(self) -> str:
         message = f"{self.description} at line {self.line}, column {self.column}"
-        lines = self.sql.splitlines()
-        if 0 < self.line <= len(lines):
-            text = lines[self.line - 1]
-            caret = " " * (self.column - 1) + "^"
-            message = f"{message}\n  {text}\n  {caret}"
-        return message
+        return message + caret_lines(self.sql, self.line, self.column)
 
 
 class ApiError(DatabaseError):

@@ -96,7 +96,11 @@ class Session:
         config = self.connection.config
         for number, (offset, piece) in enumerate(pieces, start=1):
             try:
-                result = self.connection.engine.execute(piece, variables=config.variables)
+                # Blank lines and spaces before the statement: the lines and columns its
+                # errors name are the script's, not the statement's.
+                line, column = position(text, offset)
+                padded = "\n" * (line - 1) + " " * (column - 1) + piece
+                result = self.connection.engine.execute(padded, variables=config.variables)
             except (Error, OSError) as exc:
                 # OSError: a data dir or @path that cannot be read or written.
                 message = error_message(exc) if isinstance(exc, Error) else str(exc)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from dicomql.errors import ProgrammingError
+from dicomql.errors import JSONValueError, ProgrammingError
 from dicomql.provider.client import Client
 from dicomql.provider.registry import Field, Method, Registry, Resource, suggest
 from dicomql.sql import mutations, procedures
@@ -99,7 +99,10 @@ class Engine:
         filled = bind(render_template(text, variables), parameters)
         statement = parse(filled)
         with Workspace() as workspace:
-            return self._handlers[statement.kind](statement, workspace)
+            try:
+                return self._handlers[statement.kind](statement, workspace)
+            except JSONValueError as exc:
+                raise exc.located(filled) from exc
 
     # --- SELECT ------------------------------------------------------------------------------
 
@@ -113,7 +116,12 @@ class Engine:
         for subquery in derived_feeding_parameters(tree, self.registry):
             columns, rows = self.query(subquery.this, workspace)
             temp = f"_derived_{workspace.next_id()}"
-            workspace.load(temp, columns, [dict(zip(columns, r, strict=True)) for r in rows])
+            workspace.load(
+                temp,
+                columns,
+                [dict(zip(columns, r, strict=True)) for r in rows],
+                label=f"subquery {subquery.alias}",
+            )
             derived[subquery.alias] = temp
             subquery.replace(
                 exp.Table(
@@ -137,6 +145,9 @@ class Engine:
         method, resource = scan.method, scan.resource
         dependent: dict[str, list[Any]] = {}
         for dependency in scan.dependent:
+            workspace.check_column(
+                dependency.table, dependency.column, f"{dependency.alias}.{dependency.column}"
+            )
             _, values = workspace.query(
                 f'SELECT DISTINCT "{dependency.column}" FROM "{dependency.table}" '
                 f'WHERE "{dependency.column}" IS NOT NULL'

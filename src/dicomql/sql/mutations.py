@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
-from dicomql.errors import DataError, ProgrammingError
+from dicomql.errors import JSONValueError, ProgrammingError
 from dicomql.provider.registry import Method, Resource, suggest
 from dicomql.sql.dialect import StackQL
 from dicomql.sql.parser import Relational, Statement
@@ -59,7 +59,7 @@ def split_row(
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{PREFIX}{name} is not valid JSON: {exc}") from exc
+                raise JSONValueError(PREFIX + name, value, exc.msg, exc.pos) from exc
         body[name] = value
     return method, {k: v for k, v in params.items() if not _unset(v)}, body
 

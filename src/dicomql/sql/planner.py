@@ -12,7 +12,7 @@ from typing import Any
 from sqlglot import exp
 
 from dicomql.errors import ProgrammingError
-from dicomql.provider.registry import Method, Registry, Resource
+from dicomql.provider.registry import Method, Registry, Resource, suggest
 from dicomql.sql.dialect import StackQL
 
 
@@ -25,6 +25,7 @@ class DependentParameter:
     table: str
     column: str
     scan: Scan | None = None
+    alias: str = ""  # the other table's name in the statement
 
 
 @dataclass
@@ -200,7 +201,10 @@ def plan_select(
         for alias, (table, resource) in by_alias.items():
             given = {p for p, values in params[alias].items() if values != [""]}
             given |= {p for p, _, _ in joins[alias]}
-            method = choose_method(resource, "select", given)
+            try:
+                method = choose_method(resource, "select", given)
+            except ProgrammingError as exc:
+                raise ProgrammingError(f"{exc}{_why_missing(select, alias, resource)}") from exc
             accepted = set(method.parameters)
             page_fields = _page_fields(resource, method)
             referenced = {c.name for c in tree.find_all(exp.Column) if c.table in ("", alias)}
@@ -231,13 +235,40 @@ def plan_select(
                     continue
                 if other in local:
                     local[alias].dependent.append(
-                        DependentParameter(parameter, local[other].temp, column, local[other])
+                        DependentParameter(
+                            parameter, local[other].temp, column, local[other], other
+                        )
                     )
                 elif other in derived:
                     local[alias].dependent.append(
-                        DependentParameter(parameter, derived[other], column)
+                        DependentParameter(parameter, derived[other], column, alias=other)
                     )
     return tree, _ordered(scans)
+
+
+def _why_missing(select: exp.Select, alias: str, resource: Resource) -> str:
+    """Why a required parameter seems missing: it was filtered with something other than = or
+    IN, or WHERE names a column that looks like it (``projectId``, ``projectsid``)."""
+    parameters = all_parameters(resource)
+    known = parameters | {
+        f.name for m in resource.verb_methods("select") for f in resource.fields(m)
+    }
+    terms = conjuncts(select.args.get("where"))
+    for join in select.args.get("joins") or []:
+        terms += conjuncts(join.args.get("on"))
+    reasons: list[str] = []
+    for term in terms:
+        for column in term.find_all(exp.Column):
+            if column.table not in ("", alias):
+                continue
+            if column.name in parameters:
+                reasons.append(
+                    f"{column.name} is a parameter of the API call, given only by = or IN "
+                    f"(not by {term.key.upper()}); filter the fetched rows on another column"
+                )
+            elif column.name not in known and (hint := suggest(column.name, parameters)):
+                reasons.append(f"WHERE names '{column.name}'{hint}")
+    return "".join(f"; {reason}" for reason in dict.fromkeys(reasons))
 
 
 def _ordered(scans: list[Scan]) -> list[Scan]:
@@ -248,7 +279,18 @@ def _ordered(scans: list[Scan]) -> list[Scan]:
         if scan in ordered:
             return
         if id(scan) in seen:
-            raise ProgrammingError("JOIN parameters depend on each other in a cycle")
+            feeds = ", ".join(
+                f"{waiting.alias}.{d.parameter} from {d.scan.alias}.{d.column}"
+                for waiting in scans
+                if id(waiting) in seen
+                for d in waiting.dependent
+                if d.scan is not None
+            )
+            raise ProgrammingError(
+                f"JOIN parameters wait on each other ({feeds}): each is a call parameter, known "
+                "only once the other table is fetched; give one of them in WHERE, or join on a "
+                "column the other table returns"
+            )
         for dependency in scan.dependent:
             if dependency.scan is not None:
                 visit(dependency.scan, (*seen, id(scan)))

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from dicomql.errors import ApiError, DataError, ProgrammingError
+from dicomql.errors import ApiError, DataError, JSONValueError, ProgrammingError
 from dicomql.provider.client import api_error
 from dicomql.provider.registry import Method, Registry, suggest
-from dicomql.sql import uploads
+from dicomql.sql import qido_keys, uploads
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.parser import Exec, Statement
 from dicomql.sql.relational import Workspace
@@ -116,7 +116,7 @@ def parse_body(text: str | None, what: str = "@@json") -> dict[str, Any]:
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{what} is not valid JSON: {exc}") from exc
+        raise JSONValueError(what, text, exc.msg, exc.pos) from exc
     if not isinstance(body, dict):
         raise DataError(f"{what} must be a JSON object")
     return {k: v for k, v in body.items() if v != "" and v is not None}
@@ -158,6 +158,8 @@ def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
             name = next(iter(extras))
             raise engine.method_parameter_error(name, method)
         # DICOMweb GETs take QIDO keys and options as query parameters (PS3.18 10.6.1).
+        for name in extras:
+            qido_keys.check_key(name)
         params.update(extras)
         check_body_fields(engine.registry, method, body)
         response = engine.client.call(

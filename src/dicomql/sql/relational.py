@@ -79,6 +79,18 @@ class Workspace:
             ([sql_value(row.get(name)) for name in names] for row in rows),
         )
 
+    def check_column(self, table: str, column: str, shown: str) -> None:
+        """Raise naming ``shown`` unless ``table`` has ``column`` (SQLite would read a missing
+        double-quoted name as a string literal and call the API with the column's name).
+
+        Raises:
+            ProgrammingError: no such column; the message suggests the closest.
+        """
+        known = self._columns.get(table, [])
+        if column.lower() not in (c.lower() for c in known):
+            where = self._labels.get(table, table)
+            raise ProgrammingError(f"unknown column '{shown}' in {where}{suggest(column, known)}")
+
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run ``sql``; SQLite's complaints become ProgrammingError naming the column."""
         try:
