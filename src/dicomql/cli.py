@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from dicomql.cli_options import connection_options
+from dicomql.config import CONFORMANCE_PROFILES
 
 if TYPE_CHECKING:
     from dicomql.config import ConnectionConfig
@@ -89,6 +90,14 @@ def main() -> None:
     show_default=True,
     help="How often this server removes such leftovers.",
 )
+@click.option(
+    "--conformance",
+    type=click.Choice(CONFORMANCE_PROFILES),
+    default="google",
+    show_default=True,
+    help="google: serve what Cloud Healthcare's DICOM conformance statement documents and refuse "
+    "the rest as Google does; standard: also what DICOM PS3.18 requires beyond it.",
+)
 @click.option("--log-level", default="warning", show_default=True)
 def serve(
     host: str,
@@ -103,6 +112,7 @@ def serve(
     lease_seconds: float,
     orphan_grace_seconds: float,
     janitor_interval_seconds: float,
+    conformance: str,
     log_level: str,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
@@ -133,6 +143,7 @@ def serve(
         lease_seconds=lease_seconds,
         orphan_grace_seconds=orphan_grace_seconds,
         janitor_interval_seconds=janitor_interval_seconds,
+        conformance=conformance,
     )
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, access_log=False)
 

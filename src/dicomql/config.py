@@ -21,6 +21,9 @@ BACKENDS = (EMBEDDED, ENDPOINT, GOOGLE)
 GOOGLE_ENDPOINT = "https://healthcare.googleapis.com/"
 DEFAULT_DATA_DIR = "~/.local/share/dicomql"
 DEFAULT_PAGE_LIMIT = 20
+# The embedded service's profiles, as dicomql.service.conformance.PROFILES names them (the front
+# end does not import the service; a test pins the two equal).
+CONFORMANCE_PROFILES = ("google", "standard")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class ConnectionConfig:
         page_limit: how many pages a list follows (``None``: all of them).
         variables: ``{{ name }}`` template values for every statement.
         timeout: seconds to wait for one HTTP exchange.
+        conformance: the embedded service's profile, ``google`` (default) or ``standard``
+            (see ``dicomql serve --conformance``).
     """
 
     backend: str = EMBEDDED
@@ -50,6 +55,7 @@ class ConnectionConfig:
     page_limit: int | None = DEFAULT_PAGE_LIMIT
     variables: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     timeout: float = 60.0
+    conformance: str = "google"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -60,6 +66,11 @@ class ConnectionConfig:
             raise InterfaceError("the endpoint backend needs an endpoint URL")
         if self.backend == EMBEDDED and self.data_dir is None:
             raise InterfaceError("the embedded backend needs a data directory")
+        if self.conformance not in CONFORMANCE_PROFILES:
+            raise InterfaceError(
+                f"unknown conformance '{self.conformance}'; expected one of"
+                f" {', '.join(CONFORMANCE_PROFILES)}"
+            )
         if self.page_limit is not None and self.page_limit < 1:
             raise InterfaceError(f"page_limit must be at least 1, not {self.page_limit}")
 
@@ -76,6 +87,7 @@ class ConnectionConfig:
         page_limit: int | None = DEFAULT_PAGE_LIMIT,
         variables: Mapping[str, Any] | None = None,
         timeout: float = 60.0,
+        conformance: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> ConnectionConfig:
         """Resolve explicit settings, then the environment, then defaults.
@@ -109,6 +121,10 @@ class ConnectionConfig:
                 raise InterfaceError("a token applies to an endpoint, not the embedded backend")
             data_dir = data_dir or env.get("DICOMQL_DATA_DIR") or DEFAULT_DATA_DIR
             database_url = database_url or env.get("DICOMQL_DATABASE_URL") or None
+        elif conformance is not None:
+            raise InterfaceError(
+                "conformance applies to the embedded backend; give it to `dicomql serve`"
+            )
         return cls(
             backend=backend,
             data_dir=Path(data_dir).expanduser() if data_dir is not None else None,
@@ -119,4 +135,5 @@ class ConnectionConfig:
             page_limit=page_limit,
             variables=MappingProxyType(dict(variables or {})),
             timeout=timeout,
+            conformance=conformance or "google",
         )

@@ -82,6 +82,7 @@ def connect(
     page_limit: int | None = DEFAULT_PAGE_LIMIT,
     variables: Mapping[str, Any] | None = None,
     timeout: float = 60.0,
+    conformance: str | None = None,
 ) -> Connection:
     """Open a connection to a DICOM store backend.
 
@@ -96,6 +97,9 @@ def connect(
         page_limit: pages a list follows (``None``: all).
         variables: ``{{ name }}`` template values for every statement.
         timeout: seconds to wait for one HTTP exchange.
+        conformance: the embedded service's profile: ``"google"`` (the default) serves what
+            Cloud Healthcare's DICOM conformance statement documents, ``"standard"`` also what
+            PS3.18 requires beyond it.
 
     Raises:
         InterfaceError: the arguments contradict each other.
@@ -111,6 +115,7 @@ def connect(
         page_limit=page_limit,
         variables=variables,
         timeout=timeout,
+        conformance=conformance,
     )
     return Connection(config)
 

@@ -251,6 +251,15 @@ def _as_text(text: str) -> str | None:
 def _person_name(text: str) -> dict[str, str] | None:
     if not text:
         return None
+    return person_name_groups(text)
+
+
+def person_name_groups(text: str) -> dict[str, str]:
+    """A PN value's component groups as DICOM JSON names them (PS3.18 F.2.2).
+
+    >>> person_name_groups("Wang^XiaoDong=王^小東")
+    {'Alphabetic': 'Wang^XiaoDong', 'Ideographic': '王^小東'}
+    """
     groups = text.split("=")
     return {name: group for name, group in zip(_PN_GROUPS, groups, strict=False) if group}
 

@@ -1,23 +1,55 @@
 """Rendering a frame as a consumer image (PS3.18 8.3.5.1.3, 10.4.1.1.3): modality and VOI
-transforms, scaling to 8 bits, optional viewport, encoded as JPEG or PNG with Pillow."""
+transforms (PS3.3 C.11.1, C.11.2), scaling to 8 bits, optional viewport, encoded as JPEG or PNG
+with Pillow.
+
+Grayscale frames of integer pixels go through one 8-bit lookup table built over the frame's
+value range (at most 65,536 entries for 16-bit data): the modality rescale, the window and the
+inversion of MONOCHROME1 are computed once per distinct stored value, never per pixel in
+floating point, so rendering a frame costs its decoded size plus one byte a pixel. Frames larger
+than :data:`MAX_RENDERED_PIXELS` are refused before they are decoded.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
 from pydicom import Dataset
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_modality_lut, apply_voi, pixel_array
 
 RENDERED_MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+# A choice: 50 megapixels (e.g. 7000 x 7000) a frame. A 16-bit frame of that size decodes to
+# 100 MB; docs/reliability.md gives the measured peak.
+MAX_RENDERED_PIXELS = 50_000_000
+# PS3.18 8.3.5.1.3 "window" function names and PS3.3 C.11.2.1.3 VOI LUT Function values.
+WINDOW_FUNCTIONS = {
+    "linear": "LINEAR",
+    "linear-exact": "LINEAR_EXACT",
+    "sigmoid": "SIGMOID",
+}
 
 
 class RenderError(ValueError):
     """The frame cannot be decoded or rendered."""
+
+
+class TooLargeToRender(RenderError):
+    """The frame has more pixels than :data:`MAX_RENDERED_PIXELS`."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A VOI window (PS3.3 C.11.2.1.2): center, width and function."""
+
+    center: float
+    width: float
+    function: str = "LINEAR"  # LINEAR, LINEAR_EXACT or SIGMOID
 
 
 @dataclass(frozen=True)
@@ -25,6 +57,44 @@ class RenderOptions:
     media_type: str = "image/jpeg"
     viewport: tuple[int, int] | None = None  # (width, height), aspect ratio kept
     quality: int = 75  # JPEG quality 1-100
+    window: Window | None = None  # the request's window, over the data's own
+
+
+def parse_window(text: str) -> Window:
+    """The ``window`` query parameter (PS3.18 8.3.5.1.3): ``center,width[,function]``.
+
+    Raises:
+        ValueError: not two numbers and an optional known function, or a width the function
+            does not allow (PS3.3 C.11.2.1.2: at least 1 for linear, above 0 otherwise).
+
+    >>> parse_window("40,400,sigmoid")
+    Window(center=40.0, width=400.0, function='SIGMOID')
+    """
+    pieces = [piece.strip() for piece in text.split(",")]
+    if len(pieces) not in (2, 3):
+        raise ValueError("window must be center,width,function (e.g. 40,400,linear).")
+    try:
+        center, width = float(pieces[0]), float(pieces[1])
+    except ValueError:
+        raise ValueError("window center and width must be numbers.") from None
+    if not (math.isfinite(center) and math.isfinite(width)):
+        raise ValueError("window center and width must be finite numbers.")
+    name = pieces[2].lower() if len(pieces) == 3 else "linear"
+    if name not in WINDOW_FUNCTIONS:
+        raise ValueError(
+            f"window function {pieces[2]!r} is not one of {', '.join(WINDOW_FUNCTIONS)}."
+        )
+    function = WINDOW_FUNCTIONS[name]
+    if function == "LINEAR" and width < 1:
+        raise ValueError("a linear window's width must be at least 1.")
+    if width <= 0:
+        raise ValueError("the window width must be greater than 0.")
+    return Window(center, width, function)
+
+
+def frame_pixels(header: Dataset) -> int:
+    """Rows x Columns of one frame, from the header (0 when absent)."""
+    return int(header.get("Rows", 0) or 0) * int(header.get("Columns", 0) or 0)
 
 
 def render_frame(
@@ -34,15 +104,27 @@ def render_frame(
     read whole with its pixel data) as ``options.media_type``.
 
     Raises:
+        TooLargeToRender: the frame has more than :data:`MAX_RENDERED_PIXELS` pixels.
         RenderError: no pixel data, an undecodable syntax, or a shape Pillow cannot show.
     """
+    pixels = frame_pixels(header)
+    if pixels > MAX_RENDERED_PIXELS:
+        raise TooLargeToRender(
+            f"The frame has {pixels:,} pixels; frames of at most {MAX_RENDERED_PIXELS:,} pixels"
+            " are rendered. Retrieve its pixel data (frames resource) instead."
+        )
+    overrides: dict[str, Any] = {}
+    if "PixelRepresentation" not in header:
+        # Type 1, yet some files omit it; read the stored values as unsigned, the usual case.
+        overrides["pixel_representation"] = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            frame = pixel_array(file, index=index)
-            image = _to_image(frame, header)
+            frame = pixel_array(file, index=index, **overrides)
+            image = _to_image(frame, header, index, options.window)
     except (ValueError, RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
         raise RenderError(f"Cannot render the frame: {exc}") from exc
+    del frame
     if options.viewport is not None:
         image.thumbnail(options.viewport)
     buffer = io.BytesIO()
@@ -54,24 +136,164 @@ def render_frame(
     return buffer.getvalue()
 
 
-def _to_image(frame: np.ndarray, header: Dataset) -> Image.Image:
+def _to_image(frame: np.ndarray, header: Dataset, index: int, window: Window | None) -> Image.Image:
     samples = int(header.get("SamplesPerPixel", 1) or 1)
     if samples == 1:
-        # PS3.4 N.2.1: modality LUT, then the VOI LUT (window) when the data carries one.
-        values = apply_modality_lut(frame, header).astype(np.float64)
-        if "WindowCenter" in header or "VOILUTSequence" in header:
-            values = apply_voi_lut(values, header).astype(np.float64)
-        values = _scale(values)
-        if header.get("PhotometricInterpretation") == "MONOCHROME1":
-            values = 255 - values
-        return Image.fromarray(values)
+        return Image.fromarray(grayscale_to_8bit(frame, header, index, window))
     if frame.dtype != np.uint8:
-        frame = _scale(frame.astype(np.float64))
-    return Image.fromarray(np.ascontiguousarray(frame[..., :3]).astype(np.uint8))
+        frame = _stretch(frame.astype(np.float32, copy=False))
+    return Image.fromarray(np.ascontiguousarray(frame[..., :3]).astype(np.uint8, copy=False))
 
 
-def _scale(values: np.ndarray) -> np.ndarray:
-    low, high = float(values.min()), float(values.max())
+def grayscale_to_8bit(
+    frame: np.ndarray, header: Dataset, index: int = 0, window: Window | None = None
+) -> np.ndarray:
+    """The displayed 8-bit values of a grayscale frame (PS3.4 N.2.1.1): modality transform,
+    VOI transform (``window``, else the frame's own, else the value range), MONOCHROME1
+    inverted.
+
+    >>> ds = Dataset(); ds.PhotometricInterpretation = "MONOCHROME2"
+    >>> grayscale_to_8bit(np.array([[0, 50, 100]], np.uint16), ds, 0, Window(50, 101)).tolist()
+    [[1, 129, 255]]
+    """
+    if frame.dtype.kind in "iu" and frame.itemsize <= 2 and frame.size:
+        # Every value the dtype can hold, ordered by its unsigned bit pattern: the frame,
+        # viewed as unsigned (no copy), indexes the table directly.
+        unsigned = frame.view(np.dtype(f"u{frame.itemsize}"))
+        domain = np.arange(1 << (8 * frame.itemsize), dtype=unsigned.dtype).view(frame.dtype)
+        low, high = frame.min(), frame.max()
+        occurring = (domain >= low) & (domain <= high)
+        lut = _display(domain, header, index, window, occurring)
+        return lut[unsigned]
+    return _display(frame, header, index, window, None)
+
+
+def _display(
+    values: np.ndarray,
+    header: Dataset,
+    index: int,
+    window: Window | None,
+    occurring: np.ndarray | None,
+) -> np.ndarray:
+    """The 8-bit display values of stored ``values``: a lookup table's domain (``occurring``
+    marks the values the frame holds, for stretching its range) or a whole frame."""
+    modality = _modality(values, header, index)
+    if window is None:
+        window = _stored_window(header, index)
+    if window is not None:
+        shown = _apply_window(modality, window)
+    elif "VOILUTSequence" in header:
+        voi = apply_voi(modality, header, 0).astype(np.float32, copy=False)
+        shown = _stretch(voi, voi if occurring is None else voi[occurring])
+    else:
+        shown = _stretch(modality, modality if occurring is None else modality[occurring])
+    if header.get("PhotometricInterpretation") == "MONOCHROME1":
+        np.subtract(255, shown, out=shown)
+    return shown
+
+
+def _modality(values: np.ndarray, header: Dataset, index: int) -> np.ndarray:
+    """Modality values (PS3.3 C.11.1) as float32: the frame's Pixel Value Transformation
+    (functional groups), else the top-level rescale or Modality LUT."""
+    transform = _functional_item(header, index, "PixelValueTransformationSequence")
+    source = transform if transform is not None and "RescaleSlope" in transform else header
+    if "ModalityLUTSequence" in source:
+        return apply_modality_lut(values, source).astype(np.float32, copy=False)
+    slope = float(source.get("RescaleSlope", 1) or 1)
+    intercept = float(source.get("RescaleIntercept", 0) or 0)
+    out = values.astype(np.float32)  # the one float copy (a LUT domain, or a float frame)
+    if slope != 1:
+        out *= np.float32(slope)
+    if intercept:
+        out += np.float32(intercept)
+    return out
+
+
+def _stored_window(header: Dataset, index: int) -> Window | None:
+    """The frame's first window (Frame VOI LUT functional group), else the top-level one."""
+    voi = _functional_item(header, index, "FrameVOILUTSequence")
+    for source in (voi, header):
+        if source is None or "WindowCenter" not in source or "WindowWidth" not in source:
+            continue
+        center = _first_number(source.WindowCenter)
+        width = _first_number(source.WindowWidth)
+        function = str(source.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        if center is None or width is None or width <= 0:
+            continue
+        if function not in WINDOW_FUNCTIONS.values():
+            function = "LINEAR"
+        if function == "LINEAR" and width < 1:
+            continue
+        return Window(center, width, function)
+    return None
+
+
+def _first_number(value: Any) -> float | None:
+    if isinstance(value, MultiValue | list | tuple):
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _functional_item(header: Dataset, index: int, sequence: str) -> Dataset | None:
+    """The first item of ``sequence`` in frame ``index``'s per-frame functional groups, else
+    in the shared ones (PS3.3 C.7.6.16)."""
+    for groups, position in (
+        ("PerFrameFunctionalGroupsSequence", index),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
+        items = header.get(groups)
+        if items is None or len(items) <= position:
+            continue
+        found = items[position].get(sequence)
+        if found:
+            item: Dataset = found[0]
+            return item
+    return None
+
+
+def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 with y in [0, 255], rounded; ``values`` is float32, reused."""
+    c, w = window.center, window.width
+    if window.function == "SIGMOID":
+        # y = 255 / (1 + exp(-4 (x - c) / w))  (C.11.2.1.3.1)
+        values -= np.float32(c)
+        values *= np.float32(-4.0 / w)
+        np.clip(values, -80, 80, out=values)  # exp stays finite in float32
+        np.exp(values, out=values)
+        values += 1
+        np.divide(255.0, values, out=values)
+    elif window.function == "LINEAR_EXACT":
+        # y = ((x - c) / w + 0.5) * 255, clipped at c -/+ w/2  (C.11.2.1.3.2)
+        values -= np.float32(c)
+        values *= np.float32(255.0 / w)
+        values += np.float32(127.5)
+    else:
+        # y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255, clipped  (C.11.2.1.2.1); w == 1 is a
+        # threshold at c - 0.5.
+        if w == 1:
+            return np.where(values > c - 0.5, 255, 0).astype(np.uint8)
+        values -= np.float32(c - 0.5)
+        values *= np.float32(255.0 / (w - 1))
+        values += np.float32(127.5)
+    np.clip(values, 0, 255, out=values)
+    np.rint(values, out=values)
+    return values.astype(np.uint8)
+
+
+def _stretch(values: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """``present``'s value range (default: ``values``') scaled to [0, 255], clipped: the VOI
+    when neither the data nor the request gives a window."""
+    present = values if present is None else present
+    low, high = float(present.min()), float(present.max())
     if high <= low:
         return np.zeros(values.shape, np.uint8)
-    return ((values - low) * (255.0 / (high - low))).round().astype(np.uint8)
+    out = values.astype(np.float32)
+    out -= np.float32(low)
+    out *= np.float32(255.0 / (high - low))
+    np.clip(out, 0, 255, out=out)
+    np.rint(out, out=out)
+    return out.astype(np.uint8)

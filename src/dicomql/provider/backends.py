@@ -39,7 +39,9 @@ class LazyTransport(httpx.BaseTransport):
 
                 assert self._config.data_dir is not None  # ConnectionConfig checks it
                 service_config = ServiceConfig(
-                    data_dir=self._config.data_dir, database_url=self._config.database_url
+                    data_dir=self._config.data_dir,
+                    database_url=self._config.database_url,
+                    conformance=self._config.conformance,
                 )
                 self._transport = InProcessTransport(create_app(service_config))
             return self._transport

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dicomql.service.conformance import GOOGLE, profile
+
 
 @dataclass(frozen=True)
 class ServiceConfig:
@@ -24,6 +26,9 @@ class ServiceConfig:
             unfinished multipart upload) must be before the periodic janitor removes it while
             other servers may be writing it; see ``dicomql.service.app.recover``.
         janitor_interval_seconds: how often each server looks for such leftovers.
+        conformance: ``google`` (serve what Cloud Healthcare's DICOM conformance statement
+            documents, refuse the rest as Google does) or ``standard`` (also what PS3.18
+            requires beyond it); see ``dicomql.service.conformance``.
     """
 
     data_dir: Path
@@ -35,7 +40,11 @@ class ServiceConfig:
     lease_seconds: float = 60.0
     orphan_grace_seconds: float = 3600.0
     janitor_interval_seconds: float = 600.0
+    conformance: str = GOOGLE
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        profile(self.conformance)  # ValueError naming the profiles
 
     @property
     def index_url(self) -> str:

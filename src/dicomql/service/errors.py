@@ -12,6 +12,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, Route
 
 log = logging.getLogger("dicomql.service")
 
@@ -127,11 +128,30 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         message = f"Method {request.method} is not supported for {request.url.path}."
     else:
         message = str(exc.detail)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route whose path matched; RFC 9110 15.5.6
+        # wants every method the resource serves (GET, HEAD and POST on /studies).
+        allowed = _methods_for(request.app.router.routes, request.url.path)
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
     return JSONResponse(
-        error_body(exc.status_code, status, message),
-        status_code=exc.status_code,
-        headers=exc.headers,
+        error_body(exc.status_code, status, message), status_code=exc.status_code, headers=headers
     )
+
+
+def _methods_for(routes: list[BaseRoute], path: str, root_path: str = "") -> set[str]:
+    """Every method some route serves at ``path``, through mounts."""
+    methods: set[str] = set()
+    scope = {"type": "http", "path": path, "root_path": root_path, "method": "OPTIONS"}
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        if isinstance(route, Mount):
+            methods |= _methods_for(route.routes, path, child.get("root_path", root_path))
+        elif isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return methods
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

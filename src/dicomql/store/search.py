@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, Table, Text, cast, literal_column, select
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
-from dicomql.dicom.jsonmodel import absolutize_bulkdata_uris
+from dicomql.dicom.jsonmodel import absolutize_bulkdata_uris, person_name_groups
 from dicomql.dicom.qido import SearchQuery, match_conditions
 from dicomql.store.schema import instances, series, studies
 
@@ -74,7 +74,6 @@ INSTANCE_DEFAULTS = frozenset(
     }
 )
 _COLUMNS = {level: tuple(a for a in INDEXED_ATTRIBUTES if a.level is level) for level in Level}
-_COLUMN_TAGS = frozenset(a.tag for a in INDEXED_ATTRIBUTES)
 _PREFIX = {Level.STUDY: "st_", Level.SERIES: "se_", Level.INSTANCE: "in_"}
 _NUMERIC_VRS = frozenset({"IS", "DS", "US", "UL", "SS", "SL"})
 
@@ -95,10 +94,16 @@ class SearchResult:
     more: bool  # more results exist past this page
 
 
-def _columns(level: Level, with_attributes: bool = True) -> list[Any]:
+def _columns(level: Level, attributes_as_text: bool = False) -> list[Any]:
+    """The level's columns, labelled; ``attributes_as_text`` fetches its DICOM JSON unparsed,
+    so it is parsed only for the rows that need it (see ``_LevelPlan.apply``)."""
     table = {Level.STUDY: studies, Level.SERIES: series, Level.INSTANCE: instances}[level]
-    skip = {"attributes"} if not with_attributes else set()
-    return [c.label(_PREFIX[level] + c.name) for c in table.c if c.name not in skip]
+    return [
+        cast(c, Text).label(_PREFIX[level] + c.name)
+        if attributes_as_text and c.name == "attributes"
+        else c.label(_PREFIX[level] + c.name)
+        for c in table.c
+    ]
 
 
 def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: str) -> Select:
@@ -142,12 +147,11 @@ def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: s
         if study_filters:
             conditions.append(series.c.study_pk.in_(matching_studies))
     else:
-        need_attributes = query.include_all or bool(query.include_tags - _COLUMN_TAGS)
         statement = (
             select(
                 *_columns(Level.STUDY),
                 *_columns(Level.SERIES),
-                *_columns(Level.INSTANCE, with_attributes=need_attributes),
+                *_columns(Level.INSTANCE, attributes_as_text=True),
             )
             .select_from(
                 instances.join(series, series.c.pk == instances.c.series_pk).join(
@@ -231,21 +235,34 @@ class _LevelPlan:
 
     def apply(self, row: dict[str, Any], out: dict[str, Any]) -> None:
         """Indexed columns first, then the stored DICOM JSON (exact VRs, every PN group) for
-        the wanted keys, or all of it for ``includefield=all``; then the computed attributes."""
+        the wanted keys, or all of it for ``includefield=all``; then the computed attributes.
+
+        A column that is empty, or holds a person name, is answered from the stored DICOM JSON
+        when the level's is at hand: PS3.18 F.2.5 keeps an attribute that is present but empty
+        as ``{"vr": …}``, and F.2.2 splits a name into its Alphabetic, Ideographic and Phonetic
+        groups, neither of which the column keeps.
+        """
+        attributes = row.get(_PREFIX[self.level] + "attributes")
         for label, key, vr in self.columns:
             value = row[label]
+            if (value is None or value == "" or vr == "PN") and attributes:
+                if isinstance(attributes, str):
+                    attributes = json.loads(attributes)
+                stored = attributes.get(key)
+                if stored is not None:
+                    out[key] = stored
+                    continue
             if value is None or value == "":
                 continue
             if vr == "PN":
-                out[key] = {"vr": "PN", "Value": [{"Alphabetic": value}]}
+                out[key] = {"vr": "PN", "Value": [person_name_groups(value)]}
             elif vr in _NUMERIC_VRS:
                 out[key] = {"vr": vr, "Value": [int(value)]}
             else:
                 out[key] = {"vr": vr, "Value": [value]}
-        attributes = row.get(_PREFIX[self.level] + "attributes")
-        if isinstance(attributes, str):
-            attributes = json.loads(attributes)
-        if attributes:
+        if attributes and (self.include_all or self.keys):
+            if isinstance(attributes, str):
+                attributes = json.loads(attributes)
             if self.include_all:
                 out.update(attributes)
             else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from anyio import to_thread
@@ -20,7 +20,15 @@ from starlette.routing import BaseRoute, Route
 from dicomql.dicom import frames as frame_data
 from dicomql.dicom import transcode as ts
 from dicomql.dicom.parse import ParsedInstance, UnreadableInstance, read_header
-from dicomql.dicom.render import RENDERED_MEDIA_TYPES, RenderError, RenderOptions, render_frame
+from dicomql.dicom.render import (
+    MAX_RENDERED_PIXELS,
+    RENDERED_MEDIA_TYPES,
+    RenderError,
+    RenderOptions,
+    parse_window,
+    render_frame,
+)
+from dicomql.service.conformance import conformance_of
 from dicomql.service.dicomweb.multipart import parse_accept
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store_then
 from dicomql.service.dicomweb.responses import (
@@ -211,21 +219,36 @@ async def retrieve_frames(request: Request) -> Response:
         return row, numbers, choice, _native_frames(conn, context.service.blobs, row, numbers)
 
     context, (row, numbers, choice, contents) = await resolve_store_then(request, prepare)
-    part_headers = {"Content-Type": choice.part_content_type}
+    instance_url = _instance_url(context, row)
+
+    def part_headers(number: int) -> dict[str, str]:
+        # PS3.18 10.4.3.3.5: each part names the frame it holds.
+        return {
+            "Content-Type": choice.part_content_type,
+            "Content-Location": f"{instance_url}/frames/{number}",
+        }
+
     if contents is not None:
         return buffered_multipart_related(
-            [(part_headers, [content]) for content in contents], part_type=choice.media_type
+            [(part_headers(n), [content]) for n, content in zip(numbers, contents, strict=True)],
+            part_type=choice.media_type,
         )
     blobs = context.service.blobs
     header = await to_thread.run_sync(_header, blobs, row)
     parts = (
         (
-            part_headers,
+            part_headers(number),
             frame_data.frame_bytes(blobs, row.blob_key, header, number - 1, choice.as_stored),
         )
         for number in numbers
     )
     return MultipartRelatedResponse(parts, part_type=choice.media_type)
+
+
+def _instance_url(context: StoreContext, row: Row) -> str:
+    return context.instance_url(
+        row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid
+    )
 
 
 def _native_frames(
@@ -279,65 +302,157 @@ def _whole_dataset(blobs: BlobStore, row: Row) -> Dataset:
 # --- rendered -------------------------------------------------------------------------------
 
 
-def _render_options(request: Request) -> RenderOptions:
+def _render_options(request: Request, *, multipart: bool = False) -> RenderOptions:
+    """Accept and the rendering query parameters (PS3.18 8.3.5.1: viewport, quality, window).
+
+    ``multipart``: the resource is several images (a study or series), served as
+    ``multipart/related; type="image/…"`` (PS3.18 Table 10.4.4-1 note: single-part types
+    alone are not acceptable there).
+    """
     media_type = "image/jpeg"
     ranked = parse_accept(request.headers.get("accept"))
     if ranked:
         for media in ranked:
-            if media.type in RENDERED_MEDIA_TYPES:
-                media_type = media.type
+            media_type_of = media.type
+            if media.type == "multipart/related":
+                media_type_of = media.params.get("type", "image/jpeg").lower()
+            elif multipart and media.type in RENDERED_MEDIA_TYPES:
+                continue
+            if media_type_of in RENDERED_MEDIA_TYPES:
+                media_type = media_type_of
                 break
-            if media.type in ("*/*", "image/*"):
+            if media_type_of in ("*/*", "image/*"):
                 break
         else:
-            raise NotAcceptable("Rendered images are available as image/jpeg or image/png.")
+            raise NotAcceptable(
+                'Rendered images are available as multipart/related; type="image/jpeg" or'
+                ' type="image/png".'
+                if multipart
+                else "Rendered images are available as image/jpeg or image/png."
+            )
+    query = request.query_params
     viewport = None
-    if "viewport" in request.query_params:
+    if "viewport" in query:
         try:
-            width, height = (int(v) for v in request.query_params["viewport"].split(",")[:2])
+            width, height = (int(v) for v in query["viewport"].split(",")[:2])
         except ValueError as exc:
             raise InvalidArgument("viewport must be width,height in pixels.") from exc
         if width < 1 or height < 1 or width > 16384 or height > 16384:
             raise InvalidArgument("viewport must be between 1 and 16384 pixels each way.")
         viewport = (width, height)
     quality = 75
-    if "quality" in request.query_params:
+    if "quality" in query:
         try:
-            quality = int(request.query_params["quality"])
+            quality = int(query["quality"])
         except ValueError as exc:
             raise InvalidArgument("quality must be an integer from 1 to 100.") from exc
         if not 1 <= quality <= 100:
             raise InvalidArgument("quality must be an integer from 1 to 100.")
-    return RenderOptions(media_type, viewport, quality)
+    window = None
+    if "window" in query:
+        try:
+            window = parse_window(query["window"])
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+    return RenderOptions(media_type, viewport, quality, window)
+
+
+def _check_renderable(row: Row) -> None:
+    """404 without pixel data, 406 for an undecodable syntax or a frame too large to render
+    (checked from the index, before any byte is read)."""
+    if not _pixels(row):
+        raise NotFound(f"Instance {row.sop_instance_uid} has no pixel data to render.")
+    if not ts.can_decode(row.transfer_syntax_uid):
+        raise NotAcceptable(f"Pixel data in {row.transfer_syntax_uid} cannot be decoded.")
+    pixels = (row.rows or 0) * (row.columns or 0)
+    if pixels > MAX_RENDERED_PIXELS:
+        raise NotAcceptable(
+            f"Instance {row.sop_instance_uid} has frames of {pixels:,} pixels; frames of at"
+            f" most {MAX_RENDERED_PIXELS:,} pixels are rendered (docs/reliability.md)."
+            " Retrieve its frames instead."
+        )
+
+
+def _render_row(blobs: BlobStore, row: Row, index: int, options: RenderOptions) -> bytes:
+    """Frame ``index`` of ``row`` rendered (runs in a worker thread)."""
+    try:
+        if row.size_bytes <= _BUFFERED_BYTES:
+            # Read once, pixels included: pixel_array on a file parses its header again.
+            dataset = _whole_dataset(blobs, row)
+            return render_frame(dataset, dataset, index, options)
+        header = _header(blobs, row)
+        with blobs.open(row.blob_key) as file:
+            return render_frame(file, header.dataset, index, options)
+    except RenderError as exc:
+        raise NotAcceptable(str(exc)) from exc
 
 
 async def retrieve_rendered(request: Request) -> Response:
     options = _render_options(request)
     context, rows = await _instances(request, "Instance")
     row = rows[0]
-    if not _pixels(row):
-        raise NotFound(f"Instance {row.sop_instance_uid} has no pixel data to render.")
+    _check_renderable(row)
     number = 1
     if "frame" in request.path_params:
         number = _frame_numbers(request.path_params["frame"], row.number_of_frames or 1)[0]
-    blobs = context.service.blobs
-    if not ts.can_decode(row.transfer_syntax_uid):
-        raise NotAcceptable(f"Pixel data in {row.transfer_syntax_uid} cannot be decoded.")
-
-    def render() -> bytes:
-        if row.size_bytes <= _BUFFERED_BYTES:
-            # Read once, pixels included: pixel_array on a file parses its header again.
-            dataset = _whole_dataset(blobs, row)
-            return render_frame(dataset, dataset, number - 1, options)
-        header = _header(blobs, row)
-        with blobs.open(row.blob_key) as file:
-            return render_frame(file, header.dataset, number - 1, options)
-
-    try:
-        image = await to_thread.run_sync(render)
-    except RenderError as exc:
-        raise NotAcceptable(str(exc)) from exc
+    image = await to_thread.run_sync(_render_row, context.service.blobs, row, number - 1, options)
     return Response(image, media_type=options.media_type)
+
+
+async def retrieve_rendered_many(request: Request) -> Response:
+    """A rendered study or series (PS3.18 10.4.1.1.3, ``standard`` profile): one part per frame
+    of each instance with pixel data, rendered one at a time as the body streams."""
+    conformance = conformance_of(request)
+    if not conformance.rendered_study_and_series:
+        raise NotFound(conformance.refusal("Rendering a whole study or series"))
+    options = _render_options(request, multipart=True)
+    context, rows = await _instances(request, _level_of(request))
+    renderable = []
+    for row in rows:
+        if _pixels(row) and ts.can_decode(row.transfer_syntax_uid):
+            _check_renderable(row)
+            renderable.append(row)
+    if not renderable:
+        raise NotFound("No instance here has pixel data that can be rendered.")
+    blobs = context.service.blobs
+
+    def parts() -> Iterator[Part]:
+        for row in renderable:
+            url = _instance_url(context, row)
+            for index in range(row.number_of_frames or 1):
+                headers = {
+                    "Content-Type": options.media_type,
+                    "Content-Location": f"{url}/frames/{index + 1}/rendered",
+                }
+                yield headers, [_render_row(blobs, row, index, options)]
+
+    return MultipartRelatedResponse(parts(), part_type=options.media_type)
+
+
+async def retrieve_thumbnail(request: Request) -> Response:
+    """A thumbnail (PS3.18 10.4.1.1.5, ``standard`` profile): the rendered middle frame of the
+    middle instance with pixel data, fitted into ``viewport`` (default 128 x 128)."""
+    conformance = conformance_of(request)
+    if not conformance.thumbnails:
+        raise NotFound(conformance.refusal("Thumbnail resources"))
+    options = _render_options(request)
+    if options.viewport is None:
+        options = replace(options, viewport=_THUMBNAIL_VIEWPORT)
+    context, rows = await _instances(request, _level_of(request))
+    renderable = [r for r in rows if _pixels(r) and ts.can_decode(r.transfer_syntax_uid)]
+    if not renderable:
+        raise NotFound("No instance here has pixel data that can be rendered.")
+    row = renderable[len(renderable) // 2]
+    _check_renderable(row)
+    if "frame" in request.path_params:
+        index = _frame_numbers(request.path_params["frame"], row.number_of_frames or 1)[0] - 1
+    else:
+        index = (row.number_of_frames or 1) // 2
+    image = await to_thread.run_sync(_render_row, context.service.blobs, row, index, options)
+    return Response(image, media_type=options.media_type)
+
+
+_THUMBNAIL_VIEWPORT = (128, 128)  # a choice; PS3.18 leaves the default size to the server
 
 
 # --- bulk data ------------------------------------------------------------------------------
@@ -355,16 +470,56 @@ async def retrieve_bulkdata(request: Request) -> Response:
     if chunks is None:
         raise NotFound(f"No bulk data at {tag_path} in instance {row.sop_instance_uid}.")
     accept = parse_accept(request.headers.get("accept"))
+    location = f"{_instance_url(context, row)}/bulkdata/{tag_path}"
     if accept and accept[0].type == OCTET_STREAM:
-        return StreamingResponse(chunks, media_type=OCTET_STREAM)
-    parts = iter([({"Content-Type": OCTET_STREAM}, chunks)])
+        return StreamingResponse(
+            chunks, media_type=OCTET_STREAM, headers={"Content-Location": location}
+        )
+    # PS3.18 10.4.3.3.5: a bulk data part carries the BulkDataURI it answers.
+    parts = iter([({"Content-Type": OCTET_STREAM, "Content-Location": location}, chunks)])
     return MultipartRelatedResponse(parts, part_type=OCTET_STREAM)
 
 
 _INSTANCE = "/studies/{study:rid}/series/{series:rid}/instances/{instance:rid}"
 
+_STUDY = "/studies/{study:rid}"
+_SERIES = "/studies/{study:rid}/series/{series:rid}"
+
 routes: list[BaseRoute] = [
     Route("/studies/{study:rid}", retrieve_dicom, methods=["GET"], name="dicomweb:study"),
+    Route(
+        f"{_STUDY}/rendered",
+        retrieve_rendered_many,
+        methods=["GET"],
+        name="dicomweb:study-rendered",
+    ),
+    Route(
+        f"{_SERIES}/rendered",
+        retrieve_rendered_many,
+        methods=["GET"],
+        name="dicomweb:series-rendered",
+    ),
+    Route(
+        f"{_STUDY}/thumbnail", retrieve_thumbnail, methods=["GET"], name="dicomweb:study-thumbnail"
+    ),
+    Route(
+        f"{_SERIES}/thumbnail",
+        retrieve_thumbnail,
+        methods=["GET"],
+        name="dicomweb:series-thumbnail",
+    ),
+    Route(
+        f"{_INSTANCE}/thumbnail",
+        retrieve_thumbnail,
+        methods=["GET"],
+        name="dicomweb:instance-thumbnail",
+    ),
+    Route(
+        f"{_INSTANCE}/frames/{{frame}}/thumbnail",
+        retrieve_thumbnail,
+        methods=["GET"],
+        name="dicomweb:frame-thumbnail",
+    ),
     Route(
         "/studies/{study:rid}/series/{series:rid}",
         retrieve_dicom,
