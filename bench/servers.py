@@ -91,31 +91,62 @@ class ServerProcess:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    def pids(self) -> list[int]:
+        """The server's process and its descendants (``dicomql serve --processes N`` runs N
+        server processes under a parent)."""
+        return process_tree(self.pid)
+
     def reset_peak_rss(self) -> bool:
         """Restart VmHWM from the current RSS (Linux ≥ 4.0, ``clear_refs`` value 5)."""
         try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            for pid in self.pids():
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
             return True
         except OSError:
             return False
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (/proc/PID/stat fields 14
-        and 15). CPU per request holds up on a loaded machine, where wall time does not."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        # Fields after the command name, which is in parentheses and may contain spaces.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        utime, stime = int(fields[11]), int(fields[12])
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the server's processes have used so far, summed (/proc/PID/stat
+        fields 14-17: their own and that of children they reaped). CPU per request holds up on a
+        loaded machine, where wall time does not."""
+        ticks = 0
+        for pid in self.pids():
+            stat = _read(Path(f"/proc/{pid}/stat"))
+            if stat:
+                # Fields after the command name, which is in parentheses and may hold spaces.
+                fields = stat[stat.rindex(")") + 2 :].split()
+                ticks += sum(int(value) for value in fields[11:15])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def memory(self) -> dict[str, int]:
-        """VmRSS and VmHWM in bytes, from /proc/PID/status."""
-        values: dict[str, int] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
+        """VmRSS and VmHWM in bytes, from /proc/PID/status, summed over the server's processes."""
+        values: dict[str, int] = {"VmRSS": 0, "VmHWM": 0}
+        for pid in self.pids():
+            for line in _read(Path(f"/proc/{pid}/status")).splitlines():
+                key, _, rest = line.partition(":")
+                if key in values:
+                    values[key] += int(rest.split()[0]) * 1024
         return values
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it, from the parent ids in /proc/*/stat."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        text = _read(stat)
+        if text:
+            parents[int(stat.parent.name)] = int(text[text.rindex(")") + 2 :].split()[1])
+    tree = [root]
+    for pid in tree:
+        tree += [child for child, parent in parents.items() if parent == pid]
+    return tree
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""  # the process is gone
 
 
 class DicomqlServer(ServerProcess):

@@ -65,7 +65,13 @@ def main() -> None:
     type=click.IntRange(min=0),
     default=2,
     show_default=True,
-    help="Long-running-operation workers in this process (0: this server only answers requests).",
+    help="Long-running-operation workers in each server process (0: this server only answers "
+    "requests).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Server processes sharing the port  [default: the CPUs this process may use].",
 )
 @click.option(
     "--lease-seconds",
@@ -109,6 +115,7 @@ def serve(
     auth_token_file: Path | None,
     insecure: bool,
     workers: int,
+    processes: int | None,
     lease_seconds: float,
     orphan_grace_seconds: float,
     janitor_interval_seconds: float,
@@ -116,9 +123,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
-    import uvicorn
-
-    from dicomql.service.app import create_app
+    from dicomql.service import supervisor
     from dicomql.service.config import ServiceConfig
 
     auth_token = _auth_token(auth_token, auth_token_file)
@@ -145,7 +150,18 @@ def serve(
         janitor_interval_seconds=janitor_interval_seconds,
         conformance=conformance,
     )
-    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, access_log=False)
+    settings = supervisor.ServeSettings(
+        host=host,
+        port=port,
+        processes=processes or supervisor.default_processes(),
+        log_level=log_level,
+    )
+    try:
+        sock = supervisor.bind(settings)
+    except OSError as exc:
+        message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        raise click.ClickException(message) from exc
+    sys.exit(supervisor.serve(config, settings, sock, banner=sys.stderr))
 
 
 def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:

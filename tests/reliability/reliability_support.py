@@ -7,6 +7,7 @@ import io
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,9 +67,16 @@ _PAUSED_SERVE = (
 
 class ServerProcess:
     """``dicomql serve`` as a child process on a fixed loopback port, killable and restartable
-    on the same data directory and database."""
+    on the same data directory and database.
 
-    def __init__(self, data_dir: Path, database_url: str | None, *extra: str) -> None:
+    ``processes`` is its ``--processes``: 1 (the default here: quicker and deterministic), or
+    N server processes under a supervising parent, all in one process group of their own so
+    that :meth:`kill` can SIGKILL every one at once.
+    """
+
+    def __init__(
+        self, data_dir: Path, database_url: str | None, *extra: str, processes: int = 1
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [
@@ -78,6 +86,8 @@ class ServerProcess:
             str(self.port),
             "--data-dir",
             str(data_dir),
+            "--processes",
+            str(processes),
         ]
         if database_url:
             self.command += ["--database-url", database_url]
@@ -99,6 +109,7 @@ class ServerProcess:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, "DICOMQL_TEST_READY_FILE": str(self._ready_file)},
+                    start_new_session=True,
                 )
 
     def wait_prepared(self, timeout: float = 60) -> None:
@@ -132,10 +143,33 @@ class ServerProcess:
                 time.sleep(0.02)
 
     def kill(self) -> None:
-        """SIGKILL: nothing is flushed, no shutdown hook runs."""
+        """SIGKILL to the parent and every server process: nothing is flushed, no shutdown hook
+        runs."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            children = self.server_processes()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+            _wait_gone(children)
+            # The kernel may drop the last reference to a socket shared by several killed
+            # processes a moment after they are gone (seen here); a restart needs the port.
+            _wait_port_free(self.port)
+
+    def server_processes(self) -> list[int]:
+        """The process ids of the server processes under the parent (none with one process)."""
+        assert self.process is not None
+        return self.server_processes_of(self.process.pid)
+
+    @staticmethod
+    def server_processes_of(parent: int) -> list[int]:
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(text[text.rindex(")") + 2 :].split()[1]) == parent:
+                children.append(int(stat.parent.name))
+        return sorted(children)
 
     def stop(self) -> None:
         if self._ready is not None:
@@ -154,6 +188,38 @@ class ServerProcess:
         """Tracebacks in the server log (a 500 leaves one)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return text if "Traceback" in text else ""
+
+
+def _wait_gone(pids: list[int], timeout: float = 30) -> None:
+    """Block until none of ``pids`` is alive (a SIGKILLed process is reaped by init)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"processes {alive} still alive"
+        time.sleep(0.02)
+
+
+def _wait_port_free(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                assert time.monotonic() < deadline, f"port {port} still in use"
+        time.sleep(0.02)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return text[text.rindex(")") + 2] == "Z"
 
 
 def create_dataset_and_store(client: httpx.Client, store: str = "s") -> None:

@@ -367,6 +367,9 @@ def start_cluster(
                 database_url,
                 "--blob-url",
                 blob_url,
+                # One process per server: a SIGKILL of a server kills all of it.
+                "--processes",
+                "1",
             ]
             if workers is not None:
                 command += ["--workers", str(workers)]

@@ -28,6 +28,7 @@ def serving(
     """``dicomql serve`` in a subprocess until it answers; stopped with ``stop`` afterwards."""
     port = free_port()
     command = [str(DICOMQL), "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    command += ["--processes", "1"]  # SIGKILL kills the whole server
     if database_url:
         command += ["--database-url", database_url]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -32,6 +32,7 @@ from dicomql.service.workers import (
     OperationContext,
     OperationFailedError,
 )
+from dicomql.store.locks import ProcessLock
 from dicomql.store.schema import instances
 
 # BigQuery ids: datasets are letters, digits and underscores; tables also allow dashes here (no
@@ -59,8 +60,9 @@ _BASE_COLUMNS = {
 # operation can drop what it wrote after its checkpoint and the target changes in one commit.
 _PK = "_dicomql_pk"
 # One writer per DuckDB file at a time: DuckDB allows one read-write process and serialises
-# conflicting transactions by failing them, so workers of this process take turns.
-_LOCKS: dict[Path, threading.Lock] = {}
+# conflicting transactions by failing them, so workers take turns, across the processes of
+# `serve --processes N` too (a file lock beside the database).
+_LOCKS: dict[Path, ProcessLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
@@ -297,9 +299,12 @@ def _nested(item: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def _lock(path: Path) -> threading.Lock:
+def _lock(path: Path) -> ProcessLock:
     with _LOCKS_GUARD:
-        return _LOCKS.setdefault(path, threading.Lock())
+        lock = _LOCKS.get(path)
+        if lock is None:
+            lock = _LOCKS[path] = ProcessLock(path.with_name(path.name + ".lock"))
+        return lock
 
 
 def _quote(name: str) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from dicomql.store.locks import ProcessLock
+
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 
 # Seconds after which a pooled PostgreSQL connection is replaced, and seconds of idleness after
@@ -38,11 +40,11 @@ class Index:
         self.engine = engine
         # SQLite admits one writer at a time, and a writer that finds the lock taken sleeps in
         # its busy handler with growing back-off (STOW spent ~42 % of its time there under 4
-        # clients). Queueing this process's writers on a lock hands the database over at once;
-        # other processes still meet busy_timeout. PostgreSQL has row locks and needs none.
-        self._write_lock: threading.RLock | None = (
-            threading.RLock() if engine.dialect.name == "sqlite" else None
-        )
+        # clients). Queueing writers on a lock hands the database over at once: a file lock
+        # beside the index, so that the processes of `serve --processes N` (and a `dicomql
+        # exec` on the same data directory) queue too; busy_timeout stays as the backstop for
+        # other programs. PostgreSQL has row locks and needs none.
+        self._write_lock: ProcessLock | threading.RLock | None = _writer_lock(engine)
         self._closed = False
         # Recreated pools (dispose, invalidation) share the listeners of the first.
         event.listen(engine.pool, "checkin", self._close_if_index_closed)
@@ -61,10 +63,15 @@ class Index:
         """
         engine = _create_engine(url, ping_after_idle)
         if not _schema_is_current(engine):
-            # Importing and running Alembic was ~10 % of a cold start: only when there is work.
-            from dicomql.store import migrations
+            # The processes of `serve --processes N` (or servers on one PostgreSQL) start
+            # together: one migrates, the others wait and then find the schema current.
+            with _migration_lock(engine):
+                if not _schema_is_current(engine):
+                    # Importing and running Alembic was ~10 % of a cold start: only when
+                    # there is work.
+                    from dicomql.store import migrations
 
-            migrations.upgrade(engine)
+                    migrations.upgrade(engine)
         return cls(engine)
 
     @contextmanager
@@ -90,10 +97,46 @@ class Index:
         """
         self._closed = True
         self.engine.dispose()
+        if isinstance(self._write_lock, ProcessLock):
+            self._write_lock.close()
 
     def _close_if_index_closed(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         if self._closed:
             record.close()
+
+
+def _writer_lock(engine: Engine) -> ProcessLock | threading.RLock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return threading.RLock()  # private to this process
+    return ProcessLock(Path(database).with_name(Path(database).name + ".writer"))
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Held by one migrating process at a time among those opening the same index."""
+    if engine.dialect.name == "postgresql":
+        # A session-level advisory lock on a connection of its own (Alembic uses another).
+        key = "hashtext('dicomql.migrate:' || current_schema())"
+        with engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.execute(text(f"SELECT pg_advisory_lock({key})"))
+            try:
+                yield
+            finally:
+                connection.execute(text(f"SELECT pg_advisory_unlock({key})"))
+        return
+    lock = _writer_lock(engine)
+    if not isinstance(lock, ProcessLock):
+        yield
+        return
+    try:
+        with lock:
+            yield
+    finally:
+        lock.close()
 
 
 def _create_engine(url: str, ping_after_idle: float) -> Engine:
