@@ -118,15 +118,20 @@ def _writer_lock(engine: Engine) -> ProcessLock | threading.RLock | None:
 def _migration_lock(engine: Engine) -> Iterator[None]:
     """Held by one migrating process at a time among those opening the same index."""
     if engine.dialect.name == "postgresql":
-        # A session-level advisory lock on a connection of its own (Alembic uses another).
+        # A session-level advisory lock on a connection of its own, outside the pool (Alembic
+        # uses a pooled one; the pool stays as small as it was).
         key = "hashtext('dicomql.migrate:' || current_schema())"
-        with engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            connection.execute(text(f"SELECT pg_advisory_lock({key})"))
-            try:
-                yield
-            finally:
-                connection.execute(text(f"SELECT pg_advisory_unlock({key})"))
+        locker = create_engine(engine.url, poolclass=NullPool)
+        try:
+            with locker.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                connection.execute(text(f"SELECT pg_advisory_lock({key})"))
+                try:
+                    yield
+                finally:
+                    connection.execute(text(f"SELECT pg_advisory_unlock({key})"))
+        finally:
+            locker.dispose()
         return
     lock = _writer_lock(engine)
     if not isinstance(lock, ProcessLock):
