@@ -8,10 +8,8 @@ import os
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +21,7 @@ from reliability_support import (
     make_instance,
     multipart,
     referenced,
+    wait_for,
 )
 
 from dicomql.service.config import ServiceConfig
@@ -31,16 +30,6 @@ from dicomql.service.supervisor import ServeSettings, start_banner
 pytestmark = pytest.mark.slow
 
 DEADLINE = 60.0
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def refuses_connections(port: int) -> bool:
