@@ -201,7 +201,8 @@ def write_mode(ds: Dataset) -> bool | None:
 
 
 # SC_rgb_jpeg.dcm declares Explicit VR but is encoded Implicit VR: pydicom reads it and cannot
-# write it back, de-identified or not, so the service counts it as a failed instance.
+# write it back as read; the service decodes its elements first (deid.engine.deidentify_bytes,
+# tests/service/test_deidentify_corpus.py), these tests use pydicom as it comes.
 UNWRITABLE = {"SC_rgb_jpeg.dcm"}
 
 

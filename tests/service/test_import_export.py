@@ -167,6 +167,13 @@ def test_import_from_cloud_storage_without_fsspec_fails_clearly(embedded: httpx.
     operation = run(embedded, f"{store_path('s')}:import", {"gcsSource": {"uri": "gs://b/**"}})
     assert operation["error"]["code"] == 9
     assert "gcsfs" in operation["error"]["message"]
+    assert "pip install 'dicomql[cloud]'" in operation["error"]["message"]
+    # Export names the same remedy.
+    stow(embedded, "s", CT_SMALL.read_bytes())
+    body = {"gcsDestination": {"uriPrefix": "gs://b/out"}}
+    operation = run(embedded, f"{store_path('s')}:export", body)
+    assert operation["error"]["code"] == 9
+    assert "pip install 'dicomql[cloud]'" in operation["error"]["message"]
 
 
 def test_export_transcodes_to_the_requested_transfer_syntax(

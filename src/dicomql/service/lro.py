@@ -80,8 +80,8 @@ def remote_filesystem(uri: str) -> Any:
         raise OperationFailedError(
             FAILED_PRECONDITION,
             f"Cannot access {uri}: the embedded service reads and writes {scheme}:// only"
-            f" through fsspec and {driver}, which are not installed (pip install fsspec"
-            f" {driver}); local paths and file:// URIs work without them.",
+            f" through fsspec and {driver}, which are not installed; install them with"
+            f" pip install 'dicomql[cloud]'. Local paths and file:// URIs work without them.",
         ) from exc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import secrets
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -385,6 +386,25 @@ def _person_names(ds: Dataset) -> list[str]:
     return names
 
 
+def _decode_mislabelled(ds: Dataset) -> None:
+    """Decode every element of a data set encoded otherwise than its transfer syntax says.
+
+    pydicom reads such a file (pydicom's ``SC_rgb_jpeg.dcm`` declares explicit VR and is
+    implicit) by the encoding it finds, leaving values raw and without VRs; writing them in the
+    declared syntax then fails ("encoding without a string argument"). Decoded elements take
+    their VRs from the data dictionary and are written in the declared syntax.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None or not syntax.is_transfer_syntax or syntax.is_implicit_VR:
+        return
+    # Read as implicit VR although the syntax is explicit: raw elements carry no VR.
+    tags = ds.keys()  # iterating the Dataset itself would convert every element
+    if any(ds.get_item(tag).VR is None for tag in tags):
+        for _ in ds.iterall():  # converts each raw element in place, VR from the dictionary
+            pass
+
+
 def deidentify_bytes(
     deidentifier: Deidentifier, data: bytes, uid_map: UidMap | None = None
 ) -> bytes:
@@ -394,7 +414,10 @@ def deidentify_bytes(
     (``pool.submit(deidentify_bytes, deidentifier, data)``): each process builds its UID map from
     the Deidentifier's key and so maps UIDs like every other process.
     """
-    ds = dcmread(io.BytesIO(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deviations were accepted at ingest (see parse.py)
+        ds = dcmread(io.BytesIO(data))
+        _decode_mislabelled(ds)
     deidentifier.deidentify(ds, uid_map=uid_map)
     output = io.BytesIO()
     ds.save_as(output, enforce_file_format=True)
