@@ -34,9 +34,12 @@ def test_flat_path_parameters_are_each_url_encoded() -> None:
     client, seen = client_of(ok)
     client.call(
         STORES.method("get"),
-        {"projectsId": "p 1", "locationsId": "l", "datasetsId": "d/x", "dicomStoresId": "s?"},
+        {"projectsId": "example.com:p-1", "locationsId": "l", "datasetsId": "größe",
+         "dicomStoresId": "s_1.2"},
+    )  # fmt: skip
+    assert seen[0].url.raw_path == (
+        b"/v1/projects/example.com:p-1/locations/l/datasets/gr%C3%B6%C3%9Fe/dicomStores/s_1.2"
     )
-    assert seen[0].url.raw_path == b"/v1/projects/p%201/locations/l/datasets/d%2Fx/dicomStores/s%3F"
 
 
 def test_reserved_expansion_keeps_slashes_of_a_resource_name() -> None:

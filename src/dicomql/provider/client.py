@@ -8,11 +8,11 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from dicomql.errors import ApiError, ProgrammingError, TransportError
+from dicomql.provider import paths
 from dicomql.provider.registry import Method
 
 # google.rpc.Code names for HTTP statuses, for error bodies that are not google.rpc.Status
@@ -69,7 +69,8 @@ class Client:
         an error response instead of raising (STOW answers 409 with a DICOM JSON body).
 
         Raises:
-            ProgrammingError: a path parameter is missing.
+            ProgrammingError: a path parameter is missing, or its value could address another
+                resource (``..``, ``/``, a character no resource ID has).
             ApiError: the API answered with an error status.
             TransportError: no answer (connection refused, timeout, TLS).
         """
@@ -115,10 +116,16 @@ class Client:
                     f"for {method.resource}.{method.name}"
                 )
 
+        method_id = f"{method.resource}.{method.name}"
+
         def expand(match: re.Match[str]) -> str:
             reserved, name = match.group(1), match.group(2)
-            # RFC 6570: {+name} keeps reserved characters such as '/'; {name} encodes them.
-            return quote(str(params[name]), safe="/" if reserved else "")
+            # RFC 6570: {+name} keeps the '/' of a resource name; {name} is one segment. Both
+            # are checked so that no value can address another resource (provider/paths.py).
+            if reserved:
+                pattern = method.discovery_parameters.get(name, {}).get("pattern")
+                return paths.reserved(method_id, name, params[name], pattern)
+            return paths.segment(method_id, name, params[name])
 
         path = _TEMPLATE_VARIABLE.sub(expand, template)
         query: list[tuple[str, str]] = []
