@@ -171,3 +171,29 @@ def test_bad_json_is_located_in_the_script_file(data_dir: Path, tmp_path: Path) 
     assert "statement 2 (line 3): data__labels is not valid JSON" in result.stderr
     assert "at line 5, column 5" in result.stderr
     assert "\n  1,,}', 'p', 'us', 'ds', 'x'\n    ^\n" in result.stderr  # under the 2nd comma
+
+
+def test_a_folder_upload_names_each_failed_file_with_hex_code_and_reason(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    folder = write_instances(tmp_path / "mixed", 2)
+    (folder / "notes.txt").write_text("not DICOM")
+    result = run(
+        data_dir,
+        "exec",
+        f"EXEC google.healthcare.dicom_stores.store_instances {AT_SCOPE}, @dicomStoresId='a',"
+        f" @path='{folder}'",
+        "-o",
+        "json",
+    )
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert sorted(row["status"] for row in rows) == ["failed", "stored", "stored"]
+    (failed,) = [row for row in rows if row["status"] == "failed"]
+    assert failed["path"] == str(folder / "notes.txt")
+    assert failed["FailureReason"] == "0xC000"
+    assert "Not a DICOM" in failed["FailureDescription"]
+    assert "2 of 3 files stored" in result.stderr
+    assert f"Error: 1 of 3 files failed:\n  {folder / 'notes.txt'}: 0xC000 Not a DICOM" in (
+        result.stderr
+    )

@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING
 
 import click
 
-from dicomql.errors import ApiError, Error
+from dicomql.errors import ApiError, Error, ProgrammingError
 
 if TYPE_CHECKING:
     from dicomql.config import ConnectionConfig
@@ -112,6 +112,12 @@ class Session:
                 if self.progress is not None:
                     self.progress.finish()
             self.show(result)
+            if result.error:
+                failure = ProgrammingError(result.error)
+                message = result.error
+                if len(pieces) > 1:
+                    message = f"statement {number}: {message}"
+                return self._fail(message, failure)
         return True
 
     def _fail(self, message: str, exc: BaseException) -> bool:

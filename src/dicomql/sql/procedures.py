@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from dicomql.errors import ApiError, DataError, JSONValueError, ProgrammingError
-from dicomql.provider.client import api_error
 from dicomql.provider.registry import Method, Registry, suggest
-from dicomql.sql import qido_keys, uploads
+from dicomql.sql import qido_keys, stow_report, uploads
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.parser import Exec, Statement
 from dicomql.sql.relational import Workspace
@@ -45,17 +44,6 @@ RPC_CODES: dict[int, tuple[int, str]] = {
 
 FIRST_POLL_DELAY = 0.1
 MAX_POLL_DELAY = 2.0
-
-# DICOM JSON tags of a STOW-RS response (PS3.18 Table 10.5.3-1).
-_REFERENCED_SOP_SEQUENCE = "00081199"
-_FAILED_SOP_SEQUENCE = "00081198"
-_STORE_ROW_COLUMNS = [
-    "status",
-    "ReferencedSOPClassUID",
-    "ReferencedSOPInstanceUID",
-    "RetrieveURL",
-    "FailureReason",
-]
 
 
 def await_operation(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +197,7 @@ def _store(
     if extras:
         raise engine.method_parameter_error(next(iter(extras)), method)
     rows: list[tuple[Any, ...]] = []
+    error: str | None = None
     if path is not None:
         files = uploads.dicom_files(str(path))
         for batch in uploads.batches(files):
@@ -221,9 +210,14 @@ def _store(
                 accept="application/dicom+json",
                 check=False,
             )
-            rows += _store_rows(response)
+            rows += stow_report.store_rows(response, batch)
         stored = sum(1 for row in rows if row[0] == "stored")
         message = f"{stored} of {len(files)} files stored"
+        failures = [row for row in rows if row[0] == "failed"]
+        if failures:
+            # Each failed file named on stderr, and the command fails (exit 1).
+            lines = [f"  {row[1] or '(file unknown)'}: {row[5]} {row[6]}" for row in failures]
+            error = f"{len(failures)} of {len(files)} files failed:\n" + "\n".join(lines)
     else:
         data = body.get("data")
         if not data:
@@ -239,33 +233,6 @@ def _store(
             accept="application/dicom+json",
             check=False,
         )
-        rows = _store_rows(response)
+        rows = stow_report.store_rows(response)
         message = None
-    return Result(list(_STORE_ROW_COLUMNS), rows, len(rows), "exec", message)
-
-
-def _store_rows(response: httpx.Response) -> list[tuple[Any, ...]]:
-    """One row per instance of a STOW-RS response: stored or failed (with FailureReason)."""
-    try:
-        payload = response.json() if response.content else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        payload = None
-    if not isinstance(payload, dict) or (response.is_error and "error" in payload):
-        raise api_error(response)
-    rows: list[tuple[Any, ...]] = []
-    for status, tag in (("stored", _REFERENCED_SOP_SEQUENCE), ("failed", _FAILED_SOP_SEQUENCE)):
-        items = (payload.get(tag) or {}).get("Value") or []
-        _, item_rows = dicom_rows(items)
-        for row in item_rows:
-            rows.append(
-                (
-                    status,
-                    row.get("ReferencedSOPClassUID"),
-                    row.get("ReferencedSOPInstanceUID"),
-                    row.get("RetrieveURL"),
-                    row.get("FailureReason"),
-                )
-            )
-    if response.is_error and not rows:
-        raise api_error(response)
-    return rows
+    return Result(list(stow_report.COLUMNS), rows, len(rows), "exec", message, error)

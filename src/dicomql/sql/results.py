@@ -19,6 +19,9 @@ class Result:
     rowcount: int = -1
     kind: str = "select"
     message: str | None = None
+    # The statement ran and has rows, but part of it failed (files of a folder upload): the CLI
+    # prints the rows, then this, and fails.
+    error: str | None = None
 
     def records(self) -> list[dict[str, Any]]:
         """The rows as dicts keyed by column name."""
