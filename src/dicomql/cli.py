@@ -104,6 +104,15 @@ def main() -> None:
     help="google: serve what Cloud Healthcare's DICOM conformance statement documents and refuse "
     "the rest as Google does; standard: also what DICOM PS3.18 requires beyond it.",
 )
+@click.option(
+    "--min-free-space",
+    default="1GiB,5%",
+    show_default=True,
+    metavar="SIZE|PCT",
+    help="Refuse new instances (STOW, import) when the data directory's disk has less free "
+    "space than this: a size (500MB, 2GiB) or a percentage (5%); the default is whichever of "
+    "1 GiB and 5% is smaller. 0 turns the floor off (a full disk is still refused).",
+)
 @click.option("--log-level", default="warning", show_default=True)
 def serve(
     host: str,
@@ -120,6 +129,7 @@ def serve(
     orphan_grace_seconds: float,
     janitor_interval_seconds: float,
     conformance: str,
+    min_free_space: str,
     log_level: str,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
@@ -139,8 +149,15 @@ def serve(
             check_blob_url(blob_url)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--blob-url") from exc
+    from dicomql.store.space import SpaceFloor
+
+    try:
+        floor = SpaceFloor.parse(min_free_space)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--min-free-space") from exc
     config = ServiceConfig(
         data_dir=data_dir,
+        min_free_space=floor,
         database_url=database_url,
         auth_token=auth_token,
         blob_url=blob_url,

@@ -14,6 +14,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
+from dicomql.dicom.uids import uid_problem
 
 PIXEL_DATA = 0x7FE00010
 _PIXEL_TAGS = {0x7FE00008: "OF", 0x7FE00009: "OD", PIXEL_DATA: None}
@@ -115,8 +116,10 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
     for keyword, value in zip(_UID_KEYWORDS, uids, strict=True):
         if not value or not str(value).strip():
             raise UnreadableInstance(f"The instance has no {keyword}.")
-        if len(str(value).strip()) > 64:  # PS3.5 9.1: at most 64 characters
-            raise UnreadableInstance(f"{keyword} is longer than 64 characters.")
+        # UIDs become resource names and export file names: only PS3.5 9.1 UIDs get in.
+        problem = uid_problem(str(value).strip())
+        if problem is not None:
+            raise UnreadableInstance(f"{keyword}: {problem}")
     offset, pixel_vr, pixel_length = _pixel_data_position(file, str(transfer_syntax))
     columns: dict[Level, dict[str, Any]] = {level: {} for level in Level}
     person_names: dict[str, str] = {}

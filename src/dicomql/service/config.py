@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicomql.service.conformance import GOOGLE, profile
+from dicomql.store.space import DEFAULT_FLOOR, SpaceFloor, shortage
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class ServiceConfig:
         conformance: ``google`` (serve what Cloud Healthcare's DICOM conformance statement
             documents, refuse the rest as Google does) or ``standard`` (also what PS3.18
             requires beyond it); see ``dicomql.service.conformance``.
+        min_free_space: below this much free space on the local disks the service writes (the
+            blob root, a SQLite index's directory), STOW and imports refuse new instances.
     """
 
     data_dir: Path
@@ -41,6 +44,7 @@ class ServiceConfig:
     orphan_grace_seconds: float = 3600.0
     janitor_interval_seconds: float = 600.0
     conformance: str = GOOGLE
+    min_free_space: SpaceFloor = DEFAULT_FLOOR
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,3 +59,18 @@ class ServiceConfig:
     @property
     def blob_root(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def local_write_paths(self) -> list[Path]:
+        """The local directories new instances grow: object storage and a server database
+        have no floor here."""
+        paths = []
+        if self.blob_url is None:
+            paths.append(self.blob_root)
+        if self.database_url is None:
+            paths.append(self.data_dir)
+        return paths
+
+    def space_shortage(self) -> str | None:
+        """Why new instances must be refused now (free space below the floor), or None."""
+        return shortage(self.local_write_paths, self.min_free_space)

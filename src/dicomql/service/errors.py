@@ -6,6 +6,7 @@ envelope ``{"error": {"code": 404, "message": "...", "status": "NOT_FOUND"}}``.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -75,6 +76,12 @@ class UnsupportedMediaType(ServiceError):
 
 class ResourceExhausted(ServiceError):
     code, status = 429, "RESOURCE_EXHAUSTED"
+
+
+class InsufficientStorage(ServiceError):
+    # RFC 4918 11.5: the server cannot store what the request needs. Used for a STOW refused
+    # whole below the free-space floor (docs/reliability.md, "Full disk").
+    code, status = 507, "RESOURCE_EXHAUSTED"
 
 
 class Cancelled(ServiceError):
@@ -155,6 +162,13 @@ def _methods_for(routes: list[BaseRoute], path: str, root_path: str = "") -> set
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        # The disk filled up under the free-space floor's nose (one huge instance): a clear
+        # 507 and one log line, not a traceback per request.
+        log.error("%s %s: no space left on device", request.method, request.url.path)
+        return error_response(
+            InsufficientStorage("Refused: out of resources. The server's disk is full.")
+        )
     # A bug, not bad input: log it with its traceback and still answer in Google's shape.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body(500, "INTERNAL", "Internal error encountered."), status_code=500)

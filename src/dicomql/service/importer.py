@@ -11,7 +11,14 @@ import logging
 from typing import Any
 
 from dicomql.service.ingest import ingest_many
-from dicomql.service.lro import NOT_FOUND, RESPONSE_TYPE, expand_uri, read_uri, require_store_pk
+from dicomql.service.lro import (
+    NOT_FOUND,
+    RESOURCE_EXHAUSTED,
+    RESPONSE_TYPE,
+    expand_uri,
+    read_uri,
+    require_store_pk,
+)
 from dicomql.service.workers import (
     ItemContext,
     ItemizedMethod,
@@ -57,6 +64,12 @@ def import_item(ctx: ItemContext) -> None:
     service = ctx.service
     for first in range(start, len(files), _BATCH):
         names = files[first : first + _BATCH]
+        shortage = service.config.space_shortage()
+        if shortage is not None:
+            # Counted, then the operation ends with the reason: retrying later, once space is
+            # freed, imports what is missing (duplicates are ignored).
+            ctx.progress(failure=len(files) - first, checkpoint=len(files))
+            raise OperationFailedError(RESOURCE_EXHAUSTED, shortage)
         readable: list[bytes] = []
         for name in names:
             try:

@@ -28,6 +28,7 @@ RESPONSE_TYPE = "type.googleapis.com/google.cloud.healthcare.v1."
 # google.rpc.Code values handlers end operations with.
 INVALID_ARGUMENT = 3
 NOT_FOUND = 5
+RESOURCE_EXHAUSTED = 8
 FAILED_PRECONDITION = 9
 UNIMPLEMENTED = 12
 

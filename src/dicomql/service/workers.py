@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeAlias
 
+from dicomql.service.config import ServiceConfig
 from dicomql.store import work
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
@@ -46,8 +47,10 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 
 class ServiceLike(Protocol):
-    """What handlers may use: the index and the blob store (``service.app.Service`` fits)."""
+    """What handlers may use: the configuration, the index and the blob store
+    (``service.app.Service`` fits)."""
 
+    config: ServiceConfig
     index: Index
     blobs: BlobStore
 

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.jsonmodel import split_by_level
 from dicomql.dicom.parse import ParsedInstance, UnreadableInstance, read_header
+from dicomql.dicom.uids import uid_problem
 from dicomql.service.dicomweb.multipart import (
     MediaType,
     PartData,
@@ -33,7 +34,7 @@ from dicomql.service.dicomweb.responses import (
     DicomJsonResponse,
     DicomXmlResponse,
 )
-from dicomql.service.errors import InvalidArgument, UnsupportedMediaType
+from dicomql.service.errors import InsufficientStorage, InvalidArgument, UnsupportedMediaType
 from dicomql.store.instances import (
     InstanceRecord,
     Outcome,
@@ -52,6 +53,8 @@ CANNOT_UNDERSTAND = 0xC000  # 49152: the part is not a readable DICOM instance
 # 0xA900 ("Data Set does not match SOP Class", PS3.4 B.2.3) is the closest class of error and is
 # what dicomql reports (documented choice; Google's conformance statement does not say).
 STUDY_MISMATCH = 0xA900
+# PS3.4 Table B.2-1: A7xx "Refused: Out of Resources" (below the free-space floor).
+OUT_OF_RESOURCES = 0xA700
 
 _FLUSH_BYTES = 1024 * 1024
 _KEY_BATCH = 16
@@ -230,6 +233,10 @@ class _KeyPool:
 async def store_instances(request: Request) -> Response:
     context = await resolve_store(request)
     path_study: str | None = request.path_params.get("study")
+    if path_study is not None and (problem := uid_problem(path_study)) is not None:
+        raise InvalidArgument(f"The study UID of the request path is invalid: {problem}")
+    if (shortage := await to_thread.run_sync(context.service.config.space_shortage)) is not None:
+        raise InsufficientStorage(shortage)
     content_type = MediaType.parse(request.headers.get("content-type", ""))
     if content_type.type == _DICOM:
         results = [await _store_part(context, _single(request.stream()), path_study)]
@@ -284,7 +291,7 @@ async def _store_events(
 ) -> list[PartResult]:
     slots: list[PartResult | None] = []  # one per part, in request order
     spool: _PartSpool | None = None
-    skipping: str | None = None
+    skipping: PartResult | None = None  # the failure of a part not stored, while it is skipped
     keys = _KeyPool(context)
     # Pipeline: part k+1 is received while part k is committed and parsed (in a thread) and
     # the batch before is indexed in one transaction. At most one of each is in flight, so
@@ -324,15 +331,18 @@ async def _store_events(
             if isinstance(event, PartStart):
                 part_type = MediaType.parse(event.headers.get("content-type", _DICOM)).type
                 if part_type != _DICOM:
-                    skipping = part_type
+                    message = f"Unsupported part Content-Type {part_type}."
+                    skipping = PartResult(None, None, None, None, CANNOT_UNDERSTAND, message)
+                    continue
+                if (shortage := context.service.config.space_shortage()) is not None:
+                    skipping = PartResult(None, None, None, None, OUT_OF_RESOURCES, shortage)
                     continue
                 spool = _PartSpool(context, await keys.take())
             elif isinstance(event, PartData):
                 if spool is not None:
                     await spool.write(event.data)
             elif skipping is not None:
-                message = f"Unsupported part Content-Type {skipping}."
-                slots.append(PartResult(None, None, None, None, CANNOT_UNDERSTAND, message))
+                slots.append(skipping)
                 skipping = None
             elif spool is not None:
                 current, spool = spool, None

@@ -1,0 +1,191 @@
+"""A full disk: the data directory on a real 24 MB tmpfs, filled through STOW until the free-space
+floor refuses new instances (A700 per part, 507 for a request), while reads and deletes keep
+working and every acknowledged instance stays retrievable."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+from reliability_support import (
+    ANY_SYNTAX,
+    CT_SOP_CLASS,
+    DICOMWEB,
+    STORE,
+    create_dataset_and_store,
+    multipart,
+)
+
+from conftest import LiveServer
+from dicomql.service.config import ServiceConfig
+from dicomql.store.space import SpaceFloor, free_space
+
+OUT_OF_RESOURCES = 0xA700
+FLOOR = "8MB"
+INSTANCE_PIXELS = 512 * 512 * 2  # 512 KiB of pixel data an instance
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MB tmpfs mounted for this test (skips where mounting is not permitted)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; the full-disk test cannot run here")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _instance(number: int) -> tuple[str, bytes]:
+    sop = f"1.2.826.0.1.3680043.9.7.{number + 1}"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT_SOP_CLASS
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.SOPClassUID = CT_SOP_CLASS
+    ds.SOPInstanceUID = sop
+    # One study per instance, so that deleting one frees a known amount.
+    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.9.5.{number + 1}"
+    ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.9.6.{number + 1}"
+    ds.Modality = "CT"
+    ds.Rows = ds.Columns = 512
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = os.urandom(INSTANCE_PIXELS)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return sop, buffer.getvalue()
+
+
+def _failures(response: httpx.Response) -> list[int]:
+    body: dict[str, Any] = response.json()
+    return [item["00081197"]["Value"][0] for item in body.get("00081198", {}).get("Value", [])]
+
+
+def _stored(response: httpx.Response) -> list[str]:
+    body: dict[str, Any] = response.json()
+    return [item["00081155"]["Value"][0] for item in body.get("00081199", {}).get("Value", [])]
+
+
+@pytest.mark.slow
+def test_stow_below_the_floor_is_refused_and_deletes_and_reads_keep_working(
+    small_disk: Path, database_url: str | None
+) -> None:
+    config = ServiceConfig(
+        data_dir=small_disk / "data",
+        database_url=database_url,
+        min_free_space=SpaceFloor.parse(FLOOR),
+        workers=0,
+    )
+    server = LiveServer(config).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            create_dataset_and_store(client)
+            # One request of 40 parts (~20 MB) on a 24 MB disk with an 8 MB floor: it must
+            # cross the floor part way, and the parts after that are refused with A700.
+            batch = [_instance(number) for number in range(40)]
+            body, content_type = multipart([data for _, data in batch])
+            response = client.post(
+                f"{DICOMWEB}/studies", content=body, headers={"content-type": content_type}
+            )
+            assert response.status_code == 202, response.text[:500]
+            sent = dict(batch)
+            acknowledged = {sop: sent[sop] for sop in _stored(response)}
+            refused_parts = _failures(response)
+            assert refused_parts, "the floor never refused a part"
+            assert set(refused_parts) == {OUT_OF_RESOURCES}
+            assert acknowledged, "nothing was stored before the floor"
+
+            # Below the floor a whole request is refused at once, in Google's error shape.
+            _, data = _instance(40)
+            response = client.post(
+                f"{DICOMWEB}/studies", content=data, headers={"content-type": "application/dicom"}
+            )
+            assert response.status_code == 507, response.text
+            error = response.json()["error"]
+            assert error["code"] == 507 and "free-space floor" in error["message"]
+
+            # Reads keep working: every acknowledged instance comes back byte for byte.
+            for sop, sent_bytes in acknowledged.items():
+                found = client.get(f"{DICOMWEB}/instances", params={"SOPInstanceUID": sop})
+                assert found.status_code == 200, found.text
+                (item,) = found.json()
+                study, series = item["0020000D"]["Value"][0], item["0020000E"]["Value"][0]
+                got = client.get(
+                    f"{DICOMWEB}/studies/{study}/series/{series}/instances/{sop}",
+                    headers=ANY_SYNTAX,
+                )
+                assert got.status_code == 200 and got.content == sent_bytes
+
+            # Deletes keep working and free space: the freed store takes new instances again.
+            before = free_space(small_disk).free
+            deleted = client.delete(STORE)
+            assert deleted.status_code == 200, deleted.text
+            assert free_space(small_disk).free > before + len(acknowledged) * INSTANCE_PIXELS // 2
+            create_dataset_and_store(client, "again")
+            again = f"{STORE.rsplit('/', 1)[0]}/again/dicomWeb"
+            response = client.post(
+                f"{again}/studies", content=data, headers={"content-type": "application/dicom"}
+            )
+            assert response.status_code == 200, response.text
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_write_that_hits_enospc_is_a_507_and_leaves_no_partial_blob(
+    small_disk: Path, database_url: str | None
+) -> None:
+    """With the floor off (``0``), one instance larger than the free space fills the disk: the
+    request ends with 507 in Google's shape, its partial blob is removed, and the store keeps
+    working."""
+    config = ServiceConfig(
+        data_dir=small_disk / "data",
+        database_url=database_url,
+        min_free_space=SpaceFloor.parse("0"),
+        workers=0,
+    )
+    server = LiveServer(config).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            create_dataset_and_store(client)
+            sop, small = _instance(1)
+            stored = client.post(
+                f"{DICOMWEB}/studies", content=small, headers={"content-type": "application/dicom"}
+            )
+            assert stored.status_code == 200, stored.text
+            huge = small[:-INSTANCE_PIXELS] + os.urandom(1)  # a header; the body is streamed
+            chunks = iter([huge[:-1], *(os.urandom(1024 * 1024) for _ in range(40))])
+            response = client.post(
+                f"{DICOMWEB}/studies",
+                content=chunks,
+                headers={"content-type": "application/dicom"},
+            )
+            assert response.status_code == 507, response.text[:500]
+            assert response.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+            assert free_space(small_disk).free > 10 * 1024 * 1024  # the partial blob is gone
+            found = client.get(f"{DICOMWEB}/instances", params={"SOPInstanceUID": sop})
+            assert [item["00080018"]["Value"][0] for item in found.json()] == [sop]
+            assert client.delete(f"{DICOMWEB}/studies/1.2.826.0.1.3680043.9.5.2").status_code == 200
+    finally:
+        server.stop()
