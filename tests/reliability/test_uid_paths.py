@@ -28,7 +28,9 @@ def client(tmp_path: Path, database_url: str | None) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.mark.parametrize("study", ["1.02.3", "abc", "1..2", "...", "1.2.3%20", "1.2.%C3%A9", "9" * 65])
+@pytest.mark.parametrize(
+    "study", ["1.02.3", "abc", "1..2", "...", "1.2.3%20", "1.2.%C3%A9", "9" * 65]
+)
 def test_an_invalid_study_uid_in_the_stow_path_is_a_400(client: httpx.Client, study: str) -> None:
     body, content_type = multipart([make_instance("1.2.3", "1.2.3.4", "1.2.3.4.5")])
     response = client.post(
