@@ -197,3 +197,99 @@ def test_a_folder_upload_names_each_failed_file_with_hex_code_and_reason(
     assert f"Error: 1 of 3 files failed:\n  {folder / 'notes.txt'}: 0xC000 Not a DICOM" in (
         result.stderr
     )
+
+
+def test_a_page_cap_with_pages_left_is_a_warning(data_dir: Path) -> None:
+    result = run(
+        data_dir,
+        "exec",
+        f"SELECT name FROM google.healthcare.dicom_stores WHERE {SCOPE} AND pageSize = 1",
+        "--page-limit",
+        "1",
+        "-o",
+        "csv",
+    )
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 2
+    assert "Warning: google.healthcare.dicom_stores.list: stopped after 1 pages" in result.stderr
+
+
+def test_a_qido_page_cut_short_is_a_warning(data_dir: Path) -> None:
+    search = (
+        f"EXEC google.healthcare.dicom_stores.search_for_instances {AT_SCOPE}, @dicomStoresId='b'"
+    )
+    cut = run(data_dir, "exec", f"{search}, @limit=5", "-o", "csv")
+    assert cut.exit_code == 0, cut.output
+    assert "Warning: search_for_instances: There are additional results" in cut.stderr
+    whole = run(data_dir, "exec", f"{search}, @limit=50", "-o", "csv")
+    assert "Warning" not in whole.stderr
+
+
+def test_await_of_an_import_prints_its_final_counters(data_dir: Path, tmp_path: Path) -> None:
+    folder = write_instances(tmp_path / "import", 3)
+    body = json.dumps({"gcsSource": {"uri": f"{folder}/*.dcm"}})
+    result = run(
+        data_dir,
+        "exec",
+        "INSERT INTO google.healthcare.dicom_stores (projectsId, locationsId, datasetsId,"
+        " dicomStoreId) SELECT 'p', 'us', 'ds', 'imported';"
+        f"EXEC /*+ AWAIT */ google.healthcare.dicom_stores.import {AT_SCOPE},"
+        f" @dicomStoresId='imported' @@json='{body}'",
+    )
+    assert result.exit_code == 0, result.output
+    assert "done: 3 succeeded, 0 failed" in result.stderr
+
+
+def test_show_providers_names_google(data_dir: Path) -> None:
+    result = run(data_dir, "exec", "SHOW PROVIDERS", "-o", "json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["name"] == "google"
+    assert row["version"].startswith("v1")
+
+
+def test_show_insert_into_gives_a_template_that_runs_when_filled(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    result = run(data_dir, "exec", "SHOW INSERT INTO google.healthcare.dicom_stores", "-o", "json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    template = row["insert_statement"]
+    assert template.startswith("INSERT INTO google.healthcare.dicom_stores(\n  projectsId,")
+    assert "'{{ data__labels }}'" in template
+    variables = {
+        "projectsId": "p",
+        "locationsId": "us",
+        "datasetsId": "ds",
+        "dicomStoreId": "templated",
+        "data__labels": '{"made": "by-template"}',
+    }
+    names = [line.strip().rstrip(",") for line in template.split("(\n")[1].split(")")[0].split()]
+    (tmp_path / "vars.json").write_text(json.dumps({n: variables.get(n, "") for n in names}))
+    (tmp_path / "insert.iql").write_text(template)
+    created = run(
+        data_dir, "exec", "-f", str(tmp_path / "insert.iql"), "--vars", str(tmp_path / "vars.json")
+    )
+    assert created.exit_code == 0, created.output
+    listed = run(
+        data_dir,
+        "exec",
+        f"SELECT labels FROM google.healthcare.dicom_stores WHERE {SCOPE} "
+        "AND dicomStoresId = 'templated'",
+        "-o",
+        "json",
+    )
+    assert json.loads(listed.stdout) == [{"labels": {"made": "by-template"}}]
+
+
+def test_show_insert_required_keeps_only_required_parameters(data_dir: Path) -> None:
+    result = run(
+        data_dir,
+        "exec",
+        "SHOW INSERT /*+ REQUIRED */ INTO google.healthcare.dicom_stores",
+        "-o",
+        "json",
+    )
+    (row,) = json.loads(result.stdout)
+    assert "data__" not in row["insert_statement"]
+    assert "datasetsId" in row["insert_statement"]

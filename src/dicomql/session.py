@@ -137,3 +137,5 @@ class Session:
             self.out.flush()
         if result.message:
             click.echo(result.message, file=self.err)
+        for warning in result.warnings:
+            click.echo(f"Warning: {warning}", file=self.err)

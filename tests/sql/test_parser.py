@@ -122,7 +122,12 @@ def test_show_like_keeps_its_pattern() -> None:
         ("EXEC a.b @a='unclosed", "Unterminated string", 1, 13),
         ("EXEC a.b @@body='{}'", "Expected @@json", 1, 10),
         ("SHOW RESOURCES", "Expected IN", 1, 15),
-        ("SHOW TABLES", "Expected SERVICES or RESOURCES or METHODS", 1, 6),
+        (
+            "SHOW TABLES",
+            "Expected PROVIDERS or SERVICES or RESOURCES or METHODS or INSERT or VERSION",
+            1,
+            6,
+        ),
         ("DESCRIBE", "Expected a resource name", 1, 9),
     ],
 )

@@ -19,7 +19,7 @@ from dicomql.sql.lexer import split_statements
 from dicomql.sql.parser import Describe, Relational, Show, Statement, parse
 from dicomql.sql.planner import Scan, derived_feeding_parameters, plan_select, render
 from dicomql.sql.relational import Workspace
-from dicomql.sql.responses import dicom_accept, payload_of
+from dicomql.sql.responses import dicom_accept, payload_of, warnings_of
 from dicomql.sql.results import Result
 from dicomql.sql.templates import bind
 from dicomql.sql.templates import render as render_template
@@ -139,7 +139,7 @@ class Engine:
     def _select(self, statement: Statement, workspace: Workspace) -> Result:
         assert isinstance(statement, Relational)
         columns, rows = self.query(statement.tree, workspace)
-        return Result(columns, rows, len(rows), "select")
+        return Result(columns, rows, len(rows), "select", warnings=workspace.warnings)
 
     def _fetch(self, scan: Scan, workspace: Workspace) -> None:
         method, resource = scan.method, scan.resource
@@ -166,7 +166,7 @@ class Engine:
             # One statement naming the same call twice (a self-join, a subquery) calls once.
             key = (method.id, tuple(sorted((k, repr(v)) for k, v in params.items())))
             if key not in workspace.payloads:
-                workspace.payloads[key] = list(self.pages(method, params))
+                workspace.payloads[key] = list(self.pages(method, params, workspace.warnings))
             for payload in workspace.payloads[key]:
                 page_rows = self._page_rows(method, payload, scan.page_shape)
                 for row in page_rows:
@@ -186,13 +186,18 @@ class Engine:
         seen.update(dict.fromkeys(dependent))
         workspace.load(scan.temp, list(seen), rows, label=resource.id)
 
-    def pages(self, method: Method, params: dict[str, Any]) -> Iterator[Any]:
-        """Each page's payload, following ``nextPageToken`` up to ``page_limit`` pages."""
+    def pages(
+        self, method: Method, params: dict[str, Any], warnings: list[str] | None = None
+    ) -> Iterator[Any]:
+        """Each page's payload, following ``nextPageToken`` up to ``page_limit`` pages; a page
+        cap reached with pages left, and a response's ``Warning: 299``, go to ``warnings``."""
         params = dict(params)
         follows = "pageToken" in method.parameters
         fetched = 0
         while True:
             response = self.client.call(method, params, accept=dicom_accept(method))
+            if warnings is not None:
+                warnings += [f"{method.name}: {text}" for text in warnings_of(response)]
             payload = payload_of(response)
             yield payload
             fetched += 1
@@ -200,6 +205,11 @@ class Engine:
             if not follows or not token:
                 return
             if self.page_limit is not None and fetched >= self.page_limit:
+                if warnings is not None:
+                    warnings.append(
+                        f"{method.resource}.{method.name}: stopped after {fetched} pages "
+                        "(the page limit; --page-limit 0 follows all); more results exist"
+                    )
                 return
             params["pageToken"] = token
 
@@ -216,31 +226,7 @@ class Engine:
 
     def _show(self, statement: Statement, workspace: Workspace) -> Result:
         assert isinstance(statement, Show)
-        rows: list[tuple[Any, ...]]
-        if statement.what == "SERVICES":
-            columns = ["name", "title", "version"]
-            rows = [(s, "Cloud Healthcare API", "v1") for s in self.registry.services()]
-        elif statement.what == "RESOURCES":
-            columns = ["name", "id", "title"]
-            rows = [
-                (r.name, r.id, r.title)
-                for r in self.registry.resources(statement.target or "google.healthcare")
-            ]
-        else:
-            resource = self.registry.resource(statement.target or "")
-            columns = ["MethodName", "RequiredParams", "SQLVerb"]
-            if statement.extended:
-                columns += ["OptionalParams", "Description"]
-            rows = []
-            for method in resource.methods.values():
-                row: tuple[Any, ...] = (
-                    method.name,
-                    ", ".join(method.required_parameters),
-                    method.sql_verb.upper(),
-                )
-                if statement.extended:
-                    row += (", ".join(method.optional_parameters), method.description)
-                rows.append(row)
+        columns, rows = _SHOWS[statement.what](self.registry, statement)
         if statement.like is not None:
             pattern = _like(statement.like)
             rows = [row for row in rows if pattern.fullmatch(str(row[0]))]
@@ -282,6 +268,89 @@ class Engine:
             f"unknown parameter '{name}' of {method.resource}.{method.name}"
             f"{suggest(name, method.parameters)}"
         )
+
+
+Rows = tuple[list[str], list[tuple[Any, ...]]]
+
+
+def _show_providers(registry: Registry, statement: Show) -> Rows:
+    return ["name", "version"], [("google", f"v1 ({registry.revision})")]
+
+
+def _show_version(registry: Registry, statement: Show) -> Rows:
+    from dicomql import __version__
+
+    return ["version"], [(__version__,)]
+
+
+def _show_services(registry: Registry, statement: Show) -> Rows:
+    return ["name", "title", "version"], [
+        (s, "Cloud Healthcare API", "v1") for s in registry.services()
+    ]
+
+
+def _show_resources(registry: Registry, statement: Show) -> Rows:
+    resources = registry.resources(statement.target or "google.healthcare")
+    return ["name", "id", "title"], [(r.name, r.id, r.title) for r in resources]
+
+
+def _show_methods(registry: Registry, statement: Show) -> Rows:
+    resource = registry.resource(statement.target or "")
+    columns = ["MethodName", "RequiredParams", "SQLVerb"]
+    if statement.extended:
+        columns += ["OptionalParams", "Description"]
+    rows = []
+    for method in resource.methods.values():
+        row: tuple[Any, ...] = (
+            method.name,
+            ", ".join(method.required_parameters),
+            method.sql_verb.upper(),
+        )
+        if statement.extended:
+            row += (", ".join(method.optional_parameters), method.description)
+        rows.append(row)
+    return columns, rows
+
+
+def _show_insert(registry: Registry, statement: Show) -> Rows:
+    """StackQL's INSERT template: the create method's parameters and body fields (only the
+    required parameters under ``/*+ REQUIRED */``), each filled from a ``{{ name }}``."""
+    resource = registry.resource(statement.target or "")
+    methods = resource.verb_methods("insert")
+    if not methods:
+        raise ProgrammingError(f"{resource.id} has no INSERT method (use EXEC)")
+    method = methods[0]
+    required = "REQUIRED" in statement.hints
+    names: list[tuple[str, str]] = [
+        (p.name, p.type) for p in method.parameters.values() if p.required or not required
+    ]
+    if not required:
+        names += [(f"data__{f.name}", f.type) for f in registry.fields(method.request_schema or "")]
+    # Numbers and booleans unquoted, as StackQL writes them; objects travel as JSON text.
+    values = [
+        f"   {{{{ {name} }}}}"
+        if kind in ("integer", "number", "boolean")
+        else f"  '{{{{ {name} }}}}'"
+        for name, kind in names
+    ]
+    text = (
+        f"INSERT INTO {resource.id}(\n"
+        + ",\n".join(f"  {name}" for name, _ in names)
+        + "\n)\nSELECT\n"
+        + ",\n".join(values)
+        + "\n;"
+    )
+    return ["insert_statement"], [(text,)]
+
+
+_SHOWS: dict[str, Callable[[Registry, Show], Rows]] = {
+    "PROVIDERS": _show_providers,
+    "VERSION": _show_version,
+    "SERVICES": _show_services,
+    "RESOURCES": _show_resources,
+    "METHODS": _show_methods,
+    "INSERT": _show_insert,
+}
 
 
 def _integer(value: Any) -> Any:

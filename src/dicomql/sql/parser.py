@@ -83,7 +83,8 @@ class Exec(Statement):
 
 @dataclass
 class Show(Statement):
-    """``SHOW [EXTENDED] SERVICES | RESOURCES IN svc | METHODS IN res [LIKE 'pattern']``."""
+    """``SHOW [EXTENDED] PROVIDERS | SERVICES | RESOURCES IN svc | METHODS IN res
+    [LIKE 'pattern']``, ``SHOW INSERT [/*+ REQUIRED */] INTO res``, ``SHOW VERSION``."""
 
     what: str
     target: str | None = None
@@ -93,6 +94,8 @@ class Show(Statement):
 
     def sql(self) -> str:
         text = "SHOW " + ("EXTENDED " if self.extended else "") + self.what
+        if self.what == "INSERT":
+            return f"{text} INTO {self.target}"
         if self.target:
             text += f" IN {self.target}"
         if self.like is not None:
@@ -240,9 +243,21 @@ def _parse_show(text: str, code: str) -> Statement:
     tokens = _Tokens(text, code)
     tokens.expect_word("SHOW")
     extended = tokens.accept("EXTENDED")
-    what = tokens.expect_word("SERVICES", "RESOURCES", "METHODS").upper
+    what = tokens.expect_word(
+        "PROVIDERS", "SERVICES", "RESOURCES", "METHODS", "INSERT", "VERSION"
+    ).upper
     target: str | None = None
-    if tokens.accept("IN", "FROM"):
+    if what == "INSERT":
+        # SHOW INSERT [/*+ REQUIRED */] INTO resource: an INSERT template (StackQL).
+        tokens.expect_word("INTO")
+        target_token = tokens.next("a resource name")
+        if target_token.kind != "name":
+            raise tokens.error("a resource name", target_token)
+        tokens.done()
+        return Show(text, what, target_token.text, None, extended)
+    if what in ("PROVIDERS", "VERSION"):
+        pass
+    elif tokens.accept("IN", "FROM"):
         target_token = tokens.next("a service or resource name")
         if target_token.kind != "name":
             raise tokens.error("a service or resource name", target_token)

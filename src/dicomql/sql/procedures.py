@@ -16,7 +16,7 @@ from dicomql.sql import qido_keys, stow_report, uploads
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.parser import Exec, Statement
 from dicomql.sql.relational import Workspace
-from dicomql.sql.responses import decode_data, dicom_accept, payload_of
+from dicomql.sql.responses import decode_data, dicom_accept, payload_of, warnings_of
 from dicomql.sql.results import Result
 
 if TYPE_CHECKING:
@@ -46,8 +46,8 @@ FIRST_POLL_DELAY = 0.1
 MAX_POLL_DELAY = 2.0
 
 
-def await_operation(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
-    """Poll ``operations.get`` until ``operation`` is done; return its ``response``.
+def finished(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
+    """Poll ``operations.get`` until ``operation`` is done; return the finished operation.
 
     The delay grows from 0.1 s to 2 s. ``engine.on_progress`` sees every poll's JSON.
 
@@ -68,14 +68,29 @@ def await_operation(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]
     if error:
         code = int(error.get("code", 2))
         http_status, status = RPC_CODES.get(code, (500, "UNKNOWN"))
+        message = str(error.get("message", "")) or f"operation {operation.get('name')} failed"
         raise ApiError(
             http_status,
             status,
-            str(error.get("message", "")) or f"operation {operation.get('name')} failed",
+            message + (f" ({counts})" if (counts := counters(operation)) else ""),
             details=list(error.get("details") or []),
         )
-    response: dict[str, Any] = operation.get("response") or {}
+    return operation
+
+
+def await_operation(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
+    """Poll until ``operation`` is done; return its ``response`` (see :func:`finished`)."""
+    response: dict[str, Any] = finished(engine, operation).get("response") or {}
     return response
+
+
+def counters(operation: dict[str, Any]) -> str:
+    """``12 succeeded, 1 failed`` from OperationMetadata.counter (int64 strings), or ''."""
+    counter = (operation.get("metadata") or {}).get("counter") or {}
+    if not counter:
+        return ""
+    success, failure = (int(counter.get(key) or 0) for key in ("success", "failure"))
+    return f"{success} succeeded, {failure} failed"
 
 
 def result_of_operation(
@@ -84,9 +99,13 @@ def result_of_operation(
     """An operation's result: awaited (its response) under ``/*+ AWAIT */``, else itself."""
     if "AWAIT" not in statement.hints:
         return one_row(operation, kind, message=f"operation {operation.get('name')} started")
-    response = await_operation(engine, operation)
+    final = finished(engine, operation)
+    response: dict[str, Any] = dict(final.get("response") or {})
     response.pop("@type", None)
-    return one_row(response, kind, message=f"operation {operation.get('name')} done")
+    # The final counters of an import, export or de-identify (a bare "done" said nothing).
+    counts = counters(final)
+    done = f"operation {operation.get('name')} done" + (f": {counts}" if counts else "")
+    return one_row(response, kind, message=done)
 
 
 def one_row(payload: dict[str, Any], kind: str, message: str | None = None) -> Result:
@@ -168,7 +187,8 @@ def _result(
     if isinstance(payload, list):
         columns, rows = dicom_rows(payload)
         values = [tuple(row.get(c) for c in columns) for row in rows]
-        return Result(columns, values, len(values), "exec")
+        warnings = [f"{method.name}: {text}" for text in warnings_of(response)]
+        return Result(columns, values, len(values), "exec", warnings=warnings)
     if isinstance(payload, bytes):
         content_type = response.headers.get("content-type", "")
         return Result(["contentType", "size"], [(content_type, len(payload))], 1, "exec")

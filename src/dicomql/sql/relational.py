@@ -35,6 +35,8 @@ class Workspace:
         self._booleans: set[str] = set()
         # Payloads fetched in this statement, by (method id, parameters).
         self.payloads: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
+        # Results cut short while fetching (page cap, QIDO Warning: 299), said to the user.
+        self.warnings: list[str] = []
 
     def next_id(self) -> int:
         """A number for a new temp table's name, unique in this workspace."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import httpx
@@ -27,6 +28,19 @@ def payload_of(response: httpx.Response) -> Any:
     if "json" in content_type:
         return response.json()
     return response.content
+
+
+_WARNING = re.compile(r'^299 \S+ "(.*)"$')
+
+
+def warnings_of(response: httpx.Response) -> list[str]:
+    """The texts of a response's ``Warning: 299`` headers (RFC 7234 5.5; PS3.18 8.4.3 uses
+    them for a QIDO page cut short and a limit clamped)."""
+    return [
+        match.group(1)
+        for value in response.headers.get_list("warning")
+        if (match := _WARNING.match(value))
+    ]
 
 
 def decode_data(value: str) -> bytes:

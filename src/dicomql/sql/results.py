@@ -22,6 +22,8 @@ class Result:
     # The statement ran and has rows, but part of it failed (files of a folder upload): the CLI
     # prints the rows, then this, and fails.
     error: str | None = None
+    # Said on stderr: results cut short (a page cap, QIDO's ``Warning: 299``).
+    warnings: list[str] = field(default_factory=list)
 
     def records(self) -> list[dict[str, Any]]:
         """The rows as dicts keyed by column name."""

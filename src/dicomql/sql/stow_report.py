@@ -5,7 +5,6 @@ it, and a readable reason (the server's ``Warning: 299`` text, else the standard
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import httpx
 
 from dicomql.provider.client import api_error
 from dicomql.sql.dicom_rows import dicom_rows
+from dicomql.sql.responses import warnings_of
 
 # DICOM JSON tags of a STOW-RS response (PS3.18 Table 10.5.3-1).
 _REFERENCED_SOP_SEQUENCE = "00081199"
@@ -38,7 +38,6 @@ _MEANINGS = {
     0xC000: "cannot understand (not a readable DICOM instance)",
     0xC122: "transfer syntax not supported",
 }
-_WARNING = re.compile(r'^299 \S+ "(.*)"$')
 
 
 def meaning(code: int) -> str:
@@ -79,11 +78,7 @@ def store_rows(response: httpx.Response, files: Sequence[Path] = ()) -> list[tup
     _, failed = dicom_rows((payload.get(_FAILED_SOP_SEQUENCE) or {}).get("Value") or [])
     if response.is_error and not stored and not failed:
         raise api_error(response)
-    warnings = [
-        match.group(1)
-        for value in response.headers.get_list("warning")
-        if (match := _WARNING.match(value))
-    ]
+    warnings = warnings_of(response)
     paths = _failed_paths(files, stored, failed) if files and failed else [None] * len(failed)
     rows: list[tuple[Any, ...]] = []
     for row in stored:
