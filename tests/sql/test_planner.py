@@ -149,7 +149,11 @@ def test_await_raises_the_operation_error(recorder: Recorder, recording_engine: 
             "EXEC /*+ AWAIT */ google.healthcare.dicom_stores.export @projectsId='p', "
             "@locationsId='l', @datasetsId='d', @dicomStoresId='s'"
         )
-    assert (caught.value.status, caught.value.message) == ("CANCELLED", "cancelled by user")
+    # The operation's final counters follow its message.
+    assert (caught.value.status, caught.value.message) == (
+        "CANCELLED",
+        "cancelled by user (1 succeeded, 0 failed)",
+    )
 
 
 def test_without_await_an_operation_is_returned_as_one_row(

@@ -72,7 +72,7 @@ def finished(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(
             http_status,
             status,
-            message + (f" ({counts})" if (counts := counters(operation)) else ""),
+            message + (f" ({counts})" if (counts := counters(operation, some=True)) else ""),
             details=list(error.get("details") or []),
         )
     return operation
@@ -84,12 +84,15 @@ def await_operation(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]
     return response
 
 
-def counters(operation: dict[str, Any]) -> str:
-    """``12 succeeded, 1 failed`` from OperationMetadata.counter (int64 strings), or ''."""
+def counters(operation: dict[str, Any], *, some: bool = False) -> str:
+    """``12 succeeded, 1 failed`` from OperationMetadata.counter (int64 strings), or ''
+    (also for zero counts when ``some``)."""
     counter = (operation.get("metadata") or {}).get("counter") or {}
     if not counter:
         return ""
     success, failure = (int(counter.get(key) or 0) for key in ("success", "failure"))
+    if some and not success + failure:
+        return ""
     return f"{success} succeeded, {failure} failed"
 
 
