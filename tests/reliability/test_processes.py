@@ -1,30 +1,40 @@
 """``dicomql serve --processes N``: the start banner, a SIGTERM that drains a STOW in flight in
-every process before all of them exit 0, and a SIGKILLed server process that is logged and
-replaced while the others keep serving."""
+every process before all of them exit 0, a SIGKILLed server process that is logged and replaced
+while the others keep serving, and an import that finishes, each file stored once, although one
+server process (or all of them) is SIGKILLed in the middle of it."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from reliability_support import (
     DICOMWEB,
     LOCATION,
+    STORE,
     ServerProcess,
+    blob_files,
     create_dataset_and_store,
+    indexed_blob_keys,
     make_instance,
     multipart,
+    qido_instances,
     referenced,
+    temporary_files,
     wait_for,
 )
+from sqlalchemy import create_engine, text
 
 from dicomql.service.config import ServiceConfig
+from dicomql.service.importer import FILES_PER_ITEM
 from dicomql.service.supervisor import ServeSettings, start_banner
 
 pytestmark = pytest.mark.slow
@@ -161,4 +171,104 @@ def test_a_killed_server_process_is_logged_and_replaced_while_the_other_serves(
     finally:
         server.stop()
     assert server.process.returncode == 0
+    assert "Traceback" not in server.log.read_text()
+
+
+def _write_source_files(folder: Path, count: int) -> set[str]:
+    """``count`` small CT instances of one series, each its own SOP Instance UID."""
+    folder.mkdir()
+    uids = set()
+    for number in range(count):
+        sop = f"1.2.3.7.1.{number + 1}"
+        (folder / f"{number:04d}.dcm").write_bytes(
+            make_instance("1.2.3.7", "1.2.3.7.1", sop, seed=number)
+        )
+        uids.add(sop)
+    return uids
+
+
+def _unfinished_items_of(index_path: Path, pids: list[int]) -> list[int]:
+    """Server processes among ``pids`` holding an unfinished import work item, once one item
+    is done (so the import is well under way)."""
+    engine = create_engine(f"sqlite:///{index_path}")
+    try:
+        with engine.connect() as conn:
+            rows = list(conn.execute(text("SELECT claimed_by, done FROM work_items")))
+    finally:
+        engine.dispose()
+    if not any(done for _, done in rows):
+        return []
+    holders = {
+        int(match[1])
+        for claimed_by, done in rows
+        if claimed_by and not done and (match := re.search(r":(\d+)/", claimed_by))
+    }
+    return [pid for pid in pids if pid in holders]
+
+
+@pytest.mark.parametrize("kill", ["one", "all"])
+def test_an_import_finishes_once_when_server_processes_are_killed_mid_way(
+    tmp_path: Path, kill: str
+) -> None:
+    data_dir = tmp_path / "data"
+    server = ServerProcess(
+        data_dir, None, "--workers", "1", "--lease-seconds", "2", processes=2
+    ).start()
+    count = 8 * FILES_PER_ITEM
+    uids = _write_source_files(tmp_path / "source", count)
+    try:
+        with httpx.Client(base_url=server.url, timeout=DEADLINE) as client:
+            create_dataset_and_store(client)
+            started = client.post(
+                f"{STORE}:import", json={"gcsSource": {"uri": f"{tmp_path / 'source'}/*.dcm"}}
+            )
+            assert started.status_code == 200, started.text
+            operation = started.json()["name"]
+        if kill == "one":
+            # A server process holding an item mid-way, frozen (SIGSTOP) before the look so
+            # that it cannot finish the item between the look and the kill.
+            while True:
+                victims = wait_for(
+                    lambda: _unfinished_items_of(
+                        data_dir / "index.sqlite3", server.server_processes()
+                    ),
+                    "a server process holding an import item",
+                )
+                os.kill(victims[0], signal.SIGSTOP)
+                if _unfinished_items_of(data_dir / "index.sqlite3", victims[:1]):
+                    break
+                os.kill(victims[0], signal.SIGCONT)
+            os.kill(victims[0], signal.SIGKILL)
+            wait_for(
+                lambda: f"server process {victims[0]} was killed" in server.log.read_text(),
+                "the death to be logged",
+            )
+        else:
+            wait_for(
+                lambda: _unfinished_items_of(data_dir / "index.sqlite3", server.server_processes()),
+                "a server process holding an import item",
+            )
+            server.prepare()
+            server.wait_prepared()
+            server.kill()
+            server.start()
+
+        def done() -> dict[str, Any] | None:
+            with httpx.Client(base_url=server.url, timeout=DEADLINE) as client:
+                body: dict[str, Any] = client.get(f"/v1/{operation}").json()
+            return body if body.get("done") else None
+
+        finished = wait_for(done, "the import to finish", timeout=180)
+        assert "error" not in finished, finished
+        assert finished["metadata"]["counter"] == {"success": str(count)}
+        with httpx.Client(base_url=server.url, timeout=DEADLINE) as client:
+            listed = qido_instances(client)
+    finally:
+        server.stop()
+    assert sorted(sop for *_, sop in listed) == sorted(uids)  # each once
+    # A start alone (after a clean stop) removes a killed process's leftovers at once.
+    server = ServerProcess(data_dir, None).start()
+    server.stop()
+    assert set(blob_files(data_dir)) == indexed_blob_keys(data_dir, None)
+    assert temporary_files(data_dir) == []
     assert "Traceback" not in server.log.read_text()
