@@ -12,7 +12,7 @@ import pytest
 from pydicom import uid
 from pydicom.data import get_testdata_file
 
-from dicomql.dicom.transcode import can_transcode, served_syntax, transcode
+from dicomql.dicom.transcode import TranscodeError, can_transcode, served_syntax, transcode
 
 
 def _path(name: str) -> Path:
@@ -33,7 +33,7 @@ def _read(data: bytes | Path) -> pydicom.Dataset:
         (uid.JPEG2000Lossless, uid.ExplicitVRLittleEndian, True, True),
         (uid.JPEGBaseline8Bit, uid.ImplicitVRLittleEndian, True, True),
         (uid.ExplicitVRLittleEndian, uid.RLELossless, True, True),
-        (uid.ExplicitVRLittleEndian, uid.JPEGBaseline8Bit, True, False),  # no encoder
+        (uid.ExplicitVRLittleEndian, uid.JPEGBaseline8Bit, True, False),  # bit depth unknown
         (uid.ExplicitVRLittleEndian, uid.ExplicitVRBigEndian, True, False),  # retired
         (uid.JPEGBaseline8Bit, "*", True, True),
         (uid.ExplicitVRLittleEndian, uid.JPEGBaseline8Bit, False, True),  # nothing to compress
@@ -73,3 +73,41 @@ def test_docstring_examples() -> None:
     from dicomql.dicom import transcode as module
 
     assert doctest.testmod(module).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "tolerance"),
+    [
+        ("SC_rgb_rle_2frame.dcm", 2.0),  # RLE, two frames, RGB
+        ("SC_ybr_full_422_uncompressed.dcm", 2.0),
+        ("image_dfl.dcm", 2.0),  # deflated, MONOCHROME2
+        ("ExplVR_BigEnd.dcm", 3.0),  # big endian RGB, planar configuration 1
+        ("SC_rgb_jpeg.dcm", 2.0),  # declares explicit VR, encoded implicit
+    ],
+)
+def test_transcode_to_jpeg_baseline_with_pillow_keeps_the_pixels_close(
+    name: str, tolerance: float
+) -> None:
+    """Google's conformance statement lists transfer-syntax=1.2.840.10008.1.2.4.50 for
+    instances; PS3.5 8.2.1 (colour as YBR_FULL_422) and C.7.6.1.1.5 (lossy flags)."""
+    with open(_path(name), "rb") as file:
+        served = _read(transcode(file, uid.JPEGBaseline8Bit))
+    original = _read(_path(name))
+    assert served.file_meta.TransferSyntaxUID == uid.JPEGBaseline8Bit
+    assert served.LossyImageCompression == "01"
+    assert served.LossyImageCompressionMethod == "ISO_10918_1"
+    decoded = served.pixel_array.astype(int)
+    expected = original.pixel_array.astype(int)
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded - expected).mean() <= tolerance
+    if original.SamplesPerPixel == 3:
+        assert served.PhotometricInterpretation == "YBR_FULL_422"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("CT_small.dcm", "8-bit"), ("examples_palette.dcm", "palette")],
+)
+def test_jpeg_baseline_refuses_what_it_cannot_hold(name: str, reason: str) -> None:
+    with open(_path(name), "rb") as file, pytest.raises(TranscodeError, match=reason):
+        transcode(file, uid.JPEGBaseline8Bit)

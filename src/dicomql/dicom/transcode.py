@@ -7,8 +7,11 @@ import io
 import warnings
 from typing import BinaryIO
 
-from pydicom import dcmread, dcmwrite
+from PIL import Image
+from pydicom import Dataset, dcmread, dcmwrite
 from pydicom import uid as uids
+from pydicom.encaps import encapsulate
+from pydicom.pixels import pixel_array
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import get_encoder
 
@@ -38,6 +41,24 @@ FRAME_MEDIA_TYPES = {
 }
 
 
+def decode_mislabelled(ds: Dataset) -> None:
+    """Decode every element of a data set encoded otherwise than its transfer syntax says.
+
+    pydicom reads such a file (pydicom's ``SC_rgb_jpeg.dcm`` declares explicit VR and is
+    implicit) by the encoding it finds, leaving values raw and without VRs; writing them in the
+    declared syntax then fails ("encoding without a string argument"). Decoded elements take
+    their VRs from the data dictionary and are written in the declared syntax.
+    """
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None or not syntax.is_transfer_syntax or syntax.is_implicit_VR:
+        return
+    tags = ds.keys()  # iterating the Dataset itself would convert every element
+    if any(ds.get_item(tag).VR is None for tag in tags):
+        for _ in ds.iterall():  # converts each raw element in place, VR from the dictionary
+            pass
+
+
 class TranscodeError(ValueError):
     """pydicom cannot convert this instance to the requested transfer syntax."""
 
@@ -62,12 +83,20 @@ def can_encode(transfer_syntax: str) -> bool:
         return False
 
 
-def can_transcode(source: str, target: str, has_pixels: bool = True) -> bool:
+def can_transcode(
+    source: str, target: str, has_pixels: bool = True, bits_allocated: int | None = None
+) -> bool:
     """Whether an instance stored in ``source`` can be served in ``target``.
+
+    JPEG baseline (8-bit) is encoded with Pillow, for 8-bit pixel data only
+    (``bits_allocated``): a 12- or 16-bit image would have to be windowed down, which is
+    rendering, not transcoding.
 
     >>> can_transcode("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
     True
-    >>> can_transcode("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50")
+    >>> can_transcode("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50", True, 8)
+    True
+    >>> can_transcode("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50", True, 16)
     False
     """
     if target in (ANY, source):
@@ -78,6 +107,8 @@ def can_transcode(source: str, target: str, has_pixels: bool = True) -> bool:
         return True  # no pixel data to compress: served in explicit VR little endian
     if target in _NATIVE:
         return False  # big endian and deflate are retired or unsupported for writing here
+    if target == uids.JPEGBaseline8Bit:
+        return bits_allocated == 8 and can_decode(source)
     return can_decode(source) and can_encode(target)
 
 
@@ -100,17 +131,22 @@ def transcode(file: BinaryIO, target: str) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = dcmread(file)
+            decode_mislabelled(ds)
             source = ds.file_meta.TransferSyntaxUID
             has_pixels = "PixelData" in ds
             big_endian = source == uids.ExplicitVRBigEndian
-            if has_pixels and big_endian:
+            if target == uids.JPEGBaseline8Bit and has_pixels:
+                _compress_jpeg_baseline(ds)  # decodes from the stored syntax itself
+            elif has_pixels and big_endian:
                 # Decoded values are re-encoded by the writer; only the pixel bytes (OW) need
                 # swapping by hand (pydicom refuses to convert endianness on its own).
                 array = ds.pixel_array
                 ds.PixelData = array.astype(array.dtype.newbyteorder("<")).tobytes()
             elif has_pixels and not is_native(source):
                 ds.decompress()
-            if target not in _LITTLE_ENDIAN_NATIVE and has_pixels:
+            if target == uids.JPEGBaseline8Bit and has_pixels:
+                pass
+            elif target not in _LITTLE_ENDIAN_NATIVE and has_pixels:
                 ds.compress(target)
             elif target not in _LITTLE_ENDIAN_NATIVE:
                 target = EXPLICIT_VR_LITTLE_ENDIAN
@@ -124,3 +160,48 @@ def transcode(file: BinaryIO, target: str) -> bytes:
     except (ValueError, RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
         raise TranscodeError(f"Cannot transcode to {target}: {exc}") from exc
     return buffer.getvalue()
+
+
+# A choice: quality 90 of libjpeg's scale keeps diagnostic detail at about 1:10 (Pillow's
+# default of 75 is meant for photographs).
+JPEG_BASELINE_QUALITY = 90
+
+
+def _compress_jpeg_baseline(ds: Dataset) -> None:
+    """Re-encode decoded 8-bit pixel data as JPEG baseline (PS3.5 A.4.1, 8.2.1) with Pillow,
+    one fragment a frame; colour becomes YBR_FULL_422 (Pillow's 4:2:2 YCbCr), as PS3.5 8.2.1
+    requires of lossy JPEG colour."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if int(ds.get("BitsAllocated", 0) or 0) != 8 or int(ds.get("PixelRepresentation", 0)):
+        raise ValueError("JPEG baseline holds unsigned 8-bit samples only")
+    if samples not in (1, 3):
+        raise ValueError(f"JPEG baseline holds 1 or 3 samples a pixel, not {samples}")
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        raise ValueError("palette indices cannot be compressed lossily")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    fragments = []
+    stored_size = 0
+    for index in range(frames):  # one frame decoded at a time; colour as RGB
+        frame = pixel_array(ds, index=index)
+        stored_size += frame.nbytes
+        image = Image.fromarray(frame, "L" if samples == 1 else "RGB")
+        buffer = io.BytesIO()
+        options: dict[str, object] = {"quality": JPEG_BASELINE_QUALITY}
+        if samples == 3:
+            options["subsampling"] = "4:2:2"
+        image.save(buffer, "JPEG", **options)
+        fragments.append(buffer.getvalue())
+    if samples == 3:
+        ds.PhotometricInterpretation = "YBR_FULL_422"  # what Pillow's JPEG holds
+        ds.PlanarConfiguration = 0
+    ds.PixelData = encapsulate(fragments)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.BitsStored, ds.HighBit = 8, 7
+    # PS3.3 C.7.6.1.1.5: the image has been lossy compressed, with which method and ratio.
+    ratio = stored_size / max(1, sum(len(f) for f in fragments))
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = [f"{ratio:.2f}"[:16]]
+    ds.LossyImageCompressionMethod = ["ISO_10918_1"]
+    if frames > 1:
+        ds.NumberOfFrames = frames

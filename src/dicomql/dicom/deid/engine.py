@@ -37,6 +37,7 @@ from dicomql.dicom.deid.profiles import (
     TagContentsProfile,
 )
 from dicomql.dicom.deid.uids import UidMap, is_instance_uid_tag
+from dicomql.dicom.transcode import decode_mislabelled
 
 # PS3.15 E.3 placeholders for action D, valid for their VR.
 _DUMMY: dict[str, Any] = {
@@ -386,25 +387,6 @@ def _person_names(ds: Dataset) -> list[str]:
     return names
 
 
-def _decode_mislabelled(ds: Dataset) -> None:
-    """Decode every element of a data set encoded otherwise than its transfer syntax says.
-
-    pydicom reads such a file (pydicom's ``SC_rgb_jpeg.dcm`` declares explicit VR and is
-    implicit) by the encoding it finds, leaving values raw and without VRs; writing them in the
-    declared syntax then fails ("encoding without a string argument"). Decoded elements take
-    their VRs from the data dictionary and are written in the declared syntax.
-    """
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax is None or not syntax.is_transfer_syntax or syntax.is_implicit_VR:
-        return
-    # Read as implicit VR although the syntax is explicit: raw elements carry no VR.
-    tags = ds.keys()  # iterating the Dataset itself would convert every element
-    if any(ds.get_item(tag).VR is None for tag in tags):
-        for _ in ds.iterall():  # converts each raw element in place, VR from the dictionary
-            pass
-
-
 def deidentify_bytes(
     deidentifier: Deidentifier, data: bytes, uid_map: UidMap | None = None
 ) -> bytes:
@@ -417,7 +399,7 @@ def deidentify_bytes(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deviations were accepted at ingest (see parse.py)
         ds = dcmread(io.BytesIO(data))
-        _decode_mislabelled(ds)
+        decode_mislabelled(ds)
     deidentifier.deidentify(ds, uid_map=uid_map)
     output = io.BytesIO()
     ds.save_as(output, enforce_file_format=True)

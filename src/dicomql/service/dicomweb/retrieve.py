@@ -110,7 +110,9 @@ async def retrieve_dicom(request: Request) -> Response:
         rows = find(conn, context)
         wanted = negotiate_dicom(accept, single_allowed=level == "Instance")
         for row in rows:
-            if not ts.can_transcode(row.transfer_syntax_uid, wanted.transfer_syntax, _pixels(row)):
+            if not ts.can_transcode(
+                row.transfer_syntax_uid, wanted.transfer_syntax, _pixels(row), row.bits_allocated
+            ):
                 raise NotAcceptable(
                     f"Instance {row.sop_instance_uid} is stored in {row.transfer_syntax_uid}"
                     f" and cannot be converted to transfer syntax {wanted.transfer_syntax}."

@@ -1,0 +1,61 @@
+"""Instances retrieved in JPEG baseline (8-bit) through dicomweb-client: Google's conformance
+statement lists ``transfer-syntax=1.2.840.10008.1.2.4.50`` for study, series and instance
+resources; dicomql encodes it with Pillow. Decoded pixels are compared with the stored ones."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from dicomweb_client import DICOMwebClient
+from dicomweb_support import DICOMWEB, TEST_FILES, create_store
+from pydicom.uid import JPEGBaseline8Bit
+
+from dicomql.service.config import ServiceConfig
+
+
+@pytest.fixture
+def dicomweb(service_config: ServiceConfig, live_server) -> Iterator[DICOMwebClient]:  # type: ignore[no-untyped-def]
+    create_store(service_config)
+    yield DICOMwebClient(url=f"{live_server.url}{DICOMWEB}")
+
+
+def _stored(client: DICOMwebClient, name: str) -> pydicom.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(TEST_FILES / name)
+    client.store_instances([ds])
+    return ds
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_rle_2frame.dcm", "image_dfl.dcm"])
+def test_instance_in_jpeg_baseline_decodes_close_to_the_stored_pixels(
+    dicomweb: DICOMwebClient, name: str
+) -> None:
+    ds = _stored(dicomweb, name)
+    served = dicomweb.retrieve_instance(
+        ds.StudyInstanceUID,
+        ds.SeriesInstanceUID,
+        ds.SOPInstanceUID,
+        media_types=(("application/dicom", JPEGBaseline8Bit),),
+    )
+    assert served.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    decoded = served.pixel_array.astype(int)
+    assert decoded.shape == ds.pixel_array.shape
+    assert np.abs(decoded - ds.pixel_array.astype(int)).mean() <= 2.0
+
+
+def test_a_16_bit_instance_in_jpeg_baseline_is_406(dicomweb: DICOMwebClient) -> None:
+    ds = _stored(dicomweb, "CT_small.dcm")
+    with pytest.raises(requests.HTTPError) as raised:
+        dicomweb.retrieve_instance(
+            ds.StudyInstanceUID,
+            ds.SeriesInstanceUID,
+            ds.SOPInstanceUID,
+            media_types=(("application/dicom", JPEGBaseline8Bit),),
+        )
+    assert raised.value.response.status_code == 406
