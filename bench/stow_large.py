@@ -29,6 +29,10 @@ from sqlalchemy import insert
 from dicomql.store.index import Index
 from dicomql.store.schema import datasets, dicom_stores
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.servers import process_tree
+
 DICOMWEB = "/v1/projects/p/locations/l/datasets/d/dicomStores/s/dicomWeb"
 BOUNDARY = "stow-large-boundary"
 STUDY = "1.2.826.0.1.3680043.9.7777.1"
@@ -67,7 +71,8 @@ def stow_body(count: int) -> Iterator[bytes]:
     """The multipart body of ``count`` distinct instances, generated as it is sent."""
     template, placeholder = instance_template()
     for number in range(count):
-        sop = f"{STUDY}.1.{number:0{_SOP_WIDTH}d}".encode()
+        # Fixed width, and no leading zero (PS3.5 9.1: a UID component has none).
+        sop = f"{STUDY}.1.1{number:0{_SOP_WIDTH - 1}d}".encode()
         head = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
         yield head + template.replace(placeholder, sop) + b"\r\n"
     yield f"--{BOUNDARY}--\r\n".encode()
@@ -98,11 +103,20 @@ def create_store(data_dir: Path, database_url: str | None) -> None:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """VmHWM (peak resident set size) of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc status")
+    """VmHWM (peak resident set size) of a server, in MB: summed over its process and every
+    server process under it (``dicomql serve --processes N``)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    if not total:
+        raise RuntimeError("no VmHWM in /proc status")
+    return total / 1024
 
 
 def _free_port() -> int:
