@@ -49,6 +49,7 @@ class RejectNulMiddleware:
 from dicomql.service import (  # noqa: E402
     datasets,
     dicom_stores,
+    iam,
     locations,
     operations,
     store_methods,
@@ -67,8 +68,9 @@ routes: list[BaseRoute] = [
                 routes=dicomweb_routes.routes,
                 middleware=[Middleware(RejectNulMiddleware)],
             ),
-            # Custom verbs first (store_methods: :import, :export, …).
+            # Custom verbs first (store_methods: :import, :export, …; iam: :getIamPolicy, …).
             *store_methods.routes,
+            *iam.routes,
             *dicom_stores.routes,
             *operations.routes,
             *datasets.routes,

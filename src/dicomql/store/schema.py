@@ -75,6 +75,23 @@ dicom_stores = Table(
     UniqueConstraint("dataset_pk", "store_id", name="uq_dicom_stores_name"),
 )
 
+# IAM policies of datasets and DICOM stores (setIamPolicy), kept as Google returns them;
+# recorded, not enforced. A row goes with its resource (ON DELETE CASCADE), so a resource
+# re-created under the same name starts without a policy, as on Google.
+iam_policies = Table(
+    "iam_policies",
+    metadata,
+    Column("pk", PrimaryKey, primary_key=True, autoincrement=True),
+    Column("dataset_pk", ForeignKey("datasets.pk", ondelete="CASCADE"), nullable=True),
+    Column("store_pk", ForeignKey("dicom_stores.pk", ondelete="CASCADE"), nullable=True),
+    # The Policy without its etag: version, bindings, auditConfigs.
+    Column("policy", JSON, nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("update_time", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dataset_pk", name="uq_iam_policies_dataset"),
+    UniqueConstraint("store_pk", name="uq_iam_policies_store"),
+)
+
 operations = Table(
     "operations",
     metadata,
