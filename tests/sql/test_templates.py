@@ -76,3 +76,60 @@ def test_bind_names_a_missing_parameter() -> None:
 def test_doctests(module: object) -> None:
     failures, _ = doctest.testmod(module)  # type: ignore[arg-type]
     assert failures == 0
+
+
+INJECTION = 'out", "config": {"dicom": {"filterProfile": "DEIDENTIFY_TAG_CONTENTS"}}, "x": "'
+
+
+def _exec_body(sql: str) -> object:
+    statement = parse(sql)
+    assert isinstance(statement, Exec)
+    return json.loads(statement.body or "")
+
+
+@pytest.mark.parametrize(
+    "value", [INJECTION, '\\", "a": 1, "b": "\\', "'", "\\", '"', "\n\x00", "{{ other }}"]
+)
+def test_a_value_inside_a_json_string_is_json_escaped_and_adds_no_field(value: str) -> None:
+    sql = render(
+        'EXEC a.b @@json=\'{"destinationDataset": "projects/p/datasets/{{ dest }}"}\'',
+        {"dest": value, "other": "x"},
+    )
+    assert _exec_body(sql) == {"destinationDataset": f"projects/p/datasets/{value}"}
+
+
+def test_a_value_inside_a_json_key_or_nested_string_is_escaped_too() -> None:
+    # An escaped quote (\") inside the template's string does not end it.
+    sql = render(r"""EXEC a.b @@json='{"labels": {"k-{{ v }}": "a\"{{ v }}"}}'""", {"v": INJECTION})
+    assert _exec_body(sql) == {"labels": {f"k-{INJECTION}": f'a"{INJECTION}'}}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("5", 5), (5, 5), ("true", True), (None, None), ('{"a": [1]}', {"a": [1]}), (2.5, 2.5)],
+)
+def test_a_bare_json_placeholder_takes_exactly_one_json_value(
+    value: object, expected: object
+) -> None:
+    sql = render("EXEC a.b @@json='{\"n\": {{ n }}}'", {"n": value})
+    assert _exec_body(sql) == {"n": expected}
+
+
+@pytest.mark.parametrize(
+    "value", ['1, "filterConfig": {"a": 1}', "abc", '"a" "b"', "NaN", float("inf"), "", "1}, {"]
+)
+def test_a_bare_json_placeholder_refuses_anything_but_one_json_value(value: object) -> None:
+    with pytest.raises(ProgrammingError, match="template variable 'n'"):
+        render("EXEC a.b @@json='{\"n\": {{ n }}}'", {"n": value})
+
+
+def test_a_value_in_a_plain_sql_string_is_sql_quoted() -> None:
+    sql = render("SELECT name FROM t WHERE a = 'x-{{ v }}'", {"v": INJECTION + "' OR 1=1 --"})
+    statement = parse(sql)
+    assert isinstance(statement, Relational)
+    assert statement.tree.args["where"].this.right.this == f"x-{INJECTION}' OR 1=1 --"
+
+
+def test_a_non_finite_number_is_not_a_sql_literal() -> None:
+    with pytest.raises(ProgrammingError, match="not a SQL literal"):
+        render("SELECT {{ x }}", {"x": float("nan")})

@@ -1,14 +1,20 @@
 """Filling StackQL ``{{ name }}`` templates and DB-API ``:name`` parameters.
 
-Values are never spliced as SQL: each is rendered as a literal (a string literal with its
-quotes doubled) or, inside a string literal, as escaped text. Where a placeholder is the whole
-of a JSON string value inside a literal — the StackQL docs' ``"config": "{{ config }}"`` — an
-object or array value fills it as JSON, so the documented EXEC bodies work as written.
+Values are never spliced as text of another language; each is escaped for the context it fills:
+
+- outside quotes (SQL code): one SQL literal (a string literal with its quotes doubled);
+- inside a SQL string literal: text, with its quotes doubled;
+- inside a JSON string of a literal that holds JSON (``@@json='{"a": "x{{ v }}"}'``): JSON string
+  escaping, so a ``"`` cannot close the string and add request fields; where the placeholder is
+  the whole JSON string — the StackQL docs' ``"config": "{{ config }}"`` — an object or array
+  value fills it as JSON, so the documented EXEC bodies work as written;
+- as a bare JSON value (``{"pageSize": {{ n }}}``): exactly one JSON value, else an error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +23,8 @@ from dicomql.errors import ProgrammingError
 from dicomql.sql.lexer import CODE, STRING, segments
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")
-_IN_STRING = re.compile(r'"' + _PLACEHOLDER.pattern + r'"|' + _PLACEHOLDER.pattern)
+_WHOLE_STRING = re.compile(r'"' + _PLACEHOLDER.pattern + r'"')
+_IN_STRING = re.compile(_WHOLE_STRING.pattern + "|" + _PLACEHOLDER.pattern)
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -33,6 +40,9 @@ def sql_literal(value: Any) -> str:
         return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and not math.isfinite(value):
+        # repr would be nan/inf: a column name, not a literal.
+        raise ProgrammingError(f"{value!r} is not a SQL literal; pass it as a string")
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, dict | list):
@@ -97,17 +107,90 @@ def render(sql: str, variables: Mapping[str, Any] | None) -> str:
 
 def _render_in_string(body: str, values: Mapping[str, Any]) -> str:
     """Fill placeholders inside one string literal's (unescaped) body; returns it escaped."""
+    if _holds_json(body):
+        return _render_json(body, values).replace("'", "''")
 
     def fill(match: re.Match[str]) -> str:
         if match.group(1) is not None:
-            # "{{ x }}" as a whole JSON string value: an object/array fills it as JSON.
-            value = _lookup(values, match.group(1), "template variable")
-            as_json = _as_json(value)
-            return json.dumps(as_json if as_json is not None else _text(value))
+            return _whole_json_string(_lookup(values, match.group(1), "template variable"))
         return _text(_lookup(values, match.group(2), "template variable"))
 
     body = _IN_STRING.sub(fill, body)
     return body.replace("'", "''")
+
+
+def _holds_json(body: str) -> bool:
+    """Whether a literal's body is a JSON object or array (with placeholders in it)."""
+    return _PLACEHOLDER.sub("0", body).lstrip()[:1] in ("{", "[")
+
+
+def _whole_json_string(value: Any) -> str:
+    """``"{{ x }}"`` as a whole JSON string value: an object/array fills it as JSON."""
+    as_json = _as_json(value)
+    return json.dumps(as_json if as_json is not None else _text(value))
+
+
+def _render_json(body: str, values: Mapping[str, Any]) -> str:
+    """Fill the placeholders of JSON text, each escaped for where it stands.
+
+    >>> print(_render_json('{"a": "x-{{ v }}", "n": {{ n }}}', {"v": 'q"', "n": "5"}))
+    {"a": "x-q\\"", "n": 5}
+    """
+    out: list[str] = []
+    in_string = False
+    index = 0
+    while index < len(body):
+        whole = None if in_string else _WHOLE_STRING.match(body, index)
+        placeholder = whole or _PLACEHOLDER.match(body, index)
+        if placeholder is not None:
+            name = placeholder.group(1)
+            value = _lookup(values, name, "template variable")
+            if whole is not None:
+                out.append(_whole_json_string(value))
+            elif in_string:
+                out.append(json.dumps(_text(value))[1:-1])  # JSON string escaping, no quotes
+            else:
+                out.append(_json_value(name, value))
+            index = placeholder.end()
+            continue
+        character = body[index]
+        if in_string and character == "\\":
+            out.append(body[index : index + 2])  # an escape: the next character is not a quote
+            index += 2
+            continue
+        if character == '"':
+            in_string = not in_string
+        out.append(character)
+        index += 1
+    return "".join(out)
+
+
+def _json_value(name: str, value: Any) -> str:
+    """``value`` as exactly one JSON value, for a placeholder standing bare in JSON text.
+
+    Raises:
+        ProgrammingError: the value is not one JSON value (text that is not JSON, or more).
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value, parse_constant=_no_constant)
+        except (json.JSONDecodeError, ValueError):
+            raise ProgrammingError(
+                f"template variable '{name}' stands as a bare JSON value, but {value!r:.80} is "
+                f'not one JSON value; quote the placeholder ("{{{{ {name} }}}}") for a string'
+            ) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProgrammingError(f"template variable '{name}': {value!r} is not a JSON value")
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ProgrammingError(
+            f"template variable '{name}': {type(value).__name__} is not a JSON value"
+        ) from exc
+
+
+def _no_constant(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def bind(sql: str, parameters: Mapping[str, Any] | None) -> str:
