@@ -17,6 +17,11 @@ index: it only starts, watches and stops the processes.
 - A process whose parent vanished (SIGKILL) drains and exits the same way, freeing the port.
 
 ``--processes 1`` runs the server in the parent itself, with the same signals and exit status.
+
+Not uvicorn's own ``workers=`` supervisor: it kills a process that does not answer its health
+ping within 5 s (a busy one on a loaded machine), logs a death only at INFO, lets a drained
+process die of the re-raised SIGTERM instead of exiting 0, and needs the app as an import string
+with the configuration passed through the environment.
 """
 
 from __future__ import annotations
