@@ -46,6 +46,29 @@ _UID_SEPARATORS = re.compile(r"[,\\]")
 _NAME_TOKEN_SEPARATORS = re.compile(r"[\^=\s,]+")
 
 
+# ModalitiesInStudy (PS3.4 C.6.1.1.2, a study-level matching key) is the backslash-joined
+# column ingest maintains from the study's series, not a column filled from one instance, so it
+# is declared here and not in dicom.attributes.
+MODALITIES_IN_STUDY = IndexedAttribute(
+    "ModalitiesInStudy", 0x00080061, "CS", Level.STUDY, "modalities_in_study", searchable=False
+)
+# PS3.18 Table 10.6.1-5 (required matching keys) beyond Google's list, matched under
+# ``--conformance standard``. RequestAttributesSequence's ScheduledProcedureStepID and
+# RequestedProcedureID are not indexed (docs/service.md).
+STANDARD_KEYS = frozenset(
+    {
+        "StudyTime",
+        "StudyID",
+        "ModalitiesInStudy",
+        "SeriesNumber",
+        "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime",
+        "SOPClassUID",
+        "InstanceNumber",
+    }
+)
+
+
 class QueryError(ValueError):
     """A QIDO-RS query the service cannot run; the message is shown to the user (HTTP 400)."""
 
@@ -95,12 +118,16 @@ def resolve_attribute(name: str) -> int:
     return int(tag)
 
 
-def parse_search(params: Iterable[tuple[str, str]], level: Level) -> SearchQuery:
+def parse_search(
+    params: Iterable[tuple[str, str]], level: Level, *, standard: bool = False
+) -> SearchQuery:
     """Parse QIDO-RS query parameters for a search at ``level``.
 
     Args:
         params: the query string's (name, value) pairs, repeated names allowed.
         level: the level searched (studies, series or instances).
+        standard: also match the keys PS3.18 requires beyond Google's list
+            (:data:`STANDARD_KEYS`; ``--conformance standard``).
 
     Raises:
         QueryError: an unknown or unsupported attribute, a malformed value or paging parameter.
@@ -155,7 +182,7 @@ def parse_search(params: Iterable[tuple[str, str]], level: Level) -> SearchQuery
     matches: list[Match] = []
     returned: set[int] = set()
     for name, value in criteria:
-        attribute = _searchable(name, level)
+        attribute = _searchable(name, level, standard)
         if value == "":
             returned.add(attribute.tag)
             continue
@@ -180,16 +207,17 @@ def _non_negative(text: str, name: str) -> int:
     return int(text)
 
 
-def _searchable(name: str, level: Level) -> IndexedAttribute:
+def _searchable(name: str, level: Level, standard: bool = False) -> IndexedAttribute:
     tag = resolve_attribute(name)
-    attribute = BY_TAG.get(tag)
+    attribute = BY_TAG.get(tag) or (MODALITIES_IN_STUDY if tag == MODALITIES_IN_STUDY.tag else None)
     keyword = keyword_for_tag(tag) or f"{tag:08X}"
-    if attribute is None or not attribute.searchable:
+    allowed = STANDARD_KEYS if standard else frozenset()
+    if attribute is None or not (attribute.searchable or attribute.keyword in allowed):
         supported = ", ".join(
             a.keyword
             for lvl in _SEARCHABLE_LEVELS[level]
-            for a in BY_KEYWORD.values()
-            if a.level is lvl and a.searchable
+            for a in (*BY_KEYWORD.values(), MODALITIES_IN_STUDY)
+            if a.level is lvl and (a.searchable or a.keyword in allowed)
         )
         raise QueryError(
             f"{keyword} is not a supported search attribute; supported at {level.value.lower()}"
@@ -204,6 +232,14 @@ def _searchable(name: str, level: Level) -> IndexedAttribute:
 
 
 def _match(attribute: IndexedAttribute, value: str, fuzzy: bool) -> Match:
+    if attribute.vr == "IS":
+        # PS3.4 C.2.2.2.1: single value matching only for numbers.
+        if not (value.strip().lstrip("+-").isascii() and value.strip().lstrip("+-").isdigit()):
+            raise QueryError(f"{attribute.keyword}: {value!r} is not an integer.")
+        number = int(value)
+        if not -(2**31) <= number < 2**31:
+            raise QueryError(f"{attribute.keyword}: {value!r} is out of range.")
+        return Match(attribute, MatchKind.SINGLE, (str(number),))
     if attribute.vr == "UI":
         uids = tuple(uid.strip() for uid in _UID_SEPARATORS.split(value) if uid.strip())
         if len(uids) > 1:
@@ -257,6 +293,10 @@ def _condition(match: Match, store_pk: int, dialect: str) -> ColumnElement[bool]
         column = table.c[f"{attribute.column}_key"]
     else:
         column = table.c[attribute.column]
+    if attribute is MODALITIES_IN_STUDY:
+        return _any_of_multiple(column, match, dialect)
+    if attribute.vr == "IS":
+        return column == int(match.values[0])
     if match.kind is MatchKind.SINGLE:
         if attribute.vr == "PN" and "=" not in match.values[0]:
             # A name stored with ideographic or phonetic groups ("Yamada^Tarou=山田^太郎")
@@ -275,6 +315,35 @@ def _condition(match: Match, store_pk: int, dialect: str) -> ColumnElement[bool]
     if match.kind is MatchKind.RANGE:
         return _range(column, attribute.vr, *match.values)
     return _fuzzy(match, store_pk, dialect)
+
+
+def _any_of_multiple(column: ColumnElement[str], match: Match, dialect: str) -> ColumnElement[bool]:
+    """A backslash-joined multi-valued column (ModalitiesInStudy) matches when any of its
+    values matches (PS3.4 C.2.2.2.1 and C.2.2.2.4 on each value)."""
+    value = match.values[0]
+    if match.kind is MatchKind.SINGLE and dialect != "sqlite":
+        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return or_(
+            column == value,
+            column.like(f"{escaped}\\\\%", escape="\\"),
+            column.like(f"%\\\\{escaped}", escape="\\"),
+            column.like(f"%\\\\{escaped}\\\\%", escape="\\"),
+        )
+    if match.kind is MatchKind.SINGLE:
+        plain = value.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")
+        return or_(
+            column == value,
+            column.op("GLOB")(f"{plain}\\*"),
+            column.op("GLOB")(f"*\\{plain}"),
+            column.op("GLOB")(f"*\\{plain}\\*"),
+        )
+    # Wildcards: each stored value is tried against the pattern.
+    return or_(
+        _pattern(column, value, dialect),
+        _pattern(column, f"{value}\\*", dialect),
+        _pattern(column, f"*\\{value}", dialect),
+        _pattern(column, f"*\\{value}\\*", dialect),
+    )
 
 
 def _pattern(column: ColumnElement[str], value: str, dialect: str) -> ColumnElement[bool]:

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.qido import QueryError, parse_search
+from dicomql.service.conformance import conformance_of
 from dicomql.service.context import service_of
 from dicomql.service.dicomweb.multipart import parse_accept
 from dicomql.service.dicomweb.responses import (
@@ -72,7 +73,11 @@ def _endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         fmt = response_format(request)
         try:
-            query = parse_search(request.query_params.multi_items(), level)
+            query = parse_search(
+                request.query_params.multi_items(),
+                level,
+                standard=conformance_of(request).standard_search_keys,
+            )
         except QueryError as exc:
             raise InvalidArgument(str(exc)) from exc
         params = request.path_params
