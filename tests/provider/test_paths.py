@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from google_double import GoogleDouble
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from recording import RecordingTransport, embedded_connection, google_connection, segments
 
+from dicomql.cli import main
 from dicomql.dbapi import Connection
 from dicomql.errors import ProgrammingError
 from dicomql.provider import paths
@@ -273,3 +275,32 @@ def test_towards_google_a_hostile_id_sends_no_request(value: str, how: str) -> N
 def test_doctests() -> None:
     failures, _ = doctest.testmod(paths)
     assert failures == 0
+
+
+def test_a_hostile_var_on_the_command_line_is_refused_and_the_dataset_kept(tmp_path: Path) -> None:
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, [*args, "--data-dir", str(tmp_path / "cli")])
+
+    created = run(
+        "exec",
+        "INSERT /*+ AWAIT */ INTO google.healthcare.datasets (projectsId, locationsId, datasetId) "
+        "SELECT 'p', 'l', 'ds'; INSERT INTO google.healthcare.dicom_stores (projectsId, "
+        "locationsId, datasetsId, dicomStoreId) SELECT 'p', 'l', 'ds', 's';",
+    )
+    assert created.exit_code == 0, created.output
+    refused = run(
+        "exec",
+        f"DELETE FROM google.healthcare.dicom_stores WHERE {SCOPE} AND dicomStoresId = {{{{ s }}}}",
+        "--var",
+        "s=..",
+    )
+    assert refused.exit_code == 1
+    assert "invalid value '..' for path parameter dicomStoresId" in refused.stderr
+    listed = run(
+        "exec",
+        f"SELECT name FROM google.healthcare.dicom_stores WHERE {SCOPE}",
+        "-o",
+        "json",
+    )
+    assert listed.exit_code == 0, listed.output
+    assert '"projects/p/locations/l/datasets/ds/dicomStores/s"' in listed.stdout
