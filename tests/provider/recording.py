@@ -46,3 +46,12 @@ def segments(request: httpx.Request) -> list[str]:
     """The request's path as the server splits it: raw segments, each percent-decoded."""
     raw = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
     return [unquote(piece) for piece in raw.lstrip("/").split("/")]
+
+
+def instance_uids(connection: Connection, store: str) -> list[str]:
+    """SOP Instance UIDs in the store that ``store`` names (``@projectsId='p', …``), by QIDO."""
+    cursor = connection.execute(f"EXEC google.healthcare.dicom_stores.search_for_instances {store}")
+    columns = [d[0] for d in cursor.description or []]
+    if "SOPInstanceUID" not in columns:  # no instance, no columns
+        return []
+    return [row[columns.index("SOPInstanceUID")] for row in cursor.fetchall()]

@@ -20,7 +20,13 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from recording import RecordingTransport, embedded_connection, google_connection, segments
+from recording import (
+    RecordingTransport,
+    embedded_connection,
+    google_connection,
+    instance_uids,
+    segments,
+)
 
 from dicomql.dbapi import Connection
 from dicomql.errors import Error, ProgrammingError
@@ -300,13 +306,8 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Connect
         yield connection, recording
 
 
-def guarded_instances(connection: Connection) -> list[Any]:
-    cursor = connection.execute(
-        f"EXEC google.healthcare.dicom_stores.search_for_instances {GUARD_STORE}"
-    )
-    columns = [c[0] for c in cursor.description or []]
-    rows = cursor.fetchall()
-    return [row[columns.index("SOPInstanceUID")] for row in rows] if rows else []
+def guarded_instances(connection: Connection) -> list[str]:
+    return instance_uids(connection, GUARD_STORE)
 
 
 @PROPERTY

@@ -17,7 +17,13 @@ from click.testing import CliRunner
 from google_double import GoogleDouble
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from recording import RecordingTransport, embedded_connection, google_connection, segments
+from recording import (
+    RecordingTransport,
+    embedded_connection,
+    google_connection,
+    instance_uids,
+    segments,
+)
 
 from dicomql.cli import main
 from dicomql.dbapi import Connection
@@ -35,6 +41,7 @@ STUDY, SERIES, INSTANCE = (
     str(CT.SOPInstanceUID),
 )
 SCOPE = "projectsId = 'p' AND locationsId = 'l' AND datasetsId = 'ds'"
+STORE = "@projectsId='p', @locationsId='l', @datasetsId='ds', @dicomStoresId='s'"
 UIDS = f"studiesId = '{STUDY}' AND seriesId = '{SERIES}'"
 
 HOSTILE = [
@@ -162,8 +169,7 @@ def stored(tmp_path: Path) -> Iterator[tuple[Connection, RecordingTransport]]:
             "(projectsId, locationsId, datasetsId, dicomStoreId) SELECT 'p', 'l', 'ds', 's'"
         )
         cursor.execute(
-            "EXEC google.healthcare.dicom_stores.store_instances @projectsId='p', "
-            "@locationsId='l', @datasetsId='ds', @dicomStoresId='s', @path=:path",
+            f"EXEC google.healthcare.dicom_stores.store_instances {STORE}, @path=:path",
             {"path": get_testdata_file("CT_small.dcm")},
         )
         assert cursor.fetchall()[0][0] == "stored"
@@ -172,14 +178,7 @@ def stored(tmp_path: Path) -> Iterator[tuple[Connection, RecordingTransport]]:
 
 
 def _instances(connection: Connection) -> list[str]:
-    cursor = connection.execute(
-        "EXEC google.healthcare.dicom_stores.search_for_instances @projectsId='p', "
-        "@locationsId='l', @datasetsId='ds', @dicomStoresId='s'"
-    )
-    columns = [d[0] for d in cursor.description or []]
-    if "SOPInstanceUID" not in columns:  # no instance, no columns
-        return []
-    return [row[columns.index("SOPInstanceUID")] for row in cursor.fetchall()]
+    return instance_uids(connection, STORE)
 
 
 def _datasets(connection: Connection) -> list[str]:
