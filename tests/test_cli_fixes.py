@@ -137,13 +137,31 @@ def test_a_join_of_two_parameters_says_which_wait_on_each_other(data_dir: Path) 
     result = run(
         data_dir,
         "exec",
-        "SELECT s.name FROM google.healthcare.datasets d JOIN google.healthcare.dicom_stores s "
-        "ON s.datasetsId = d.datasetsId WHERE d.projectsId = 'p' AND d.locationsId = 'us' "
-        "AND s.projectsId = 'p' AND s.locationsId = 'us'",
+        "SELECT a.name FROM google.healthcare.dicom_stores a JOIN google.healthcare.dicom_stores b "
+        "ON a.datasetsId = b.datasetsId WHERE a.projectsId = 'p' AND a.locationsId = 'us' "
+        "AND b.projectsId = 'p' AND b.locationsId = 'us'",
     )
     assert result.exit_code == 1
-    assert "s.datasetsId from d.datasetsId" in result.stderr
+    assert "a.datasetsId from b.datasetsId" in result.stderr
     assert "give one of them in WHERE" in result.stderr
+
+
+def test_a_join_of_two_parameters_feeds_the_side_that_needs_it(data_dir: Path) -> None:
+    """datasets can be listed without datasetsId, dicom_stores cannot: datasets go first."""
+    result = run(
+        data_dir,
+        "exec",
+        "SELECT s.name FROM google.healthcare.datasets d JOIN google.healthcare.dicom_stores s "
+        "ON s.datasetsId = d.datasetsId WHERE d.projectsId = 'p' AND d.locationsId = 'us' "
+        "AND s.projectsId = 'p' AND s.locationsId = 'us' ORDER BY s.name",
+        "-o",
+        "csv",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1:3] == [
+        "projects/p/locations/us/datasets/ds/dicomStores/a",
+        "projects/p/locations/us/datasets/ds/dicomStores/b",
+    ]
 
 
 def test_a_keyword_in_the_wrong_case_suggests_the_keyword(data_dir: Path) -> None:

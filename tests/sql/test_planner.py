@@ -257,7 +257,8 @@ def test_api_errors_propagate_instead_of_empty_results(
         ),
         (
             "SELECT * FROM google.healthcare.studies WHERE projectsId = 'p'",
-            "google.healthcare.studies has no SELECT method",
+            "missing required parameters locationsId, datasetsId, dicomStoresId for SELECT on "
+            "google.healthcare.studies",
         ),
         ("SELECT '{{ missing }}'", "template variable 'missing' has no value"),
     ],

@@ -4,6 +4,7 @@ planned and made, and the rows shaped relationally in an in-memory SQLite worksp
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -13,11 +14,17 @@ from sqlglot import exp
 from dicomql.errors import JSONValueError, ProgrammingError
 from dicomql.provider.client import Client
 from dicomql.provider.registry import Field, Method, Registry, Resource, suggest
-from dicomql.sql import mutations, procedures
+from dicomql.sql import metadata, mutations, procedures
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.lexer import split_statements
-from dicomql.sql.parser import Describe, Relational, Show, Statement, parse
-from dicomql.sql.planner import Scan, derived_feeding_parameters, plan_select, render
+from dicomql.sql.parser import Describe, Explain, Relational, Show, Statement, parse
+from dicomql.sql.planner import (
+    Scan,
+    all_parameters,
+    derived_feeding_parameters,
+    plan_select,
+    render,
+)
 from dicomql.sql.relational import Workspace
 from dicomql.sql.responses import dicom_accept, payload_of, warnings_of
 from dicomql.sql.results import Result
@@ -33,6 +40,7 @@ class Engine:
         registry: resources and methods; the packaged discovery document by default.
         page_limit: list methods follow ``nextPageToken`` up to this many pages (None: all).
         on_progress: called with the operation JSON each time ``/*+ AWAIT */`` polls.
+        search_page_size: QIDO ``limit`` of each page a metadata table reads.
     """
 
     def __init__(
@@ -42,8 +50,10 @@ class Engine:
         *,
         page_limit: int | None = 20,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        search_page_size: int = metadata.PAGE_SIZE,
     ) -> None:
         self.client = client
+        self.search_page_size = search_page_size
         self.registry = registry or Registry.load()
         self.page_limit = page_limit
         self.on_progress = on_progress
@@ -55,6 +65,7 @@ class Engine:
             "exec": procedures.exec_(self),
             "show": self._show,
             "describe": self._describe,
+            "explain": self._explain,
         }
 
     def execute(
@@ -162,14 +173,25 @@ class Engine:
         integers = [f.name for f in fields if f.is_integer]
         rows: list[dict[str, Any]] = []
         calls = [] if any(not v for v in dependent.values()) else scan.calls(dependent)
+        # Path parameters the statement uses but the rows lack: read from each row's name.
+        ids = [c for c in scan.referenced if c in all_parameters(resource) and c not in scan.given]
         for params in calls:
+            if scan.qido is not None:
+                params = {**params, **scan.qido.query()}
             # One statement naming the same call twice (a self-join, a subquery) calls once.
             key = (method.id, tuple(sorted((k, repr(v)) for k, v in params.items())))
             if key not in workspace.payloads:
-                workspace.payloads[key] = list(self.pages(method, params, workspace.warnings))
+                fetch = self.search_pages if scan.qido is not None else self.pages
+                workspace.payloads[key] = list(fetch(method, params, workspace.warnings))
             for payload in workspace.payloads[key]:
-                page_rows = self._page_rows(method, payload, scan.page_shape)
+                if scan.qido is not None:
+                    page_rows = list(metadata.typed_rows(payload))
+                else:
+                    page_rows = self._page_rows(method, payload, scan.page_shape)
                 for row in page_rows:
+                    if ids and isinstance(row.get("name"), str):
+                        for name, value in _ids_from_name(row["name"]).items():
+                            row.setdefault(name, value)
                     for name, values in scan.given.items():
                         row.setdefault(
                             name, params.get(name, values[0] if len(values) == 1 else None)
@@ -184,7 +206,46 @@ class Engine:
             seen.update(dict.fromkeys(row))
         seen.update(dict.fromkeys(scan.given))
         seen.update(dict.fromkeys(dependent))
+        seen.update(dict.fromkeys(ids))
+        if scan.qido is not None:
+            # Columns the statement names exist even when no match has them (NULL).
+            seen.update(dict.fromkeys(sorted(c for c in scan.referenced if metadata.is_column(c))))
         workspace.load(scan.temp, list(seen), rows, label=resource.id)
+
+    def search_pages(
+        self, method: Method, params: dict[str, Any], warnings: list[str] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """QIDO pages (PS3.18 8.3.4.4 ``limit``/``offset``) until one says it is the last —
+        shorter than asked and without ``Warning: 299 … additional results`` — or
+        ``page_limit`` pages were read."""
+        offset = 0
+        fetched = 0
+        while True:
+            query = {**params, "limit": self.search_page_size}
+            if offset:
+                query["offset"] = offset
+            response = self.client.call(method, query, accept="application/dicom+json")
+            page = payload_of(response)
+            page = page if isinstance(page, list) else []
+            texts = warnings_of(response)
+            more = any("additional results" in t for t in texts) or (
+                len(page) >= self.search_page_size
+            )
+            if warnings is not None:
+                warnings += [f"{method.name}: {t}" for t in texts if "additional results" not in t]
+            yield page
+            fetched += 1
+            if not more or not page:
+                return
+            if self.page_limit is not None and fetched >= self.page_limit:
+                if warnings is not None:
+                    warnings.append(
+                        f"{method.resource}.{method.name}: stopped after {fetched} pages of "
+                        f"{self.search_page_size} (the page limit; --page-limit 0 follows all); "
+                        "more results exist"
+                    )
+                return
+            offset += len(page)
 
     def pages(
         self, method: Method, params: dict[str, Any], warnings: list[str] | None = None
@@ -221,6 +282,37 @@ class Engine:
         if page_shape or not method.object_key:
             return [dict(payload)] if payload else []
         return [dict(item) for item in payload.get(method.object_key) or []]
+
+    def _explain(self, statement: Statement, workspace: Workspace) -> Result:
+        """One row per planned table — its method, the request(s) it makes and what the server
+        filters — and a last row with the query SQLite runs over the fetched rows."""
+        assert isinstance(statement, Explain)
+        tree = statement.query.tree.copy()
+        derived = {}
+        for subquery in derived_feeding_parameters(tree, self.registry):
+            derived[subquery.alias] = f"subquery {subquery.alias}"
+        rewritten, scans = plan_select(tree, self.registry, derived, copy=False)
+        columns = ["step", "table", "method", "request", "server_filters", "relational"]
+        rows: list[tuple[Any, ...]] = []
+        for step, scan in enumerate(scans, start=1):
+            rows.append(
+                (
+                    step,
+                    f"{scan.resource.id} {scan.alias}",
+                    f"{scan.method.resource}.{scan.method.name}",
+                    "\n".join(_requests(scan, self.search_page_size)),
+                    "; ".join(
+                        [
+                            f"{p} = {v[0]!r}" if len(v) == 1 else f"{p} IN {tuple(v)!r}"
+                            for p, v in scan.params.items()
+                        ]
+                        + (scan.qido.pushed if scan.qido is not None else [])
+                    ),
+                    None,
+                )
+            )
+        rows.append((len(scans) + 1, None, "SQLite", None, None, render(rewritten)))
+        return Result(columns, rows, len(rows), "explain")
 
     # --- SHOW / DESCRIBE ---------------------------------------------------------------------
 
@@ -351,6 +443,47 @@ _SHOWS: dict[str, Callable[[Registry, Show], Rows]] = {
     "METHODS": _show_methods,
     "INSERT": _show_insert,
 }
+
+
+def _requests(scan: Scan, page_size: int) -> list[str]:
+    """The requests a scan makes: one per combination of its values; a value another table
+    gives shows as ``{alias.column}``, one request per distinct value."""
+    from urllib.parse import urlencode
+
+    method = scan.method
+    placeholders = {d.parameter: [f"{{{d.alias}.{d.column}}}"] for d in scan.dependent}
+    values = {**scan.params, **placeholders}
+    query_extra = dict(scan.qido.query()) if scan.qido is not None else {}
+    if scan.qido is not None:
+        query_extra["limit"] = str(page_size)
+    names = list(values)
+    requests = []
+    for combination in itertools.product(*(values[n] for n in names)):
+        params = dict(zip(names, combination, strict=True))
+        path = re.sub(
+            r"\{(\w+)\}",
+            lambda m, params=params: str(params.get(m.group(1), m.group(0))),
+            method.flat_path,
+        )
+        query = {
+            k: v
+            for k, v in params.items()
+            if k not in method.parameters or (method.parameters[k].location == "query")
+        }
+        query.update(query_extra)
+        requests.append(f"{method.http_method} /{path}" + (f"?{urlencode(query)}" if query else ""))
+    return requests
+
+
+def _ids_from_name(name: str) -> dict[str, str]:
+    """``projects/p/locations/l/datasets/d/dicomStores/s`` → projectsId, locationsId,
+    datasetsId, dicomStoresId: the flat path parameters a resource name spells.
+
+    >>> _ids_from_name("projects/p/locations/l/datasets/d")["datasetsId"]
+    'd'
+    """
+    parts = name.split("/")
+    return {f"{parts[i]}Id": parts[i + 1] for i in range(0, len(parts) - 1, 2)}
 
 
 def _integer(value: Any) -> Any:

@@ -115,6 +115,17 @@ class Describe(Statement):
         return "DESCRIBE " + ("EXTENDED " if self.extended else "") + self.resource
 
 
+@dataclass
+class Explain(Statement):
+    """``EXPLAIN [QUERY PLAN] SELECT …``: the calls a SELECT would make, not made."""
+
+    query: Relational
+    kind = "explain"
+
+    def sql(self) -> str:
+        return "EXPLAIN " + self.query.sql()
+
+
 # --- the hand-written front: tokens of EXEC / SHOW / DESCRIBE -------------------------------
 
 _TOKEN = re.compile(
@@ -365,6 +376,18 @@ def _from_parse_error(text: str, code: str, exc: ParseError) -> Exception:
     return syntax_error(description, text, min(offset, len(text)))
 
 
+def _parse_explain(text: str, code: str) -> Statement:
+    match = re.match(r"\s*EXPLAIN(\s+QUERY\s+PLAN)?\b", code, re.IGNORECASE)
+    assert match is not None  # the dispatch table chose this function by the keyword
+    # Blank the keyword so that positions in errors still point into ``text``.
+    inner = " " * match.end() + code[match.end() :]
+    query = _parse_relational(text, inner)
+    if query.kind != "select":
+        raise syntax_error("Expected SELECT after EXPLAIN", text, match.end())
+    assert isinstance(query, Relational)
+    return Explain(text, query)
+
+
 _PARSERS: dict[str, Callable[[str, str], Statement]] = {
     "SELECT": _parse_relational,
     "WITH": _parse_relational,
@@ -376,6 +399,7 @@ _PARSERS: dict[str, Callable[[str, str], Statement]] = {
     "SHOW": _parse_show,
     "DESCRIBE": _parse_describe,
     "DESC": _parse_describe,
+    "EXPLAIN": _parse_explain,
 }
 
 
@@ -398,7 +422,7 @@ def parse(text: str) -> Statement:
     parse_function = _PARSERS.get(keyword)
     if parse_function is None:
         raise syntax_error(
-            "Expected SELECT, INSERT, UPDATE, DELETE, EXEC, SHOW or DESCRIBE", text, offset
+            "Expected SELECT, INSERT, UPDATE, DELETE, EXEC, SHOW, DESCRIBE or EXPLAIN", text, offset
         )
     statement = parse_function(text, code)
     statement.hints = frozenset(hints(text))

@@ -13,7 +13,9 @@ from sqlglot import exp
 
 from dicomql.errors import ProgrammingError
 from dicomql.provider.registry import Method, Registry, Resource, suggest
+from dicomql.sql import metadata
 from dicomql.sql.dialect import StackQL
+from dicomql.sql.terms import conjuncts, is_literal, literal_value
 
 
 @dataclass
@@ -41,6 +43,10 @@ class Scan:
     # Every parameter the statement gave for this scan (also empty ones): row columns.
     given: dict[str, list[Any]] = field(default_factory=dict)
     dependent: list[DependentParameter] = field(default_factory=list)
+    # Column names the statement uses of this table (columns even when no row has them).
+    referenced: set[str] = field(default_factory=set)
+    # A metadata table's QIDO search keys (studies, series, instances).
+    qido: metadata.QidoPlan | None = None
 
     def calls(
         self, dependent_values: dict[str, list[Any]] | None = None
@@ -50,44 +56,6 @@ class Scan:
         names = list(values)
         for combination in itertools.product(*(values[n] for n in names)):
             yield dict(zip(names, combination, strict=True))
-
-
-def literal_value(node: exp.Expression) -> Any:
-    """The Python value of a literal node (string, number, boolean, NULL), else raise."""
-    if isinstance(node, exp.Literal):
-        if node.is_string:
-            return node.this
-        text = node.this
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    if isinstance(node, exp.Boolean):
-        return bool(node.this)
-    if isinstance(node, exp.Null):
-        return None
-    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
-        value = literal_value(node.this)
-        return -value
-    raise ValueError(node.sql())
-
-
-def is_literal(node: exp.Expression) -> bool:
-    try:
-        literal_value(node)
-    except ValueError:
-        return False
-    return True
-
-
-def conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
-    """The AND-ed terms of a condition."""
-    if condition is None:
-        return []
-    if isinstance(condition, exp.Where):
-        return conjuncts(condition.this)
-    if isinstance(condition, exp.Paren):
-        return conjuncts(condition.this)
-    if isinstance(condition, exp.And):
-        return conjuncts(condition.left) + conjuncts(condition.right)
-    return [condition]
 
 
 def resource_name(table: exp.Table) -> str:
@@ -105,8 +73,17 @@ def table_resource(table: exp.Table, registry: Registry, ctes: set[str]) -> Reso
     return registry.resource(resource_name(table))
 
 
+def verb_methods(resource: Resource, verb: str) -> list[Method]:
+    """The methods a SQL verb may use; SELECT on studies, series and instances is the store's
+    QIDO search of that level (sql/metadata.py)."""
+    if verb == "select" and resource.name in metadata.TABLES:
+        stores = resource.registry.resource("dicom_stores")
+        return [stores.method(metadata.TABLES[resource.name])]
+    return resource.verb_methods(verb)
+
+
 def all_parameters(resource: Resource, verb: str = "select") -> set[str]:
-    return {p for m in resource.verb_methods(verb) for p in m.parameters}
+    return {p for m in verb_methods(resource, verb) for p in m.parameters}
 
 
 def choose_method(resource: Resource, verb: str, given: set[str]) -> Method:
@@ -115,7 +92,7 @@ def choose_method(resource: Resource, verb: str, given: set[str]) -> Method:
     Raises:
         ProgrammingError: none fits; the message names the missing parameters.
     """
-    methods = resource.verb_methods(verb)
+    methods = verb_methods(resource, verb)
     if not methods:
         raise ProgrammingError(
             f"{resource.id} has no {verb.upper()} method; "
@@ -197,6 +174,7 @@ def plan_select(
         sources = set(by_alias) | set(derived)
         for term in terms:
             _take_parameter(term, by_alias, params, joins, sources)
+        _break_mutual_joins(by_alias, params, joins)
         local: dict[str, Scan] = {}
         for alias, (table, resource) in by_alias.items():
             given = {p for p, values in params[alias].items() if values != [""]}
@@ -220,7 +198,16 @@ def plan_select(
                 temp=new_name(),
                 page_shape=bool(page_fields & referenced),
                 given=params[alias],
+                referenced=referenced,
             )
+            if resource.name in metadata.TABLES:
+                star = any(
+                    isinstance(e, exp.Star)
+                    or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
+                    for e in select.expressions
+                )
+                only = len(by_alias) == 1 and not select.args.get("joins")
+                scan.qido = metadata.plan_qido(select, alias, resource.name, referenced, star, only)
             local[alias] = scan
             scans.append(scan)
             table.replace(
@@ -244,6 +231,30 @@ def plan_select(
                         DependentParameter(parameter, derived[other], column, alias=other)
                     )
     return tree, _ordered(scans)
+
+
+def _can_choose(resource: Resource, given: set[str]) -> bool:
+    return any(set(m.required_parameters) <= given for m in verb_methods(resource, "select"))
+
+
+def _break_mutual_joins(
+    by_alias: dict[str, tuple[exp.Table, Resource]],
+    params: dict[str, dict[str, list[Any]]],
+    joins: dict[str, list[tuple[str, str, str]]],
+) -> None:
+    """``ON st.dicomStoresId = s.dicomStoresId``: both sides are parameters. The side that can
+    be called with its WHERE values alone (``dicom_stores.list``) is fetched first and feeds the
+    other; the equality still joins the rows (their IDs come from each row's ``name``)."""
+    literal = {a: {p for p, v in params[a].items() if v != [""]} for a in by_alias}
+    for alias, (_, resource) in by_alias.items():
+        for entry in list(joins[alias]):
+            _, other, _ = entry
+            if other not in by_alias or not any(o == alias for _, o, _ in joins[other]):
+                continue
+            if _can_choose(resource, literal[alias]) and not _can_choose(
+                by_alias[other][1], literal[other]
+            ):
+                joins[alias].remove(entry)
 
 
 def _why_missing(select: exp.Select, alias: str, resource: Resource) -> str:
