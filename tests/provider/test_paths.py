@@ -73,7 +73,7 @@ def test_a_hostile_flat_value_is_refused_naming_the_parameter_and_value(value: s
         paths.segment("google.healthcare.instances.delete", "instancesId", value)
     message = str(caught.value)
     assert "path parameter instancesId of google.healthcare.instances.delete" in message
-    shown = value.encode("unicode_escape").decode("ascii")
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in value)
     assert f"'{shown}'" in message
 
 

@@ -36,7 +36,11 @@ _SHOWN = 60
 def _shown(value: str) -> str:
     """``value`` as an error message quotes it: control characters escaped, long ones cut."""
     text = value if len(value) <= _SHOWN else value[:_SHOWN] + "…"
-    return "'" + text.encode("unicode_escape").decode("ascii") + "'"
+    return "'" + "".join(map(_printable, text)) + "'"
+
+
+def _printable(character: str) -> str:
+    return character if character.isprintable() else character.encode("unicode_escape").decode()
 
 
 def _allowed(character: str, extra: str) -> bool:
@@ -52,7 +56,7 @@ def _segment_problem(segment: str, extra: str) -> str | None:
         return f"'{segment}' is a dot segment, which would address another resource"
     bad = next((c for c in segment if not _allowed(c, extra)), None)
     if bad is not None:
-        shown = bad.encode("unicode_escape").decode("ascii")
+        shown = _printable(bad)
         allowed = ", ".join(f"'{c}'" for c in extra)
         return f"'{shown}' is not allowed (letters, digits and {allowed} only)"
     return None
