@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,14 +109,17 @@ class LiveServer:
     def __init__(self, config: ServiceConfig) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # As `dicomql serve --host 127.0.0.1` configures it (Host allow-list, forwarded headers).
+        self.config = replace(config, bind_host="127.0.0.1")
         self._server = uvicorn.Server(
             uvicorn.Config(
-                create_app(config),
+                create_app(self.config),
                 host="127.0.0.1",
                 port=self.port,
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
+                proxy_headers=False,
             )
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -113,6 +112,36 @@ def main() -> None:
     "space than this: a size (500MB, 2GiB) or a percentage (5%); the default is whichever of "
     "1 GiB and 5% is smaller. 0 turns the floor off (a full disk is still refused).",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A name clients may reach this server by besides localhost and its address "
+    "(repeatable; '*.example.org' matches subdomains). Requests naming any other Host get 403; "
+    "checked on a loopback address, and on any address once given (docs/security.md).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A browser origin (scheme://host[:port]) allowed to call the API from its pages "
+    "(repeatable; '*' only together with a token). None by default.",
+)
+@click.option(
+    "--public-url",
+    help="The URL clients reach this server at (e.g. https://dicom.example.org behind a "
+    "proxy); absolute URLs in responses start with it instead of the request's Host.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1,::1",
+    show_default=True,
+    envvar="FORWARDED_ALLOW_IPS",
+    help="Comma-separated IPs or networks of proxies whose Forwarded / X-Forwarded-Proto / "
+    "X-Forwarded-Host headers are believed ('*': any peer).",
+)
 @click.option("--log-level", default="warning", show_default=True)
 def serve(
     host: str,
@@ -130,14 +159,19 @@ def serve(
     janitor_interval_seconds: float,
     conformance: str,
     min_free_space: str,
+    allowed_hosts: tuple[str, ...],
+    cors_origins: tuple[str, ...],
+    public_url: str | None,
+    forwarded_allow_ips: str,
     log_level: str,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
     from dicomql.service import supervisor
     from dicomql.service.config import ServiceConfig
+    from dicomql.service.security import check_settings, is_loopback
 
     auth_token = _auth_token(auth_token, auth_token_file)
-    if not auth_token and not insecure and not _is_loopback(host):
+    if not auth_token and not insecure and not is_loopback(host):
         raise click.UsageError(
             f"refusing to serve on {host} without authentication: give --auth-token "
             "(or --auth-token-file, or DICOMQL_AUTH_TOKEN), or --insecure"
@@ -166,12 +200,26 @@ def serve(
         orphan_grace_seconds=orphan_grace_seconds,
         janitor_interval_seconds=janitor_interval_seconds,
         conformance=conformance,
+        bind_host=host,
+        allowed_hosts=allowed_hosts,
+        cors_origins=cors_origins,
+        public_url=public_url,
+        forwarded_allow_ips=tuple(
+            ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()
+        ),
     )
+    try:
+        check_settings(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     settings = supervisor.ServeSettings(
         host=host,
         port=port,
         processes=processes or supervisor.default_processes(),
         log_level=log_level,
+        # service.security reads forwarded headers against the peer uvicorn saw; uvicorn's own
+        # rewriting of the client address from X-Forwarded-For would hide that peer.
+        uvicorn={"proxy_headers": False},
     )
     try:
         sock = supervisor.bind(settings)
@@ -364,15 +412,6 @@ def _auth_token(auth_token: str | None, auth_token_file: Path | None) -> str | N
             param_hint=source,
         )
     return token
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # `dicomql deploy …`: its module imports only click until a deploy command runs.

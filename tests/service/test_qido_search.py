@@ -211,7 +211,7 @@ def test_study_results_carry_the_default_attributes_and_counters(qido: httpx.Cli
     assert study["00080061"]["Value"] == ["CT", "MR"]  # ModalitiesInStudy
     assert value(study, "00201206") == 2  # NumberOfStudyRelatedSeries
     assert value(study, "00201208") == 3  # NumberOfStudyRelatedInstances
-    assert value(study, "00081190") == f"http://embedded{DICOMWEB}/studies/{A}"
+    assert value(study, "00081190") == f"{DICOMWEB}/studies/{A}"
     assert "00081030" not in study  # StudyDescription only on request
     assert "00080060" not in study  # series-level attributes are not study results
 
@@ -225,7 +225,7 @@ def test_series_results_in_a_study_leave_out_the_study_attributes(qido: httpx.Cl
     assert value(series, "00200011") == 1
     assert value(series, "0008103E") == "CT series"
     assert value(series, "00201209") == 2  # NumberOfSeriesRelatedInstances
-    assert value(series, "00081190") == f"http://embedded{DICOMWEB}/studies/{A}/series/{A1}"
+    assert value(series, "00081190") == f"{DICOMWEB}/studies/{A}/series/{A1}"
     assert "00100010" not in series
 
 
@@ -248,7 +248,7 @@ def test_instance_results_carry_the_default_instance_attributes(qido: httpx.Clie
     assert value(instance, "00280100") == 16
     assert value(instance, "0020000E") == A1
     assert value(instance, "00081190") == (
-        f"http://embedded{DICOMWEB}/studies/{A}/series/{A1}/instances/{A1_2}"
+        f"{DICOMWEB}/studies/{A}/series/{A1}/instances/{A1_2}"
     )
     assert "00100020" not in instance  # scoped to a series: no patient attributes
 

@@ -208,3 +208,15 @@ def test_folder_upload_and_search_over_a_real_http_server(http: httpx.Client, fo
     assert stored.message == "3 of 3 files stored"
     found = engine.execute(f"EXEC google.healthcare.dicom_stores.search_for_studies {STORE}")
     assert len(found.rows) == 3
+
+
+def test_retrieve_urls_of_the_embedded_backend_are_paths_not_a_made_up_host(
+    engine: Engine, store: str, folder: Path
+) -> None:
+    # No server, so no origin to name: a path that resolves against whichever `dicomql serve`
+    # serves this data directory (docs/security.md, "Absolute URLs").
+    result = engine.execute(
+        f"EXEC google.healthcare.dicom_stores.store_instances {store}, @path='{folder}'"
+    )
+    prefix = "/v1/projects/proj/locations/us-central1/datasets/ds1/dicomStores/s/dicomWeb/studies/"
+    assert all(r["RetrieveURL"].startswith(prefix) for r in result.records())

@@ -17,7 +17,6 @@ from datetime import timedelta
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dicomql.service import errors
@@ -26,6 +25,7 @@ from dicomql.service.context import Service
 from dicomql.service.events import DeliverySettings, EventDeliverer
 from dicomql.service.janitor import ServerPresence, recover_at_start, run_janitor
 from dicomql.service.routes import routes
+from dicomql.service.security import web_middleware
 from dicomql.service.workers import Handler, WorkerPool
 from dicomql.store.index import Index
 from dicomql.store.object_blobs import blob_store_for
@@ -74,14 +74,9 @@ def create_app(
             index.close()
 
     middleware = [
-        # Outermost, so browser preflights are answered before authentication (PS3.18 viewers).
-        Middleware(
-            CORSMiddleware,
-            allow_origins=["*"],
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["*"],
-            expose_headers=["Content-Type", "Content-Length", "Warning", "Location"],
-        ),
+        # Host allow-list and CORS outermost, so browser preflights are answered (or refused)
+        # before authentication; service.security and docs/security.md.
+        *web_middleware(config),
         Middleware(BearerTokenMiddleware, token=config.auth_token),
     ]
     app = Starlette(
@@ -118,14 +113,27 @@ def recover(service: Service) -> ServerPresence:
 
 
 class BearerTokenMiddleware:
-    """Require ``Authorization: Bearer <token>`` on every request when a token is configured."""
+    """Require ``Authorization: Bearer <token>`` on every request when a token is configured,
+    and refuse a request with several ``Authorization`` headers in any case: which one counts
+    would depend on who reads it (this check, a proxy, a client library)."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.expected is None or scope["type"] != "http":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if sum(name == b"authorization" for name, _ in scope["headers"]) > 1:
+            refusal = errors.error_response(
+                errors.InvalidArgument(
+                    "The request has more than one Authorization header; send exactly one."
+                )
+            )
+            await refusal(scope, receive, send)
+            return
+        if self.expected is None:
             await self.app(scope, receive, send)
             return
         supplied = dict(scope["headers"]).get(b"authorization", b"")

@@ -32,6 +32,16 @@ class ServiceConfig:
             requires beyond it); see ``dicomql.service.conformance``.
         min_free_space: below this much free space on the local disks the service writes (the
             blob root, a SQLite index's directory), STOW and imports refuse new instances.
+        bind_host: the address ``dicomql serve`` listens on; ``None`` for the in-process
+            transport, which no other program can reach (no Host check; relative URLs).
+        allowed_hosts: names besides ``localhost`` and the bound address that requests may
+            carry in ``Host`` (``*.example.org`` matches subdomains); see service.security.
+        cors_origins: browser origins allowed to call the API from another origin (``*``: any,
+            only together with ``auth_token``).
+        public_url: the base of absolute URLs (RetrieveURL, BulkDataURI) when the server is
+            reached through another name or a path prefix, e.g. behind a reverse proxy.
+        forwarded_allow_ips: peers whose ``Forwarded`` / ``X-Forwarded-*`` headers are believed
+            (uvicorn's ``--forwarded-allow-ips``: IPs, CIDRs, or ``*``).
     """
 
     data_dir: Path
@@ -45,6 +55,11 @@ class ServiceConfig:
     janitor_interval_seconds: float = 600.0
     conformance: str = GOOGLE
     min_free_space: SpaceFloor = DEFAULT_FLOOR
+    bind_host: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    public_url: str | None = None
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from dicomql.service.context import Service
 from dicomql.service.errors import NotFound
 from dicomql.service.names import dicom_store_name
+from dicomql.service.security import public_origin
 from dicomql.store.schema import datasets, dicom_stores
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ class StoreContext:
     service: Service
     store: Row
     name: str  # projects/…/dicomStores/{id}
-    base_url: str  # absolute URL of …/dicomStores/{id}/dicomWeb
+    base_url: str  # URL of …/dicomStores/{id}/dicomWeb (see dicomweb_url)
 
     @property
     def store_pk(self) -> int:
@@ -88,7 +89,7 @@ async def resolve_store_then(
     name = dicom_store_name(
         params["project"], params["location"], params["dataset"], params["dicom_store"]
     )
-    base_url = _dicomweb_base(request)
+    base_url = dicomweb_url(request)
 
     def lookup() -> tuple[StoreContext, T]:
         with service.index.connect() as conn:
@@ -109,9 +110,11 @@ async def resolve_store_then(
     return await to_thread.run_sync(lookup)
 
 
-def _dicomweb_base(request: Request) -> str:
-    # The URL up to and including ``/dicomWeb``, as the client addressed it (RetrieveURL values
-    # and BulkDataURIs are absolute, PS3.18 10.5.3 and F.2.6).
-    url = str(request.url.replace(query=""))
-    marker = "/dicomWeb"
-    return url[: url.index(marker) + len(marker)]
+def dicomweb_url(request: Request) -> str:
+    """The URL of the store's ``…/dicomWeb`` that RetrieveURLs and BulkDataURIs start with
+    (absolute over HTTP, PS3.18 10.5.3 and F.2.6): the server's public origin (see
+    ``service.security.public_origin``; ``""`` in-process, making them relative) and the path."""
+    path = request.url.path
+    # The store's ID ends the prefix: a dataset or UID segment may also read "dicomWeb".
+    marker = f"/dicomStores/{request.path_params['dicom_store']}/dicomWeb"
+    return public_origin(request) + path[: path.index(marker) + len(marker)]

@@ -25,6 +25,7 @@ from dicomql.dicom.qido import QueryError, parse_search
 from dicomql.service.conformance import conformance_of
 from dicomql.service.context import service_of
 from dicomql.service.dicomweb.multipart import parse_accept
+from dicomql.service.dicomweb.paths import dicomweb_url
 from dicomql.service.dicomweb.responses import (
     DICOM_XML,
     DicomJsonResponse,
@@ -120,14 +121,6 @@ def _endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
 
     endpoint.__name__ = f"search_for_{level.value.lower()}"
     return endpoint
-
-
-def dicomweb_url(request: Request) -> str:
-    """The absolute URL of the store's ``…/dicomWeb``, as the client addressed it (RetrieveURL
-    and BulkDataURI values are absolute, PS3.18 10.6.3 and F.2.6)."""
-    url = str(request.url.replace(query=""))
-    marker = "/dicomWeb"
-    return url[: url.rindex(marker) + len(marker)]
 
 
 search_for_studies = _endpoint(Level.STUDY)
