@@ -247,9 +247,7 @@ def test_instance_results_carry_the_default_instance_attributes(qido: httpx.Clie
     assert value(instance, "00280011") == 2
     assert value(instance, "00280100") == 16
     assert value(instance, "0020000E") == A1
-    assert value(instance, "00081190") == (
-        f"{DICOMWEB}/studies/{A}/series/{A1}/instances/{A1_2}"
-    )
+    assert value(instance, "00081190") == (f"{DICOMWEB}/studies/{A}/series/{A1}/instances/{A1_2}")
     assert "00100020" not in instance  # scoped to a series: no patient attributes
 
 
