@@ -7,7 +7,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,20 @@ def live_server(service_config: ServiceConfig) -> Iterator[LiveServer]:
     try:
         yield server
     finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_live_server() -> Iterator[Callable[[ServiceConfig], LiveServer]]:
+    """Start live servers with configurations of the test's choosing; all stop afterwards."""
+    servers: list[LiveServer] = []
+
+    def start(config: ServiceConfig) -> LiveServer:
+        servers.append(LiveServer(config).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
         server.stop()
 
 

@@ -11,15 +11,17 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from dicomweb_support import STORE_PATH, create_store
 from playwright.sync_api import Browser, sync_playwright
 
-from conftest import LiveServer
 from dicomql.service.config import ServiceConfig
+
+if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)
+    from conftest import LiveServer
 
 DATASETS = "/v1/projects/p/locations/l/datasets"
 
@@ -108,18 +110,15 @@ def page_server() -> Iterator[PageServer]:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    servers: list[LiveServer] = []
-
+def serve(
+    tmp_path: Path, start_live_server: Callable[[ServiceConfig], LiveServer]
+) -> Callable[..., LiveServer]:
     def start(**settings: Any) -> LiveServer:
         config = ServiceConfig(data_dir=tmp_path / "data", **settings)
         create_store(config)
-        servers.append(LiveServer(config).start())
-        return servers[-1]
+        return start_live_server(config)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def attack(browser: Browser, page_server: PageServer, api: str) -> dict[str, str]:

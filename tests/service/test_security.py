@@ -5,8 +5,9 @@ Authorization header. Each test sends what an attacker would, to a real server o
 from __future__ import annotations
 
 import doctest
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -14,11 +15,13 @@ from click.testing import CliRunner
 from dicomweb_support import DICOMWEB, STORE_PATH, create_store, make_instance, multipart
 
 import dicomql.service.security
-from conftest import LiveServer
 from dicomql.cli import main
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+
+if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)
+    from conftest import LiveServer
 
 DATASETS = "/v1/projects/p/locations/l/datasets"
 PAGE_ORIGIN = "http://127.0.0.1:9"  # a web page on another loopback origin
@@ -34,19 +37,15 @@ Serve = Callable[..., LiveServer]
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
+def serve(tmp_path: Path, start_live_server: Callable[[ServiceConfig], LiveServer]) -> Serve:
     """Start a live server on 127.0.0.1 with store ``s`` and these ServiceConfig settings."""
-    servers: list[LiveServer] = []
 
-    def start(**settings: object) -> LiveServer:
-        config = ServiceConfig(data_dir=tmp_path / f"data{len(servers)}", **settings)  # type: ignore[arg-type]
+    def start(**settings: Any) -> LiveServer:
+        config = ServiceConfig(data_dir=tmp_path / "data", **settings)
         create_store(config)
-        servers.append(LiveServer(config).start())
-        return servers[-1]
+        return start_live_server(config)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def stow(client: httpx.Client, **headers: str) -> httpx.Response:

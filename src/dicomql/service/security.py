@@ -12,9 +12,9 @@ docs/security.md states the threat model these serve.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -254,14 +254,15 @@ def _last_value(values: list[str]) -> str | None:
     return ",".join(values).split(",")[-1].strip() or None
 
 
-def _is_trusted(peer: str, allow: Iterable[str]) -> bool:
+def _is_trusted(peer: str, allow: tuple[str, ...]) -> bool:
     if "*" in allow:
         return True
     address = _ip(peer)
     return address is not None and any(address in net for net in _trusted_networks(allow))
 
 
-def _trusted_networks(allow: Iterable[str]) -> list[IPNetwork]:
+@functools.lru_cache(maxsize=16)  # parsed once per setting, not per request
+def _trusted_networks(allow: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     """``--forwarded-allow-ips`` as networks (uvicorn's convention: IPs, CIDRs, or ``*``)."""
     networks: list[IPNetwork] = []
     for entry in allow:
@@ -273,7 +274,7 @@ def _trusted_networks(allow: Iterable[str]) -> list[IPNetwork]:
             raise ValueError(
                 f"--forwarded-allow-ips '{entry}' is not an IP address, a network (CIDR) or '*'"
             ) from exc
-    return networks
+    return tuple(networks)
 
 
 def _is_origin(origin: str) -> bool:
