@@ -33,7 +33,7 @@ def database_url() -> None:
     return None
 
 
-Serve = Callable[..., LiveServer]
+Serve = Callable[..., "LiveServer"]
 
 
 @pytest.fixture
