@@ -147,9 +147,8 @@ def test_traversal_in_a_uid_path_never_reaches_stored_data(
 def _raw_get(port: int, raw_path: str) -> tuple[int, bytes]:
     """GET a path byte for byte (httpx would resolve ``..`` segments before sending)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(
-            f"GET {raw_path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
-        )
+        head = f"GET {raw_path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        sock.sendall(head.encode())
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
