@@ -304,3 +304,47 @@ def test_unusable_data_dir_is_a_clear_error_not_a_traceback(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ")
     assert "Not a directory" in result.stderr
+
+
+def test_metadata_tables_against_a_served_endpoint(served: str, tmp_path: Path) -> None:
+    """SELECT on studies and instances through `dicomql serve` (QIDO over real HTTP)."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    template = dcmread(get_testdata_file("CT_small.dcm"))
+    for index, (patient, modality) in enumerate([("A", "CT"), ("A", "MR"), ("B", "CT")]):
+        template.PatientID, template.Modality, template.StudyDate = patient, modality, "20200101"
+        template.StudyInstanceUID = template.SeriesInstanceUID = generate_uid()
+        template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        template.save_as(folder / f"{index}.dcm")
+    endpoint = ["--endpoint", served, "--token", "s3cret"]
+    scope = "projectsId = 'p' AND locationsId = 'us' AND datasetsId = 'meta'"
+    setup = run(
+        "exec",
+        "INSERT /*+ AWAIT */ INTO google.healthcare.datasets (projectsId, locationsId, datasetId)"
+        " SELECT 'p', 'us', 'meta';"
+        "INSERT INTO google.healthcare.dicom_stores (projectsId, locationsId, datasetsId,"
+        " dicomStoreId) SELECT 'p', 'us', 'meta', 's';"
+        "EXEC google.healthcare.dicom_stores.store_instances @projectsId='p', @locationsId='us',"
+        f" @datasetsId='meta', @dicomStoresId='s', @path='{folder}';",
+        *endpoint,
+    )
+    assert setup.exit_code == 0, setup.output
+    studies = run(
+        "exec",
+        "SELECT PatientID, StudyDate FROM google.healthcare.studies "
+        f"WHERE {scope} AND dicomStoresId = 's' AND PatientID = 'A'",
+        "-o", "json", *endpoint,
+    )  # fmt: skip
+    assert studies.exit_code == 0, studies.output
+    assert json.loads(studies.stdout) == [{"PatientID": "A", "StudyDate": "2020-01-01"}] * 2
+    grouped = run(
+        "exec",
+        "SELECT Modality, COUNT(*) AS n FROM google.healthcare.instances "
+        f"WHERE {scope} AND dicomStoresId = 's' GROUP BY Modality ORDER BY Modality",
+        "-o", "csv", *endpoint,
+    )  # fmt: skip
+    assert grouped.stdout.splitlines() == ["Modality,n", "CT,2", "MR,1"]

@@ -337,3 +337,12 @@ def test_google_requests_carry_the_qido_keys_and_page_with_offset(
         "limit": "2",
     }
     assert second == {**first, "offset": "2"}
+
+
+def test_describe_gives_the_columns_with_their_sql_types(recording_engine: Engine) -> None:
+    result = recording_engine.execute("DESCRIBE google.healthcare.instances")
+    types = {row[0]: row[1] for row in result.rows}
+    assert types["StudyDate"] == "DATE"
+    assert types["NumberOfStudyRelatedInstances"] == "INTEGER"
+    assert types["SOPInstanceUID"] == "TEXT"
+    assert "a QIDO search key" in dict((r[0], r[2]) for r in result.rows)["Modality"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 
+@functools.cache
 def column_name(tag: str) -> str:
     """The DICOM keyword of an 8-hex-digit tag, or the tag itself when it has none.
 

@@ -327,6 +327,9 @@ class Engine:
     def _describe(self, statement: Statement, workspace: Workspace) -> Result:
         assert isinstance(statement, Describe)
         resource = self.registry.resource(statement.resource)
+        if resource.name in metadata.TABLES:
+            rows = [(n, t, d) for n, t, d in metadata.describe(resource.name)]
+            return Result(["name", "type", "description"], list(rows), len(rows), "describe")
         columns = ["name", "type", "description"]
         if statement.extended:
             columns += ["schema", "method"]

@@ -38,6 +38,27 @@ SEARCHABLE = {
     "series": _STUDY_KEYS | {"SeriesInstanceUID", "Modality"},
     "instances": _STUDY_KEYS | {"SeriesInstanceUID", "Modality", "SOPInstanceUID"},
 }
+# Attributes QIDO-RS returns by default at each level (PS3.18 Tables 10.6.3-3 to 10.6.3-5,
+# with the study's in every series and instance match): what DESCRIBE lists. Others are asked
+# for with includefield when a statement names them.
+DEFAULT_COLUMNS = {
+    "studies": (
+        "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy",
+        "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate",
+        "PatientSex", "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ),
+    "series": (
+        "Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber",
+        "NumberOfSeriesRelatedInstances", "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime",
+    ),
+    "instances": (
+        "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns",
+        "BitsAllocated", "NumberOfFrames",
+    ),
+}  # fmt: skip
+_SQL_TYPES = {"DA": "DATE", "TM": "TIME", "PN": "TEXT (PN Alphabetic group)"}
 # Matches asked per request; a full page means there may be more (offset pages on).
 PAGE_SIZE = 5000
 FUZZY = "fuzzymatching"
@@ -74,6 +95,20 @@ def is_column(name: str) -> bool:
     """
     base = name.removesuffix(_GROUPS[0]).removesuffix(_GROUPS[1])
     return is_attribute(base) and (base == name or vr_of(base) == "PN")
+
+
+def describe(level: str) -> list[tuple[str, str, str]]:
+    """(column, SQL type, description) of a metadata table's default columns."""
+    levels = list(TABLES)[: list(TABLES).index(level) + 1]
+    rows = []
+    for keyword in (k for lvl in levels for k in DEFAULT_COLUMNS[lvl]):
+        vr = vr_of(keyword) or "UN"
+        sql_type = _SQL_TYPES.get(vr) or (
+            "INTEGER" if vr in _INTEGER_VRS else "REAL" if vr in _REAL_VRS else "TEXT"
+        )
+        searchable = "; a QIDO search key" if keyword in SEARCHABLE[level] else ""
+        rows.append((keyword, sql_type, f"VR {vr}{searchable}"))
+    return rows
 
 
 def vr_of(keyword: str) -> str | None:
