@@ -1,10 +1,12 @@
 """``dicomql serve --processes N``: the start banner, a SIGTERM that drains a STOW in flight in
 every process before all of them exit 0, a SIGKILLed server process that is logged and replaced
 while the others keep serving, and an import that finishes, each file stored once, although one
-server process (or all of them) is SIGKILLed in the middle of it."""
+server process (or all of them) is SIGKILLed in the middle of it, and Pub/Sub notifications of
+instances stored through both processes, each sent once."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from reliability_support import (
+    DATASET,
     DICOMWEB,
     LOCATION,
     STORE,
@@ -28,6 +31,7 @@ from reliability_support import (
     multipart,
     qido_instances,
     referenced,
+    stow,
     temporary_files,
     wait_for,
 )
@@ -36,6 +40,7 @@ from sqlalchemy import create_engine, text
 from dicomql.service.config import ServiceConfig
 from dicomql.service.importer import FILES_PER_ITEM
 from dicomql.service.supervisor import ServeSettings, start_banner
+from pubsub_double import running_pubsub_double
 
 pytestmark = pytest.mark.slow
 
@@ -272,3 +277,61 @@ def test_an_import_finishes_once_when_server_processes_are_killed_mid_way(
     assert set(blob_files(data_dir)) == indexed_blob_keys(data_dir, None)
     assert temporary_files(data_dir) == []
     assert "Traceback" not in server.log.read_text()
+
+
+def test_each_instance_stored_through_two_processes_is_notified_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = "projects/p/topics/stored"
+    with running_pubsub_double() as pubsub:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{pubsub.port}")
+        data_dir = tmp_path / "data"
+        server = ServerProcess(data_dir, None, processes=2).start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=DEADLINE) as client:
+                created = client.post(f"{LOCATION}/datasets", params={"datasetId": "d"}, json={})
+                assert created.status_code == 200, created.text
+                created = client.post(
+                    f"{DATASET}/dicomStores",
+                    params={"dicomStoreId": "s"},
+                    json={"notificationConfigs": [{"pubsubTopic": topic}]},
+                )
+                assert created.status_code == 200, created.text
+
+            def store(number: int) -> None:
+                # Each client its own connection, so both processes store and deliver.
+                with httpx.Client(base_url=server.url, timeout=DEADLINE) as client:
+                    for request in range(3):
+                        parts = [
+                            make_instance("1.2.3.8", "1.2.3.8.1", f"1.2.3.8.1.{number}{request}{n}")
+                            for n in range(5)
+                        ]
+                        response = stow(client, parts)
+                        assert response.status_code == 200, response.text
+
+            clients = [threading.Thread(target=store, args=(n + 1,)) for n in range(4)]
+            for thread in clients:
+                thread.start()
+            for thread in clients:
+                thread.join(DEADLINE)
+            pubsub.wait_for(topic, 60, limit=DEADLINE)
+            # Once the outbox is empty nothing more can be published (an event leaves it only
+            # after its message was accepted).
+            wait_for(lambda: _outbox_size(data_dir / "index.sqlite3") == 0, "an empty outbox")
+        finally:
+            server.stop()
+        announced = [
+            base64.b64decode(message["data"]).decode().rpartition("/")[2]
+            for message in pubsub.messages(topic)
+        ]
+    expected = {f"1.2.3.8.1.{c}{r}{n}" for c in range(1, 5) for r in range(3) for n in range(5)}
+    assert sorted(announced) == sorted(expected)  # each exactly once
+
+
+def _outbox_size(index_path: Path) -> int:
+    engine = create_engine(f"sqlite:///{index_path}")
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT COUNT(*) FROM instance_events")).scalar_one())
+    finally:
+        engine.dispose()
