@@ -98,7 +98,11 @@ def host_check_applies(config: ServiceConfig) -> bool:
 
 
 class HostAllowList:
-    """403 for a request whose ``Host`` is not a name this server is served under."""
+    """403 for a request whose ``Host`` is not a name this server is served under.
+
+    Not Starlette's TrustedHostMiddleware: that answers a plain-text 400 and cannot accept the
+    IP literal a connection arrived on, which a server on ``0.0.0.0`` needs for its LAN address.
+    """
 
     def __init__(self, app: ASGIApp, config: ServiceConfig) -> None:
         self.app = app
@@ -136,6 +140,10 @@ class HostAllowList:
         [True, True, False]
         >>> policy.allows("attacker.invalid", "127.0.0.1")
         False
+        >>> lan = ServiceConfig(Path("."), bind_host="0.0.0.0", allowed_hosts=("pacs.lan",))
+        >>> wide = HostAllowList(None, lan)
+        >>> [wide.allows(h, "192.0.2.9") for h in ("192.0.2.9:8080", "192.0.2.10", "pacs.lan")]
+        [True, False, True]
         """
         try:
             name = urlsplit(f"//{host}").hostname
