@@ -92,7 +92,19 @@ def index(index_url: str) -> Iterator[Index]:
 
 @pytest.fixture
 def service_config(tmp_path: Path, database_url: str | None) -> ServiceConfig:
-    return ServiceConfig(data_dir=tmp_path / "data", database_url=database_url)
+    return ServiceConfig(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        import_roots=import_roots_for(tmp_path),
+    )
+
+
+def import_roots_for(tmp_path: Path) -> tuple[Path, ...]:
+    """The folders the tests' imports read from and exports write to: the test's own temporary
+    folder and pydicom's test files (which tests import directly)."""
+    import pydicom.data
+
+    return (tmp_path, Path(pydicom.data.__file__).parent)
 
 
 @pytest.fixture

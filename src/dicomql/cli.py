@@ -142,6 +142,29 @@ def main() -> None:
     help="Comma-separated IPs or networks of proxies whose Forwarded / X-Forwarded-Proto / "
     "X-Forwarded-Host headers are believed ('*': any peer).",
 )
+@click.option(
+    "--import-root",
+    "import_roots",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A folder whose regular files import and filter URIs may name and file-system exports "
+    "may write; repeatable. Without one, no local file is read or written on a request's behalf.",
+)
+@click.option(
+    "--max-import-file-size",
+    default="1GiB",
+    show_default=True,
+    metavar="SIZE",
+    help="The largest file an import reads (it is held in memory while stored).",
+)
+@click.option(
+    "--item-timeout-seconds",
+    type=click.FloatRange(min=1),
+    default=900.0,
+    show_default=True,
+    help="A work item of an import, export or de-identify running longer fails its operation "
+    "(DEADLINE_EXCEEDED) and frees its worker.",
+)
 @click.option("--log-level", default="warning", show_default=True)
 def serve(
     host: str,
@@ -163,6 +186,9 @@ def serve(
     cors_origins: tuple[str, ...],
     public_url: str | None,
     forwarded_allow_ips: str,
+    import_roots: tuple[Path, ...],
+    max_import_file_size: str,
+    item_timeout_seconds: float,
     log_level: str,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
@@ -183,15 +209,22 @@ def serve(
             check_blob_url(blob_url)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--blob-url") from exc
-    from dicomql.store.space import SpaceFloor
+    from dicomql.store.space import SpaceFloor, parse_size
 
     try:
         floor = SpaceFloor.parse(min_free_space)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--min-free-space") from exc
+    try:
+        max_import_file_bytes = parse_size(max_import_file_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-import-file-size") from exc
     config = ServiceConfig(
         data_dir=data_dir,
         min_free_space=floor,
+        import_roots=import_roots,
+        max_import_file_bytes=max_import_file_bytes,
+        item_timeout_seconds=item_timeout_seconds,
         database_url=database_url,
         auth_token=auth_token,
         blob_url=blob_url,
@@ -246,6 +279,14 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="A JSON object of template variables (StackQL's --iqldata).",
         ),
         click.option(
+            "--import-root",
+            "import_roots",
+            multiple=True,
+            type=click.Path(file_okay=False, exists=True, path_type=Path),
+            help="Embedded backend: a folder import/filter files may be read from and exports "
+            "written to; repeatable (default: the current directory).",
+        ),
+        click.option(
             "--page-limit",
             type=click.IntRange(min=0),
             default=20,
@@ -276,6 +317,7 @@ def _connection_config(
     var: tuple[str, ...],
     vars_file: Path | None,
     page_limit: int,
+    import_roots: tuple[Path, ...] = (),
 ) -> ConnectionConfig:
     from dicomql.config import ConnectionConfig
     from dicomql.errors import Error
@@ -291,6 +333,7 @@ def _connection_config(
             credentials=credentials,
             page_limit=page_limit or None,
             variables=variables,
+            import_roots=import_roots or None,
         )
     except Error as exc:
         raise click.UsageError(str(exc)) from exc

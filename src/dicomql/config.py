@@ -5,7 +5,7 @@ the environment) and passed down explicitly."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -44,6 +44,9 @@ class ConnectionConfig:
         timeout: seconds to wait for one HTTP exchange.
         conformance: the embedded service's profile, ``google`` (default) or ``standard``
             (see ``dicomql serve --conformance``).
+        import_roots: the folders the embedded service may read import and filter files from
+            and write file-system exports to (``dicomql serve --import-root``); the current
+            directory unless given.
     """
 
     backend: str = EMBEDDED
@@ -56,6 +59,7 @@ class ConnectionConfig:
     variables: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     timeout: float = 60.0
     conformance: str = "google"
+    import_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -88,6 +92,7 @@ class ConnectionConfig:
         variables: Mapping[str, Any] | None = None,
         timeout: float = 60.0,
         conformance: str | None = None,
+        import_roots: Iterable[str | os.PathLike[str]] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> ConnectionConfig:
         """Resolve explicit settings, then the environment, then defaults.
@@ -121,7 +126,12 @@ class ConnectionConfig:
                 raise InterfaceError("a token applies to an endpoint, not the embedded backend")
             data_dir = data_dir or env.get("DICOMQL_DATA_DIR") or DEFAULT_DATA_DIR
             database_url = database_url or env.get("DICOMQL_DATABASE_URL") or None
-        elif conformance is not None:
+        elif import_roots is not None:
+            raise InterfaceError(
+                "import_roots applies to the embedded backend; give --import-root to"
+                " `dicomql serve`"
+            )
+        if conformance is not None and backend != EMBEDDED:
             raise InterfaceError(
                 "conformance applies to the embedded backend; give it to `dicomql serve`"
             )
@@ -136,4 +146,10 @@ class ConnectionConfig:
             variables=MappingProxyType(dict(variables or {})),
             timeout=timeout,
             conformance=conformance or "google",
+            # Resolved now: the current directory is the caller's, not a later one's.
+            import_roots=tuple(
+                Path(root).expanduser().resolve() for root in (import_roots or [Path.cwd()])
+            )
+            if backend == EMBEDDED
+            else (),
         )

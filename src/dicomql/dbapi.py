@@ -7,7 +7,7 @@ Healthcare API has none), so ``commit`` does nothing and ``rollback`` is not sup
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +83,7 @@ def connect(
     variables: Mapping[str, Any] | None = None,
     timeout: float = 60.0,
     conformance: str | None = None,
+    import_roots: Iterable[str | os.PathLike[str]] | None = None,
 ) -> Connection:
     """Open a connection to a DICOM store backend.
 
@@ -100,6 +101,9 @@ def connect(
         conformance: the embedded service's profile: ``"google"`` (the default) serves what
             Cloud Healthcare's DICOM conformance statement documents, ``"standard"`` also what
             PS3.18 requires beyond it.
+        import_roots: folders the embedded service may read import and filter files from and
+            write file-system exports to; the current directory by default (``dicomql serve``
+            allows none unless given ``--import-root``).
 
     Raises:
         InterfaceError: the arguments contradict each other.
@@ -116,6 +120,7 @@ def connect(
         variables=variables,
         timeout=timeout,
         conformance=conformance,
+        import_roots=import_roots,
     )
     return Connection(config)
 

@@ -26,6 +26,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -370,6 +371,9 @@ def start_cluster(
                 # One process per server: a SIGKILL of a server kills all of it.
                 "--processes",
                 "1",
+                # The tests import from folders of their own under the temporary directory.
+                "--import-root",
+                tempfile.gettempdir(),
             ]
             if workers is not None:
                 command += ["--workers", str(workers)]

@@ -307,8 +307,10 @@ def stored_uids(index: Index, store_pk: int) -> Counter[str]:
         )
 
 
-def run_everything(index: Index, blobs: BlobStore, operation_pk: int) -> dict[str, Any]:
-    pool = WorkerPool(Blobless(index, blobs), lro.default_handlers(), poll_interval=0.05)
+def run_everything(
+    index: Index, blobs: BlobStore, operation_pk: int, config: ServiceConfig
+) -> dict[str, Any]:
+    pool = WorkerPool(Blobless(index, blobs, config), lro.default_handlers(), poll_interval=0.05)
     with PoolThread(pool):
         return wait_done(index, operation_pk)
 
@@ -350,7 +352,7 @@ def test_an_import_item_rerun_after_its_worker_stored_files_counts_and_stores_th
         store_pk = row.request["store_pk"]
         # A worker of another process planned the import, claimed its first item, stored the
         # item's files and died before reporting them.
-        pool = WorkerPool(Blobless(index, blobs), lro.default_handlers())
+        pool = WorkerPool(Blobless(index, blobs, service_config), lro.default_handlers())
         claim = work.claim_next(index, "dead:1/0", lease=timedelta(seconds=1), methods=[lro.IMPORT])
         assert claim is not None
         pool.run_claim(claim)
@@ -361,7 +363,7 @@ def test_an_import_item_rerun_after_its_worker_stored_files_counts_and_stores_th
         assert ingest_many(
             index, blobs, store_pk, [Path(f).read_bytes() for f in item.payload["files"]]
         )
-        resource = run_everything(index, blobs, row.pk)
+        resource = run_everything(index, blobs, row.pk, service_config)
         uids = stored_uids(index, store_pk)
     finally:
         index.close()
@@ -389,7 +391,7 @@ def test_a_deidentify_item_rerun_after_its_worker_stored_output_adds_no_second_c
     try:
         row = operation_row(index, operation_id)
         request = row.request
-        pool = WorkerPool(Blobless(index, blobs), lro.default_handlers())
+        pool = WorkerPool(Blobless(index, blobs, service_config), lro.default_handlers())
         claim = work.claim_next(
             index, "dead:1/0", lease=timedelta(seconds=1), methods=[lro.DEIDENTIFY]
         )
@@ -416,7 +418,7 @@ def test_a_deidentify_item_rerun_after_its_worker_stored_output_adds_no_second_c
         assert all(
             result.ok for result in ingest_many(index, blobs, request["destination_pk"], outputs)
         )
-        resource = run_everything(index, blobs, row.pk)
+        resource = run_everything(index, blobs, row.pk, service_config)
         uids = stored_uids(index, request["destination_pk"])
     finally:
         index.close()
@@ -441,7 +443,7 @@ def test_an_export_is_split_into_ranges_of_the_selection(
     blobs = blob_store_for(service_config)
     try:
         row = operation_row(index, operation_id)
-        resource = run_everything(index, blobs, row.pk)
+        resource = run_everything(index, blobs, row.pk, service_config)
         items = items_of(index, row.pk)
     finally:
         index.close()

@@ -3,10 +3,11 @@ stop when cancelled, survive server restarts and crashes, and run once across po
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from worker_support import DEADLINE, Blobless, PoolThread
 
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
-from dicomql.service.workers import Handler, OperationContext, WorkerPool
+from dicomql.service.workers import Handler, ItemizedMethod, OperationContext, WorkerPool
 from dicomql.store import work
 from dicomql.store.blobs import LocalBlobStore
 from dicomql.store.index import Index
@@ -343,3 +344,79 @@ def test_server_stopped_mid_operation_finishes_it_after_restart_on_the_same_data
     # Resumed from its checkpoint: every item processed exactly once over both runs.
     assert sorted(item for _, item in runs.items) == list(range(60))
     assert runs.starts == [operation_id, operation_id]
+
+
+# --- a handler blocked inside one read ----------------------------------------------------
+
+
+def fifo_handler(fifo: Path, entered: threading.Event) -> Handler:
+    """Runs one work item that opens ``fifo`` for reading with no writer: a real read that
+    blocks in the kernel (what a named pipe given as an import source did before the import
+    roots), which no cancellation can interrupt from Python."""
+
+    def run_item(ctx: Any) -> None:
+        entered.set()
+        with open(fifo, "rb") as file:  # blocks until someone opens the FIFO for writing
+            file.read()
+        ctx.progress(success=1)
+
+    return ItemizedMethod(
+        plan=lambda ctx: [{"count": 1}], run_item=run_item, response={"done": True}
+    )
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    try:
+        yield path
+    finally:
+        # Release the threads left blocked in open(): they end on their own (their claim is
+        # gone, so they record nothing).
+        for _ in range(4):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader left
+                break
+            os.close(fd)
+        for thread in threading.enumerate():
+            if thread.name == "dicomql-handler":
+                thread.join(DEADLINE)
+
+
+@pytest.mark.parametrize("ending", ["cancel", "timeout"])
+def test_a_worker_blocked_in_a_read_is_freed_by_cancel_or_the_item_timeout(
+    index: Index, tmp_path: Path, runs: Runs, fifo: Path, ending: str
+) -> None:
+    dataset_pk = add_dataset(index)
+    entered = threading.Event()
+    blocked_id = add_operation(index, dataset_pk)
+    with index.begin() as conn:  # the blocked operation runs the FIFO method
+        conn.execute(
+            operations.update()
+            .where(operations.c.operation_id == blocked_id)
+            .values(api_method_name="test.fifo")
+        )
+    service = Blobless(index=index, blobs=LocalBlobStore(tmp_path / "blobs"))
+    pool = WorkerPool(
+        service,
+        {METHOD: counting_handler(runs), "test.fifo": fifo_handler(fifo, entered)},
+        workers=1,  # one worker: while it is held, nothing else runs
+        poll_interval=0.05,
+        item_timeout=2.0 if ending == "timeout" else 600.0,
+        cancel_grace=0.5,
+    )
+    with PoolThread(pool):
+        assert entered.wait(DEADLINE)
+        if ending == "cancel":
+            assert work.request_cancel(index, _pk(index, blocked_id))
+        blocked = wait_done(index, blocked_id)
+        # The only worker is free again: another operation runs to its end.
+        later_id = add_operation(index, dataset_pk, items=2)
+        later = wait_done(index, later_id)
+    expected = 1 if ending == "cancel" else 4  # CANCELLED / DEADLINE_EXCEEDED
+    assert blocked["error"]["code"] == expected, blocked["error"]
+    if ending == "timeout":
+        assert "--item-timeout-seconds" in blocked["error"]["message"]
+    assert later["response"] == {"counted": 2}

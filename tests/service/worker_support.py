@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from dicomql.service.config import ServiceConfig
 from dicomql.service.workers import WorkerPool
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
@@ -19,6 +22,10 @@ class Blobless:
 
     index: Index
     blobs: BlobStore
+    # The handlers read the import roots and the free-space floor from it.
+    config: ServiceConfig = field(
+        default_factory=lambda: ServiceConfig(data_dir=Path(tempfile.gettempdir()))
+    )
 
 
 class PoolThread:

@@ -42,6 +42,7 @@ class LazyTransport(httpx.BaseTransport):
                     data_dir=self._config.data_dir,
                     database_url=self._config.database_url,
                     conformance=self._config.conformance,
+                    import_roots=self._config.import_roots,
                 )
                 self._transport = InProcessTransport(create_app(service_config))
             return self._transport

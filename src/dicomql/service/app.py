@@ -53,6 +53,7 @@ def create_app(
             handlers,
             workers=config.workers,
             lease=timedelta(seconds=config.lease_seconds),
+            item_timeout=config.item_timeout_seconds,
         )
         await service.workers.start()
         janitor = asyncio.create_task(run_janitor(service, presence), name="dicomql-janitor")

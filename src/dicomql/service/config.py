@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from dicomql.service.conformance import GOOGLE, profile
+from dicomql.service.local_files import resolve_roots
 from dicomql.store.space import DEFAULT_FLOOR, SpaceFloor, shortage
 
 
@@ -30,6 +32,12 @@ class ServiceConfig:
         conformance: ``google`` (serve what Cloud Healthcare's DICOM conformance statement
             documents, refuse the rest as Google does) or ``standard`` (also what PS3.18
             requires beyond it); see ``dicomql.service.conformance``.
+        import_roots: the directories whose regular files import and filter URIs may read
+            and file-system exports may write (``file://`` and plain paths); empty: no local
+            file is read or written on a request's behalf.
+        max_import_file_bytes: the largest file an import (or a filter URI) may read.
+        item_timeout_seconds: how long one work item may run before its worker gives up on it
+            and fails its operation with DEADLINE_EXCEEDED (a read that blocks, say).
         min_free_space: below this much free space on the local disks the service writes (the
             blob root, a SQLite index's directory), STOW and imports refuse new instances.
         bind_host: the address ``dicomql serve`` listens on; ``None`` for the in-process
@@ -60,6 +68,9 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ()
     public_url: str | None = None
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    import_roots: tuple[Path, ...] = ()
+    max_import_file_bytes: int = 1024**3
+    item_timeout_seconds: float = 900.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -74,6 +85,11 @@ class ServiceConfig:
     @property
     def blob_root(self) -> Path:
         return self.data_dir / "blobs"
+
+    @cached_property
+    def resolved_import_roots(self) -> tuple[Path, ...]:
+        """The import roots as real absolute paths."""
+        return resolve_roots(self.import_roots)
 
     @property
     def local_write_paths(self) -> list[Path]:

@@ -13,17 +13,24 @@ from typing import Any
 
 from dicomql.dicom.transcode import TranscodeError, transcode
 from dicomql.service.bigquery_local import run_bigquery_export
+from dicomql.service.local_files import LocalFileRefused
 from dicomql.service.lro import (
     RESPONSE_TYPE,
+    check_export_prefix,
+    export_uri,
     item_range,
     iter_selected,
-    join_uri,
     plan_ranges,
     require_store_pk,
     selection_paths,
     write_uri,
 )
-from dicomql.service.workers import ItemContext, ItemizedMethod, OperationContext
+from dicomql.service.workers import (
+    ItemContext,
+    ItemizedMethod,
+    OperationContext,
+    OperationFailedError,
+)
 
 log = logging.getLogger("dicomql.service.export")
 
@@ -60,6 +67,10 @@ def plan_export(ctx: OperationContext) -> list[dict[str, Any]] | None:
         # One local DuckDB file per server: runs whole on the server that claims it.
         return None
     store_pk = require_store_pk(ctx)
+    try:
+        check_export_prefix(ctx.request["body"]["gcsDestination"]["uriPrefix"], ctx.service.config)
+    except LocalFileRefused as exc:
+        raise OperationFailedError(exc.code, str(exc)) from exc
     # An operation a previous version ran whole has a checkpoint: the last instance key done.
     return plan_ranges(
         ctx.service.index.connect,
@@ -85,17 +96,18 @@ def export_item(ctx: ItemContext) -> None:
     service = ctx.service
     after, through = item_range(ctx)
     for row in iter_selected(service.index.connect, store_pk, scope, paths, after, through):
-        uri = join_uri(
-            prefix, row.study_instance_uid, row.series_instance_uid, f"{row.sop_instance_uid}.dcm"
-        )
+        uri = prefix  # named in the warning if the destination itself is refused
         try:
+            uri = export_uri(
+                prefix, row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid
+            )
             with service.blobs.open(row.blob_key) as file:
                 if syntax is None or syntax == row.transfer_syntax_uid:
                     data = file.read()
                 else:
                     data = transcode(io.BytesIO(file.read()), syntax)
-            write_uri(uri, data)
-        except (OSError, TranscodeError) as exc:
+            write_uri(uri, data, service.config, prefix=prefix)
+        except (OSError, TranscodeError, LocalFileRefused) as exc:
             log.warning("export of %s to %s failed: %s", row.sop_instance_uid, uri, exc)
             ctx.progress(failure=1, checkpoint=row.pk)
             continue

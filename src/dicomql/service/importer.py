@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from dicomql.service.ingest import ingest_many
+from dicomql.service.local_files import LocalFileRefused
 from dicomql.service.lro import (
     NOT_FOUND,
     RESOURCE_EXHAUSTED,
@@ -37,10 +38,18 @@ _BATCH = 16
 FILES_PER_ITEM = _BATCH
 
 
+# Bytes of source files held in memory at once: a batch is stored early once its files reach
+# this, so sixteen large files (whole-slide images) do not sit in memory together.
+_BATCH_BYTES = 64 * 1024 * 1024
+
+
 def plan_import(ctx: OperationContext) -> list[dict[str, Any]]:
     require_store_pk(ctx)
     uri = ctx.request["body"]["gcsSource"]["uri"]
-    files = expand_uri(uri)
+    try:
+        files = expand_uri(uri, ctx.service.config)
+    except LocalFileRefused as exc:
+        raise OperationFailedError(exc.code, str(exc)) from exc
     if not files:
         raise OperationFailedError(NOT_FOUND, f"No files match {uri}.")
     # An operation a previous version ran whole has a checkpoint: how many files (in sorted
@@ -60,30 +69,46 @@ def import_item(ctx: ItemContext) -> None:
     storage_class = (body.get("blobStorageSettings") or {}).get("blobStorageClass")
     files: list[str] = ctx.payload["files"]
     # The item's checkpoint is how many of its files are done (and counted).
-    start = int(ctx.checkpoint or 0)
+    done = int(ctx.checkpoint or 0)
     service = ctx.service
-    for first in range(start, len(files), _BATCH):
-        names = files[first : first + _BATCH]
+    store = ctx.request["store"]
+    while done < len(files):
         shortage = service.config.space_shortage()
         if shortage is not None:
             # Counted, then the operation ends with the reason: retrying later, once space is
             # freed, imports what is missing (duplicates are ignored).
-            ctx.progress(failure=len(files) - first, checkpoint=len(files))
+            ctx.progress(failure=len(files) - done, checkpoint=len(files))
             raise OperationFailedError(RESOURCE_EXHAUSTED, shortage)
         readable: list[bytes] = []
-        for name in names:
+        taken = 0
+        held = 0
+        for name in files[done : done + _BATCH]:
+            taken += 1
             try:
-                readable.append(read_uri(name))
-            except OSError as exc:
-                log.warning("import into %s: cannot read %s: %s", ctx.request["store"], name, exc)
+                data = read_uri(name, service.config)
+            except (OSError, LocalFileRefused) as exc:
+                log.warning("import into %s: not read: %s", store, _reason(name, exc))
+                continue
+            readable.append(data)
+            held += len(data)
+            if held >= _BATCH_BYTES:
+                break
         results = ingest_many(
             service.index, service.blobs, store_pk, readable, storage_class=storage_class
         )
         for result in results:
             if not result.ok:
-                log.warning("import into %s: not stored: %s", ctx.request["store"], result.message)
+                log.warning("import into %s: not stored: %s", store, result.message)
         stored = sum(result.ok for result in results)
-        ctx.progress(success=stored, failure=len(names) - stored, checkpoint=first + len(names))
+        done += taken
+        ctx.progress(success=stored, failure=taken - stored, checkpoint=done)
+
+
+def _reason(name: str, exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        # Not str(exc): only the system's reason and the name the request gave.
+        return f"{name}: {exc.strerror or type(exc).__name__}"
+    return str(exc)
 
 
 IMPORT_METHOD = ItemizedMethod(

@@ -13,6 +13,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, func, or_, select
 
+from dicomql.dicom.uids import uid_problem
+from dicomql.service.config import ServiceConfig
+from dicomql.service.local_files import (
+    LocalFileRefused,
+    check_allowed,
+    check_destination,
+    read_regular_file,
+)
 from dicomql.service.workers import Handler, ItemContext, OperationFailedError, WorkContext
 from dicomql.store.schema import dicom_stores, instances, series, studies
 
@@ -86,27 +94,104 @@ def remote_filesystem(uri: str) -> Any:
         ) from exc
 
 
-def read_uri(uri: str) -> bytes:
+# Remote schemes a request may name: Google's own (gs://), S3 for the cloud extra, and fsspec's
+# in-process memory:// (tests). Others (http://, fsspec's local://, zip::…, chained URLs) would
+# let a request make the server fetch URLs or read local files past the import roots.
+REMOTE_SCHEMES = ("gs", "gcs", "s3", "s3a", "memory")
+
+
+def _check_remote(uri: str) -> None:
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in REMOTE_SCHEMES or "::" in uri:
+        raise LocalFileRefused(
+            f"Unsupported URI {uri}: give gs://bucket/path (or s3://, memory://), or a local path"
+            " under an --import-root."
+        )
+
+
+# A filter file lists resource paths, about 150 bytes a line: 64 MiB is some 400,000 lines.
+FILTER_FILE_MAX_BYTES = 64 * 1024 * 1024
+
+
+def read_uri(uri: str, config: ServiceConfig, max_bytes: int | None = None) -> bytes:
+    """The bytes of a file a request names, local (a regular file under an import root) or
+    remote, at most ``max_bytes`` (by default ``config.max_import_file_bytes``) of them.
+
+    Raises:
+        LocalFileRefused: the URI is not one the service may read.
+        OSError: it cannot be read (FileNotFoundError when missing).
+    """
+    limit = config.max_import_file_bytes if max_bytes is None else max_bytes
     path = local_path(uri)
     if path is not None:
-        return path.read_bytes()
-    with remote_filesystem(uri).open(uri, "rb") as file:
-        data: bytes = file.read()
-        return data
+        return read_regular_file(path, config.resolved_import_roots, limit)
+    _check_remote(uri)
+    fs = remote_filesystem(uri)
+    if fs.size(uri) > limit:
+        raise LocalFileRefused(f"{uri} is larger than the {limit} bytes a file may have here.")
+    with fs.open(uri, "rb") as file:
+        data: bytes = file.read(limit + 1)
+    if len(data) > limit:
+        raise LocalFileRefused(f"{uri} is larger than the {limit} bytes a file may have here.")
+    return data
 
 
-def write_uri(uri: str, data: bytes) -> None:
+def write_uri(uri: str, data: bytes, config: ServiceConfig, *, prefix: str) -> None:
     """Write (overwriting, as Cloud Healthcare export does) through a temporary and a rename
-    locally, so a reader never sees a partial file."""
+    locally, so a reader never sees a partial file. A local file must lie, symlinks resolved,
+    under ``prefix`` and an import root.
+
+    Raises:
+        LocalFileRefused: the destination is not one the service may write.
+    """
     path = local_path(uri)
     if path is None:
+        _check_remote(uri)
         with remote_filesystem(uri).open(uri, "wb") as file:
             file.write(data)
         return
+    under = local_path(prefix)
+    assert under is not None
+    roots = config.resolved_import_roots
+    check_destination(path, roots, under=under)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Again now that the folders exist: one of them may be a symlink planted meanwhile.
+    path = check_destination(path, roots, under=under)
     temporary = path.with_name(f".{path.name}.part")
-    temporary.write_bytes(data)
+    fd = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+    )
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
     os.replace(temporary, path)
+
+
+def check_export_prefix(prefix: str, config: ServiceConfig) -> None:
+    """Refuse an export destination the service may not write: a local folder outside the
+    import roots, or an unsupported scheme.
+
+    Raises:
+        LocalFileRefused: with the reason.
+    """
+    path = local_path(prefix)
+    if path is None:
+        _check_remote(prefix)
+    else:
+        check_allowed(path, config.resolved_import_roots, purpose="write")
+
+
+def export_uri(prefix: str, study: str, series: str, instance: str) -> str:
+    """``{prefix}/{study}/{series}/{instance}.dcm``, refusing UIDs that would name anything
+    else (a stored UID is checked on the way in, but data stored by an older version was not).
+
+    Raises:
+        LocalFileRefused: a UID is not a PS3.5 9.1 UID.
+    """
+    for uid in (study, series, instance):
+        problem = uid_problem(uid)
+        if problem is not None:
+            raise LocalFileRefused(f"Not exported: {problem}")
+    return join_uri(prefix, study, series, f"{instance}.dcm")
 
 
 def join_uri(prefix: str, *parts: str) -> str:
@@ -116,14 +201,25 @@ def join_uri(prefix: str, *parts: str) -> str:
 _WILDCARD = re.compile(r"\*\*|\*|\?")
 
 
-def expand_uri(uri: str) -> list[str]:
+def expand_uri(uri: str, config: ServiceConfig) -> list[str]:
     """The files a ``gcsSource.uri`` names, sorted: ``*`` matches within a path segment,
     ``?`` one character, ``**`` anything including ``/`` (GoogleCloudHealthcareV1DicomGcsSource).
-    Without wildcards it names one file (a directory means everything under it)."""
+    Without wildcards it names one file (a directory means everything under it). Local listings
+    do not follow symlinked folders; each file is checked again when it is read.
+
+    Raises:
+        LocalFileRefused: a local path outside the import roots, or an unsupported scheme.
+    """
     path = local_path(uri)
+    roots = config.resolved_import_roots
+    if path is not None:
+        check_allowed(Path(_base(str(path))) if _WILDCARD.search(uri) else path, roots)
+    else:
+        _check_remote(uri)
     if _WILDCARD.search(uri) is None:
         if path is not None and path.is_dir():
-            return sorted(str(p) for p in path.rglob("*") if p.is_file())
+            found = (os.path.join(root, name) for root, _, files in os.walk(path) for name in files)
+            return sorted(found)
         return [str(path) if path is not None else uri]
     if path is not None:
         text = str(path)
@@ -158,20 +254,30 @@ def _glob_regex(pattern: str) -> str:
 # --- selections -----------------------------------------------------------------------------
 
 
-def read_resource_paths(uri: str) -> list[tuple[str, str | None, str | None]]:
+def read_resource_paths(
+    uri: str, config: ServiceConfig
+) -> list[tuple[str, str | None, str | None]]:
     """The ``/studies/{s}[/series/{se}[/instances/{i}]]`` lines of a filter file.
 
     Raises:
         OperationFailedError: INVALID_ARGUMENT for a line of another form, NOT_FOUND for a
-            missing file.
+            missing file, PERMISSION_DENIED for a file the service may not read.
     """
     try:
-        text = read_uri(uri).decode("utf-8")
+        text = read_uri(uri, config, FILTER_FILE_MAX_BYTES).decode("utf-8")
+    except LocalFileRefused as exc:
+        raise OperationFailedError(exc.code, f"filterConfig: {exc}") from exc
     except FileNotFoundError as exc:
         raise OperationFailedError(NOT_FOUND, f"filterConfig file {uri} not found.") from exc
+    except OSError as exc:
+        raise OperationFailedError(
+            FAILED_PRECONDITION, f"filterConfig file {uri} cannot be read: {exc.strerror}"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise OperationFailedError(INVALID_ARGUMENT, f"{uri} is not UTF-8 text.") from exc
     paths = []
+    # Errors name the line by number, never by content: the file may not be the filter file
+    # the request claims it is, and its contents are not the requester's to see.
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
@@ -181,7 +287,11 @@ def read_resource_paths(uri: str) -> list[tuple[str, str | None, str | None]]:
             raise OperationFailedError(
                 INVALID_ARGUMENT,
                 f"Line {number} of {uri} is not a resource path of the form"
-                f" /studies/{{study}}[/series/{{series}}[/instances/{{instance}}]]: {line!r}",
+                " /studies/{study}[/series/{series}[/instances/{instance}]].",
+            )
+        if any(uid is not None and uid_problem(uid) for uid in match.groups()):
+            raise OperationFailedError(
+                INVALID_ARGUMENT, f"Line {number} of {uri} names an invalid UID (PS3.5 9.1)."
             )
         paths.append((match[1], match[2], match[3]))
     return paths
@@ -312,4 +422,4 @@ def require_store_pk(ctx: WorkContext) -> int:
 
 def selection_paths(ctx: WorkContext) -> list[tuple[str, str | None, str | None]] | None:
     uri = (ctx.request.get("body", {}).get("filterConfig") or {}).get("resourcePathsGcsUri")
-    return read_resource_paths(uri) if uri else None
+    return read_resource_paths(uri, ctx.service.config) if uri else None

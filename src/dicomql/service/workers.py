@@ -223,6 +223,15 @@ class WorkerPool:
         worker_id: a name for ``claimed_by``; host and process ID by default.
         shutdown_timeout: how long ``stop()`` waits for running handlers to reach a progress
             report before abandoning them to lease expiry.
+        item_timeout: how long one work item may run; then its operation fails with
+            DEADLINE_EXCEEDED and the worker moves on (None: no limit).
+        cancel_grace: how long a handler has to notice a cancellation at its next progress
+            report before its worker ends the operation without it.
+
+    A handler runs in a thread of its own, and its worker watches it: a handler blocked inside
+    one read (a hung network file system, say) cannot be interrupted, but it no longer holds
+    its worker, its operation, or a thread of the pool other work needs. The abandoned thread
+    ends at its next progress report (its claim is gone) or when the read returns.
     """
 
     def __init__(
@@ -236,6 +245,8 @@ class WorkerPool:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         worker_id: str | None = None,
         shutdown_timeout: float = 30.0,
+        item_timeout: float | None = 900.0,
+        cancel_grace: float = 5.0,
     ) -> None:
         self.service = service
         self.handlers = dict(handlers)
@@ -244,6 +255,8 @@ class WorkerPool:
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
         self.shutdown_timeout = shutdown_timeout
+        self.item_timeout = item_timeout
+        self.cancel_grace = cancel_grace
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         # Set from the event loop, read from handler threads: a threading.Event is safe for both.
         self.stopping = threading.Event()
@@ -324,12 +337,61 @@ class WorkerPool:
         heartbeat = asyncio.create_task(self._heartbeat(claim))
         try:
             if isinstance(claim, ItemClaim):
-                await asyncio.to_thread(self.run_item_claim, claim)
+                finished = _in_own_thread(self.run_item_claim, claim)
             else:
-                await asyncio.to_thread(self.run_claim, claim)
+                finished = _in_own_thread(self.run_claim, claim)
+            await self._watch(finished, claim)
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _watch(self, finished: asyncio.Future[None], claim: Claim | ItemClaim) -> None:
+        """Wait for the handler's thread; give up on it when its operation is cancelled and it
+        does not stop within ``cancel_grace``, or when a work item outlives ``item_timeout``."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        cancel_seen: float | None = None
+        interval = min(self.poll_interval, self.lease.total_seconds() / 3, self.cancel_grace)
+        while True:
+            await asyncio.wait({finished}, timeout=max(interval, 0.01))
+            if finished.done():
+                finished.result()
+                return
+            now = loop.time()
+            if cancel_seen is None and await asyncio.to_thread(
+                work.cancel_requested, self.service.index, claim.operation_pk
+            ):
+                cancel_seen = now
+            if cancel_seen is not None and now - cancel_seen >= self.cancel_grace:
+                logger.warning(
+                    "operation %s was cancelled while its handler was blocked; left it behind",
+                    claim.operation_id,
+                )
+                await asyncio.to_thread(self._abandon, claim, cancelled_status())
+                return
+            if (
+                isinstance(claim, ItemClaim)
+                and self.item_timeout is not None
+                and now - started >= self.item_timeout
+            ):
+                logger.warning(
+                    "item %s of operation %s ran longer than %g s; left it behind",
+                    claim.seq,
+                    claim.operation_id,
+                    self.item_timeout,
+                )
+                await asyncio.to_thread(self._abandon, claim, timeout_status(self.item_timeout))
+                return
+
+    def _abandon(self, claim: Claim | ItemClaim, error: dict[str, Any]) -> None:
+        """End the operation with ``error`` and drop the claim, so that the thread left running
+        stops at its next progress report (LeaseLostError) instead of recording more."""
+        index = self.service.index
+        if isinstance(claim, ItemClaim):
+            work.fail_item_operation(index, claim, error)
+            work.release_item(index, claim)
+        else:
+            work.complete(index, claim, error=error)
 
     async def _heartbeat(self, claim: Claim | ItemClaim) -> None:
         # A handler may spend longer than the lease on one work item; keep the claim alive while
@@ -436,6 +498,43 @@ class WorkerPool:
         except Exception as exc:
             logger.exception("item %s of operation %s failed", item.seq, item.operation_id)
             work.fail_item_operation(index, item, internal_status(exc))
+
+
+def _in_own_thread(function: Callable[[Any], None], claim: Any) -> asyncio.Future[None]:
+    """Run ``function(claim)`` in a new daemon thread; a future of its end. Not the event
+    loop's shared executor: a handler blocked for good must not take a thread that claims,
+    heartbeats and requests need."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def body() -> None:
+        error: BaseException | None = None
+        try:
+            function(claim)
+        except BaseException as exc:  # handed to the awaiting worker, as to_thread would
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=body, name="dicomql-handler", daemon=True).start()
+    return future
+
+
+def timeout_status(seconds: float) -> dict[str, Any]:
+    return work.status(
+        work.DEADLINE_EXCEEDED,
+        f"A work item ran longer than {seconds:g} s (the server's --item-timeout-seconds) and"
+        " was abandoned; a source or destination may be blocking (a FIFO, a device, a hung"
+        " network file system).",
+    )
 
 
 def abandoned_status(attempts: int) -> dict[str, Any]:

@@ -106,6 +106,18 @@ class FreeSpace:
     total: int
 
 
+def parse_size(text: str) -> int:
+    """Bytes in ``"500MB"``, ``"2GiB"``, ``"1024"``.
+
+    Raises:
+        ValueError: not a size.
+    """
+    floor = SpaceFloor._parse_one(text)
+    if floor.size is None:
+        raise ValueError(f"{text!r} is not a size such as 500MB or 2GiB")
+    return floor.size
+
+
 def free_space(path: Path) -> FreeSpace:
     """Free and total bytes of the file system holding ``path`` (its nearest existing parent)."""
     probe = path

@@ -40,6 +40,7 @@ from dicomql.store.schema import operations, work_items
 
 # google.rpc.Code values used for operations that end without a response.
 CANCELLED = 1
+DEADLINE_EXCEEDED = 4
 ABORTED = 10
 UNIMPLEMENTED = 12
 INTERNAL = 13
@@ -249,6 +250,17 @@ def release(index: Index, claim: Claim) -> bool:
     )
     with index.begin() as conn:
         return conn.execute(statement).rowcount == 1
+
+
+def cancel_requested(index: Index, operation_pk: int) -> bool:
+    """Whether the operation should stop: cancellation requested, or ended elsewhere."""
+    with index.connect() as conn:
+        row = conn.execute(
+            select(operations.c.cancel_requested, operations.c.done).where(
+                operations.c.pk == operation_pk
+            )
+        ).first()
+    return row is None or bool(row.cancel_requested or row.done)
 
 
 def request_cancel(index: Index, operation_pk: int) -> bool:
