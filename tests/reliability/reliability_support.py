@@ -182,8 +182,7 @@ class ServerProcess:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
 
     def errors_logged(self) -> str:
         """Tracebacks in the server log (a 500 leaves one)."""
