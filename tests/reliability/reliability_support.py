@@ -150,7 +150,7 @@ class ServerProcess:
             children = self.server_processes()
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-            _wait_gone(children)
+            wait_gone(children)
             # The kernel may drop the last reference to a socket shared by several killed
             # processes a moment after they are gone (seen here); a restart needs the port.
             _wait_port_free(self.port)
@@ -201,7 +201,7 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> An
         time.sleep(0.02)
 
 
-def _wait_gone(pids: list[int], timeout: float = 30) -> None:
+def wait_gone(pids: list[int], timeout: float = 30) -> None:
     """Block until none of ``pids`` is alive (a SIGKILLed process is reaped by init)."""
     deadline = time.monotonic() + timeout
     while True:

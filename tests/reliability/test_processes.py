@@ -34,6 +34,7 @@ from reliability_support import (
     stow,
     temporary_files,
     wait_for,
+    wait_gone,
 )
 from sqlalchemy import create_engine, text
 
@@ -134,8 +135,7 @@ def test_sigterm_finishes_the_stow_in_flight_then_every_process_exits_0(
         assert result["stow"].status_code == 200, result["stow"].text
         assert sorted(referenced(result["stow"])) == sorted(f"1.2.3.9.1.{n}" for n in range(3))
         assert server.process.wait(DEADLINE) == 0
-        for child in children:
-            wait_for(lambda child=child: not Path(f"/proc/{child}").exists(), "a child to exit")
+        wait_gone(children)
     finally:
         server.stop()
     log = server.log.read_text()
@@ -335,3 +335,18 @@ def _outbox_size(index_path: Path) -> int:
             return int(conn.execute(text("SELECT COUNT(*) FROM instance_events")).scalar_one())
     finally:
         engine.dispose()
+
+
+def test_server_processes_whose_parent_was_sigkilled_drain_and_exit(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", None, processes=2).start()
+    try:
+        children = server.server_processes()
+        assert server.process is not None
+        server.process.send_signal(signal.SIGKILL)  # the parent alone
+        server.process.wait()
+        wait_gone(children)
+        wait_for(lambda: refuses_connections(server.port), "the port to be freed")
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert "parent process" in log and "is gone; stopping" in log, log

@@ -171,13 +171,14 @@ def run_server(config: ServiceConfig, settings: ServeSettings, sock: socket.sock
     return 0
 
 
-def _server_process(config: ServiceConfig, settings: ServeSettings, sock: socket.socket) -> None:
-    """The body of a server process started by the :class:`Supervisor`."""
+def _server_process(
+    config: ServiceConfig, settings: ServeSettings, sock: socket.socket, parent: int
+) -> None:
+    """The body of a server process started by the :class:`Supervisor` (process ``parent``)."""
     # Not the parent's handlers (inherited through fork): until the server's own are in
     # place, a signal simply ends this process, which has nothing in flight yet.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    parent = os.getppid()
     sys.exit(_run_watched(config, settings, sock, parent))
 
 
@@ -249,7 +250,7 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         process = self._context.Process(
             target=_server_process,
-            args=(self.config, self.settings, self.sock),
+            args=(self.config, self.settings, self.sock, os.getpid()),
             name="dicomql-serve",
         )
         process.start()
