@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
 from anyio import to_thread
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
+from dicomql.dicom.xmlmodel import native_dicom_model
 from dicomql.service.dicomweb.multipart import new_boundary, write_multipart
 
 DICOM_JSON = "application/dicom+json"
@@ -32,35 +32,7 @@ class DicomXmlResponse(Response):
     media_type = DICOM_XML
 
     def render(self, content: Any) -> bytes:
-        body = _xml_attributes(content)
-        return (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<NativeDicomModel xmlns="http://dicom.nema.org/PS3.19/models/NativeDICOM">{body}'
-            "</NativeDicomModel>"
-        ).encode()
-
-
-def _xml_attributes(dataset: Mapping[str, Any]) -> str:
-    out: list[str] = []
-    for tag, attribute in sorted(dataset.items()):
-        vr = attribute.get("vr", "UN")
-        out.append(f'<DicomAttribute tag="{tag}" vr="{vr}">')
-        for number, value in enumerate(attribute.get("Value", []), start=1):
-            if vr == "SQ":
-                out.append(f'<Item number="{number}">{_xml_attributes(value)}</Item>')
-            elif vr == "PN":
-                groups = "".join(
-                    f"<{group}>{escape(str(text))}</{group}>" for group, text in value.items()
-                )
-                out.append(f'<PersonName number="{number}">{groups}</PersonName>')
-            else:
-                out.append(f'<Value number="{number}">{escape(str(value))}</Value>')
-        if "BulkDataURI" in attribute:
-            out.append(f"<BulkData uri={quoteattr(attribute['BulkDataURI'])}/>")
-        if "InlineBinary" in attribute:
-            out.append(f"<InlineBinary>{attribute['InlineBinary']}</InlineBinary>")
-        out.append("</DicomAttribute>")
-    return "".join(out)
+        return native_dicom_model(content).encode("utf-8")
 
 
 Part = tuple[dict[str, str], Iterable[bytes]]

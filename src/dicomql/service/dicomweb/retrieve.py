@@ -3,7 +3,9 @@ rendered images, streamed from the blob store with transfer syntax negotiation."
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -19,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom import frames as frame_data
 from dicomql.dicom import transcode as ts
+from dicomql.dicom.jsonmodel import BULKDATA_PATH
 from dicomql.dicom.parse import ParsedInstance, UnreadableInstance, read_header
 from dicomql.dicom.render import (
     MAX_RENDERED_PIXELS,
@@ -101,10 +104,24 @@ async def _instances(request: Request, level: str) -> tuple[StoreContext, list[R
     return await resolve_store_then(request, _lookup(request, level))
 
 
+def _wants_bulkdata(accept: str | None) -> bool:
+    """Whether Accept asks for the resource's bulk data: ``multipart/related;
+    type="application/octet-stream"`` first among the DICOM media types (PS3.18 Table 10.4.4-1
+    note: equivalent to the Bulkdata resource)."""
+    for media in parse_accept(accept):
+        if media.type == "multipart/related":
+            return media.params.get("type", DICOM).lower() == OCTET_STREAM
+        if media.type in (DICOM, "*/*", "multipart/*"):
+            return False
+    return False
+
+
 async def retrieve_dicom(request: Request) -> Response:
     level = _level_of(request)
-    find = _lookup(request, level)
     accept = request.headers.get("accept")
+    if conformance_of(request).instance_bulkdata and _wants_bulkdata(accept):
+        return await _retrieve_bulkdata_resource(request, level)
+    find = _lookup(request, level)
 
     def prepare(conn: Connection, context: StoreContext) -> tuple[list[Row], Negotiated, Any]:
         rows = find(conn, context)
@@ -482,6 +499,67 @@ async def retrieve_bulkdata(request: Request) -> Response:
     return MultipartRelatedResponse(parts, part_type=OCTET_STREAM)
 
 
+async def retrieve_instance_bulkdata(request: Request) -> Response:
+    """The Bulkdata resource of a study, series or instance (PS3.18 10.4.1.1.4; ``standard``
+    profile): every bulk data element its metadata points to."""
+    conformance = conformance_of(request)
+    if not conformance.instance_bulkdata:
+        raise NotFound(
+            conformance.refusal("The Bulkdata resource of a study, series or instance")
+            + " Google serves bulk data at the BulkDataURIs its metadata returns."
+        )
+    return await _retrieve_bulkdata_resource(request, _level_of(request))
+
+
+_BULKDATA_URI = re.compile(r'"BulkDataURI"\s*:\s*"' + BULKDATA_PATH + r'/([0-9A-Fa-f/]+)"')
+
+
+async def _retrieve_bulkdata_resource(request: Request, level: str) -> Response:
+    find = _lookup(request, level)
+
+    def prepare(conn: Connection, context: StoreContext) -> list[tuple[Row, list[str]]]:
+        found = []
+        for row in find(conn, context):
+            text = json.dumps(instance_attributes(conn, row.pk) or {})
+            found.append((row, _BULKDATA_URI.findall(text)))
+        return found
+
+    context, found = await resolve_store_then(request, prepare)
+    blobs = context.service.blobs
+
+    def parts() -> Iterator[Part]:
+        for row, tag_paths in found:
+            if not tag_paths:
+                continue
+            url = _instance_url(context, row)
+            header = _header(blobs, row)
+            for tag_path in tag_paths:
+                yield from _bulkdata_parts(blobs, row, header, url, tag_path)
+
+    return MultipartRelatedResponse(parts(), part_type=OCTET_STREAM)
+
+
+def _bulkdata_parts(
+    blobs: BlobStore, row: Row, header: ParsedInstance, url: str, tag_path: str
+) -> Iterator[Part]:
+    """One element's parts: its bytes (little endian) as application/octet-stream; compressed
+    pixel data as one part a frame in the frame's own media type (PS3.18 8.7.3.3.2)."""
+    stored = row.transfer_syntax_uid
+    if tag_path.upper() == "7FE00010" and not ts.is_native(stored):
+        media_type = ts.FRAME_MEDIA_TYPES.get(stored, OCTET_STREAM)
+        for index in range(row.number_of_frames or 1):
+            headers = {
+                "Content-Type": f"{media_type}; transfer-syntax={stored}",
+                "Content-Location": f"{url}/frames/{index + 1}",
+            }
+            yield headers, frame_data.frame_bytes(blobs, row.blob_key, header, index, True)
+        return
+    chunks = frame_data.bulkdata_chunks(blobs, row.blob_key, header, tag_path)
+    if chunks is not None:
+        location = f"{url}/{BULKDATA_PATH}/{tag_path}"
+        yield {"Content-Type": OCTET_STREAM, "Content-Location": location}, chunks
+
+
 _INSTANCE = "/studies/{study:rid}/series/{series:rid}/instances/{instance:rid}"
 
 _STUDY = "/studies/{study:rid}"
@@ -538,6 +616,24 @@ routes: list[BaseRoute] = [
         retrieve_rendered,
         methods=["GET"],
         name="dicomweb:frame-rendered",
+    ),
+    Route(
+        f"{_STUDY}/bulkdata",
+        retrieve_instance_bulkdata,
+        methods=["GET"],
+        name="dicomweb:study-bulkdata",
+    ),
+    Route(
+        f"{_SERIES}/bulkdata",
+        retrieve_instance_bulkdata,
+        methods=["GET"],
+        name="dicomweb:series-bulkdata",
+    ),
+    Route(
+        f"{_INSTANCE}/bulkdata",
+        retrieve_instance_bulkdata,
+        methods=["GET"],
+        name="dicomweb:instance-bulkdata",
     ),
     Route(
         f"{_INSTANCE}/bulkdata/{{path:path}}",
