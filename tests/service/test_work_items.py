@@ -236,6 +236,26 @@ def test_cancel_ends_the_operation_and_leaves_unclaimed_items_unrun(
     assert len(units.done) == processed
 
 
+def test_cancel_with_items_still_running_never_leaves_a_negative_pending(
+    index: Index, tmp_path: Path
+) -> None:
+    """Two workers: the one that sees the cancel ends the operation (pending 0) while the other
+    still counts finished units; those must not drive pending below zero ("-16")."""
+    units = Units()
+    pk, _ = add_operation(index, items=8, size=40, sleep=0.01)
+    with PoolThread(make_pool(index, tmp_path, units, "a:1", workers=2)):
+        assert units.reached.wait(DEADLINE)
+        wait_until(lambda: len({unit // 40 for _, unit, _ in units.done}) >= 2)
+        assert work.request_cancel(index, pk)
+        resource = wait_done(index, pk)
+        # Every item that ran has let go of its lease: nothing counts any more.
+        wait_until(lambda: all(item.lease_until is None for item in items_of(index, pk)))
+    counter = operation(index, pk)["metadata"]["counter"]
+    assert resource["error"]["code"] == 1
+    assert int(counter.get("pending", "0")) == 0
+    assert int(counter["success"]) == len(units.done)
+
+
 def test_a_failing_item_ends_the_operation_with_its_status(index: Index, tmp_path: Path) -> None:
     units = Units()
     pk, _ = add_operation(index, items=6, size=1, fail_item=2)

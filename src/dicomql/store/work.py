@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 
 from dicomql.store.index import Index
 from dicomql.store.schema import operations, work_items
@@ -460,7 +460,7 @@ def record_item_progress(
                 .values(
                     counter_success=operations.c.counter_success + success,
                     counter_failure=operations.c.counter_failure + failure,
-                    counter_pending=operations.c.counter_pending - (success + failure),
+                    counter_pending=_pending_less(success + failure),
                 )
                 .returning(*flags)
             ).one()
@@ -469,6 +469,15 @@ def record_item_progress(
             row = conn.execute(select(*flags).where(operations.c.pk == item.operation_pk)).one()
     # An operation finished elsewhere (failed by another item, cancelled) stops this item too.
     return Progress(cancel_requested=bool(row.cancel_requested or row.done))
+
+
+def _pending_less(count: int) -> Any:
+    """The operation's pending counter less ``count``; once the operation is done (cancelled, or
+    failed by another item) it stays 0, however many units items still running finish."""
+    return case(
+        (operations.c.done.is_(True), 0),
+        else_=operations.c.counter_pending - count,
+    )
 
 
 def finish_item(index: Index, item: ItemClaim, *, response: dict[str, Any]) -> bool:
@@ -505,7 +514,7 @@ def finish_item(index: Index, item: ItemClaim, *, response: dict[str, Any]) -> b
             conn.execute(
                 update(operations)
                 .where(operations.c.pk == item.operation_pk)
-                .values(counter_pending=operations.c.counter_pending - vanished)
+                .values(counter_pending=_pending_less(vanished))
             )
         if operation.done:
             return False
