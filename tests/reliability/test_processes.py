@@ -216,11 +216,14 @@ def test_an_import_finishes_once_when_server_processes_are_killed_mid_way(
     tmp_path: Path, kill: str
 ) -> None:
     data_dir = tmp_path / "data"
-    server = ServerProcess(
-        data_dir, None, "--workers", "1", "--lease-seconds", "2", processes=2
-    ).start()
     count = 8 * FILES_PER_ITEM
     uids = _write_source_files(tmp_path / "source", count)
+    server = ServerProcess(
+        data_dir,
+        None,
+        *("--workers", "1", "--lease-seconds", "2", "--import-root", str(tmp_path / "source")),
+        processes=2,
+    ).start()
     try:
         with httpx.Client(base_url=server.url, timeout=DEADLINE) as client:
             create_dataset_and_store(client)
