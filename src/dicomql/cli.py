@@ -97,6 +97,7 @@ def main() -> None:
 )
 @click.option(
     "--conformance",
+    envvar="DICOMQL_CONFORMANCE",
     type=click.Choice(CONFORMANCE_PROFILES),
     default="google",
     show_default=True,

@@ -101,7 +101,7 @@ class ConnectionConfig:
         ``endpoint`` if given, for a test double); an ``endpoint`` → that API; otherwise the
         embedded service over ``data_dir`` (``$DICOMQL_DATA_DIR``, else
         ``~/.local/share/dicomql``). ``$DICOMQL_ENDPOINT`` and ``$DICOMQL_TOKEN`` fill in
-        what was not given.
+        what was not given, and ``$DICOMQL_CONFORMANCE`` the embedded service's profile.
 
         Raises:
             InterfaceError: the settings contradict each other.
@@ -126,6 +126,7 @@ class ConnectionConfig:
                 raise InterfaceError("a token applies to an endpoint, not the embedded backend")
             data_dir = data_dir or env.get("DICOMQL_DATA_DIR") or DEFAULT_DATA_DIR
             database_url = database_url or env.get("DICOMQL_DATABASE_URL") or None
+            conformance = conformance or env.get("DICOMQL_CONFORMANCE") or None
         elif import_roots is not None:
             raise InterfaceError(
                 "import_roots applies to the embedded backend; give --import-root to"

@@ -165,3 +165,13 @@ def test_frames_and_bulkdata_parts_carry_content_location(
     response = client.http.get(f"{instance}/bulkdata/7FE00010")
     parts = read_multipart(response.headers["content-type"], response.content)
     assert parts[0][0]["content-location"] == f"{instance}/bulkdata/7FE00010"
+
+
+def test_the_environment_names_the_embedded_profile(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    built = client_config.ConnectionConfig.build(
+        data_dir=tmp_path, environ={"DICOMQL_CONFORMANCE": "standard"}
+    )
+    assert built.conformance == "standard"
+    assert client_config.ConnectionConfig.build(data_dir=tmp_path, environ={}).conformance == (
+        "google"
+    )
