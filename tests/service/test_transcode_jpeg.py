@@ -4,6 +4,7 @@ resources; dicomql encodes it with Pillow. Decoded pixels are compared with the 
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import pytest
 import requests
 from dicomweb_client import DICOMwebClient
 from dicomweb_support import DICOMWEB, TEST_FILES, create_store
+from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit
 
 from dicomql.service.config import ServiceConfig
@@ -57,5 +59,37 @@ def test_a_16_bit_instance_in_jpeg_baseline_is_406(dicomweb: DICOMwebClient) -> 
             ds.SeriesInstanceUID,
             ds.SOPInstanceUID,
             media_types=(("application/dicom", JPEGBaseline8Bit),),
+        )
+    assert raised.value.response.status_code == 406
+
+
+def test_frames_re_encoded_as_jpeg_baseline(dicomweb: DICOMwebClient) -> None:
+    """Google's conformance statement lists multipart/related; type="image/jpeg";
+    transfer-syntax=1.2.840.10008.1.2.4.50 for frames."""
+    ds = _stored(dicomweb, "SC_rgb_rle_2frame.dcm")
+    frames = dicomweb.retrieve_instance_frames(
+        ds.StudyInstanceUID,
+        ds.SeriesInstanceUID,
+        ds.SOPInstanceUID,
+        frame_numbers=[2, 1],
+        media_types=(("image/jpeg", JPEGBaseline8Bit),),
+    )
+    assert len(frames) == 2
+    for data, expected in zip(frames, (ds.pixel_array[1], ds.pixel_array[0]), strict=True):
+        image = Image.open(io.BytesIO(data))
+        assert image.format == "JPEG" and image.size == (100, 100)
+        decoded = np.asarray(image.convert("RGB")).astype(int)
+        assert np.abs(decoded - expected.astype(int)).mean() <= 2.0
+
+
+def test_16_bit_frames_as_jpeg_are_406(dicomweb: DICOMwebClient) -> None:
+    ds = _stored(dicomweb, "CT_small.dcm")
+    with pytest.raises(requests.HTTPError) as raised:
+        dicomweb.retrieve_instance_frames(
+            ds.StudyInstanceUID,
+            ds.SeriesInstanceUID,
+            ds.SOPInstanceUID,
+            frame_numbers=[1],
+            media_types=(("image/jpeg", JPEGBaseline8Bit),),
         )
     assert raised.value.response.status_code == 406

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
+from pydicom.uid import JPEGBaseline8Bit
 
 from dicomql.dicom import transcode as ts
 from dicomql.dicom.parse import ParsedInstance
@@ -26,9 +27,16 @@ class FrameChoice:
     media_type: str  # the multipart ``type`` parameter
     part_content_type: str
     as_stored: bool
+    jpeg: bool = False  # decoded and re-encoded as JPEG baseline (ts.encode_jpeg_baseline)
 
 
-def negotiate_frames(ranked: list[Any], stored: str) -> FrameChoice | None:
+JPEG = "image/jpeg"
+_JPEG_BASELINE_TYPE = f"{JPEG}; transfer-syntax={JPEGBaseline8Bit}"
+
+
+def negotiate_frames(
+    ranked: list[Any], stored: str, bits_allocated: int | None = None
+) -> FrameChoice | None:
     """The frame representation for an Accept list (PS3.18 8.7.3.3, Table 8.7.3-2).
 
     ``ranked`` holds parsed media types (``.type``, ``.params``), best first. Uncompressed
@@ -56,7 +64,36 @@ def negotiate_frames(ranked: list[Any], stored: str) -> FrameChoice | None:
                 return FrameChoice(*native, False)
         elif part_type == stored_type and syntax in (None, ts.ANY, stored):
             return FrameChoice(part_type, f"{part_type}; transfer-syntax={stored}", True)
+        elif (
+            part_type == JPEG
+            and syntax in (None, JPEGBaseline8Bit)
+            and ts.can_transcode(stored, JPEGBaseline8Bit, True, bits_allocated)
+        ):
+            # Google's conformance statement lists image/jpeg with 1.2.840.10008.1.2.4.50 for
+            # frames: 8-bit frames are re-encoded with Pillow.
+            return FrameChoice(JPEG, _JPEG_BASELINE_TYPE, False, jpeg=True)
     return None
+
+
+def jpeg_refusal(header: ParsedInstance) -> str | None:
+    """Why the frames of ``header``'s instance cannot be re-encoded as JPEG, or None."""
+    ds = header.dataset
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        return "Palette colour frames cannot be compressed lossily."
+    if int(ds.get("PixelRepresentation", 0) or 0):
+        return "Signed 8-bit frames cannot be re-encoded as JPEG baseline."
+    return None
+
+
+def frame_as_jpeg(
+    blobs: BlobStore, key: str, header: ParsedInstance, index: int
+) -> Iterator[bytes]:
+    """Frame ``index`` decoded and re-encoded as JPEG baseline (unsigned 8-bit grey or
+    colour data; see :func:`jpeg_refusal`)."""
+    with blobs.open(key) as file, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frame = pixel_array(file, index=index)
+    yield ts.encode_jpeg_baseline(frame)
 
 
 @dataclass(frozen=True)

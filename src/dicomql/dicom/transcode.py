@@ -7,6 +7,7 @@ import io
 import warnings
 from typing import BinaryIO
 
+import numpy as np
 from PIL import Image
 from pydicom import Dataset, dcmread, dcmwrite
 from pydicom import uid as uids
@@ -167,6 +168,19 @@ def transcode(file: BinaryIO, target: str) -> bytes:
 JPEG_BASELINE_QUALITY = 90
 
 
+def encode_jpeg_baseline(frame: np.ndarray) -> bytes:
+    """One decoded 8-bit frame (rows x columns, or x 3 as RGB) as a JPEG baseline stream,
+    colour subsampled 4:2:2 (YBR_FULL_422, PS3.5 8.2.1)."""
+    colour = frame.ndim == 3
+    image = Image.fromarray(np.ascontiguousarray(frame), "RGB" if colour else "L")
+    buffer = io.BytesIO()
+    if colour:
+        image.save(buffer, "JPEG", quality=JPEG_BASELINE_QUALITY, subsampling="4:2:2")
+    else:
+        image.save(buffer, "JPEG", quality=JPEG_BASELINE_QUALITY)
+    return buffer.getvalue()
+
+
 def _compress_jpeg_baseline(ds: Dataset) -> None:
     """Re-encode decoded 8-bit pixel data as JPEG baseline (PS3.5 A.4.1, 8.2.1) with Pillow,
     one fragment a frame; colour becomes YBR_FULL_422 (Pillow's 4:2:2 YCbCr), as PS3.5 8.2.1
@@ -184,13 +198,7 @@ def _compress_jpeg_baseline(ds: Dataset) -> None:
     for index in range(frames):  # one frame decoded at a time; colour as RGB
         frame = pixel_array(ds, index=index)
         stored_size += frame.nbytes
-        image = Image.fromarray(frame, "L" if samples == 1 else "RGB")
-        buffer = io.BytesIO()
-        options: dict[str, object] = {"quality": JPEG_BASELINE_QUALITY}
-        if samples == 3:
-            options["subsampling"] = "4:2:2"
-        image.save(buffer, "JPEG", **options)
-        fragments.append(buffer.getvalue())
+        fragments.append(encode_jpeg_baseline(frame))
     if samples == 3:
         ds.PhotometricInterpretation = "YBR_FULL_422"  # what Pillow's JPEG holds
         ds.PlanarConfiguration = 0

@@ -228,13 +228,15 @@ async def retrieve_frames(request: Request) -> Response:
             raise NotFound(f"Instance {row.sop_instance_uid} has no pixel data.")
         numbers = _frame_numbers(request.path_params["frames"], row.number_of_frames or 1)
         stored = row.transfer_syntax_uid
-        choice = frame_data.negotiate_frames(parse_accept(accept), stored)
+        choice = frame_data.negotiate_frames(parse_accept(accept), stored, row.bits_allocated)
         if choice is None:
             raise NotAcceptable(
                 f"Frames stored in {stored} are available as multipart/related;"
                 ' type="application/octet-stream" (uncompressed) or, with transfer-syntax=*,'
                 " as stored."
             )
+        if choice.jpeg:
+            return row, numbers, choice, None
         return row, numbers, choice, _native_frames(conn, context.service.blobs, row, numbers)
 
     context, (row, numbers, choice, contents) = await resolve_store_then(request, prepare)
@@ -254,6 +256,15 @@ async def retrieve_frames(request: Request) -> Response:
         )
     blobs = context.service.blobs
     header = await to_thread.run_sync(_header, blobs, row)
+    if choice.jpeg:
+        refusal = frame_data.jpeg_refusal(header)
+        if refusal is not None:
+            raise NotAcceptable(refusal)
+        parts = (
+            (part_headers(n), frame_data.frame_as_jpeg(blobs, row.blob_key, header, n - 1))
+            for n in numbers
+        )
+        return MultipartRelatedResponse(parts, part_type=choice.media_type)
     parts = (
         (
             part_headers(number),
