@@ -55,6 +55,15 @@ def require_dataset(conn: Connection, project: str, location: str, dataset: str)
     return row
 
 
+def locked_dataset(conn: Connection, project: str, location: str, dataset: str) -> Row:
+    """The dataset's row under its lock, as of the lock (a change committed meanwhile is seen),
+    or NotFound: a patch or delete racing a delete answers 404, not 200 for nothing done."""
+    row = require_dataset(conn, project, location, dataset)
+    if not store.lock_dataset(conn, row.pk):
+        raise NotFound(f"Dataset {names.dataset_name(project, location, dataset)} not found.")
+    return require_dataset(conn, project, location, dataset)
+
+
 def dataset_resource(row: Row, project: str, location: str) -> dict[str, Any]:
     return {"name": names.dataset_name(project, location, row.dataset_id), **row.resource}
 
@@ -170,6 +179,11 @@ async def patch_dataset(request: Request) -> JSONResponse:
     def write() -> dict[str, Any]:
         with service.index.begin() as conn:
             row = require_dataset(conn, project, location, dataset)
+            if not store.lock_dataset(conn, row.pk):  # deleted meanwhile
+                raise NotFound(
+                    f"Dataset {names.dataset_name(project, location, dataset)} not found."
+                )
+            row = require_dataset(conn, project, location, dataset)  # as of the lock
             resource = dict(row.resource)
             for path in paths:
                 resource[path] = body.get(path)
@@ -189,6 +203,10 @@ async def delete_dataset(request: Request) -> JSONResponse:
     def write() -> None:
         with service.index.begin() as conn:
             row = require_dataset(conn, project, location, dataset)
+            if not store.lock_dataset(conn, row.pk):  # deleted meanwhile
+                raise NotFound(
+                    f"Dataset {names.dataset_name(project, location, dataset)} not found."
+                )
             keys = store.delete_dataset(conn, row.pk)
         store.release_blobs(service.index, service.blobs, keys)
 

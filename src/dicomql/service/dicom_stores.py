@@ -50,6 +50,20 @@ def require_dicom_store(
     return row
 
 
+def _locked_store(
+    conn: Connection, project: str, location: str, dataset: str, dicom_store: str
+) -> Row:
+    """The store's row under its lock, as of the lock (a patch or delete that committed
+    meanwhile is seen), or NotFound."""
+    row = require_dicom_store(conn, project, location, dataset, dicom_store)
+    if not store.lock_dicom_store(conn, row.pk):
+        raise NotFound(
+            f"DICOM store {names.dicom_store_name(project, location, dataset, dicom_store)}"
+            " not found."
+        )
+    return require_dicom_store(conn, project, location, dataset, dicom_store)
+
+
 def dicom_store_resource(row: Row, project: str, location: str, dataset: str) -> dict[str, Any]:
     name = names.dicom_store_name(project, location, dataset, row.store_id)
     return {"name": name, **row.resource}
@@ -113,7 +127,11 @@ async def create_dicom_store(request: Request) -> JSONResponse:
                 if store.find_dicom_store(conn, project, location, dataset, store_id):
                     raise AlreadyExists(f"DICOM store {name} already exists.")
                 row = store.insert_dicom_store(conn, parent.pk, store_id, resource)
-        except IntegrityError as exc:  # a concurrent create won the race
+        except IntegrityError as exc:
+            # A concurrent request won the race: it created the same store (unique key), or
+            # deleted the dataset (foreign key). Say which, as of now.
+            with service.index.connect() as conn:
+                require_dataset(conn, project, location, dataset)
             raise AlreadyExists(f"DICOM store {name} already exists.") from exc
         return dicom_store_resource(row, project, location, dataset)
 
@@ -202,7 +220,7 @@ async def patch_dicom_store(request: Request) -> JSONResponse:
 
     def write() -> dict[str, Any]:
         with service.index.begin() as conn:
-            row = require_dicom_store(conn, project, location, dataset, dicom_store)
+            row = _locked_store(conn, project, location, dataset, dicom_store)
             resource = {key: value for key, value in row.resource.items() if key not in paths}
             resource.update(changes)
             store.update_dicom_store(conn, row.pk, resource)
@@ -220,7 +238,7 @@ async def delete_dicom_store(request: Request) -> JSONResponse:
 
     def write() -> None:
         with service.index.begin() as conn:
-            row = require_dicom_store(conn, project, location, dataset, dicom_store)
+            row = _locked_store(conn, project, location, dataset, dicom_store)
             keys = store.delete_dicom_store(conn, row.pk)
         store.release_blobs(service.index, service.blobs, keys)
 

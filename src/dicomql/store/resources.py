@@ -32,6 +32,29 @@ from dicomql.store.schema import (
 )
 
 
+def lock_dataset(conn: Connection, dataset_pk: int) -> bool:
+    """Take the dataset row's lock for the rest of the transaction; False if it is gone.
+
+    On PostgreSQL (READ COMMITTED) this orders a dataset's delete against a store created in it
+    meanwhile: whichever locks first wins, and the other sees its result, instead of a foreign
+    key failure (a 500) or a cascade that removes a new store's rows without journaling their
+    blobs. SQLite's BEGIN IMMEDIATE already serializes writers and ignores FOR UPDATE.
+    """
+    query = select(datasets.c.pk).where(datasets.c.pk == dataset_pk).with_for_update()
+    return conn.execute(query).first() is not None
+
+
+def lock_dicom_store(conn: Connection, store_pk: int) -> bool:
+    """Take the store row's lock (as STOW's index transaction does first); False if it is gone.
+
+    A patch or delete racing a delete of the same store then answers 404 rather than updating
+    nothing and answering 200, and a delete waits for a STOW's index transaction in flight
+    (whose instances it then journals and removes) instead of deadlocking with it.
+    """
+    query = select(dicom_stores.c.pk).where(dicom_stores.c.pk == store_pk).with_for_update()
+    return conn.execute(query).first() is not None
+
+
 def find_dataset(conn: Connection, project: str, location: str, dataset_id: str) -> Row | None:
     return conn.execute(
         select(datasets).where(
@@ -109,11 +132,20 @@ def delete_dataset(conn: Connection, dataset_pk: int) -> list[str]:
     Returns the blob keys of the deleted instances, journaled in this transaction: call
     :func:`release_blobs` after commit. A crash in between leaves them to recovery.
     """
-    store_pks = select(dicom_stores.c.pk).where(dicom_stores.c.dataset_pk == dataset_pk)
-    keys = _journal_instance_blobs(conn, instances.c.store_pk.in_(store_pks))
+    # Each store's lock first, as STOW's index transaction takes it: one in flight commits
+    # before its instances are journaled here, rather than after (its blobs would be orphans).
+    locked = list(
+        conn.execute(
+            select(dicom_stores.c.pk)
+            .where(dicom_stores.c.dataset_pk == dataset_pk)
+            .order_by(dicom_stores.c.pk)
+            .with_for_update()
+        ).scalars()
+    )
+    keys = _journal_instance_blobs(conn, instances.c.store_pk.in_(locked))
     # Children first, rather than trusting ON DELETE CASCADE: SQLite enforces it only with
     # PRAGMA foreign_keys=ON on every connection, and an index opened elsewhere may lack it.
-    for store_pk in list(conn.execute(store_pks).scalars()):
+    for store_pk in locked:
         _delete_store_contents(conn, store_pk)
     conn.execute(delete(dicom_stores).where(dicom_stores.c.dataset_pk == dataset_pk))
     conn.execute(delete(operations).where(operations.c.dataset_pk == dataset_pk))
