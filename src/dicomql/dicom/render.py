@@ -22,8 +22,10 @@ from PIL import Image
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi, pixel_array
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 RENDERED_MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+_LITTLE_ENDIAN_NATIVE = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 # A choice: 50 megapixels (e.g. 7000 x 7000) a frame. A 16-bit frame of that size decodes to
 # 100 MB; docs/reliability.md gives the measured peak.
 MAX_RENDERED_PIXELS = 50_000_000
@@ -113,15 +115,22 @@ def render_frame(
             f"The frame has {pixels:,} pixels; frames of at most {MAX_RENDERED_PIXELS:,} pixels"
             " are rendered. Retrieve its pixel data (frames resource) instead."
         )
-    overrides: dict[str, Any] = {}
-    if "PixelRepresentation" not in header:
-        # Type 1, yet some files omit it; read the stored values as unsigned, the usual case.
-        overrides["pixel_representation"] = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            frame = pixel_array(file, index=index, **overrides)
-            image = _to_image(frame, header, index, options.window)
+            stored = _native_grayscale(file, header, index)
+            if stored is not None:
+                frame, bits_stored = stored
+                image = Image.fromarray(
+                    grayscale_to_8bit(frame, header, index, options.window, bits_stored)
+                )
+            else:
+                overrides: dict[str, Any] = {}
+                if "PixelRepresentation" not in header:
+                    # Type 1, yet some files omit it: read the values as unsigned, the usual case.
+                    overrides["pixel_representation"] = 0
+                frame = pixel_array(file, index=index, **overrides)
+                image = _to_image(frame, header, index, options.window)
     except (ValueError, RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
         raise RenderError(f"Cannot render the frame: {exc}") from exc
     del frame
@@ -146,26 +155,79 @@ def _to_image(frame: np.ndarray, header: Dataset, index: int, window: Window | N
 
 
 def grayscale_to_8bit(
-    frame: np.ndarray, header: Dataset, index: int = 0, window: Window | None = None
+    frame: np.ndarray,
+    header: Dataset,
+    index: int = 0,
+    window: Window | None = None,
+    bits_stored: int | None = None,
 ) -> np.ndarray:
     """The displayed 8-bit values of a grayscale frame (PS3.4 N.2.1.1): modality transform,
     VOI transform (``window``, else the frame's own, else the value range), MONOCHROME1
-    inverted.
+    inverted. ``bits_stored`` below the dtype's width: the frame holds raw words whose bits
+    above BitsStored are ignored (and a signed value sign-extended, PS3.5 8.1.1).
 
     >>> ds = Dataset(); ds.PhotometricInterpretation = "MONOCHROME2"
     >>> grayscale_to_8bit(np.array([[0, 50, 100]], np.uint16), ds, 0, Window(50, 101)).tolist()
     [[1, 129, 255]]
     """
     if frame.dtype.kind in "iu" and frame.itemsize <= 2 and frame.size:
-        # Every value the dtype can hold, ordered by its unsigned bit pattern: the frame,
-        # viewed as unsigned (no copy), indexes the table directly.
+        # A table over every bit pattern of the dtype: the frame, viewed as unsigned (no
+        # copy), indexes it directly, so the transforms run once per possible value.
         unsigned = frame.view(np.dtype(f"u{frame.itemsize}"))
-        domain = np.arange(1 << (8 * frame.itemsize), dtype=unsigned.dtype).view(frame.dtype)
-        low, high = frame.min(), frame.max()
-        occurring = (domain >= low) & (domain <= high)
+        patterns = np.arange(1 << (8 * frame.itemsize), dtype=np.int64)
+        domain = _stored_values(patterns, 8 * frame.itemsize, bits_stored, frame.dtype.kind)
+        occurring = None
+        if window is None and _stored_window(header, index) is None:
+            occurring = _occurring(unsigned.ravel(), len(patterns))
         lut = _display(domain, header, index, window, occurring)
         return lut[unsigned]
     return _display(frame, header, index, window, None)
+
+
+def _occurring(patterns: np.ndarray, size: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Which of ``size`` bit patterns occur in the frame: counted a million pixels at a time,
+    since np.bincount widens its input to 8 bytes a pixel."""
+    seen = np.zeros(size, dtype=bool)
+    for start in range(0, len(patterns), chunk):
+        seen |= np.bincount(patterns[start : start + chunk], minlength=size) > 0
+    return seen
+
+
+def _stored_values(patterns: np.ndarray, width: int, bits: int | None, kind: str) -> np.ndarray:
+    """The value each bit pattern stands for: its low ``bits`` bits, sign-extended for a
+    signed dtype (PS3.5 8.1.1: the bits above BitsStored carry no value)."""
+    bits = width if bits is None or not 0 < bits <= width else bits
+    values = patterns & ((1 << bits) - 1)
+    if kind == "i":
+        sign = 1 << (bits - 1)
+        values = (values ^ sign) - sign
+    return values
+
+
+def _native_grayscale(
+    file: BinaryIO | Dataset, header: Dataset, index: int
+) -> tuple[np.ndarray, int] | None:
+    """Frame ``index`` of a dataset held whole, as a view of its little-endian native pixel
+    bytes (no decoding, no copy) with its BitsStored; None for anything else (compressed,
+    big endian, colour, 1-bit or float data), which pydicom decodes."""
+    if not isinstance(file, Dataset) or "PixelData" not in file:
+        return None
+    meta = getattr(file, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax not in _LITTLE_ENDIAN_NATIVE or int(header.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    bits = int(header.get("BitsAllocated", 0) or 0)
+    if bits not in (8, 16):
+        return None
+    rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    signed = int(header.get("PixelRepresentation", 0) or 0) == 1
+    dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}").newbyteorder("<")
+    data = file.PixelData
+    size = rows * columns * dtype.itemsize
+    if not size or len(data) < (index + 1) * size:
+        return None
+    frame = np.frombuffer(data, dtype, rows * columns, index * size).reshape(rows, columns)
+    return frame, int(header.get("BitsStored", bits) or bits)
 
 
 def _display(
