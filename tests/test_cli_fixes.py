@@ -253,6 +253,8 @@ def test_await_of_an_import_prints_its_final_counters(data_dir: Path, tmp_path: 
         " dicomStoreId) SELECT 'p', 'us', 'ds', 'imported';"
         f"EXEC /*+ AWAIT */ google.healthcare.dicom_stores.import {AT_SCOPE},"
         f" @dicomStoresId='imported' @@json='{body}'",
+        "--import-root",
+        str(folder),
     )
     assert result.exit_code == 0, result.output
     assert "done: 3 succeeded, 0 failed" in result.stderr

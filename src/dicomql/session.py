@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -26,6 +26,15 @@ def error_message(exc: Error) -> str:
     if isinstance(exc, ApiError):
         return f"{exc.code} {exc.status}: {exc.message}"
     return str(exc) or type(exc).__name__
+
+
+def await_statement(operation: str) -> str:
+    """The statement that waits for an operation by its name (``projects/…/operations/ID``)."""
+    from dicomql.sql.engine import ids_from_name
+    from dicomql.sql.templates import sql_literal
+
+    parameters = ", ".join(f"@{k}={sql_literal(v)}" for k, v in ids_from_name(operation).items())
+    return f"EXEC /*+ AWAIT */ google.healthcare.operations.get {parameters}"
 
 
 class Session:
@@ -57,6 +66,15 @@ class Session:
         self.progress = progress
         # Statements that failed without stopping the session (the shell goes on).
         self.failures = 0
+        # Operations started without /*+ AWAIT */, and the one an AWAIT is polling now.
+        self.started: list[str] = []
+        self.awaiting: str | None = None
+
+    def on_progress(self, operation: dict[str, Any]) -> None:
+        """Each poll of an AWAIT: remember which operation it is, and draw the bar."""
+        self.awaiting = None if operation.get("done") else str(operation.get("name") or "")
+        if self.progress is not None:
+            self.progress(operation)
 
     @classmethod
     @contextmanager
@@ -71,14 +89,38 @@ class Session:
             from dicomql.output import AwaitProgress
 
             progress = AwaitProgress(sys.stderr)
+        sessions: list[Session] = []
         try:
-            connection = Connection(config, on_progress=progress)
+            connection = Connection(config, on_progress=lambda op: sessions[0].on_progress(op))
         except Error as exc:
             raise click.ClickException(error_message(exc)) from exc
         try:
-            yield cls(connection, output, fail_fast=fail_fast, progress=progress)
+            session = cls(connection, output, fail_fast=fail_fast, progress=progress)
+            sessions.append(session)
+            yield session
+            session.finish_started()
         finally:
             connection.close()
+
+    def finish_started(self) -> None:
+        """On the embedded backend the operations run in this process: before it exits, wait
+        for those started without AWAIT (Ctrl-C leaves them to resume with the next command)."""
+        from dicomql.config import EMBEDDED
+
+        if self.connection.config.backend != EMBEDDED:
+            return
+        for name in dict.fromkeys(self.started):
+            click.echo(
+                f"Waiting for operation {name}: on the embedded backend it runs in this process "
+                "(Ctrl-C leaves it to resume with the next dicomql command on this data "
+                "directory).",
+                file=self.err,
+            )
+            try:
+                self.run_script(await_statement(name))
+            except KeyboardInterrupt:
+                self._interrupted(name)
+                raise SystemExit(130) from None
 
     def run_script(self, text: str) -> bool:
         """Run each statement of ``text``; True if all succeeded.
@@ -101,6 +143,13 @@ class Session:
                 line, column = position(text, offset)
                 padded = "\n" * (line - 1) + " " * (column - 1) + piece
                 result = self.connection.engine.execute(padded, variables=config.variables)
+            except KeyboardInterrupt:
+                # Ctrl-C: the statement is abandoned; an operation it awaited goes on.
+                self._interrupted(self.awaiting)
+                if self.fail_fast:
+                    raise SystemExit(130) from None
+                self.failures += 1
+                return False
             except (Error, OSError) as exc:
                 # OSError: a data dir or @path that cannot be read or written.
                 message = error_message(exc) if isinstance(exc, Error) else str(exc)
@@ -111,6 +160,8 @@ class Session:
             finally:
                 if self.progress is not None:
                     self.progress.finish()
+            self.awaiting = None
+            self.started += result.operations
             self.show(result)
             if result.error:
                 failure = ProgrammingError(result.error)
@@ -119,6 +170,17 @@ class Session:
                     message = f"statement {number}: {message}"
                 return self._fail(message, failure)
         return True
+
+    def _interrupted(self, operation: str | None) -> None:
+        """Say what Ctrl-C left behind: the operation an AWAIT was polling keeps running."""
+        if not operation:
+            click.echo("Interrupted: the statement was cancelled.", file=self.err)
+            return
+        click.echo(
+            f"Interrupted: operation {operation} goes on without waiting. Await it with:\n"
+            f"  {await_statement(operation)};",
+            file=self.err,
+        )
 
     def _fail(self, message: str, exc: BaseException) -> bool:
         """Raise (``fail_fast``) or print the error and count it."""

@@ -190,7 +190,7 @@ class Engine:
                     page_rows = self._page_rows(method, payload, scan.page_shape)
                 for row in page_rows:
                     if ids and isinstance(row.get("name"), str):
-                        for name, value in _ids_from_name(row["name"]).items():
+                        for name, value in ids_from_name(row["name"]).items():
                             row.setdefault(name, value)
                     for name, values in scan.given.items():
                         row.setdefault(
@@ -478,11 +478,11 @@ def _requests(scan: Scan, page_size: int) -> list[str]:
     return requests
 
 
-def _ids_from_name(name: str) -> dict[str, str]:
+def ids_from_name(name: str) -> dict[str, str]:
     """``projects/p/locations/l/datasets/d/dicomStores/s`` → projectsId, locationsId,
     datasetsId, dicomStoresId: the flat path parameters a resource name spells.
 
-    >>> _ids_from_name("projects/p/locations/l/datasets/d")["datasetsId"]
+    >>> ids_from_name("projects/p/locations/l/datasets/d")["datasetsId"]
     'd'
     """
     parts = name.split("/")

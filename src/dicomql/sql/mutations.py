@@ -130,7 +130,9 @@ def insert(engine: Engine) -> Callable[[Statement, Workspace], Result]:
         message = f"{len(rows)} {resource.name} inserted"
         if started:
             message += "; operations started: " + ", ".join(started)
-        return Result(columns, returned, len(rows), "insert", message)
+        result = Result(columns, returned, len(rows), "insert", message)
+        result.operations = started
+        return result
 
     return run
 
@@ -195,6 +197,7 @@ def delete(engine: Engine) -> Callable[[Statement, Workspace], Result]:
                 return Result([], [], 1, "delete", f"operation {payload['name']} done")
             result = one_row(payload, "delete", f"operation {payload['name']} started")
             result.rowcount = 1
+            result.operations = [payload["name"]]
             return result
         return Result([], [], 1, "delete", f"1 {resource.name} deleted")
 

@@ -101,7 +101,9 @@ def result_of_operation(
 ) -> Result:
     """An operation's result: awaited (its response) under ``/*+ AWAIT */``, else itself."""
     if "AWAIT" not in statement.hints:
-        return one_row(operation, kind, message=f"operation {operation.get('name')} started")
+        result = one_row(operation, kind, message=f"operation {operation.get('name')} started")
+        result.operations = [str(operation.get("name"))]
+        return result
     final = finished(engine, operation)
     response: dict[str, Any] = dict(final.get("response") or {})
     response.pop("@type", None)

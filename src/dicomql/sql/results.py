@@ -24,6 +24,8 @@ class Result:
     error: str | None = None
     # Said on stderr: results cut short (a page cap, QIDO's ``Warning: 299``).
     warnings: list[str] = field(default_factory=list)
+    # Long-running operations the statement started and did not wait for (no /*+ AWAIT */).
+    operations: list[str] = field(default_factory=list)
 
     def records(self) -> list[dict[str, Any]]:
         """The rows as dicts keyed by column name."""
