@@ -83,3 +83,48 @@ def test_a_file_without_pixels_cannot_be_rendered() -> None:
     data = _path("rtplan.dcm").read_bytes()
     with pytest.raises(RenderError):
         _render(data)
+
+
+def _signed_12_bit_with_garbage_high_bits() -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(_gradient()))
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 1
+    values = np.tile(np.arange(-2048, 2048, 16, dtype=np.int16), (4, 1))
+    raw = (values.view(np.uint16) & 0x0FFF) | 0xA000  # bits 12-15 hold garbage
+    ds.PixelData = raw.astype("<u2").tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "MR_small_implicit.dcm",
+        "examples_overlay.dcm",
+        "signed 12 bit with garbage high bits",
+    ],
+)
+def test_the_native_fast_path_renders_what_decoding_renders(source: str) -> None:
+    """Native frames are viewed, not decoded (dicom/render.py): the image must be the one the
+    decoded pixel values give, signed data and unused high bits included."""
+    from pydicom.pixels import pixel_array
+
+    from dicomql.dicom.render import grayscale_to_8bit
+
+    if source.endswith(".dcm"):
+        data = _path(source).read_bytes()
+    else:
+        data = _signed_12_bit_with_garbage_high_bits()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(io.BytesIO(data))
+        expected = grayscale_to_8bit(pixel_array(ds, index=0), ds, 0, None)
+        png = render_frame(ds, ds, 0, RenderOptions(media_type="image/png"))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
+
+
+def test_palette_colour_renders_through_its_palette() -> None:
+    image = _render(_path("examples_palette.dcm").read_bytes(), media_type="image/png")
+    assert image.mode == "RGB"

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from pydicom import Dataset
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut, apply_voi, pixel_array
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 RENDERED_MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
@@ -147,6 +147,9 @@ def render_frame(
 
 def _to_image(frame: np.ndarray, header: Dataset, index: int, window: Window | None) -> Image.Image:
     samples = int(header.get("SamplesPerPixel", 1) or 1)
+    if samples == 1 and header.get("PhotometricInterpretation") == "PALETTE COLOR":
+        frame = apply_color_lut(frame, header)  # PS3.3 C.7.6.3.1.5: indices to RGB
+        samples = 3
     if samples == 1:
         return Image.fromarray(grayscale_to_8bit(frame, header, index, window))
     if frame.dtype != np.uint8:
@@ -215,6 +218,8 @@ def _native_grayscale(
     meta = getattr(file, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax not in _LITTLE_ENDIAN_NATIVE or int(header.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    if header.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
         return None
     bits = int(header.get("BitsAllocated", 0) or 0)
     if bits not in (8, 16):
