@@ -348,3 +348,22 @@ def test_metadata_tables_against_a_served_endpoint(served: str, tmp_path: Path) 
         "-o", "csv", *endpoint,
     )  # fmt: skip
     assert grouped.stdout.splitlines() == ["Modality,n", "CT,2", "MR,1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["serve", "--min-free-space", "lots"], "--min-free-space"),
+        (["serve", "--min-free-space", "150%"], "--min-free-space"),
+        (["serve", "--max-import-file-size", "5%"], "--max-import-file-size"),
+        (["serve", "--import-root", "/no/such/folder"], "--import-root"),
+        (
+            ["exec", "--endpoint", "http://127.0.0.1:9", "--import-root", ".", "SHOW SERVICES"],
+            "import_roots",
+        ),
+    ],
+)
+def test_storage_limits_are_checked_before_anything_starts(args: list[str], named: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert named in result.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,44 @@ def test_a_write_that_hits_enospc_is_a_507_and_leaves_no_partial_blob(
             assert client.delete(f"{DICOMWEB}/studies/1.2.826.0.1.3680043.9.5.2").status_code == 200
     finally:
         server.stop()
+
+
+def test_an_import_below_the_floor_fails_with_its_counters_and_succeeds_once_space_is_freed(
+    small_disk: Path, tmp_path: Path, database_url: str | None
+) -> None:
+    from dicomql.provider.transports import InProcessTransport
+    from dicomql.service.app import create_app
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for number in range(3):
+        (source / f"{number}.dcm").write_bytes(_instance(100 + number)[1])
+    config = ServiceConfig(
+        data_dir=small_disk / "data",
+        database_url=database_url,
+        min_free_space=SpaceFloor.parse(FLOOR),
+        import_roots=(source,),
+    )
+    transport = InProcessTransport(create_app(config))
+    with httpx.Client(transport=transport, base_url="http://embedded", timeout=120) as client:
+        create_dataset_and_store(client)
+        # Fill the disk to 4 MB below the floor with a file of the operator's.
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\0" * (free_space(small_disk).free - 4 * 1024 * 1024))
+        body = {"gcsSource": {"uri": f"{source}/*.dcm"}}
+        failed = _wait(client, client.post(f"{STORE}:import", json=body).json())
+        assert failed["error"]["code"] == 8, failed  # RESOURCE_EXHAUSTED
+        assert "free-space floor" in failed["error"]["message"]
+        assert failed["metadata"]["counter"] == {"failure": "3"}
+        filler.unlink()
+        done = _wait(client, client.post(f"{STORE}:import", json=body).json())
+        assert "error" not in done and done["metadata"]["counter"] == {"success": "3"}
+
+
+def _wait(client: httpx.Client, operation: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while not operation.get("done"):
+        assert time.monotonic() < deadline, operation
+        time.sleep(0.05)
+        operation = client.get(f"/v1/{operation['name']}").json()
+    return operation
