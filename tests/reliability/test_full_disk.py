@@ -192,7 +192,7 @@ def test_a_write_that_hits_enospc_is_a_507_and_leaves_no_partial_blob(
         server.stop()
 
 
-def test_an_import_below_the_floor_fails_with_its_counters_and_succeeds_once_space_is_freed(
+def test_import_and_deidentify_below_the_floor_fail_with_their_counters(
     small_disk: Path, tmp_path: Path, database_url: str | None
 ) -> None:
     from dicomql.provider.transports import InProcessTransport
@@ -219,9 +219,25 @@ def test_an_import_below_the_floor_fails_with_its_counters_and_succeeds_once_spa
         assert failed["error"]["code"] == 8, failed  # RESOURCE_EXHAUSTED
         assert "free-space floor" in failed["error"]["message"]
         assert failed["metadata"]["counter"] == {"failure": "3"}
+        # De-identification into a new store is refused the same way.
+        stow = client.post(
+            f"{DICOMWEB}/studies",
+            content=(source / "0.dcm").read_bytes(),
+            headers={"content-type": "application/dicom"},
+        )
+        assert stow.status_code == 507  # and so is STOW
         filler.unlink()
         done = _wait(client, client.post(f"{STORE}:import", json=body).json())
         assert "error" not in done and done["metadata"]["counter"] == {"success": "3"}
+        create_dataset_and_store(client, "out")
+        filler.write_bytes(b"\0" * (free_space(small_disk).free - 4 * 1024 * 1024))
+        destination = f"{STORE.rsplit('/', 1)[0]}/out"
+        deidentify = {"destinationStore": destination[len("/v1/") :], "config": {}}
+        started = client.post(f"{STORE}:deidentify", json=deidentify)
+        assert started.status_code == 200, started.text
+        failed = _wait(client, started.json())
+        assert failed["error"]["code"] == 8, failed
+        assert failed["metadata"]["counter"] == {"failure": "3"}
 
 
 def _wait(client: httpx.Client, operation: dict[str, Any]) -> dict[str, Any]:

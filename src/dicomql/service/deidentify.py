@@ -200,6 +200,10 @@ def _store(
         else:
             outputs.append(data)
     service = ctx.service
+    shortage = service.config.space_shortage()
+    if shortage is not None:  # below the free-space floor: refused as STOW and import are
+        ctx.progress(failure=len(batch), checkpoint=batch[-1][0].pk)
+        raise OperationFailedError(lro.RESOURCE_EXHAUSTED, shortage)
     # Streamed to the destination's streamConfigs, but not published: Google lists no
     # de-identification notifications (docs/notifications.md).
     results = ingest_many(
