@@ -242,9 +242,10 @@ def create_dataset_and_store(client: httpx.Client, store: str = "s") -> None:
 
 
 def make_instance(
-    study: str, series: str, sop: str, *, seed: int = 0, modality: str = "CT"
+    study: str, series: str, sop: str, *, seed: int = 0, modality: str = "CT", rows: int = 4
 ) -> bytes:
-    """A small explicit-VR-little-endian CT instance as PS3.10 bytes; ``seed`` varies the pixels."""
+    """A small explicit-VR-little-endian CT instance as PS3.10 bytes; ``seed`` varies the pixels,
+    ``rows`` (a multiple of 4) sets its size: rows × rows 16-bit pixels."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -258,11 +259,11 @@ def make_instance(
     ds.PatientID = f"P{seed % 5}"
     ds.Modality = modality
     ds.StudyDate = "20240102"
-    ds.Rows = ds.Columns = 4
+    ds.Rows = ds.Columns = rows
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = bytes((seed + n) % 256 for n in range(32))
+    ds.PixelData = bytes((seed + n) % 256 for n in range(32)) * (rows * rows // 16)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

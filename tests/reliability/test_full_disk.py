@@ -4,7 +4,6 @@ working and every acknowledged instance stays retrievable."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import time
@@ -14,14 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
 from reliability_support import (
     ANY_SYNTAX,
-    CT_SOP_CLASS,
     DICOMWEB,
     STORE,
     create_dataset_and_store,
+    make_instance,
     multipart,
 )
 
@@ -56,26 +53,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _instance(number: int) -> tuple[str, bytes]:
+    """An instance of 512 KiB of pixels in a study of its own, so that deleting one frees a
+    known amount."""
     sop = f"1.2.826.0.1.3680043.9.7.{number + 1}"
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CT_SOP_CLASS
-    ds.file_meta.MediaStorageSOPInstanceUID = sop
-    ds.SOPClassUID = CT_SOP_CLASS
-    ds.SOPInstanceUID = sop
-    # One study per instance, so that deleting one frees a known amount.
-    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.9.5.{number + 1}"
-    ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.9.6.{number + 1}"
-    ds.Modality = "CT"
-    ds.Rows = ds.Columns = 512
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = os.urandom(INSTANCE_PIXELS)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return sop, buffer.getvalue()
+    study = f"1.2.826.0.1.3680043.9.5.{number + 1}"
+    series = f"1.2.826.0.1.3680043.9.6.{number + 1}"
+    return sop, make_instance(study, series, sop, seed=number, rows=512)
 
 
 def _failures(response: httpx.Response) -> list[int]:
