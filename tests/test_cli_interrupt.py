@@ -1,7 +1,8 @@
-"""Operations and Ctrl-C at the command line, each through the real CLI: an operation started
-without AWAIT on the embedded backend is finished before ``dicomql exec`` exits; Ctrl-C during
-an AWAIT names the operation and how to await it; Ctrl-C in ``dicomql shell`` cancels the
-statement and returns to the prompt (driven through a pseudo-terminal, as a person would)."""
+"""Operations, Ctrl-C and the terminal, each through the real CLI: an operation started without
+AWAIT on the embedded backend is finished before ``dicomql exec`` exits; Ctrl-C during an AWAIT
+names the operation and how to await it; Ctrl-C in ``dicomql shell`` cancels the statement and
+returns to the prompt; wide results switch to the expanded display, and ``\\x`` toggles it
+(the shell driven through a pseudo-terminal, as a person would)."""
 
 from __future__ import annotations
 
@@ -86,14 +87,14 @@ def test_an_operation_started_without_await_finishes_before_exec_exits(
 class Terminal:
     """A dicomql process on a pseudo-terminal: what it prints, and keys or signals sent."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, columns: int = 160) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMQL_")}
         env["TERM"] = "xterm"
         env["PROMPT_TOOLKIT_NO_CPR"] = "1"  # no cursor-position request to answer
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: becomes dicomql
             os.execve(sys.executable, [sys.executable, "-m", "dicomql.cli", *args], env)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
         self.output = ""
 
     def expect(self, text: str, after: int = 0) -> int:
@@ -174,5 +175,36 @@ def test_ctrl_c_in_the_shell_cancels_the_statement_and_returns_to_the_prompt(
         terminal.send(".exit\r")
         assert terminal.wait() == 0
         assert "Traceback" not in terminal.output
+    finally:
+        terminal.close()
+
+
+def test_a_wide_result_is_expanded_in_a_narrow_terminal_and_backslash_x_toggles_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    terminal = Terminal(
+        "shell", "--data-dir", str(data_dir), "--history", str(tmp_path / "history"),
+        columns=60,
+    )  # fmt: skip
+    select_stores = (
+        "SELECT name, labels FROM google.healthcare.dicom_stores WHERE projectsId = 'p' "
+        "AND locationsId = 'us' AND datasetsId = 'ds';\r"
+    )
+    try:
+        at = terminal.expect("dicomql>")
+        terminal.send(select_stores)  # the store's name alone is wider than 60 columns
+        at = terminal.expect("-[ RECORD 1 ]", at)
+        at = terminal.expect("name   | projects/p/locations/us/datasets/ds/dicomStores/s", at)
+        terminal.send("\\x off\r")
+        at = terminal.expect("Expanded display is off.", at)
+        terminal.send(select_stores)
+        at = terminal.expect("/dicomStores \u2502", at)  # rich's table, the name folded to fit
+        assert "RECORD" not in terminal.output[at:]
+        terminal.send("\\x\r")
+        at = terminal.expect("Expanded display is on.", at)
+        terminal.send("SHOW SERVICES;\r")
+        at = terminal.expect("-[ RECORD 1 ]", at)
+        terminal.send(".exit\r")
+        assert terminal.wait() == 0
     finally:
         terminal.close()

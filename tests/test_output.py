@@ -86,3 +86,25 @@ def test_await_reports_each_poll_to_on_progress(tmp_path: Path) -> None:
     assert polls
     assert polls[-1]["done"] is True
     assert polls[-1]["name"].startswith("projects/p/locations/us/datasets/ds/operations/")
+
+
+def test_expanded_display_prints_one_block_per_row() -> None:
+    from dicomql.output import write_expanded
+
+    out = io.StringIO()
+    write_expanded(["name", "labels"], [("a", '{"env": "dev"}'), ("b", None)], out)
+    assert out.getvalue().splitlines() == [
+        "-[ RECORD 1 ]" + "-" * 4,
+        "name   | a",
+        'labels | {"env":"dev"}',
+        "-[ RECORD 2 ]" + "-" * 4,
+        "name   | b",
+        "labels | ",
+    ]
+
+
+def test_a_table_is_too_wide_when_its_cells_and_borders_exceed_the_width() -> None:
+    from dicomql.output import table_too_wide
+
+    assert not table_too_wide(["a", "b"], [("x" * 10, "y" * 10)], 40)
+    assert table_too_wide(["a", "b"], [("x" * 30, "y" * 10)], 40)

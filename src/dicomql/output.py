@@ -101,6 +101,32 @@ def write_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: IO[s
     console.print(table)
 
 
+def write_expanded(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: IO[str]) -> None:
+    """psql's expanded display (``\\x``): one block per row, a line per column."""
+    width = max((len(c) for c in columns), default=0)
+    for number, row in enumerate(rows, start=1):
+        out.write(f"-[ RECORD {number} ]" + "-" * max(width - 8, 4) + "\n")
+        for column, value in zip(columns, row, strict=False):
+            lines = cell_text(value).split("\n") or [""]
+            out.write(f"{column.ljust(width)} | {lines[0]}\n")
+            for line in lines[1:]:
+                out.write(f"{' ' * width} | {line}\n")
+    if not rows:
+        out.write("(0 rows)\n")
+
+
+def table_too_wide(columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int) -> bool:
+    """Whether a table of these rows is wider than ``width`` characters (psql's \\x auto)."""
+    widths = [len(c) for c in columns]
+    for row in rows[:200]:  # enough rows to judge; a long result is not scanned twice
+        for index, value in enumerate(row[: len(widths)]):
+            text = cell_text(value)
+            widths[index] = max(
+                widths[index], max((len(line) for line in text.split("\n")), default=0)
+            )
+    return sum(widths) + 3 * len(widths) + 1 > width
+
+
 def _ascii_box() -> Any:
     from rich import box
 

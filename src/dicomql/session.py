@@ -69,6 +69,9 @@ class Session:
         # Operations started without /*+ AWAIT */, and the one an AWAIT is polling now.
         self.started: list[str] = []
         self.awaiting: str | None = None
+        # Table output as one block per row: "on", "off", or "auto" (when too wide for the
+        # terminal), as psql's \x.
+        self.expanded = "auto"
 
     def on_progress(self, operation: dict[str, Any]) -> None:
         """Each poll of an AWAIT: remember which operation it is, and draw the bar."""
@@ -171,6 +174,19 @@ class Session:
                 return self._fail(message, failure)
         return True
 
+    def _expanded(self, result: Result) -> bool:
+        """Expanded display: on, off, or auto — when a terminal is too narrow for the table."""
+        if self.expanded != "auto":
+            return self.expanded == "on"
+        if not self.out.isatty():
+            return False
+        import shutil
+
+        from dicomql.output import table_too_wide
+
+        width = shutil.get_terminal_size().columns
+        return table_too_wide(result.columns, result.rows, width)
+
     def _interrupted(self, operation: str | None) -> None:
         """Say what Ctrl-C left behind: the operation an AWAIT was polling keeps running."""
         if not operation:
@@ -195,7 +211,12 @@ class Session:
         from dicomql.output import write
 
         if result.columns:
-            write(self.output, result.columns, result.rows, self.out)
+            if self.output == "table" and self._expanded(result):
+                from dicomql.output import write_expanded
+
+                write_expanded(result.columns, result.rows, self.out)
+            else:
+                write(self.output, result.columns, result.rows, self.out)
             self.out.flush()
         if result.message:
             click.echo(result.message, file=self.err)

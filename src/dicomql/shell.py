@@ -40,7 +40,9 @@ Statements end with ';' and may span lines. Examples:
   DESCRIBE google.healthcare.dicom_stores;
   SELECT name, labels FROM google.healthcare.dicom_stores
     WHERE projectsId = 'p' AND locationsId = 'l' AND datasetsId = 'd';
-Tab completes keywords, resources, methods, parameters and columns. .exit (or Ctrl-D) leaves."""
+Tab completes keywords, resources, methods, parameters and columns. \\x [on|off|auto] sets
+expanded display (one block per row; auto: when a table is wider than the terminal).
+Ctrl-C cancels a running statement. .exit (or Ctrl-D) leaves."""
 
 
 def statement_complete(text: str) -> bool:
@@ -51,6 +53,8 @@ def statement_complete(text: str) -> bool:
 
     stripped = text.strip()
     if not stripped or stripped.lower() in EXIT_COMMANDS | HELP_COMMANDS:
+        return True
+    if stripped.lower().split()[:1] == ["\\x"]:
         return True
     try:
         pieces = list(segments(text))
@@ -137,15 +141,32 @@ def run_shell(
         input=input,
         output=output,
     )
-    while True:
-        try:
-            text = prompt.prompt("dicomql> ")
-        except KeyboardInterrupt:
-            continue
-        except EOFError:
-            break
-        if not _handle(session, text):
-            break
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    # Lines written while the prompt waits (the embedded service's log, a worker's warning) go
+    # above the prompt instead of over it.
+    with patch_stdout(raw=True):
+        while True:
+            try:
+                text = prompt.prompt("dicomql> ")
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                break
+            if not _handle(session, text):
+                break
+
+
+def _expanded(session: Session, words: list[str]) -> None:
+    """``\\x`` toggles expanded display, ``\\x on|off|auto`` sets it (psql's meta-command)."""
+    if words and words[0] in ("on", "off", "auto"):
+        session.expanded = words[0]
+    elif words:
+        print("Error: \\x takes on, off or auto", file=session.err)
+        return
+    else:
+        session.expanded = "off" if session.expanded == "on" else "on"
+    print(f"Expanded display is {session.expanded}.", file=session.err)
 
 
 def run_lines(session: Session, lines: Iterable[str]) -> None:
@@ -170,6 +191,8 @@ def _handle(session: Session, text: str) -> bool:
         return False
     if command in HELP_COMMANDS:
         print(HELP, file=session.out)
+    elif command.split()[:1] == ["\\x"]:
+        _expanded(session, command.split()[1:])
     elif command:
         session.run_script(text)
     return True

@@ -185,7 +185,8 @@ class Engine:
                 workspace.payloads[key] = list(fetch(method, params, workspace.warnings))
             for payload in workspace.payloads[key]:
                 if scan.qido is not None:
-                    page_rows = list(metadata.typed_rows(payload))
+                    keep = None if scan.qido.includefield == "all" else scan.referenced
+                    page_rows = list(metadata.typed_rows(payload, keep))
                 else:
                     page_rows = self._page_rows(method, payload, scan.page_shape)
                 for row in page_rows:

@@ -250,16 +250,25 @@ def _range_bounds(term: exp.Expression, vr: str | None) -> tuple[str, str] | Non
 # --- typed rows ------------------------------------------------------------------------------
 
 
-def typed_rows(datasets: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def typed_rows(
+    datasets: list[dict[str, Any]], keep: set[str] | None = None
+) -> Iterator[dict[str, Any]]:
     """Rows of a QIDO response, one column per keyword, values typed by VR (see
     :func:`typed_value`); a PN gives its Alphabetic group, and ``…_Ideographic`` /
-    ``…_Phonetic`` columns when it has those groups."""
+    ``…_Phonetic`` columns when it has those groups. ``keep``: only these columns (the ones a
+    statement names), which spares typing and storing the rest."""
     from dicomql.sql.dicom_rows import column_name
 
     for dataset in datasets:
         row: dict[str, Any] = {}
         for tag, element in dataset.items():
             name = column_name(tag)
+            if (
+                keep is not None
+                and name not in keep
+                and not (element.get("vr") == "PN" and any(name + g in keep for g in _GROUPS))
+            ):
+                continue
             vr = element.get("vr")
             if vr == "PN":
                 for group in ("Ideographic", "Phonetic"):
