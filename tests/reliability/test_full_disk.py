@@ -230,3 +230,36 @@ def _wait(client: httpx.Client, operation: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.05)
         operation = client.get(f"/v1/{operation['name']}").json()
     return operation
+
+
+def test_an_import_that_fills_the_disk_with_the_floor_off_ends_resource_exhausted(
+    small_disk: Path, tmp_path: Path, database_url: str | None
+) -> None:
+    """With ``--min-free-space 0`` the import writes until the disk is full: the operation ends
+    with RESOURCE_EXHAUSTED saying so (not INTERNAL with a traceback's text), and never hangs."""
+    from dicomql.provider.transports import InProcessTransport
+    from dicomql.service.app import create_app
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for number in range(8):
+        (source / f"{number}.dcm").write_bytes(_instance(200 + number)[1])
+    config = ServiceConfig(
+        data_dir=small_disk / "data",
+        database_url=database_url,
+        min_free_space=SpaceFloor.parse("0"),
+        import_roots=(source,),
+    )
+    transport = InProcessTransport(create_app(config))
+    with httpx.Client(transport=transport, base_url="http://embedded", timeout=120) as client:
+        create_dataset_and_store(client)
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\0" * (free_space(small_disk).free - 2 * 1024 * 1024))
+        body = {"gcsSource": {"uri": f"{source}/*.dcm"}}
+        failed = _wait(client, client.post(f"{STORE}:import", json=body).json())
+        assert failed["error"]["code"] == 8, failed
+        assert "disk is full" in failed["error"]["message"]
+        filler.unlink()
+        # Nothing acknowledged was lost, and the store takes the import once space is back.
+        done = _wait(client, client.post(f"{STORE}:import", json=body).json())
+        assert "error" not in done and done["metadata"]["counter"] == {"success": "8"}

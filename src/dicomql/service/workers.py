@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
+import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -545,7 +547,20 @@ def abandoned_status(attempts: int) -> dict[str, Any]:
     )
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """ENOSPC from a blob write, or SQLITE_FULL from the index on the same disk."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    original = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    return getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 def internal_status(exc: Exception) -> dict[str, Any]:
+    if _disk_full(exc):
+        # The disk filled under the free-space floor's nose: say so, as STOW's 507 does.
+        return work.status(
+            work.RESOURCE_EXHAUSTED, "Refused: out of resources. The server's disk is full."
+        )
     return work.status(work.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 

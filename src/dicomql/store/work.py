@@ -41,6 +41,7 @@ from dicomql.store.schema import operations, work_items
 # google.rpc.Code values used for operations that end without a response.
 CANCELLED = 1
 DEADLINE_EXCEEDED = 4
+RESOURCE_EXHAUSTED = 8
 ABORTED = 10
 UNIMPLEMENTED = 12
 INTERNAL = 13
