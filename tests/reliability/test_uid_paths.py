@@ -54,3 +54,16 @@ def test_an_instance_with_an_invalid_uid_fails_with_c000_and_is_not_stored(
     assert "PS3.5 9.1" in response.headers["warning"]
     stored = [item["00080018"]["Value"][0] for item in client.get(f"{DICOMWEB}/instances").json()]
     assert stored == ["1.2.3.4.5"]
+
+
+@pytest.mark.parametrize("key", ["../escaped", "/abs/olute", "instances/../../x", "a\x00b"])
+def test_a_blob_key_that_would_leave_the_blob_root_is_refused_for_writes_and_reads(
+    tmp_path: Path, key: str
+) -> None:
+    from dicomql.store.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    for use in (blobs.writer, blobs.open, blobs.delete, blobs.size):
+        with pytest.raises(ValueError, match="not a blob key"):
+            use(key)
+    assert not (tmp_path / "escaped").exists()

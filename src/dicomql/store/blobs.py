@@ -83,6 +83,7 @@ class LocalBlobStore:
         return f"{prefix}/{token[:2]}/{token}"
 
     def writer(self, key: str) -> LocalBlobWriter:
+        self._path(key)  # the same key check as every read: a file is never written elsewhere
         return LocalBlobWriter(self.root, key)
 
     def open(self, key: str) -> BinaryIO:
