@@ -313,3 +313,43 @@ def test_show_insert_required_keeps_only_required_parameters(data_dir: Path) -> 
     (row,) = json.loads(result.stdout)
     assert "data__" not in row["insert_statement"]
     assert "datasetsId" in row["insert_statement"]
+
+
+def test_rendered_and_frame_bytes_are_written_to_files(data_dir: Path, tmp_path: Path) -> None:
+    found = run(
+        data_dir,
+        "exec",
+        "SELECT StudyInstanceUID AS st, SeriesInstanceUID AS se, SOPInstanceUID AS i "
+        f"FROM google.healthcare.instances WHERE {SCOPE} AND dicomStoresId = 'a' LIMIT 1",
+        "-o",
+        "json",
+    )
+    (uids,) = json.loads(found.stdout)
+    instance = (
+        f"{AT_SCOPE}, @dicomStoresId='a', @studiesId='{uids['st']}', @seriesId='{uids['se']}',"
+        f" @instancesId='{uids['i']}'"
+    )
+    png = tmp_path / "ct.png"
+    rendered = run(
+        data_dir,
+        "exec",
+        f"EXEC google.healthcare.instances_rendered.retrieve_rendered {instance},"
+        f" @accept='image/png', @output='{png}'",
+        "-o",
+        "json",
+    )
+    assert rendered.exit_code == 0, rendered.output
+    assert json.loads(rendered.stdout) == [
+        {"path": str(png), "contentType": "image/png", "size": png.stat().st_size}
+    ]
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    frame = tmp_path / "frame.raw"
+    frames = run(
+        data_dir,
+        "exec",
+        f"EXEC google.healthcare.dicom_stores.retrieve_frames {instance}, @framesId='1',"
+        """ @accept='multipart/related; type="application/octet-stream"; transfer-syntax=*',"""
+        f" @output='{frame}'",
+    )
+    assert frames.exit_code == 0, frames.output
+    assert frame.stat().st_size == 128 * 128 * 2  # CT_small: 128x128, 16 bits, one frame

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from dicomql.errors import ApiError, DataError, JSONValueError, ProgrammingError
 from dicomql.provider.registry import Method, Registry, suggest
-from dicomql.sql import qido_keys, stow_report, uploads
+from dicomql.sql import qido_keys, retrieved, stow_report, uploads
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.parser import Exec, Statement
 from dicomql.sql.relational import Workspace
@@ -42,6 +43,9 @@ RPC_CODES: dict[int, tuple[int, str]] = {
     16: (401, "UNAUTHENTICATED"),
 }
 
+# Pseudo-parameters of a DICOMweb EXEC: the Accept header, and a file to write the bytes to.
+ACCEPT = "accept"
+OUTPUT = "output"
 FIRST_POLL_DELAY = 0.1
 MAX_POLL_DELAY = 2.0
 
@@ -169,6 +173,10 @@ def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
         if extras and not (method.is_dicomweb and method.http_method == "GET"):
             name = next(iter(extras))
             raise engine.method_parameter_error(name, method)
+        # A DICOMweb GET may choose its media type (rendered JPEG/PNG, frames as octet-stream,
+        # PS3.18 8.7.3) and write what comes back to a file.
+        accept = extras.pop(ACCEPT, None) if method.is_dicomweb else None
+        output = extras.pop(OUTPUT, None) if method.is_dicomweb else None
         # DICOMweb GETs take QIDO keys and options as query parameters (PS3.18 10.6.1).
         for name in extras:
             qido_keys.check_key(name)
@@ -178,8 +186,10 @@ def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
             method,
             params,
             body or (None if method.http_method in ("GET", "DELETE") else {}),
-            accept=dicom_accept(method),
+            accept=str(accept) if accept else dicom_accept(method),
         )
+        if output is not None:
+            return retrieved.write_parts(response, Path(str(output)).expanduser())
         return _result(engine, method, response, statement)
 
     return run
