@@ -353,3 +353,29 @@ def test_rendered_and_frame_bytes_are_written_to_files(data_dir: Path, tmp_path:
     )
     assert frames.exit_code == 0, frames.output
     assert frame.stat().st_size == 128 * 128 * 2  # CT_small: 128x128, 16 bits, one frame
+
+
+def test_bigquery_stand_in_tables_join_the_metadata_tables(data_dir: Path) -> None:
+    body = json.dumps({"bigqueryDestination": {"tableUri": "bq://p.exported.instances"}})
+    exported = run(
+        data_dir,
+        "exec",
+        f"EXEC /*+ AWAIT */ google.healthcare.dicom_stores.export {AT_SCOPE},"
+        f" @dicomStoresId='a' @@json='{body}'",
+    )
+    assert exported.exit_code == 0, exported.output
+    joined = run(
+        data_dir,
+        "exec",
+        'SELECT b.PatientID, COUNT(*) AS n FROM "bq://p.exported.instances" b '
+        "JOIN google.healthcare.instances i ON i.SOPInstanceUID = b.SOPInstanceUID "
+        f"WHERE i.{SCOPE.replace(' AND ', ' AND i.')} AND i.dicomStoresId = 'a' "
+        "GROUP BY b.PatientID ORDER BY b.PatientID",
+        "-o",
+        "csv",
+    )
+    assert joined.exit_code == 0, joined.output
+    assert joined.stdout.splitlines() == ["PatientID,n", "P0,2", "P1,1"]
+    missing = run(data_dir, "exec", 'SELECT * FROM "bq://p.exported.nope"')
+    assert missing.exit_code == 1
+    assert "no table bq://p.exported.nope" in missing.stderr

@@ -142,7 +142,16 @@ class Connection:
         self.config = config
         self._http = http if http is not None else open_http(config)
         self.engine: Engine = Engine(
-            Client(self._http), page_limit=config.page_limit, on_progress=on_progress
+            Client(self._http),
+            page_limit=config.page_limit,
+            on_progress=on_progress,
+            # The embedded service's BigQuery stand-in (docs/operations.md), read by
+            # "bq://project.dataset.table" tables in the same session.
+            bigquery_dir=(
+                config.data_dir / "bigquery"
+                if config.backend == "embedded" and config.data_dir is not None
+                else None
+            ),
         )
         self._closed = False
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlglot import exp
@@ -14,7 +15,7 @@ from sqlglot import exp
 from dicomql.errors import JSONValueError, ProgrammingError
 from dicomql.provider.client import Client
 from dicomql.provider.registry import Field, Method, Registry, Resource, suggest
-from dicomql.sql import metadata, mutations, procedures
+from dicomql.sql import bigquery_tables, metadata, mutations, procedures
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.lexer import split_statements
 from dicomql.sql.parser import Describe, Explain, Relational, Show, Statement, parse
@@ -41,6 +42,8 @@ class Engine:
         page_limit: list methods follow ``nextPageToken`` up to this many pages (None: all).
         on_progress: called with the operation JSON each time ``/*+ AWAIT */`` polls.
         search_page_size: QIDO ``limit`` of each page a metadata table reads.
+        bigquery_dir: where the embedded service's BigQuery stand-in keeps its DuckDB files
+            (``"bq://project.dataset.table"`` tables); None: not readable here.
     """
 
     def __init__(
@@ -51,9 +54,11 @@ class Engine:
         page_limit: int | None = 20,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         search_page_size: int = metadata.PAGE_SIZE,
+        bigquery_dir: Path | None = None,
     ) -> None:
         self.client = client
         self.search_page_size = search_page_size
+        self.bigquery_dir = bigquery_dir
         self.registry = registry or Registry.load()
         self.page_limit = page_limit
         self.on_progress = on_progress
@@ -122,6 +127,7 @@ class Engine:
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Plan ``tree``, fetch what it names into ``workspace`` and run it there."""
         tree = tree.copy()
+        bigquery_tables.load_tables(tree, workspace, self.bigquery_dir)
         derived: dict[str, str] = {}
         # A subquery feeding a JOIN parameter is run first, so its values can be called with.
         for subquery in derived_feeding_parameters(tree, self.registry):
