@@ -375,7 +375,17 @@ def test_bigquery_stand_in_tables_join_the_metadata_tables(data_dir: Path) -> No
         "csv",
     )
     assert joined.exit_code == 0, joined.output
-    assert joined.stdout.splitlines() == ["PatientID,n", "P0,2", "P1,1"]
+    direct = run(
+        data_dir,
+        "exec",
+        "SELECT PatientID, COUNT(*) AS n FROM google.healthcare.instances "
+        f"WHERE {SCOPE} AND dicomStoresId = 'a' GROUP BY PatientID ORDER BY PatientID",
+        "-o",
+        "csv",
+    )
+    # Every instance of store a was exported: the join counts what the store holds.
+    assert joined.stdout.splitlines() == direct.stdout.splitlines()
+    assert [line.split(",")[0] for line in joined.stdout.splitlines()] == ["PatientID", "P0", "P1"]
     missing = run(data_dir, "exec", 'SELECT * FROM "bq://p.exported.nope"')
     assert missing.exit_code == 1
     assert "no table bq://p.exported.nope" in missing.stderr
