@@ -1,8 +1,11 @@
 """What a DICOM UID may be (PS3.5 9.1): components of digits separated by dots, no component
-empty or with a leading zero (``0`` alone is allowed), at most 64 characters.
+empty, at most 64 characters.
 
 UIDs name resources in URLs and in the paths an export writes, so anything else (``..``, ``/``,
 letters, a NUL) is refused where a UID enters the service rather than trusted downstream.
+PS3.5 also forbids a leading zero in a component (``1.02``); legacy modalities wrote such UIDs,
+Orthanc and dcm4chee store them, and they are as safe in a path as any other digits, so they are
+accepted rather than turning real archives away.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import re
 
 MAX_LENGTH = 64
-_COMPONENT = r"(?:0|[1-9][0-9]*)"
+_COMPONENT = r"[0-9]+"
 _UID = re.compile(rf"{_COMPONENT}(?:\.{_COMPONENT})*")
 
 
@@ -19,8 +22,10 @@ def uid_problem(value: str) -> str | None:
 
     >>> uid_problem("1.2.840.10008.1.2.1") is None
     True
-    >>> uid_problem("1.02.3")
-    "'1.02.3' is not a valid UID: component '02' has a leading zero (PS3.5 9.1)."
+    >>> uid_problem("1.02.3") is None  # a legacy leading zero: accepted
+    True
+    >>> uid_problem("1..3")
+    "'1..3' is not a valid UID: it has an empty component (PS3.5 9.1)."
     """
     if not value:
         return "The UID is empty."
@@ -37,11 +42,6 @@ def uid_problem(value: str) -> str | None:
     for component in value.split("."):
         if not component:
             return f"{shown} is not a valid UID: it has an empty component (PS3.5 9.1)."
-        if component.startswith("0"):
-            return (
-                f"{shown} is not a valid UID: component {component!r} has a leading zero"
-                " (PS3.5 9.1)."
-            )
     raise AssertionError(f"unreachable for {shown}")  # pragma: no cover
 
 
