@@ -346,3 +346,19 @@ def test_describe_gives_the_columns_with_their_sql_types(recording_engine: Engin
     assert types["NumberOfStudyRelatedInstances"] == "INTEGER"
     assert types["SOPInstanceUID"] == "TEXT"
     assert "a QIDO search key" in dict((r[0], r[2]) for r in result.rows)["Modality"]
+
+
+def test_the_search_method_is_the_tables_select_and_answers_to_both_generations_names(
+    recorder: Recorder, recording_engine: Engine
+) -> None:
+    methods = recording_engine.execute("SHOW METHODS IN google.healthcare.studies").records()
+    assert {"MethodName": "search_for_studies", "SQLVerb": "SELECT"}.items() <= next(
+        m for m in methods if m["MethodName"] == "search_for_studies"
+    ).items()
+    recording_engine.execute(
+        "EXEC google.healthcare.studies.projects_locations_datasets_dicomStores_searchForStudies "
+        "@projectsId='proj', @locationsId='us-central1', @datasetsId='ds1', @dicomStoresId='s',"
+        " @PatientID='P1'"
+    )
+    (call,) = recorder.calls
+    assert (call.path, call.query) == (GOOGLE_STUDIES, [("PatientID", "P1")])

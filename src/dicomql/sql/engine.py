@@ -402,11 +402,14 @@ def _show_methods(registry: Registry, statement: Show) -> Rows:
     if statement.extended:
         columns += ["OptionalParams", "Description"]
     rows = []
-    for method in resource.methods.values():
+    search = metadata.search_method(resource)
+    methods = list(resource.methods.values()) + ([search] if search is not None else [])
+    for method in methods:
+        verb = "select" if method is search else method.sql_verb
         row: tuple[Any, ...] = (
             method.name,
             ", ".join(method.required_parameters),
-            method.sql_verb.upper(),
+            verb.upper(),
         )
         if statement.extended:
             row += (", ".join(method.optional_parameters), method.description)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from dicomql.provider.registry import Method, Resource
 from dicomql.sql.qido_keys import is_attribute
 from dicomql.sql.terms import conjuncts, is_literal, literal_value
 
@@ -109,6 +110,30 @@ def describe(level: str) -> list[tuple[str, str, str]]:
         searchable = "; a QIDO search key" if keyword in SEARCHABLE[level] else ""
         rows.append((keyword, sql_type, f"VR {vr}{searchable}"))
     return rows
+
+
+def search_method(resource: Resource) -> Method | None:
+    """The QIDO search a metadata table reads (``dicom_stores.search_for_studies`` for
+    ``studies``), or None for any other resource."""
+    if resource.name not in TABLES:
+        return None
+    return resource.registry.resource("dicom_stores").method(TABLES[resource.name])
+
+
+def method_of(resource: Resource, name: str) -> Method:
+    """``resource.method(name)``, where a metadata table also answers to its search method's
+    names of either generation (``search_for_studies``,
+    ``projects_locations_datasets_dicomStores_searchForStudies``).
+
+    Raises:
+        ProgrammingError: no such method.
+    """
+    search = search_method(resource)
+    if search is not None:
+        wanted = name.replace("_", "").lower()
+        if wanted in (n.replace("_", "").lower() for n in (search.name, *search.aliases)):
+            return search
+    return resource.method(name)
 
 
 def vr_of(keyword: str) -> str | None:

@@ -76,10 +76,8 @@ def table_resource(table: exp.Table, registry: Registry, ctes: set[str]) -> Reso
 def verb_methods(resource: Resource, verb: str) -> list[Method]:
     """The methods a SQL verb may use; SELECT on studies, series and instances is the store's
     QIDO search of that level (sql/metadata.py)."""
-    if verb == "select" and resource.name in metadata.TABLES:
-        stores = resource.registry.resource("dicom_stores")
-        return [stores.method(metadata.TABLES[resource.name])]
-    return resource.verb_methods(verb)
+    search = metadata.search_method(resource) if verb == "select" else None
+    return [search] if search is not None else resource.verb_methods(verb)
 
 
 def all_parameters(resource: Resource, verb: str = "select") -> set[str]:

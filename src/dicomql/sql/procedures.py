@@ -13,7 +13,7 @@ import httpx
 
 from dicomql.errors import ApiError, DataError, JSONValueError, ProgrammingError
 from dicomql.provider.registry import Method, Registry, suggest
-from dicomql.sql import qido_keys, retrieved, stow_report, uploads
+from dicomql.sql import metadata, qido_keys, retrieved, stow_report, uploads
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.parser import Exec, Statement
 from dicomql.sql.relational import Workspace
@@ -155,7 +155,7 @@ def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
     def run(statement: Statement, workspace: Workspace) -> Result:
         assert isinstance(statement, Exec)
         resource = engine.registry.resource(statement.resource)
-        method = resource.method(statement.method)
+        method = metadata.method_of(resource, statement.method)
         params: dict[str, Any] = {}
         extras: dict[str, Any] = {}
         for parameter in statement.parameters:
