@@ -101,7 +101,7 @@ def test_export_from_sql_with_await_fills_the_table(
         "EXEC /*+ AWAIT */ google.healthcare.dicom_stores.export @projectsId='p',"
         f" @locationsId='l', @datasetsId='d', @dicomStoresId='s' @@json='{body}'"
     )
-    assert result.message is not None and result.message.endswith("done")
+    assert result.message is not None and result.message.endswith("done: 2 succeeded, 0 failed")
     assert sorted(row["Modality"] for row in table_rows(service_config)) == ["CT", "MR"]
 
 
