@@ -362,3 +362,20 @@ def test_the_search_method_is_the_tables_select_and_answers_to_both_generations_
     )
     (call,) = recorder.calls
     assert (call.path, call.query) == (GOOGLE_STUDIES, [("PatientID", "P1")])
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "dicomql.sql.metadata",
+        "dicomql.sql.qido_keys",
+        "dicomql.sql.stow_report",
+        "dicomql.sql.engine",
+    ],
+)
+def test_doctests(module: str) -> None:
+    import doctest
+    import importlib
+
+    failures, tried = doctest.testmod(importlib.import_module(module))
+    assert (failures, tried > 0) == (0, True)

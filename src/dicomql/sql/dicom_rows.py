@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -28,11 +28,14 @@ def column_name(tag: str) -> str:
     return keyword or tag
 
 
-def element_value(element: Mapping[str, Any]) -> Any:
+def element_value(
+    element: Mapping[str, Any], convert: Callable[[Any, str | None], Any] | None = None
+) -> Any:
     """One DICOM JSON element as a SQL value.
 
     PN gives its Alphabetic group; a single value is a scalar; several are a JSON array;
-    sequences are JSON text; bulk data gives its URI (PS3.18 F.2.2–F.2.7).
+    sequences are JSON text; bulk data gives its URI (PS3.18 F.2.2–F.2.7). ``convert(value,
+    vr)`` types each other value (the metadata tables' DATE, INTEGER, …).
     """
     if "BulkDataURI" in element:
         return element["BulkDataURI"]
@@ -46,6 +49,13 @@ def element_value(element: Mapping[str, Any]) -> Any:
         return json.dumps(values)
     if vr == "PN":
         values = [v.get("Alphabetic") if isinstance(v, dict) else v for v in values]
+    elif convert is not None:
+        values = [convert(value, vr) for value in values]
+    return one_or_array(values)
+
+
+def one_or_array(values: list[Any]) -> Any:
+    """One value as itself (an object as JSON text), several as a JSON array."""
     if len(values) == 1:
         value = values[0]
         return json.dumps(value) if isinstance(value, dict | list) else value

@@ -282,7 +282,7 @@ def typed_rows(
     :func:`typed_value`); a PN gives its Alphabetic group, and ``…_Ideographic`` /
     ``…_Phonetic`` columns when it has those groups. ``keep``: only these columns (the ones a
     statement names), which spares typing and storing the rest."""
-    from dicomql.sql.dicom_rows import column_name
+    from dicomql.sql.dicom_rows import column_name, one_or_array
 
     for dataset in datasets:
         row: dict[str, Any] = {}
@@ -301,7 +301,7 @@ def typed_rows(
                         v.get(group) for v in element.get("Value") or [] if isinstance(v, dict)
                     ]
                     if any(values):
-                        row[f"{name}_{group}"] = _one_or_array([v for v in values if v])
+                        row[f"{name}_{group}"] = one_or_array([v for v in values if v])
             row[name] = typed_value(element)
         yield row
 
@@ -318,33 +318,12 @@ def typed_value(element: dict[str, Any]) -> Any:
     >>> typed_value({"vr": "IS", "Value": ["12"]}), typed_value({"vr": "DS", "Value": [0.5, 1]})
     (12, '[0.5, 1.0]')
     """
-    import json
+    from dicomql.sql.dicom_rows import element_value
 
-    if "BulkDataURI" in element:
-        return element["BulkDataURI"]
-    if "InlineBinary" in element:
-        return element["InlineBinary"]
-    values = element.get("Value")
-    if not values:
-        return None
-    vr = element.get("vr")
-    if vr == "SQ":
-        return json.dumps(values)
-    return _one_or_array([_typed(value, vr) for value in values])
-
-
-def _one_or_array(values: list[Any]) -> Any:
-    import json
-
-    if len(values) == 1:
-        value = values[0]
-        return json.dumps(value) if isinstance(value, dict | list) else value
-    return json.dumps(values)
+    return element_value(element, _typed)
 
 
 def _typed(value: Any, vr: str | None) -> Any:
-    if vr == "PN":
-        return value.get("Alphabetic") if isinstance(value, dict) else value
     if vr == "DA" and isinstance(value, str) and len(value) == 8 and value.isdigit():
         return f"{value[:4]}-{value[4:6]}-{value[6:]}"
     if vr == "TM" and isinstance(value, str) and len(value) >= 2:
