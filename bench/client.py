@@ -138,8 +138,8 @@ class DicomWebClient:
                 "Accept": DICOM_JSON,
             },
         )
-        # 202 and 409 carry a FailedSOPSequence naming what was not stored (PS3.18 §10.5.3).
-        if response.status_code not in (200, 202, 409):
+        # 202, 400 and 409 carry a FailedSOPSequence naming what was not stored (PS3.18 §10.5.3).
+        if response.status_code not in (200, 202, 400, 409):
             self._check(response)
         body = response.json() if response.content else {}
         failed = len(body.get(STOW_FAILED_SOP_SEQUENCE, {}).get("Value", []))

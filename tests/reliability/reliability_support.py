@@ -281,7 +281,9 @@ def multipart(parts: list[bytes], boundary: str = "reliability-b0undary") -> tup
 
 def stow(client: httpx.Client, parts: list[bytes], path: str = DICOMWEB) -> httpx.Response:
     body, content_type = multipart(parts)
-    return client.post(f"{path}/studies", content=body, headers={"content-type": content_type})
+    # JSON asked for: without an Accept the service answers XML, as Google's does.
+    headers = {"content-type": content_type, "accept": "application/dicom+json"}
+    return client.post(f"{path}/studies", content=body, headers=headers)
 
 
 def referenced(response: httpx.Response) -> list[str]:

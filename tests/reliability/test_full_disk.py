@@ -90,7 +90,9 @@ def test_stow_below_the_floor_is_refused_and_deletes_and_reads_keep_working(
             batch = [_instance(number) for number in range(40)]
             body, content_type = multipart([data for _, data in batch])
             response = client.post(
-                f"{DICOMWEB}/studies", content=body, headers={"content-type": content_type}
+                f"{DICOMWEB}/studies",
+                content=body,
+                headers={"content-type": content_type, "accept": "application/dicom+json"},
             )
             assert response.status_code == 202, response.text[:500]
             sent = dict(batch)

@@ -210,7 +210,7 @@ def test_a_store_request_is_not_capped_at_10_mb(workspace: tuple[httpx.Client, P
     response = client.post(
         f"{DICOMWEB}/studies",
         content=padding + b"\r\n" + body,
-        headers={"content-type": content_type},
+        headers={"content-type": content_type, "accept": "application/dicom+json"},
     )
     assert response.status_code == 200, response.text[:500]
     assert sorted(referenced(response)) == ["1.9.1.0", "1.9.1.1"]

@@ -118,7 +118,7 @@ def test_sigterm_finishes_the_stow_in_flight_then_every_process_exits_0(
                 result["stow"] = client.post(
                     f"{DICOMWEB}/studies",
                     content=_slow_stow_body(parts, halfway, go_on),
-                    headers={"content-type": content_type},
+                    headers={"content-type": content_type, "accept": "application/dicom+json"},
                 )
 
         sender = threading.Thread(target=send)

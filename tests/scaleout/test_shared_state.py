@@ -95,9 +95,9 @@ def new_uids() -> tuple[str, str, str]:
 
 
 def stow(client: httpx.Client, data: bytes) -> httpx.Response:
-    return client.post(
-        f"{DICOMWEB}/studies", content=data, headers={"Content-Type": "application/dicom"}
-    )
+    # JSON asked for: without an Accept the service answers XML, as Google's does.
+    headers = {"Content-Type": "application/dicom", "Accept": "application/dicom+json"}
+    return client.post(f"{DICOMWEB}/studies", content=data, headers=headers)
 
 
 def referenced(response: httpx.Response) -> list[str]:

@@ -163,9 +163,12 @@ class DicomWebClient:
         self.http = httpx.Client(transport=self.transport, base_url="http://embedded")
 
     def stow(self, parts: list[bytes], study: str | None = None, **headers: str) -> httpx.Response:
+        """STOW ``parts``; the response as DICOM JSON unless ``accept`` says otherwise (with no
+        Accept the service answers XML, as Google does)."""
         body, content_type = multipart(parts)
         path = f"{DICOMWEB}/studies" + (f"/{study}" if study else "")
-        return self.http.post(path, content=body, headers={"content-type": content_type, **headers})
+        headers = {"content-type": content_type, "accept": "application/dicom+json", **headers}
+        return self.http.post(path, content=body, headers=headers)
 
     def close(self) -> None:
         self.http.close()

@@ -358,7 +358,10 @@ def test_results_come_as_dicom_xml_parts_when_accept_asks_for_xml(qido: httpx.Cl
     parts = read_multipart(response.headers["content-type"], response.content)
     assert len(parts) == 2
     assert all(headers["content-type"] == "application/dicom+xml" for headers, _ in parts)
-    assert b'<DicomAttribute tag="00100020" vr="LO"><Value number="1">PID-A</Value>' in parts[0][1]
+    assert (
+        b'<DicomAttribute tag="00100020" vr="LO" keyword="PatientID">'
+        b'<Value number="1">PID-A</Value>' in parts[0][1]
+    )
 
 
 def test_an_unsupported_accept_is_406(qido: httpx.Client) -> None:

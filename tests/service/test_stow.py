@@ -60,9 +60,13 @@ CASES = {
     "a study UID contradicting the path fails the instance": Case(
         [], [OTHER_STUDY], 409, [], [("1.2.826.0.1.2.1.1", 0xA900)], 0, study=STUDY
     ),
-    "a part that is not DICOM fails with 0xC000": Case([], [GARBAGE], 409, [], [(None, 0xC000)], 0),
+    # PS3.18 Table 10.5.3-1: nothing stored "due to bad syntax" is 400, not 409.
+    "a part that is not DICOM fails with 0xC000": Case([], [GARBAGE], 400, [], [(None, 0xC000)], 0),
     "an instance without SOPInstanceUID fails with 0xC000": Case(
-        [], [NO_SOP_UID], 409, [], [(None, 0xC000)], 0
+        [], [NO_SOP_UID], 400, [], [(None, 0xC000)], 0
+    ),
+    "unreadable and conflicting parts together are 409 (a mixture of reasons)": Case(
+        [A], [GARBAGE, A_CHANGED], 409, [], [(None, 0xC000), (_uid, 0x0110)], 1
     ),
     "a mixed request stores what it can and answers 202": Case(
         [A],
@@ -113,17 +117,83 @@ def test_referenced_items_carry_class_and_retrieve_url(client: DicomWebClient) -
 
 def test_single_part_application_dicom_is_stored(client: DicomWebClient) -> None:
     response = client.http.post(
-        f"{DICOMWEB}/studies", content=A, headers={"content-type": "application/dicom"}
+        f"{DICOMWEB}/studies",
+        content=A,
+        headers={"content-type": "application/dicom", "accept": "application/dicom+json"},
     )
     assert response.status_code == 200
     assert referenced(response) == [_uid]
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/*"])
+def test_store_response_is_xml_without_a_json_accept_as_googles_is(
+    client: DicomWebClient, accept: str | None
+) -> None:
+    # Google's service answers STOW in application/dicom+xml unless JSON is asked for; its
+    # dcmweb CLI parses the XML (issue 15 item 14). httpx sends "*/*" when none is given.
+    body, content_type = multipart([A])
+    headers = {"content-type": content_type}
+    if accept is not None:
+        headers["accept"] = accept
+    response = client.http.post(f"{DICOMWEB}/studies", content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/dicom+xml")
+    assert _uid.encode() in response.content
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/dicom+json", "application/json", "application/dicom+json, */*"]
+)
+def test_store_response_is_json_when_asked_for(client: DicomWebClient, accept: str) -> None:
+    response = client.stow([A], accept=accept)
+    assert response.headers["content-type"].startswith("application/dicom+json")
+    assert referenced(response) == [_uid]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"", "application/dicom"),
+        (GARBAGE, "application/dicom"),
+        (b"\x00" * 128 + b"DICM", "application/dicom"),  # a preamble and nothing after it
+    ],
+    ids=["empty", "not DICOM", "truncated Part 10"],
+)
+def test_unreadable_single_part_body_is_400(
+    client: DicomWebClient, body: bytes, content_type: str
+) -> None:
+    response = client.http.post(
+        f"{DICOMWEB}/studies",
+        content=body,
+        headers={"content-type": content_type, "accept": "application/dicom+json"},
+    )
+    assert response.status_code == 400, response.text  # PS3.18 Table 10.5.3-1
+    assert [reason for _, reason in failed(response)] == [0xC000]
+
+
+def test_failed_item_names_the_sop_class_and_instance_the_file_has(
+    client: DicomWebClient,
+) -> None:
+    # PS3.18 10.5.3: a Failed SOP Sequence item has ReferencedSOPClassUID and
+    # ReferencedSOPInstanceUID; a file that names itself but lacks its StudyInstanceUID is
+    # refused with both.
+    sop_uid = "1.2.826.0.1.1.1.7"
+    study = "1.2.826.0.1.99"  # appears nowhere else in the file
+    no_study = make_instance(study, SERIES, sop_uid).replace(study.encode(), b" " * len(study))
+    response = client.stow([no_study])
+    assert response.status_code == 400
+    item = response.json()["00081198"]["Value"][0]
+    assert item["00081155"]["Value"] == [sop_uid]
+    assert item["00081150"]["Value"] == ["1.2.840.10008.5.1.4.1.1.2"]
+    assert item["00081197"]["Value"] == [0xC000]
 
 
 def test_store_response_is_xml_when_accept_asks(client: DicomWebClient) -> None:
     response = client.stow([A], accept="application/dicom+xml")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/dicom+xml")
-    assert b'<DicomAttribute tag="00081199" vr="SQ">' in response.content
+    referenced_sequence = b'<DicomAttribute tag="00081199" vr="SQ" keyword="ReferencedSOPSequence">'
+    assert referenced_sequence in response.content
     assert _uid.encode() in response.content
 
 

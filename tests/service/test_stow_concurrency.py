@@ -56,7 +56,9 @@ def test_four_concurrent_clients_with_overlapping_instances_agree_with_the_index
                 batch = rng.sample(uids, 8)  # overlaps with the other clients' batches
                 body, content_type = multipart([instances[uid][2] for uid in batch])
                 response = http.post(
-                    f"{DICOMWEB}/studies", content=body, headers={"content-type": content_type}
+                    f"{DICOMWEB}/studies",
+                    content=body,
+                    headers={"content-type": content_type, "accept": "application/dicom+json"},
                 )
                 with lock:
                     statuses.append(response.status_code)

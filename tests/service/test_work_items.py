@@ -28,7 +28,6 @@ from dicomql.provider.transports import InProcessTransport
 from dicomql.service import lro
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
-from dicomql.service.ingest import ingest_many
 from dicomql.service.workers import (
     ItemContext,
     ItemizedMethod,
@@ -39,6 +38,7 @@ from dicomql.service.workers import (
 from dicomql.store import work
 from dicomql.store.blobs import BlobStore, LocalBlobStore
 from dicomql.store.index import Index
+from dicomql.store.ingest import store_instances
 from dicomql.store.object_blobs import blob_store_for
 from dicomql.store.operations import create_operation, operation_resource
 from dicomql.store.schema import datasets, dicom_stores, instances, operations, work_items
@@ -312,7 +312,7 @@ def store_copies(config: ServiceConfig, store_id: str, copies: list[bytes]) -> N
             store_pk = conn.execute(
                 select(dicom_stores.c.pk).where(dicom_stores.c.store_id == store_id)
             ).scalar_one()
-        results = ingest_many(index, blob_store_for(config), store_pk, copies)
+        results = store_instances(index, blob_store_for(config), store_pk, copies)
     finally:
         index.close()
     assert all(result.ok for result in results)
@@ -380,7 +380,7 @@ def test_an_import_item_rerun_after_its_worker_stored_files_counts_and_stores_th
             index, "dead:1/0", lease=timedelta(seconds=0.2), methods=[lro.IMPORT]
         )
         assert item is not None
-        assert ingest_many(
+        assert store_instances(
             index, blobs, store_pk, [Path(f).read_bytes() for f in item.payload["files"]]
         )
         resource = run_everything(index, blobs, row.pk, service_config)
@@ -436,7 +436,8 @@ def test_a_deidentify_item_rerun_after_its_worker_stored_output_adds_no_second_c
             with blobs.open(source_row.blob_key) as file:
                 outputs.append(deidentify_bytes(deidentifier, file.read()))
         assert all(
-            result.ok for result in ingest_many(index, blobs, request["destination_pk"], outputs)
+            result.ok
+            for result in store_instances(index, blobs, request["destination_pk"], outputs)
         )
         resource = run_everything(index, blobs, row.pk, service_config)
         uids = stored_uids(index, request["destination_pk"])

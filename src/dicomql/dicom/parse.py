@@ -25,7 +25,18 @@ EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
 class UnreadableInstance(ValueError):
-    """The bytes are not a DICOM PS3.10 file the store can index."""
+    """The bytes are not a DICOM PS3.10 file the store can index.
+
+    ``sop_class_uid`` and ``sop_instance_uid`` are what the file says, when it could be read
+    that far (a STOW-RS response names them in its Failed SOP Sequence).
+    """
+
+    def __init__(
+        self, message: str, sop_class_uid: str | None = None, sop_instance_uid: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
 
 
 @dataclass
@@ -49,10 +60,20 @@ class ParsedInstance:
     pixel_data_length: int | None = None
 
     def dicom_json(self) -> dict[str, Any]:
-        """The DICOM JSON of the header, pixel data as a (relative) BulkDataURI."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = dataset_to_dicom_json(self.dataset, bulkdata_uri=relative_bulkdata_uri)
+        """The DICOM JSON of the header, pixel data as a (relative) BulkDataURI.
+
+        Raises:
+            UnreadableInstance: an element pydicom read but cannot convert (bad input, not a
+                server fault).
+        """
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = dataset_to_dicom_json(self.dataset, bulkdata_uri=relative_bulkdata_uri)
+        except PARSE_ERRORS as exc:
+            raise UnreadableInstance(
+                f"Cannot convert the header: {exc}", self.sop_class_uid, self.sop_instance_uid
+            ) from exc
         if self.pixel_data_vr is not None:
             model["7FE00010"] = {
                 "vr": self.pixel_data_vr,
@@ -61,8 +82,9 @@ class ParsedInstance:
         return model
 
 
-# What pydicom raises on a damaged header, eagerly or when a lazily parsed element is touched.
-_HEADER_ERRORS = (
+# What pydicom raises on a damaged header, eagerly or when a lazily parsed element is touched:
+# the one list of them. Everything that reads a header turns these into UnreadableInstance.
+PARSE_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
     EOFError,
     OSError,
@@ -93,7 +115,7 @@ def read_header(source: Path | BinaryIO) -> ParsedInstance:
             return _read_header(file)
     except UnreadableInstance:
         raise
-    except _HEADER_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         # pydicom parses elements lazily: a damaged one can fail after dcmread returned (found
         # by tests/reliability/test_fuzz.py: a bad VR in (0028,0002), a 1-byte (0002,0000)).
         raise UnreadableInstance(f"Cannot parse the DICOM header: {exc}") from exc
@@ -110,16 +132,21 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
     except InvalidDicomError as exc:
         raise UnreadableInstance(f"Not a DICOM PS3.10 file: {exc}") from exc
     meta = getattr(ds, "file_meta", None)
+    sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
+    # What the file names itself, for the refusals below (a STOW-RS Failed SOP item).
+    names = (_uid_or_none(sop_class), _uid_or_none(uids[2]))
     transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if not transfer_syntax:
-        raise UnreadableInstance("The file meta information has no TransferSyntaxUID (0002,0010).")
+        raise UnreadableInstance(
+            "The file meta information has no TransferSyntaxUID (0002,0010).", *names
+        )
     for keyword, value in zip(_UID_KEYWORDS, uids, strict=True):
         if not value or not str(value).strip():
-            raise UnreadableInstance(f"The instance has no {keyword}.")
+            raise UnreadableInstance(f"The instance has no {keyword}.", *names)
         # UIDs become resource names and export file names: only PS3.5 9.1 UIDs get in.
         problem = uid_problem(str(value).strip())
         if problem is not None:
-            raise UnreadableInstance(f"{keyword}: {problem}")
+            raise UnreadableInstance(f"{keyword}: {problem}", *names)
     offset, pixel_vr, pixel_length = _pixel_data_position(file, str(transfer_syntax))
     columns: dict[Level, dict[str, Any]] = {level: {} for level in Level}
     person_names: dict[str, str] = {}
@@ -135,7 +162,6 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
             columns[attribute.level][f"{attribute.column}_key"] = value.casefold()
         elif attribute.vr == "PN":
             columns[attribute.level][f"{attribute.column}_key"] = None
-    sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
     return ParsedInstance(
         study_instance_uid=str(uids[0]).strip(),
         series_instance_uid=str(uids[1]).strip(),
@@ -152,6 +178,12 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
 
 
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _uid_or_none(value: Any) -> str | None:
+    # Only a valid UID is echoed back (in a Failed SOP item): never arbitrary text from a file.
+    text = str(value).strip() if value else ""
+    return text if text and uid_problem(text) is None else None
 
 
 def _column_value(value: Any, vr: str) -> Any:

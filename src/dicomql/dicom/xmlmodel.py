@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from pydicom.datadict import keyword_for_tag
+
 NAMESPACE = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
 # PS3.19 A.1.1: the components of each person name group, in PS3.5 6.2 order.
 _NAME_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
@@ -18,8 +20,8 @@ def native_dicom_model(dataset: Mapping[str, Any]) -> str:
     """The XML document of one data set.
 
     >>> xml = native_dicom_model({"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^J"}]}})
-    >>> xml.split(">", 2)[2][:39]
-    '<DicomAttribute tag="00100010" vr="PN">'
+    >>> xml.split(">", 2)[2][:60]
+    '<DicomAttribute tag="00100010" vr="PN" keyword="PatientName">'
     >>> "<Alphabetic><FamilyName>Doe</FamilyName><GivenName>J</GivenName></Alphabetic>" in xml
     True
     """
@@ -39,9 +41,13 @@ def _attributes(dataset: Mapping[str, Any]) -> str:
     }
     for tag, attribute in sorted(dataset.items()):
         vr = attribute.get("vr", "UN")
-        # PS3.19 A.1.1 makes ``keyword`` optional; it is left out, as dicomql's STOW and
-        # search XML always have, so clients matching on tag and vr see no change.
+        # PS3.19 A.1.1: ``keyword`` for a standard attribute. Optional there, but
+        # dicomweb-client reads a STOW response's attributes by keyword (and STOW answers XML
+        # unless JSON is asked for, as Google's does).
         head = f'<DicomAttribute tag="{tag}" vr="{vr}"'
+        keyword = _keyword(tag)
+        if keyword:
+            head += f' keyword="{keyword}"'
         creator = _private_creator_of(tag, creators)
         if creator:
             head += f" privateCreator={quoteattr(creator)}"
@@ -54,6 +60,13 @@ def _attributes(dataset: Mapping[str, Any]) -> str:
             out.append(f"<InlineBinary>{escape(attribute['InlineBinary'])}</InlineBinary>")
         out.append("</DicomAttribute>")
     return "".join(out)
+
+
+def _keyword(tag: str) -> str:
+    try:
+        return keyword_for_tag(int(tag, 16))
+    except ValueError:  # not a tag: written as given, without a keyword
+        return ""
 
 
 def _value(vr: str, position: int, value: Any) -> str:

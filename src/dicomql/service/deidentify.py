@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
 from dicomql.service import lro
-from dicomql.service.ingest import ingest_many
 from dicomql.service.workers import (
     ItemContext,
     ItemizedMethod,
@@ -27,6 +26,8 @@ from dicomql.service.workers import (
     WorkContext,
 )
 from dicomql.store import events
+from dicomql.store.ingest import store_instances
+from dicomql.store.instances import StoreNotFound
 from dicomql.store.schema import dicom_stores
 
 log = logging.getLogger("dicomql.service.deidentify")
@@ -206,12 +207,14 @@ def _store(
         raise OperationFailedError(lro.RESOURCE_EXHAUSTED, shortage)
     # Streamed to the destination's streamConfigs, but not published: Google lists no
     # de-identification notifications (docs/notifications.md).
-    results = ingest_many(
-        service.index, service.blobs, destination_pk, outputs, action=events.DEIDENTIFY
-    )
-    for result in results:
-        if not result.ok:
-            log.warning("storing a de-identified instance failed: %s", result.message)
+    try:
+        results = store_instances(
+            service.index, service.blobs, destination_pk, outputs, action=events.DEIDENTIFY
+        )
+    except StoreNotFound as exc:  # the destination was deleted meanwhile
+        raise OperationFailedError(
+            lro.NOT_FOUND, f"DICOM store {ctx.request['body']['destinationStore']} not found."
+        ) from exc
     stored = sum(result.ok for result in results)
     ctx.progress(
         success=stored, failure=failures + len(results) - stored, checkpoint=batch[-1][0].pk

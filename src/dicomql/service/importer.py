@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dicomql.service.ingest import ingest_many
 from dicomql.service.local_files import LocalFileRefused
 from dicomql.service.lro import (
     NOT_FOUND,
@@ -26,6 +25,8 @@ from dicomql.service.workers import (
     OperationContext,
     OperationFailedError,
 )
+from dicomql.store.ingest import store_instances
+from dicomql.store.instances import StoreNotFound
 
 log = logging.getLogger("dicomql.service.import")
 
@@ -93,12 +94,12 @@ def import_item(ctx: ItemContext) -> None:
             held += len(data)
             if held >= _BATCH_BYTES:
                 break
-        results = ingest_many(
-            service.index, service.blobs, store_pk, readable, storage_class=storage_class
-        )
-        for result in results:
-            if not result.ok:
-                log.warning("import into %s: not stored: %s", store, result.message)
+        try:
+            results = store_instances(
+                service.index, service.blobs, store_pk, readable, storage_class=storage_class
+            )
+        except StoreNotFound as exc:  # deleted meanwhile
+            raise OperationFailedError(NOT_FOUND, f"DICOM store {store} not found.") from exc
         stored = sum(result.ok for result in results)
         done += taken
         ctx.progress(success=stored, failure=taken - stored, checkpoint=done)

@@ -44,14 +44,69 @@ _RETRIES = 8
 class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # the same instance, byte for byte, was already stored
-    CONFLICT = "conflict"  # the same UIDs with different bytes (FailureReason 0x0110)
+    CONFLICT = "conflict"  # the same UIDs with different bytes
     INVALID = "invalid"  # values the index cannot hold
+    UNREADABLE = "unreadable"  # not a PS3.10 instance the store can read
+    STUDY_MISMATCH = "study-mismatch"  # not in the study the request named (STOW-RS)
+    OUT_OF_RESOURCES = "out-of-resources"  # refused below the free-space floor
+
+
+# PS3.4 Table B.2-1 / PS3.18 10.5.3: the FailureReason (0008,1197) of each refusal.
+PROCESSING_FAILURE = 0x0110  # 272: Google reports a UID conflict with different bytes as this
+CANNOT_UNDERSTAND = 0xC000  # 49152: not a readable DICOM instance
+# PS3.18 names no reason for "Study Instance UID does not match the target resource"; 0xA900
+# ("Data Set does not match SOP Class", PS3.4 B.2.3) is the closest class of error (a choice
+# recorded in docs/service.md; Google's conformance statement does not say).
+STUDY_MISMATCH = 0xA900
+OUT_OF_RESOURCES = 0xA700  # A7xx "Refused: Out of Resources" (below the free-space floor)
+_FAILURE_REASONS = {
+    Outcome.CONFLICT: PROCESSING_FAILURE,
+    Outcome.INVALID: CANNOT_UNDERSTAND,
+    Outcome.UNREADABLE: CANNOT_UNDERSTAND,
+    Outcome.STUDY_MISMATCH: STUDY_MISMATCH,
+    Outcome.OUT_OF_RESOURCES: OUT_OF_RESOURCES,
+}
 
 
 @dataclass(frozen=True)
-class IndexResult:
+class InstanceOutcome:
+    """What became of one instance given to the store: stored, already there, or refused (with
+    the DICOM FailureReason a STOW-RS response or a C-STORE status reports)."""
+
     outcome: Outcome
     message: str = ""
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+
+    @classmethod
+    def of(
+        cls, parsed: ParsedInstance | None, outcome: Outcome, message: str = ""
+    ) -> InstanceOutcome:
+        if parsed is None:
+            return cls(outcome, message)
+        return cls(
+            outcome,
+            message,
+            parsed.sop_class_uid,
+            parsed.sop_instance_uid,
+            parsed.study_instance_uid,
+            parsed.series_instance_uid,
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Stored, or stored already (Cloud Healthcare answers a duplicate as a success)."""
+        return self.outcome in (Outcome.STORED, Outcome.DUPLICATE)
+
+    @property
+    def failure_reason(self) -> int | None:
+        return _FAILURE_REASONS.get(self.outcome)
+
+
+class StoreNotFound(LookupError):
+    """The DICOM store was deleted while instances were being stored into it."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +193,7 @@ def recover_journal(index: Index, blobs: BlobStore, older_than: timedelta | None
 # --- ingest ---------------------------------------------------------------------------------
 
 
-def index_instance(index: Index, store_pk: int, record: InstanceRecord) -> IndexResult:
+def index_instance(index: Index, store_pk: int, record: InstanceRecord) -> InstanceOutcome:
     """Index one written blob; see :func:`index_instances`."""
     return index_instances(index, store_pk, [record])[0]
 
@@ -150,7 +205,7 @@ def index_instances(
     *,
     action: str = events.STORE_INSTANCES,
     storage_class: str | None = None,
-) -> list[IndexResult]:
+) -> list[InstanceOutcome]:
     """Index written blobs in one transaction (group commit: one fsync for the lot). Each
     instance's study, series and instance rows, counters, name tokens and journal entry change
     together under its own savepoint; nothing is visible before the commit.
@@ -162,13 +217,22 @@ def index_instances(
     Args:
         action: what stores them, for the store's notifications and streams (issue 5):
             StoreInstances, ImportDicomData, DeidentifyDicomStore.
-        storage_class: the storage class the caller gives them, as notifications report it.
+        storage_class: the storage class the caller gives them (import's
+            ``blobStorageSettings``); STANDARD when None.
+
+    Raises:
+        StoreNotFound: the store is gone (deleted by a request that committed first); nothing
+            was indexed.
     """
     for attempt in range(_RETRIES):
         try:
             with index.begin() as conn:
-                lock_store(conn, store_pk)
-                results = [_index_with_savepoint(conn, store_pk, record) for record in records]
+                if not lock_store(conn, store_pk):
+                    raise StoreNotFound(f"DICOM store {store_pk} no longer exists.")
+                results = [
+                    _index_with_savepoint(conn, store_pk, record, storage_class)
+                    for record in records
+                ]
                 _announce_stored(conn, store_pk, records, results, action, storage_class)
                 return results
         except DBAPIError as exc:
@@ -184,7 +248,7 @@ def _announce_stored(
     conn: Connection,
     store_pk: int,
     records: list[InstanceRecord],
-    results: list[IndexResult],
+    results: list[InstanceOutcome],
     action: str,
     storage_class: str | None,
 ) -> None:
@@ -200,14 +264,15 @@ def _announce_stored(
         events.enqueue_stored(conn, store_pk, stored, action=action, storage_class=storage_class)
 
 
-def lock_store(conn: Connection, store_pk: int) -> None:
-    """Serialize a store's instance writers on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
+def lock_store(conn: Connection, store_pk: int) -> bool:
+    """Serialize a store's instance writers on PostgreSQL, as BEGIN IMMEDIATE does on SQLite;
+    False if the store no longer exists.
 
     Under READ COMMITTED, an ingest that read a series row and a delete that removed that
     series' last instance could both commit, leaving counters off by one and blobs without rows
     (tests/reliability/test_concurrency.py, PostgreSQL). SQLite ignores FOR UPDATE.
     """
-    conn.execute(_LOCK_STORE, {"store": store_pk})
+    return conn.execute(_LOCK_STORE, {"store": store_pk}).first() is not None
 
 
 _LOCK_STORE = (
@@ -215,11 +280,13 @@ _LOCK_STORE = (
 )
 
 
-def _index_with_savepoint(conn: Connection, store_pk: int, record: InstanceRecord) -> IndexResult:
+def _index_with_savepoint(
+    conn: Connection, store_pk: int, record: InstanceRecord, storage_class: str | None
+) -> InstanceOutcome:
     for attempt in range(_RETRIES):
         savepoint = conn.begin_nested()
         try:
-            result = _index_instance(conn, store_pk, record)
+            result = _index_instance(conn, store_pk, record, storage_class)
         except IntegrityError:
             savepoint.rollback()
             if attempt == _RETRIES - 1:
@@ -229,13 +296,17 @@ def _index_with_savepoint(conn: Connection, store_pk: int, record: InstanceRecor
             # A value the index cannot hold (PostgreSQL checks lengths and ranges strictly).
             savepoint.rollback()
             log.warning("cannot index %s: %s", record.parsed.sop_instance_uid, exc)
-            return IndexResult(Outcome.INVALID, "The instance has values the index cannot hold.")
+            return InstanceOutcome.of(
+                record.parsed, Outcome.INVALID, "The instance has values the index cannot hold."
+            )
         savepoint.commit()
         return result
     raise AssertionError("unreachable")
 
 
-def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> IndexResult:
+def _index_instance(
+    conn: Connection, store_pk: int, record: InstanceRecord, storage_class: str | None
+) -> InstanceOutcome:
     parsed = record.parsed
     moment = now()
     existing = conn.execute(
@@ -247,8 +318,9 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
             and existing.study_instance_uid == parsed.study_instance_uid
         )
         if same_place and existing.sha256 == record.sha256:
-            return IndexResult(Outcome.DUPLICATE)
-        return IndexResult(
+            return InstanceOutcome.of(parsed, Outcome.DUPLICATE)
+        return InstanceOutcome.of(
+            parsed,
             Outcome.CONFLICT,
             f"An instance with SOPInstanceUID {parsed.sop_instance_uid} already exists with"
             " different content.",
@@ -257,7 +329,8 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
         _EXISTING_SERIES, {"store": store_pk, "uid": parsed.series_instance_uid}
     ).first()
     if series_row is not None and series_row.study_instance_uid != parsed.study_instance_uid:
-        return IndexResult(
+        return InstanceOutcome.of(
+            parsed,
             Outcome.CONFLICT,
             f"Series {parsed.series_instance_uid} already exists in another study.",
         )
@@ -296,7 +369,8 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
             "blob_key": record.blob_key,
             "size_bytes": record.size,
             "sha256": record.sha256,
-            "storage_class": "STANDARD",
+            "storage_class": storage_class or "STANDARD",
+            "storage_class_update_time": None if storage_class in (None, "STANDARD") else moment,
             "attributes": record.instance_attributes,
             "create_time": moment,
             **_fit(instances, parsed.columns[Level.INSTANCE]),
@@ -314,7 +388,7 @@ def _index_instance(conn: Connection, store_pk: int, record: InstanceRecord) -> 
             study_values["modalities"] = "\\".join([*known, modality])[:256]
     conn.execute(statement, study_values)
     conn.execute(_UNJOURNAL, {"key": record.blob_key})
-    return IndexResult(Outcome.STORED)
+    return InstanceOutcome.of(parsed, Outcome.STORED)
 
 
 # The ingest statements, built once with bound parameters: building Core statements and their
