@@ -272,8 +272,8 @@ def test_explain_names_the_requests_and_what_the_server_filters(
     assert scan["method"] == "google.healthcare.dicom_stores.search_for_studies"
     assert scan["request"] == (
         "GET /v1/projects/proj/locations/us-central1/datasets/ds1/dicomStores/s/dicomWeb/studies"
-        "?PatientID=P1&StudyDate=20200101-&includefield=NumberOfStudyRelatedInstances%2C"
-        "PatientID%2CStudyDate&limit=3"
+        "?PatientID=P1&StudyDate=20200101-&includefield=NumberOfStudyRelatedInstances,"
+        "PatientID,StudyDate&limit=3"
     )
     assert "PatientID = 'P1'" in scan["server_filters"]
     assert "NumberOfStudyRelatedInstances" not in scan["server_filters"]
@@ -379,3 +379,56 @@ def test_doctests(module: str) -> None:
 
     failures, tried = doctest.testmod(importlib.import_module(module))
     assert (failures, tried > 0) == (0, True)
+
+
+def test_a_join_on_study_uids_sends_the_studies_uids_as_a_uid_list(
+    recorder: Recorder, recording_engine: Engine
+) -> None:
+    def studies(request: httpx.Request) -> httpx.Response:
+        page = [
+            {"0020000D": {"vr": "UI", "Value": [uid]}, "00100020": {"vr": "LO", "Value": ["P1"]}}
+            for uid in ("1.2.3", "1.2.4")
+        ]
+        return httpx.Response(200, json=page, headers={"content-type": "application/dicom+json"})
+
+    def series(request: httpx.Request) -> httpx.Response:
+        page = [
+            {
+                "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+                "00080060": {"vr": "CS", "Value": ["MR"]},
+            }
+        ]
+        return httpx.Response(200, json=page, headers={"content-type": "application/dicom+json"})
+
+    recorder.responses[("GET", GOOGLE_STUDIES)] = studies
+    recorder.responses[("GET", GOOGLE_STUDIES.replace("/studies", "/series"))] = series
+    result = recording_engine.execute(
+        "SELECT st.StudyInstanceUID, se.Modality FROM google.healthcare.studies st "
+        "JOIN google.healthcare.series se ON se.StudyInstanceUID = st.StudyInstanceUID "
+        f"WHERE st.{STORE.replace(' AND ', ' AND st.')} AND st.dicomStoresId = 's' "
+        f"AND se.{STORE.replace(' AND ', ' AND se.')} AND se.dicomStoresId = 's' "
+        "AND st.PatientID = 'P1'"
+    )
+    assert result.rows == [("1.2.3", "MR")]
+    studies_call, series_call = recorder.calls
+    assert ("PatientID", "P1") in studies_call.query
+    assert ("StudyInstanceUID", "1.2.3,1.2.4") in series_call.query
+
+
+def test_a_left_join_of_series_keeps_every_study(loaded: tuple[Engine, dict[str, str]]) -> None:
+    engine, _ = loaded
+    result = rows(
+        engine,
+        "SELECT st.StudyDate, se.Modality FROM google.healthcare.studies st "
+        "LEFT JOIN google.healthcare.series se ON se.StudyInstanceUID = st.StudyInstanceUID "
+        f"AND se.{STORE.replace(' AND ', ' AND se.')} AND se.dicomStoresId = 's' "
+        "AND se.Modality = 'SR' "
+        f"WHERE st.{STORE.replace(' AND ', ' AND st.')} AND st.dicomStoresId = 's' "
+        "ORDER BY st.StudyDate",
+    )
+    assert [(r["StudyDate"], r["Modality"]) for r in result] == [
+        ("2019-07-20", "SR"),
+        ("2020-01-05", None),
+        ("2021-03-10", None),
+        ("2022-12-01", None),
+    ]

@@ -161,6 +161,7 @@ class Engine:
     def _fetch(self, scan: Scan, workspace: Workspace) -> None:
         method, resource = scan.method, scan.resource
         dependent: dict[str, list[Any]] = {}
+        uid_lists: list[dict[str, str]] = [{}]
         for dependency in scan.dependent:
             workspace.check_column(
                 dependency.table, dependency.column, f"{dependency.alias}.{dependency.column}"
@@ -169,7 +170,17 @@ class Engine:
                 f'SELECT DISTINCT "{dependency.column}" FROM "{dependency.table}" '
                 f'WHERE "{dependency.column}" IS NOT NULL'
             )
-            dependent[dependency.parameter] = [v for (v,) in values]
+            found = [v for (v,) in values]
+            if not dependency.qido:
+                dependent[dependency.parameter] = found
+            elif len(found) <= metadata.MAX_PUSHED_UIDS:
+                # No UID: an empty list, no call (the join keeps nothing).
+                dependent[f"\0{dependency.parameter}"] = found
+                size = metadata.UIDS_PER_REQUEST
+                uid_lists = [
+                    {dependency.parameter: ",".join(map(str, found[i : i + size]))}
+                    for i in range(0, len(found), size)
+                ]
         fields: list[Field] = []
         if scan.page_shape:
             fields = self.registry.fields(method.response_schema or "")
@@ -178,12 +189,14 @@ class Engine:
         columns = [f.name for f in fields]
         integers = [f.name for f in fields if f.is_integer]
         rows: list[dict[str, Any]] = []
-        calls = [] if any(not v for v in dependent.values()) else scan.calls(dependent)
+        empty = any(not v for v in dependent.values())
+        dependent = {k: v for k, v in dependent.items() if not k.startswith("\0")}
+        calls = [] if empty else [{**c, **u} for c in scan.calls(dependent) for u in uid_lists]
         # Path parameters the statement uses but the rows lack: read from each row's name.
         ids = [c for c in scan.referenced if c in all_parameters(resource) and c not in scan.given]
         for params in calls:
             if scan.qido is not None:
-                params = {**params, **scan.qido.query()}
+                params = {**scan.qido.query(), **params}
             # One statement naming the same call twice (a self-join, a subquery) calls once.
             key = (method.id, tuple(sorted((k, repr(v)) for k, v in params.items())))
             if key not in workspace.payloads:
@@ -464,7 +477,10 @@ def _requests(scan: Scan, page_size: int) -> list[str]:
     from urllib.parse import urlencode
 
     method = scan.method
-    placeholders = {d.parameter: [f"{{{d.alias}.{d.column}}}"] for d in scan.dependent}
+    placeholders = {
+        d.parameter: [f"{{{d.alias}.{d.column},...}}" if d.qido else f"{{{d.alias}.{d.column}}}"]
+        for d in scan.dependent
+    }
     values = {**scan.params, **placeholders}
     query_extra = dict(scan.qido.query()) if scan.qido is not None else {}
     if scan.qido is not None:
@@ -484,7 +500,9 @@ def _requests(scan: Scan, page_size: int) -> list[str]:
             if k not in method.parameters or (method.parameters[k].location == "query")
         }
         query.update(query_extra)
-        requests.append(f"{method.http_method} /{path}" + (f"?{urlencode(query)}" if query else ""))
+        requests.append(
+            f"{method.http_method} /{path}" + (f"?{urlencode(query, safe='{},.')}" if query else "")
+        )
     return requests
 
 

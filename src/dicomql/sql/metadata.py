@@ -60,6 +60,12 @@ DEFAULT_COLUMNS = {
     ),
 }  # fmt: skip
 _SQL_TYPES = {"DA": "DATE", "TM": "TIME", "PN": "TEXT (PN Alphabetic group)"}
+# UID keys: another table's UIDs go to the server as a UID list, at most this many a request
+# (about 6 KB of URL).
+UID_KEYS = frozenset({"StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"})
+UIDS_PER_REQUEST = 100
+# Past this many UIDs one read of the whole store is cheaper than the lists.
+MAX_PUSHED_UIDS = 2000
 # Matches asked per request; a full page means there may be more (offset pages on).
 PAGE_SIZE = 5000
 FUZZY = "fuzzymatching"

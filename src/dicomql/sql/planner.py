@@ -28,6 +28,9 @@ class DependentParameter:
     column: str
     scan: Scan | None = None
     alias: str = ""  # the other table's name in the statement
+    # A metadata table's QIDO UID key fed by another table's UIDs (a UID list), not a path
+    # parameter.
+    qido: bool = False
 
 
 @dataclass
@@ -228,7 +231,60 @@ def plan_select(
                     local[alias].dependent.append(
                         DependentParameter(parameter, derived[other], column, alias=other)
                     )
+        _push_uid_joins(select, local)
     return tree, _ordered(scans)
+
+
+def _push_uid_joins(select: exp.Select, local: dict[str, Scan]) -> None:
+    """``ON se.StudyInstanceUID = st.StudyInstanceUID``: the series search gets the studies'
+    UIDs as a QIDO UID list (PS3.18 10.6.1.2.3) instead of reading the whole store. The higher
+    level feeds the lower; a table whose rows an outer join keeps is never narrowed."""
+    joins = select.args.get("joins") or []
+    if any(join.side in ("RIGHT", "FULL") for join in joins):
+        return
+    narrowable = {join.this.alias_or_name for join in joins if join.side == "LEFT"}
+    any_left = bool(narrowable)
+    terms = conjuncts(select.args.get("where"))
+    for join in joins:
+        terms += conjuncts(join.args.get("on"))
+    levels = list(metadata.TABLES)
+    for term in terms:
+        if not (
+            isinstance(term, exp.EQ)
+            and isinstance(term.left, exp.Column)
+            and isinstance(term.right, exp.Column)
+        ):
+            continue
+        pairs = [(term.left, term.right), (term.right, term.left)]
+        # The lower level (instances) is the one narrowed by the higher (studies).
+        pairs.sort(
+            key=lambda pair: (
+                -levels.index(local[pair[0].table].resource.name)
+                if pair[0].table in local and local[pair[0].table].qido is not None
+                else 0
+            )
+        )
+        for column, other in pairs:
+            scan, source = local.get(column.table), local.get(other.table)
+            if scan is None or source is None or scan is source or scan.qido is None:
+                continue
+            if column.name not in metadata.UID_KEYS or column.name in scan.qido.keys:
+                continue
+            if any_left and column.table not in narrowable:
+                continue
+            if _waits_on(source, scan) or any(d.qido for d in scan.dependent):
+                continue
+            scan.dependent.append(
+                DependentParameter(column.name, source.temp, other.name, source, other.table, True)
+            )
+            break
+
+
+def _waits_on(scan: Scan, other: Scan) -> bool:
+    """Whether ``scan`` is fetched after ``other`` (it depends on it, maybe through others)."""
+    return any(
+        d.scan is other or (d.scan is not None and _waits_on(d.scan, other)) for d in scan.dependent
+    )
 
 
 def _can_choose(resource: Resource, given: set[str]) -> bool:
