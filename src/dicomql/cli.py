@@ -166,6 +166,22 @@ def main() -> None:
     help="A work item of an import, export or de-identify running longer fails its operation "
     "(DEADLINE_EXCEEDED) and frees its worker.",
 )
+@click.option(
+    "--dimse-port",
+    type=click.IntRange(1, 65535),
+    help="Also answer DIMSE (C-ECHO, C-STORE) on this TCP port; see docs/dimse.md  [default: off].",
+)
+@click.option(
+    "--dimse-ae-title",
+    default="DICOMQL",
+    show_default=True,
+    help="The called AE title the DIMSE server answers to.",
+)
+@click.option(
+    "--dimse-store",
+    metavar="projects/P/locations/L/datasets/D/dicomStores/S",
+    help="The DICOM store DIMSE serves (it may be created after the server starts).",
+)
 @click.option("--log-level", default="warning", show_default=True)
 def serve(
     host: str,
@@ -190,6 +206,9 @@ def serve(
     import_roots: tuple[Path, ...],
     max_import_file_size: str,
     item_timeout_seconds: float,
+    dimse_port: int | None,
+    dimse_ae_title: str,
+    dimse_store: str | None,
     log_level: str,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
@@ -220,7 +239,14 @@ def serve(
         max_import_file_bytes = parse_size(max_import_file_size)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-import-file-size") from exc
+    from dicomql.dimse.settings import DimseSettings, OptionError
+
+    try:
+        dimse = DimseSettings.from_options(host, dimse_port, dimse_ae_title, dimse_store)
+    except OptionError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.option) from exc
     config = ServiceConfig(
+        dimse=dimse,
         data_dir=data_dir,
         min_free_space=floor,
         import_roots=import_roots,

@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,6 +30,9 @@ from dicomql.service.security import web_middleware
 from dicomql.service.workers import Handler, WorkerPool
 from dicomql.store.index import Index
 from dicomql.store.object_blobs import blob_store_for
+
+if TYPE_CHECKING:
+    from dicomql.dimse.server import DimseServer
 
 
 def create_app(
@@ -62,10 +66,14 @@ def create_app(
             index, config.data_dir, DeliverySettings.from_environment(os.environ)
         )
         await deliverer.start()
-        app.state.service = service
+        dimse = None
         try:
+            dimse = start_dimse(service)  # a port another program holds fails the start
+            app.state.service = service
             yield
         finally:
+            if dimse is not None:
+                dimse.stop()
             janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await janitor
@@ -94,6 +102,20 @@ def create_app(
     # resource (an encoded "t%2FdicomWeb" store ID would be sent to store t).
     app.router.redirect_slashes = False
     return app
+
+
+def start_dimse(service: Service) -> DimseServer | None:
+    """This process's DIMSE listener, when ``--dimse-port`` asks for one (docs/dimse.md)."""
+    settings = service.config.dimse
+    if settings is None:
+        return None
+    from dicomql.dimse.handlers import Handlers
+    from dicomql.dimse.server import DimseServer
+
+    handlers = Handlers(service.index, service.blobs, settings.store, service.config.space_shortage)
+    server = DimseServer(settings, handlers)
+    server.start()
+    return server
 
 
 def recover(service: Service) -> ServerPresence:

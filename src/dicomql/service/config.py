@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from dicomql.dimse.settings import DimseSettings
 from dicomql.service.conformance import GOOGLE, profile
 from dicomql.service.local_files import resolve_roots
 from dicomql.store.space import DEFAULT_FLOOR, SpaceFloor, shortage
@@ -50,6 +51,7 @@ class ServiceConfig:
             reached through another name or a path prefix, e.g. behind a reverse proxy.
         forwarded_allow_ips: peers whose ``Forwarded`` / ``X-Forwarded-*`` headers are believed
             (uvicorn's ``--forwarded-allow-ips``: IPs, CIDRs, or ``*``).
+        dimse: the DIMSE listener each server process runs (docs/dimse.md), or None.
     """
 
     data_dir: Path
@@ -71,6 +73,7 @@ class ServiceConfig:
     import_roots: tuple[Path, ...] = ()
     max_import_file_bytes: int = 1024**3
     item_timeout_seconds: float = 900.0
+    dimse: DimseSettings | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,89 @@
+"""What the SCP does for each DIMSE request (pynetdicom calls these in an association's thread).
+
+C-STORE stores through the same unit of work as STOW (:class:`~dicomql.store.ingest.Ingest`), and
+answers with the status STOW-RS reports as FailureReason (PS3.4 B.2.3): an identical instance
+stored again is a success (Cloud Healthcare ignores duplicates), the same SOP Instance UID with
+other bytes 0x0110 (as Google reports it), a data set dicomql cannot read 0xC000, no room on disk
+0xA700; a store that does not exist (yet) 0x0110 with an Error Comment naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from pydicom.dataset import Dataset
+from pynetdicom.events import Event
+
+from dicomql.dimse.settings import StoreName
+from dicomql.store.blobs import BlobStore
+from dicomql.store.index import Index
+from dicomql.store.ingest import Ingest
+from dicomql.store.instances import PROCESSING_FAILURE, StoreNotFound
+from dicomql.store.resources import find_dicom_store
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+
+
+def status(code: int, comment: str = "") -> Dataset:
+    """A C-STORE/C-FIND response status with an Error Comment (at most 64 characters, LO)."""
+    response = Dataset()
+    response.Status = code
+    if comment:
+        response.ErrorComment = comment[:64]
+    return response
+
+
+class Handlers:
+    """The SCP's event handlers for one DICOM store.
+
+    Args:
+        index: the store's index, to find the store each time (it may be created, deleted
+            and created again while the server runs).
+        blobs: where instances are written.
+        store_name: the store this AE title serves, or None (C-STORE then fails).
+        space_shortage: why there is no room for another instance now, or None.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        blobs: BlobStore,
+        store_name: StoreName | None,
+        space_shortage: Callable[[], str | None],
+    ) -> None:
+        self.index = index
+        self.blobs = blobs
+        self.store_name = store_name
+        self.space_shortage = space_shortage
+
+    def echo(self, event: Event) -> int:
+        return SUCCESS
+
+    def store_pk(self) -> int | None:
+        if self.store_name is None:
+            return None
+        name = self.store_name
+        with self.index.connect() as conn:
+            row = find_dicom_store(conn, name.project, name.location, name.dataset, name.store)
+        return None if row is None else int(row.pk)
+
+    def store(self, event: Event) -> Dataset:
+        store_pk = self.store_pk()
+        if store_pk is None:
+            return status(PROCESSING_FAILURE, f"No DICOM store {self.store_name or '(none set)'}")
+        # The PS3.10 file as received (file meta from the presentation context's transfer
+        # syntax), not a re-encoding: what WADO returns is byte for byte what was sent.
+        data = event.encoded_dataset(include_meta=True)
+        ingest = Ingest(self.index, self.blobs, store_pk, space_shortage=self.space_shortage)
+        try:
+            # One instance, one transaction: a C-STORE is acknowledged only once durable.
+            [outcome] = ingest.store([data])
+        except StoreNotFound:
+            return status(PROCESSING_FAILURE, f"DICOM store {self.store_name} was deleted")
+        except Exception:
+            log.exception("C-STORE into %s failed", self.store_name)
+            return status(PROCESSING_FAILURE, "Internal error storing the instance")
+        return status(outcome.failure_reason or SUCCESS, outcome.message)

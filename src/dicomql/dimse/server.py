@@ -1,0 +1,78 @@
+"""The DIMSE listener of one ``dicomql serve`` process: a pynetdicom application entity with the
+service classes of :mod:`dicomql.dimse.handlers`, on a port every server process shares.
+
+Every process binds the port with SO_REUSEPORT, as each accepts HTTP on the shared socket, so
+each process answers DIMSE and the kernel spreads new associations over them; an association
+lives in the process that accepted it. A port another program holds fails the process's start
+(and so ``dicomql serve``) with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicomql.dimse.handlers import Handlers
+from dicomql.dimse.settings import DimseSettings
+from dicomql.dimse.sop_classes import scp_contexts
+
+log = logging.getLogger(__name__)
+
+# Associations one process serves at once; more are rejected (transient, "local limit").
+MAX_ASSOCIATIONS = 32
+# Seconds without a PDU before an association is aborted (a vanished peer frees its thread).
+NETWORK_TIMEOUT = 60
+
+
+class _SharedPortServer(ThreadedAssociationServer):
+    """pynetdicom's server with SO_REUSEPORT, so every server process can bind the port."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class DimseServer:
+    """Starts and stops one process's DIMSE listener (in the serve process's lifespan)."""
+
+    def __init__(self, settings: DimseSettings, handlers: Handlers) -> None:
+        self.settings = settings
+        self.handlers = handlers
+        self._server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.require_called_aet = True  # an association calling another AE title is rejected
+        ae.maximum_associations = MAX_ASSOCIATIONS
+        ae.network_timeout = NETWORK_TIMEOUT
+        ae.supported_contexts = scp_contexts()
+        server = ae.make_server(
+            (self.settings.host, self.settings.port),
+            evt_handlers=[
+                (evt.EVT_C_ECHO, self.handlers.echo),
+                (evt.EVT_C_STORE, self.handlers.store),
+            ],
+            server_class=_SharedPortServer,
+        )
+        ae._servers.append(server)  # so ae.shutdown() stops it, as ae.start_server does
+        server.daemon_threads = True
+        self._ae = ae
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="dicomql-dimse", daemon=True).start()
+        log.info("DIMSE %s listening on %s", self.settings.ae_title, self.address)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        """Stop accepting and abort the associations in flight (a sender retries them)."""
+        if self._server is not None:
+            self._ae.shutdown()
+            self._server = None
