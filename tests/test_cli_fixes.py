@@ -386,6 +386,10 @@ def test_bigquery_stand_in_tables_join_the_metadata_tables(data_dir: Path) -> No
     # Every instance of store a was exported: the join counts what the store holds.
     assert joined.stdout.splitlines() == direct.stdout.splitlines()
     assert [line.split(",")[0] for line in joined.stdout.splitlines()] == ["PatientID", "P0", "P1"]
+    explained = run(
+        data_dir, "exec", 'EXPLAIN SELECT * FROM "bq://p.exported.instances"', "-o", "json"
+    )
+    assert json.loads(explained.stdout)[0]["method"] == "DuckDB"
     missing = run(data_dir, "exec", 'SELECT * FROM "bq://p.exported.nope"')
     assert missing.exit_code == 1
     assert "no table bq://p.exported.nope" in missing.stderr

@@ -331,7 +331,12 @@ class Engine:
                     None,
                 )
             )
-        rows.append((len(scans) + 1, None, "SQLite", None, None, render(rewritten)))
+        for table in tree.find_all(exp.Table):
+            if table.name.startswith(bigquery_tables.PREFIX):
+                where = self.bigquery_dir or "(only on the embedded backend)"
+                read = f"read {table.name} from the BigQuery stand-in in {where}"
+                rows.append((len(rows) + 1, table.name, "DuckDB", read, None, None))
+        rows.append((len(rows) + 1, None, "SQLite", None, None, render(rewritten)))
         return Result(columns, rows, len(rows), "explain")
 
     # --- SHOW / DESCRIBE ---------------------------------------------------------------------
