@@ -3,6 +3,7 @@ level, its DICOM JSON, and where its pixel data starts, without reading the pixe
 
 from __future__ import annotations
 
+import functools
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -48,24 +49,41 @@ class ParsedInstance:
     sop_instance_uid: str
     sop_class_uid: str | None
     transfer_syntax_uid: str
-    # Index columns per level, named as in ``store.schema`` (see ``dicom.attributes``).
-    columns: dict[Level, dict[str, Any]]
-    # Person names (PatientName, ReferringPhysicianName) for the study's name tokens.
-    person_names: dict[str, str]
     dataset: Dataset = field(repr=False)
     # Where the pixel data element's value starts in the file (None without pixel data).
     pixel_data_offset: int | None = None
     pixel_data_vr: str | None = None
     # The value length, or None when undefined (encapsulated pixel data, PS3.5 A.4).
     pixel_data_length: int | None = None
+    _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
+
+    @functools.cached_property
+    def _index_values(self) -> tuple[dict[Level, dict[str, Any]], dict[str, str]]:
+        return index_values(self.dicom_json())
+
+    @property
+    def columns(self) -> dict[Level, dict[str, Any]]:
+        """Index columns per level, named as in ``store.schema`` (see ``dicom.attributes``)."""
+        return self._index_values[0]
+
+    @property
+    def person_names(self) -> dict[str, str]:
+        """PatientName and ReferringPhysicianName, for the study's name tokens."""
+        return self._index_values[1]
 
     def dicom_json(self) -> dict[str, Any]:
-        """The DICOM JSON of the header, pixel data as a (relative) BulkDataURI.
+        """The DICOM JSON of the header, pixel data as a (relative) BulkDataURI; built once
+        (the index columns are read from it too).
 
         Raises:
             UnreadableInstance: an element pydicom read but cannot convert (bad input, not a
                 server fault).
         """
+        if self._model is None:
+            self._model = self._convert()
+        return self._model
+
+    def _convert(self) -> dict[str, Any]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -148,28 +166,12 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
         if problem is not None:
             raise UnreadableInstance(f"{keyword}: {problem}", *names)
     offset, pixel_vr, pixel_length = _pixel_data_position(file, str(transfer_syntax))
-    columns: dict[Level, dict[str, Any]] = {level: {} for level in Level}
-    person_names: dict[str, str] = {}
-    for attribute in INDEXED_ATTRIBUTES:
-        try:
-            element = ds.get(attribute.tag)
-        except (ValueError, TypeError, KeyError):
-            element = None
-        value = _column_value(element.value if element is not None else None, attribute.vr)
-        columns[attribute.level][attribute.column] = value
-        if attribute.vr == "PN" and value:
-            person_names[attribute.keyword] = value
-            columns[attribute.level][f"{attribute.column}_key"] = value.casefold()
-        elif attribute.vr == "PN":
-            columns[attribute.level][f"{attribute.column}_key"] = None
     return ParsedInstance(
         study_instance_uid=str(uids[0]).strip(),
         series_instance_uid=str(uids[1]).strip(),
         sop_instance_uid=str(uids[2]).strip(),
         sop_class_uid=str(sop_class).strip() if sop_class else None,
         transfer_syntax_uid=str(transfer_syntax).strip(),
-        columns=columns,
-        person_names=person_names,
         dataset=ds,
         pixel_data_offset=offset,
         pixel_data_vr=pixel_vr,
@@ -186,28 +188,57 @@ def _uid_or_none(value: Any) -> str | None:
     return text if text and uid_problem(text) is None else None
 
 
-def _column_value(value: Any, vr: str) -> Any:
-    if value is None or value == "":
-        return None
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        if vr in _INTEGER_VRS:
-            value = value[0] if len(value) else None
-        else:
-            value = "\\".join(str(item) for item in value)
-    if value is None:
+def index_values(model: dict[str, Any]) -> tuple[dict[Level, dict[str, Any]], dict[str, str]]:
+    """The index columns per level and the person names, read from an instance's DICOM JSON.
+
+    Taken from the JSON the store keeps anyway rather than from pydicom's converted values: one
+    conversion an instance instead of two (tests/dicom/test_parse_differential.py holds the two
+    to the same values on every storable test file).
+    """
+    columns: dict[Level, dict[str, Any]] = {level: {} for level in Level}
+    person_names: dict[str, str] = {}
+    for key, attribute in _INDEXED:
+        entry = model.get(key)
+        value = _column_value(entry.get("Value") if entry else None, attribute.vr)
+        level = columns[attribute.level]
+        level[attribute.column] = value
+        if attribute.vr == "PN":
+            level[f"{attribute.column}_key"] = value.casefold() if value else None
+            if value:
+                person_names[attribute.keyword] = value
+    return columns, person_names
+
+
+_INDEXED = [(f"{attribute.tag:08X}", attribute) for attribute in INDEXED_ATTRIBUTES]
+
+
+def _column_value(values: list[Any] | None, vr: str) -> Any:
+    if not values:
         return None
     if vr in _INTEGER_VRS:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
+        number = values[0]
+        if isinstance(number, str):  # an invalid IS kept as text
             return None
-        return number if -(2**31) <= number < 2**31 else None  # index columns are int32
-    text = str(value).strip()
+        return number if number is not None and -(2**31) <= number < 2**31 else None  # int32
+    if vr == "PN":
+        text = "\\".join(_person_name(value) for value in values)
+    else:
+        text = "\\".join("" if value is None else str(value) for value in values)
+    text = text.strip()
     if vr == "DA" and text:
         # PS3.5 6.2 note: ACR-NEMA wrote dates as YYYY.MM.DD; the index compares YYYYMMDD text.
         text = text.replace(".", "")
         return text if len(text) == 8 and text.isdigit() else None
     return text or None
+
+
+def _person_name(value: dict[str, str] | None) -> str:
+    if not value:
+        return ""
+    groups = [value.get(group, "") for group in ("Alphabetic", "Ideographic", "Phonetic")]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
 
 
 def _pixel_data_position(
@@ -227,9 +258,16 @@ def _pixel_data_position(
     tag = group << 16 | element
     if tag not in _PIXEL_TAGS:
         return None, None, None
-    if transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN:
-        (length,) = struct.unpack("<I", header[4:8])
-        vr, offset = _PIXEL_TAGS[tag] or "OW", position + 8
+    written_vr = header[4:6]
+    if transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN or not (
+        len(written_vr) == 2 and written_vr.isalpha() and written_vr.isupper()
+    ):
+        # Implicit VR, or an explicit VR file whose pixel data element was written in implicit
+        # VR all the same (pydicom's SC_rgb_jpeg.dcm; pydicom reads it so): no VR, a 4-byte
+        # length. Encapsulated (undefined length) pixel data is OB (PS3.5 A.4).
+        (length,) = struct.unpack(f"{order}I", header[4:8])
+        vr = _PIXEL_TAGS[tag] or ("OB" if length == 0xFFFFFFFF else "OW")
+        offset = position + 8
     else:
         if len(header) < 12:
             return None, None, None
