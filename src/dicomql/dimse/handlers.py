@@ -10,11 +10,12 @@ other bytes 0x0110 (as Google reports it), a data set dicomql cannot read 0xC000
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
+from dicomql.dimse.find import FindError, find
 from dicomql.dimse.settings import StoreName
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
@@ -25,6 +26,9 @@ from dicomql.store.resources import find_dicom_store
 log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+UNABLE_TO_PROCESS = 0xC001  # C-FIND failure, PS3.4 C.4.1.1.4
 
 
 def status(code: int, comment: str = "") -> Dataset:
@@ -87,3 +91,18 @@ class Handlers:
             log.exception("C-STORE into %s failed", self.store_name)
             return status(PROCESSING_FAILURE, "Internal error storing the instance")
         return status(outcome.failure_reason or SUCCESS, outcome.message)
+
+    def find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        store_pk = self.store_pk()
+        if store_pk is None:
+            comment = f"No DICOM store {self.store_name or '(none set)'}"
+            yield status(UNABLE_TO_PROCESS, comment), None
+            return
+        try:
+            for answer in find(self.index, store_pk, event.identifier, lambda: event.is_cancelled):
+                yield PENDING, answer
+        except FindError as exc:
+            yield status(UNABLE_TO_PROCESS, str(exc)), None
+            return
+        if event.is_cancelled:
+            yield CANCEL, None

@@ -55,6 +55,7 @@ class DimseServer:
             evt_handlers=[
                 (evt.EVT_C_ECHO, self.handlers.echo),
                 (evt.EVT_C_STORE, self.handlers.store),
+                (evt.EVT_C_FIND, self.handlers.find),
             ],
             server_class=_SharedPortServer,
         )

@@ -1,0 +1,123 @@
+"""C-FIND (PS3.4 C.4.1): a Query/Retrieve identifier answered by the same matching as QIDO-RS.
+
+The identifier's keys with a value become QIDO search parameters (single value, ``*``/``?``
+wildcards, ``a-b`` date and time ranges, backslash-separated UID lists: the same syntax in both),
+parsed by :func:`dicomql.dicom.qido.parse_search` with PS3.18's required keys and run by
+:func:`dicomql.store.search.search`, page by page; keys without a value are return keys
+(``includefield``). Each match is answered with the requested keys only (PS3.4 C.4.1.1.3.2),
+empty where the store has no value.
+
+Levels: STUDY, SERIES and IMAGE are QIDO's studies, series and instances. PATIENT (Patient Root)
+is a study search answered once per distinct Patient ID (the index has no patient table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from dicomql.dicom.attributes import Level
+from dicomql.dicom.qido import MAX_LIMIT, QueryError, parse_search
+from dicomql.store import search as index_search
+from dicomql.store.index import Index
+
+LEVELS = {
+    "PATIENT": Level.STUDY,
+    "STUDY": Level.STUDY,
+    "SERIES": Level.SERIES,
+    "IMAGE": Level.INSTANCE,
+}
+# Keys of the identifier that are about the query, not matching or return keys.
+_NOT_KEYS = frozenset({0x00080005, 0x00080052, 0x00080056, 0x00080054})
+_PATIENT_ID = 0x00100020
+
+
+class FindError(ValueError):
+    """An identifier the SCP cannot answer; the message goes into the Error Comment."""
+
+
+def search_parameters(identifier: Dataset) -> tuple[str, Level, list[tuple[str, str]]]:
+    """The query level, the QIDO level searched and the QIDO parameters of an identifier."""
+    level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if level_name not in LEVELS:
+        raise FindError(f"QueryRetrieveLevel {level_name!r} is not PATIENT/STUDY/SERIES/IMAGE")
+    params: list[tuple[str, str]] = []
+    for element in identifier:
+        tag = int(element.tag)
+        if tag in _NOT_KEYS or element.tag.is_private or element.tag.group == 0x0002:
+            continue
+        value = _matching_value(element)
+        if value:
+            params.append((f"{tag:08X}", value))
+        else:
+            params.append(("includefield", f"{tag:08X}"))
+    return level_name, LEVELS[level_name], params
+
+
+def _matching_value(element: Any) -> str:
+    """The element's value as QIDO writes it; empty for universal matching (a return key)."""
+    if element.VR == "SQ" or element.value is None or element.value == "":
+        return ""
+    if element.VM > 1:  # a list of UIDs (PS3.4 C.2.2.2.2), backslash-separated in QIDO too
+        return "\\".join(str(item) for item in element.value)
+    return str(element.value).strip()
+
+
+def find(
+    index: Index, store_pk: int, identifier: Dataset, is_cancelled: Callable[[], bool]
+) -> Iterator[Dataset]:
+    """The identifiers of the matches, in index order, until the end or a cancel. Each page is
+    read in its own connection, released before its matches are sent to a peer that may be slow.
+
+    Raises:
+        FindError: an unsupported level or key, or a malformed value (before any match).
+    """
+    level_name, level, params = search_parameters(identifier)
+    wanted = [element.tag for element in identifier if int(element.tag) not in _NOT_KEYS]
+    limit = MAX_LIMIT[level]
+    try:
+        parse_search(params, level, standard=True)  # refuse a bad identifier up front
+    except QueryError as exc:
+        raise FindError(str(exc)) from exc
+    patients: set[str] = set()
+    offset = 0
+    while not is_cancelled():
+        page = [*params, ("limit", str(limit)), ("offset", str(offset))]
+        query = parse_search(page, level, standard=True)
+        with index.connect() as conn:
+            result = index_search.search(conn, store_pk, query, index_search.Scope(), "")
+        for match in result.matches:
+            found = Dataset.from_json(match)
+            if level_name == "PATIENT":
+                patient = str(found.get("PatientID", ""))
+                if patient in patients:
+                    continue
+                patients.add(patient)
+            yield _answer(found, wanted, level_name)
+        if not result.more:
+            return
+        offset += limit
+
+
+def _answer(found: Dataset, wanted: list[Any], level_name: str) -> Dataset:
+    answer = Dataset()
+    answer.SpecificCharacterSet = "ISO_IR 192"  # DICOM JSON values are Unicode
+    answer.QueryRetrieveLevel = level_name
+    for tag in wanted:
+        tag = Tag(tag)
+        if tag in found:
+            answer[tag] = found[tag]
+        else:
+            answer.add_new(tag, _vr_of(tag), None)
+    return answer
+
+
+def _vr_of(tag: Any) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
