@@ -432,3 +432,33 @@ def test_a_left_join_of_series_keeps_every_study(loaded: tuple[Engine, dict[str,
         ("2021-03-10", None),
         ("2022-12-01", None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("where", "limits"),
+    [
+        ("PatientID = 'P1' LIMIT 3 OFFSET 2", [("2", None), ("2", "2"), ("1", "4")]),
+        ("PatientName LIKE 'Doe%' LIMIT 3", [("2", None), ("2", "2"), ("2", "4")]),
+    ],
+)
+def test_a_limit_goes_to_the_server_only_when_its_matches_are_exactly_the_rows(
+    recorder: Recorder, recording_engine: Engine, where: str, limits: list[tuple[str, Any]]
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked = int(request.url.params["limit"])
+        page = [study_json("P1", "20200105", 1)] * asked
+        offset = int(request.url.params.get("offset", "0"))
+        page = page if offset < 4 else page[:1]  # five matches in all
+        return httpx.Response(
+            200, content=json.dumps(page), headers={"content-type": "application/dicom+json"}
+        )
+
+    recorder.responses[("GET", GOOGLE_STUDIES)] = answer
+    engine = Engine(recording_engine.client, search_page_size=2)
+    result = engine.execute(
+        f"SELECT PatientID FROM google.healthcare.studies WHERE {STORE} AND dicomStoresId = 's' "
+        f"AND {where}"
+    )
+    asked = [(dict(c.query)["limit"], dict(c.query).get("offset")) for c in recorder.calls]
+    assert asked == limits
+    assert len(result.rows) == 3

@@ -200,8 +200,13 @@ class Engine:
             # One statement naming the same call twice (a self-join, a subquery) calls once.
             key = (method.id, tuple(sorted((k, repr(v)) for k, v in params.items())))
             if key not in workspace.payloads:
-                fetch = self.search_pages if scan.qido is not None else self.pages
-                workspace.payloads[key] = list(fetch(method, params, workspace.warnings))
+                if scan.qido is not None:
+                    pages = self.search_pages(
+                        method, params, workspace.warnings, cap=scan.qido.limit
+                    )
+                else:
+                    pages = self.pages(method, params, workspace.warnings)
+                workspace.payloads[key] = list(pages)
             for payload in workspace.payloads[key]:
                 if scan.qido is not None:
                     keep = None if scan.qido.includefield == "all" else scan.referenced
@@ -233,24 +238,32 @@ class Engine:
         workspace.load(scan.temp, list(seen), rows, label=resource.id)
 
     def search_pages(
-        self, method: Method, params: dict[str, Any], warnings: list[str] | None = None
+        self,
+        method: Method,
+        params: dict[str, Any],
+        warnings: list[str] | None = None,
+        *,
+        cap: int | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """QIDO pages (PS3.18 8.3.4.4 ``limit``/``offset``) until one says it is the last —
         shorter than asked and without ``Warning: 299 … additional results`` — or
-        ``page_limit`` pages were read."""
+        ``page_limit`` pages were read, or ``cap`` matches (a LIMIT the server can apply)."""
         offset = 0
         fetched = 0
         while True:
-            query = {**params, "limit": self.search_page_size}
+            size = self.search_page_size
+            if cap is not None:
+                size = min(size, cap - offset)
+                if size <= 0:
+                    return
+            query = {**params, "limit": size}
             if offset:
                 query["offset"] = offset
             response = self.client.call(method, query, accept="application/dicom+json")
             page = payload_of(response)
             page = page if isinstance(page, list) else []
             texts = warnings_of(response)
-            more = any("additional results" in t for t in texts) or (
-                len(page) >= self.search_page_size
-            )
+            more = any("additional results" in t for t in texts) or len(page) >= size
             if warnings is not None:
                 warnings += [f"{method.name}: {t}" for t in texts if "additional results" not in t]
             yield page
@@ -489,7 +502,8 @@ def _requests(scan: Scan, page_size: int) -> list[str]:
     values = {**scan.params, **placeholders}
     query_extra = dict(scan.qido.query()) if scan.qido is not None else {}
     if scan.qido is not None:
-        query_extra["limit"] = str(page_size)
+        cap = scan.qido.limit
+        query_extra["limit"] = str(page_size if cap is None else min(page_size, cap))
     names = list(values)
     requests = []
     for combination in itertools.product(*(values[n] for n in names)):

@@ -82,6 +82,11 @@ class QidoPlan:
     keys: dict[str, str] = field(default_factory=dict)
     pushed: list[str] = field(default_factory=list)
     includefield: str | None = None
+    # The server's matches are exactly the rows WHERE keeps (no term left to SQL, none matched
+    # more loosely): then a LIMIT may go to the server too.
+    exact: bool = True
+    # Matches to read at most (a pushed LIMIT + OFFSET); None reads to the end.
+    limit: int | None = None
 
     def query(self) -> dict[str, str]:
         """The QIDO query parameters (without paging)."""
@@ -175,17 +180,23 @@ def plan_qido(
         if fuzzy:
             plan.keys[FUZZY] = "true"
             plan.pushed.append(term.sql())
+            plan.exact = False
         term.replace(exp.true())
     for term in terms:
         keyword = _column_of(term, alias, only)
         if keyword is None or keyword not in searchable or keyword in plan.keys:
+            if not (isinstance(term, exp.Boolean) and term.this is True):
+                plan.exact = False  # a term SQL alone decides
             continue
         vr = vr_of(keyword)
         value = _key_value(term, vr)
         if value is None:
             bounds = _range_bounds(term, vr)
             if bounds is None:
+                plan.exact = False
                 continue
+            if isinstance(term, exp.GT | exp.LT):
+                plan.exact = False  # the range includes the end SQL then drops
             low, high = bounds
             current = ranges.setdefault(keyword, ["", ""])
             current[0] = max(current[0], low)
@@ -194,6 +205,8 @@ def plan_qido(
             continue
         plan.keys[keyword] = value
         plan.pushed.append(term.sql())
+        if vr == "PN" or isinstance(term, exp.Like):
+            plan.exact = False  # names and wildcards match as the server does (case)
         if fuzzy and vr == "PN" and isinstance(term, exp.EQ):
             # Fuzzy: the server's token-prefix match decides; SQL equality would undo it.
             term.replace(exp.true())
@@ -206,6 +219,25 @@ def plan_qido(
         wanted = sorted(n for n in referenced if is_attribute(n))
         plan.includefield = ",".join(wanted) or None
     return plan
+
+
+def pushed_limit(select: exp.Select) -> int | None:
+    """LIMIT + OFFSET of a lone table's SELECT that SQL would cut from the matches in their
+    order (no ORDER BY, GROUP BY, DISTINCT, aggregate or window), else None."""
+    limit = select.args.get("limit")
+    if limit is None or any(
+        select.args.get(clause) for clause in ("order", "group", "having", "distinct", "joins")
+    ):
+        return None
+    if select.find(exp.AggFunc) or select.find(exp.Window):
+        return None
+    offset = select.args.get("offset")
+    try:
+        count = int(literal_value(limit.expression))
+        skip = int(literal_value(offset.expression)) if offset is not None else 0
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return count + skip if count >= 0 and skip >= 0 else None
 
 
 def _column_of(term: exp.Expression, alias: str, only: bool) -> str | None:

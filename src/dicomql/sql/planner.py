@@ -209,6 +209,8 @@ def plan_select(
                 )
                 only = len(by_alias) == 1 and not select.args.get("joins")
                 scan.qido = metadata.plan_qido(select, alias, resource.name, referenced, star, only)
+                if only and scan.qido.exact:
+                    scan.qido.limit = metadata.pushed_limit(select)
             local[alias] = scan
             scans.append(scan)
             table.replace(
