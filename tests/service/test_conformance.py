@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,6 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from conftest import LiveServer
 from dicomql import config as client_config
 from dicomql.service import conformance
 from dicomql.service.config import ServiceConfig
@@ -112,23 +112,22 @@ def test_study_and_series_rendering_and_thumbnails_follow_the_profile(
         assert image.format == "PNG" and max(image.size) <= 128
 
 
-def test_rendered_series_is_one_part_per_frame_over_http(standard_config: ServiceConfig) -> None:
+def test_rendered_series_is_one_part_per_frame_over_http(
+    standard_config: ServiceConfig, start_live_server: Any
+) -> None:
     """PS3.18 10.4.1.1.3 over a real server. dicomweb-client's retrieve_series_rendered asks
     for a single-part image/png, which Table 10.4.4-1's note says a study or series cannot
     satisfy (406), so the multipart request is made with httpx."""
     create_store(standard_config)
     study, series = generate_uid(), generate_uid()
-    server = LiveServer(standard_config).start()
-    try:
-        client = DICOMwebClient(url=f"{server.url}{DICOMWEB}")
-        for seed in (1, 2):
-            data = make_instance(study, series, rows=16, columns=24, frames=3, seed=seed)
-            client.store_instances([dcmread(io.BytesIO(data))])
-        url = f"{server.url}{DICOMWEB}/studies/{study}/series/{series}/rendered"
-        response = httpx.get(url, headers={"accept": 'multipart/related; type="image/png"'})
-        single = httpx.get(url, headers={"accept": "image/png"})
-    finally:
-        server.stop()
+    server = start_live_server(standard_config)
+    client = DICOMwebClient(url=f"{server.url}{DICOMWEB}")
+    for seed in (1, 2):
+        data = make_instance(study, series, rows=16, columns=24, frames=3, seed=seed)
+        client.store_instances([dcmread(io.BytesIO(data))])
+    url = f"{server.url}{DICOMWEB}/studies/{study}/series/{series}/rendered"
+    response = httpx.get(url, headers={"accept": 'multipart/related; type="image/png"'})
+    single = httpx.get(url, headers={"accept": "image/png"})
     assert response.status_code == 200
     parts = read_multipart(response.headers["content-type"], response.content)
     assert len(parts) == 6

@@ -7,8 +7,8 @@ Google's conformance statement's fixed attribute list implies."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import requests
@@ -17,21 +17,17 @@ from dicomweb_support import DICOMWEB, DicomWebClient, create_store, make_instan
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from conftest import LiveServer
 from dicomql.service.config import ServiceConfig
 
 MR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.4"
 
 
 @pytest.fixture
-def standard(service_config: ServiceConfig) -> Iterator[DICOMwebClient]:
+def standard(service_config: ServiceConfig, start_live_server: Any) -> DICOMwebClient:
     config = replace(service_config, conformance="standard")
     create_store(config)
-    server = LiveServer(config).start()
-    try:
-        yield DICOMwebClient(url=f"{server.url}{DICOMWEB}")
-    finally:
-        server.stop()
+    server = start_live_server(config)
+    return DICOMwebClient(url=f"{server.url}{DICOMWEB}")
 
 
 def _store(client: DICOMwebClient, study: str, modality: str, **attributes: object) -> None:

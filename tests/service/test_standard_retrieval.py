@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import numpy as np
@@ -26,7 +26,6 @@ from dicomweb_support import (
 )
 from pydicom.uid import generate_uid
 
-from conftest import LiveServer
 from dicomql.service.config import ServiceConfig
 
 NS = {"d": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
@@ -35,17 +34,13 @@ OCTETS = 'multipart/related; type="application/octet-stream"'
 
 
 @pytest.fixture
-def server(service_config: ServiceConfig) -> Iterator[LiveServer]:
+def server(service_config: ServiceConfig, start_live_server: Any) -> Any:
     config = replace(service_config, conformance="standard")
     create_store(config)
-    live = LiveServer(config).start()
-    try:
-        yield live
-    finally:
-        live.stop()
+    return start_live_server(config)
 
 
-def _store(server: LiveServer, data: bytes) -> tuple[str, pydicom.Dataset]:
+def _store(server: Any, data: bytes) -> tuple[str, pydicom.Dataset]:
     ds = pydicom.dcmread(io.BytesIO(data))
     DICOMwebClient(url=f"{server.url}{DICOMWEB}").store_instances([ds])
     url = (
@@ -55,7 +50,7 @@ def _store(server: LiveServer, data: bytes) -> tuple[str, pydicom.Dataset]:
     return url, ds
 
 
-def test_metadata_as_native_dicom_model_xml(server: LiveServer) -> None:
+def test_metadata_as_native_dicom_model_xml(server: Any) -> None:
     """PS3.18 Table 10.4.4-1 and PS3.19 A.1: one NativeDicomModel part per instance, person
     names in components, pixel data as a BulkData URI."""
     study = generate_uid()
@@ -81,7 +76,7 @@ def test_metadata_as_native_dicom_model_xml(server: LiveServer) -> None:
     assert bulk is not None and bulk.get("uri", "").endswith("/bulkdata/7FE00010")
 
 
-def test_instance_bulkdata_resource_and_octet_stream_retrieval(server: LiveServer) -> None:
+def test_instance_bulkdata_resource_and_octet_stream_retrieval(server: Any) -> None:
     """PS3.18 10.4.1.1.4: each part one bulk data element, named by Content-Location."""
     url, ds = _store(server, make_instance(rows=4, columns=4, frames=2))
     client = DICOMwebClient(url=f"{server.url}{DICOMWEB}")
@@ -96,7 +91,7 @@ def test_instance_bulkdata_resource_and_octet_stream_retrieval(server: LiveServe
     assert np.array_equal(np.frombuffer(body, np.uint16), ds.pixel_array.ravel())
 
 
-def test_compressed_pixel_data_comes_as_frames_in_their_media_type(server: LiveServer) -> None:
+def test_compressed_pixel_data_comes_as_frames_in_their_media_type(server: Any) -> None:
     url, _ = _store(server, (TEST_FILES / "SC_rgb_rle_2frame.dcm").read_bytes())
     response = httpx.get(f"{url}/bulkdata", headers={"accept": OCTETS})
     parts = read_multipart(response.headers["content-type"], response.content)

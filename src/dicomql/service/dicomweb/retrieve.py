@@ -419,13 +419,17 @@ def _render_row(blobs: BlobStore, row: Row, index: int, options: RenderOptions) 
 
 async def retrieve_rendered(request: Request) -> Response:
     options = _render_options(request)
-    context, rows = await _instances(request, "Instance")
-    row = rows[0]
-    _check_renderable(row)
-    number = 1
-    if "frame" in request.path_params:
-        number = _frame_numbers(request.path_params["frame"], row.number_of_frames or 1)[0]
-    image = await to_thread.run_sync(_render_row, context.service.blobs, row, number - 1, options)
+    find = _lookup(request, "Instance")
+    frame = request.path_params.get("frame")
+
+    def render(conn: Connection, context: StoreContext) -> bytes:
+        # Lookup and rendering in one worker-thread call (see paths.resolve_store_then).
+        row = find(conn, context)[0]
+        _check_renderable(row)
+        number = 1 if frame is None else _frame_numbers(frame, row.number_of_frames or 1)[0]
+        return _render_row(context.service.blobs, row, number - 1, options)
+
+    _, image = await resolve_store_then(request, render)
     return Response(image, media_type=options.media_type)
 
 
