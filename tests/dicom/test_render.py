@@ -126,5 +126,12 @@ def test_the_native_fast_path_renders_what_decoding_renders(source: str) -> None
 
 
 def test_palette_colour_renders_through_its_palette() -> None:
-    image = _render(_path("examples_palette.dcm").read_bytes(), media_type="image/png")
+    """PS3.3 C.7.6.3.1.5: each index shown as its palette entry (16-bit entries, high byte)."""
+    from pydicom.pixels import apply_color_lut, pixel_array
+
+    data = _path("examples_palette.dcm").read_bytes()
+    image = _render(data, media_type="image/png")
     assert image.mode == "RGB"
+    ds = pydicom.dcmread(io.BytesIO(data))
+    expected = apply_color_lut(pixel_array(ds, index=0), ds) >> 8
+    assert np.array_equal(np.asarray(image), expected.astype(np.uint8))

@@ -149,6 +149,8 @@ def _to_image(frame: np.ndarray, header: Dataset, index: int, window: Window | N
     samples = int(header.get("SamplesPerPixel", 1) or 1)
     if samples == 1 and header.get("PhotometricInterpretation") == "PALETTE COLOR":
         frame = apply_color_lut(frame, header)  # PS3.3 C.7.6.3.1.5: indices to RGB
+        if frame.dtype == np.uint16:  # 16-bit palette entries: keep their high byte
+            frame = (frame >> 8).astype(np.uint8)
         samples = 3
     if samples == 1:
         return Image.fromarray(grayscale_to_8bit(frame, header, index, window))
