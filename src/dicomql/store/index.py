@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from dicomql.store.group_commit import GroupCommit
 from dicomql.store.locks import ProcessLock
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
@@ -45,6 +46,8 @@ class Index:
         # exec` on the same data directory) queue too; busy_timeout stays as the backstop for
         # other programs. PostgreSQL has row locks and needs none.
         self._write_lock: ProcessLock | threading.RLock | None = _writer_lock(engine)
+        # Concurrent writers of this process share commits (store/group_commit.py).
+        self.writes = GroupCommit(self)
         self._closed = False
         # Recreated pools (dispose, invalidation) share the listeners of the first.
         event.listen(engine.pool, "checkin", self._close_if_index_closed)

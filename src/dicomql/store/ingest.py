@@ -147,7 +147,7 @@ class Ingest:
                 self._settle(len(self._outcomes) - 1, self._prepare_or_discard(incoming))
                 if len(self._ready) >= _INDEX_BATCH:
                     self._index_ready()
-            self._index_ready()
+            self._index_ready(last=True)
         finally:
             self._release_keys()
         return self._results()
@@ -199,7 +199,7 @@ class Ingest:
                 were not indexed before are gone).
         """
         await self._collect_prepared()
-        await self._start_indexing()
+        await self._start_indexing(last=True)
         await self._collect_indexed()
         return self._results()
 
@@ -213,11 +213,11 @@ class Ingest:
             (slot, _, future), self._preparing = self._preparing, None
             self._settle(slot, await future)
 
-    async def _start_indexing(self) -> None:
+    async def _start_indexing(self, *, last: bool = False) -> None:
         await self._collect_indexed()
         if self._ready:
             ready, self._ready = self._ready, []
-            future = asyncio.ensure_future(to_thread.run_sync(self._index, ready))
+            future = asyncio.ensure_future(to_thread.run_sync(self._index, ready, last))
             self._indexing = ([slot for slot, _ in ready], future)
 
     async def _collect_indexed(self) -> None:
@@ -318,16 +318,22 @@ class Ingest:
             assert isinstance(prepared, InstanceOutcome)
             self._outcomes[slot] = prepared
 
-    def _index_ready(self) -> None:
+    def _index_ready(self, *, last: bool = False) -> None:
         if self._ready:
             ready, self._ready = self._ready, []
-            for (slot, _), outcome in zip(ready, self._index(ready), strict=True):
+            for (slot, _), outcome in zip(ready, self._index(ready, last), strict=True):
                 self._outcomes[slot] = outcome
 
-    def _index(self, ready: list[tuple[int, InstanceRecord]]) -> list[InstanceOutcome]:
+    def _index(
+        self, ready: list[tuple[int, InstanceRecord]], last: bool = False
+    ) -> list[InstanceOutcome]:
         """Index prepared instances in one transaction, then discard the blobs of those not
-        stored (duplicates, conflicts). If the transaction fails, every blob goes."""
+        stored (duplicates, conflicts). If the transaction fails, every blob goes. The last
+        batch also forgets the journaled keys left unused, in the same commit."""
         records = [record for _, record in ready]
+        unused: list[str] = []
+        if last:
+            unused, self._free_keys = self._free_keys, []
         try:
             outcomes = index_instances(
                 self.index,
@@ -335,8 +341,10 @@ class Ingest:
                 records,
                 action=self.action,
                 storage_class=self.storage_class,
+                unjournal=unused,
             )
         except BaseException:
+            self._free_keys += unused  # still journaled: released at the end
             for record in records:
                 self._discard_after_error(record.blob_key)
             raise

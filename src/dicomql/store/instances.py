@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -128,18 +129,16 @@ class InstanceRecord:
 def journal_blobs(index: Index, keys: list[str]) -> None:
     """Record ``keys`` before their files are written, so a crash leaves nothing unaccounted
     for (recovery deletes any journaled blob no instance row references)."""
-    moment = now()
-    with index.begin() as conn:
-        conn.execute(
-            insert(blob_journal), [{"blob_key": key, "create_time": moment} for key in keys]
-        )
+    rows = [{"blob_key": key, "create_time": now()} for key in keys]
+    index.writes.run(lambda conn: conn.execute(insert(blob_journal), rows))
 
 
 def unjournal_blobs(index: Index, keys: list[str]) -> None:
     """Forget journaled keys whose blobs were never written."""
     if keys:
-        with index.begin() as conn:
-            conn.execute(delete(blob_journal).where(blob_journal.c.blob_key.in_(keys)))
+        index.writes.run(
+            lambda conn: conn.execute(delete(blob_journal).where(blob_journal.c.blob_key.in_(keys)))
+        )
 
 
 def discard_blob(index: Index, blobs: BlobStore, key: str, *, unless_indexed: bool = False) -> None:
@@ -156,8 +155,7 @@ def discard_blob(index: Index, blobs: BlobStore, key: str, *, unless_indexed: bo
         if referenced is not None:
             return
     blobs.delete(key)
-    with index.begin() as conn:
-        conn.execute(delete(blob_journal).where(blob_journal.c.blob_key == key))
+    index.writes.run(lambda conn: conn.execute(_UNJOURNAL, {"key": key}))
 
 
 def recover_journal(index: Index, blobs: BlobStore, older_than: timedelta | None = None) -> int:
@@ -205,6 +203,7 @@ def index_instances(
     *,
     action: str = events.STORE_INSTANCES,
     storage_class: str | None = None,
+    unjournal: Sequence[str] = (),
 ) -> list[InstanceOutcome]:
     """Index written blobs in one transaction (group commit: one fsync for the lot). Each
     instance's study, series and instance rows, counters, name tokens and journal entry change
@@ -219,22 +218,29 @@ def index_instances(
             StoreInstances, ImportDicomData, DeidentifyDicomStore.
         storage_class: the storage class the caller gives them (import's
             ``blobStorageSettings``); STANDARD when None.
+        unjournal: keys the caller journaled but never wrote, forgotten in the same
+            transaction (one commit less).
 
     Raises:
         StoreNotFound: the store is gone (deleted by a request that committed first); nothing
             was indexed.
     """
+
+    def work(conn: Connection) -> list[InstanceOutcome]:
+        if unjournal:
+            conn.execute(delete(blob_journal).where(blob_journal.c.blob_key.in_(unjournal)))
+        if not lock_store(conn, store_pk):
+            raise StoreNotFound(f"DICOM store {store_pk} no longer exists.")
+        results = [
+            _index_with_savepoint(conn, store_pk, record, storage_class) for record in records
+        ]
+        _announce_stored(conn, store_pk, records, results, action, storage_class)
+        return results
+
     for attempt in range(_RETRIES):
         try:
-            with index.begin() as conn:
-                if not lock_store(conn, store_pk):
-                    raise StoreNotFound(f"DICOM store {store_pk} no longer exists.")
-                results = [
-                    _index_with_savepoint(conn, store_pk, record, storage_class)
-                    for record in records
-                ]
-                _announce_stored(conn, store_pk, records, results, action, storage_class)
-                return results
+            # With other writers of this process, in one commit (store/group_commit.py).
+            return index.writes.run(work)
         except DBAPIError as exc:
             # PostgreSQL deadlock (40P01) or serialization failure (40001) between writers
             # updating the same counters: retry, the transaction left nothing behind.
