@@ -9,15 +9,18 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from reliability_support import LOCATION, create_dataset_and_store
 
-from conftest import LiveServer
 from dicomql.service.config import ServiceConfig
+
+if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)
+    from conftest import LiveServer
 
 DATASETS = ("d1", "d2")
 STORES = ("s1", "s2", "s3")
@@ -64,10 +67,12 @@ def _operation(client: httpx.Client, rng: random.Random) -> tuple[str, httpx.Res
 
 @pytest.mark.slow
 def test_concurrent_create_patch_delete_never_answers_5xx(
-    tmp_path: Path, database_url: str | None
+    tmp_path: Path,
+    database_url: str | None,
+    start_live_server: Callable[[ServiceConfig], LiveServer],
 ) -> None:
     config = ServiceConfig(data_dir=tmp_path / "data", database_url=database_url, workers=1)
-    server = LiveServer(config).start()
+    server = start_live_server(config)
     answers: Counter[tuple[str, int]] = Counter()
     failures: list[str] = []
     lock = threading.Lock()
@@ -158,13 +163,19 @@ def _wait_for_a_lock_wait(plain_url: str) -> None:
     ],
 )
 def test_a_request_racing_an_open_transaction_waits_and_answers_as_of_its_commit(
-    tmp_path: Path, postgres_url: str, held: str, method: str, path: str, status: int
+    tmp_path: Path,
+    postgres_url: str,
+    held: str,
+    method: str,
+    path: str,
+    status: int,
+    start_live_server: Callable[[ServiceConfig], LiveServer],
 ) -> None:
     import psycopg
 
     plain = postgres_url.replace("+psycopg", "")
     config = ServiceConfig(data_dir=tmp_path / "data", database_url=postgres_url, workers=0)
-    server = LiveServer(config).start()
+    server = start_live_server(config)
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             create_dataset_and_store(client, "s")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -22,9 +22,11 @@ from reliability_support import (
     multipart,
 )
 
-from conftest import LiveServer
 from dicomql.service.config import ServiceConfig
 from dicomql.store.space import SpaceFloor, free_space
+
+if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)
+    from conftest import LiveServer
 
 OUT_OF_RESOURCES = 0xA700
 FLOOR = "8MB"
@@ -73,7 +75,9 @@ def _stored(response: httpx.Response) -> list[str]:
 
 @pytest.mark.slow
 def test_stow_below_the_floor_is_refused_and_deletes_and_reads_keep_working(
-    small_disk: Path, database_url: str | None
+    small_disk: Path,
+    database_url: str | None,
+    start_live_server: Callable[[ServiceConfig], LiveServer],
 ) -> None:
     config = ServiceConfig(
         data_dir=small_disk / "data",
@@ -81,7 +85,7 @@ def test_stow_below_the_floor_is_refused_and_deletes_and_reads_keep_working(
         min_free_space=SpaceFloor.parse(FLOOR),
         workers=0,
     )
-    server = LiveServer(config).start()
+    server = start_live_server(config)
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             create_dataset_and_store(client)
@@ -140,7 +144,9 @@ def test_stow_below_the_floor_is_refused_and_deletes_and_reads_keep_working(
 
 @pytest.mark.slow
 def test_a_write_that_hits_enospc_is_a_507_and_leaves_no_partial_blob(
-    small_disk: Path, database_url: str | None
+    small_disk: Path,
+    database_url: str | None,
+    start_live_server: Callable[[ServiceConfig], LiveServer],
 ) -> None:
     """With the floor off (``0``), one instance larger than the free space fills the disk: the
     request ends with 507 in Google's shape, its partial blob is removed, and the store keeps
@@ -151,7 +157,7 @@ def test_a_write_that_hits_enospc_is_a_507_and_leaves_no_partial_blob(
         min_free_space=SpaceFloor.parse("0"),
         workers=0,
     )
-    server = LiveServer(config).start()
+    server = start_live_server(config)
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             create_dataset_and_store(client)
