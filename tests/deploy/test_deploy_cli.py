@@ -142,3 +142,27 @@ def test_the_starter_stack_deploys_to_a_served_api_over_http(
     assert dicomql("deploy", "test", starter, "dev", *endpoint).exit_code == 0
     torn = dicomql("deploy", "teardown", starter, "dev", *endpoint)
     assert torn.exit_code == 0 and "imaging_dataset: deleted" in torn.output
+
+
+def test_a_variable_cannot_add_fields_to_the_json_of_a_deploy_query(
+    starter: Path, tmp_path: Path
+) -> None:
+    store_iql = starter / "resources" / "imaging_store.iql"
+    store_iql.write_text(
+        store_iql.read_text().replace(
+            "'{{ labels }}',", """'{"env": "{{ stack_env }}", "owner": "o-{{ OWNER }}"}',""", 1
+        )
+    )
+    data = ("--data-dir", tmp_path / "data")
+    hostile = 'x", "admin": "yes'
+    built = dicomql("deploy", "build", starter, "dev", "-e", f"OWNER={hostile}", *data)
+    # The whole value is the owner label's (which the service refuses), not a second label.
+    assert built.exit_code == 1
+    assert f'Invalid value "o-{hostile}" for label "owner"' in built.output
+    listed = dicomql(
+        "exec",
+        "SELECT name FROM google.healthcare.dicom_stores WHERE projectsId = 'my-project' "
+        "AND locationsId = 'us-central1' AND datasetsId = 'my-stack-dev'",
+        *data,
+    )
+    assert listed.exit_code == 0 and "my-stack-dev-store" not in listed.output

@@ -73,7 +73,43 @@ def test_queries_quote_values_for_sql_string_literals() -> None:
         "/*+ create */\nSELECT '{{ labels }}', {{ enabled }}, '{{ store_id }}';\n", Path("q.iql")
     ).get("create")
     sql = r.query(query, Path("q.iql"), store_context(r))
-    assert sql == ("""SELECT '{"env": "dev", "owner": "o''neil"}', true, 'imaging-dev-store';""")
+    assert sql == ("""SELECT '{"env": "dev", "owner": "o''neil"}', TRUE, 'imaging-dev-store';""")
+
+
+def render_with(template: str, **values: object) -> str:
+    r = renderer()
+    query = parse_queries(f"/*+ create */\n{template}\n", Path("q.iql")).get("create")
+    return r.query(query, Path("q.iql"), {**store_context(r), **values})
+
+
+def test_a_value_in_a_json_string_of_a_literal_cannot_close_the_string() -> None:
+    hostile = 'x", "admin": "yes\' \\'
+    sql = render_with("""EXEC x @@json='{"labels": {"owner": "o-{{ owner }}"}}';""", owner=hostile)
+    body = sql[sql.index("'") + 1 : sql.rindex("'")].replace("''", "'")
+    assert json.loads(body) == {"labels": {"owner": "o-" + hostile}}
+
+
+def test_a_value_outside_quotes_is_one_sql_literal() -> None:
+    sql = render_with(
+        "SELECT {{ a }}, {{ n }}, {{ none }};", a="1; DROP TABLE t --", n=5, none=None
+    )
+    assert sql == "SELECT '1; DROP TABLE t --', 5, NULL;"
+
+
+def test_a_value_in_a_comment_cannot_end_the_comment() -> None:
+    sql = render_with("-- by {{ who }}\nSELECT 1 /* {{ who }} */;", who="a\nDROP */ b")
+    assert sql == "-- by a DROP * / b\nSELECT 1 /* a DROP * / b */;"
+
+
+def test_a_bare_json_value_that_is_not_json_names_the_value() -> None:
+    with pytest.raises(ManifestError, match="the value 'not json' stands as a bare JSON value"):
+        render_with("""EXEC x @@json='{"pageSize": {{ n }}}';""", n="not json")
+
+
+def test_a_protected_value_is_masked_as_escaped_inside_json() -> None:
+    r = renderer()
+    r.remember_secrets(['pa"ss'])
+    assert r.mask("""'{"k": "pa\\"ss"}'""") == """'{"k": "****"}'"""
 
 
 def test_a_whole_json_string_placeholder_is_filled_with_the_object() -> None:

@@ -8,6 +8,12 @@ Jinja features: ``{{ x | tojson }}``, ``{% for %}`` and stackql-deploy's own fil
 Context, later entries winning: ``-e KEY=VALUE`` variables (also as ``vars.KEY``), ``stack_name``
 and ``stack_env``, globals, earlier resources' exports (also as ``<resource>.<export>``), this
 resource's props, and ``this.<column>`` captured by its ``exists`` query.
+
+Queries are escaped by where each value lands, with :func:`dicomql.sql.templates.render` (the
+escaper of the SQL engine's own ``{{ name }}`` templates): Jinja writes each ``{{ expression }}``
+of a query as a numbered placeholder and keeps its value; the placeholders are then filled as a
+SQL literal (outside quotes), text with doubled quotes (in a string literal) or JSON-escaped text
+(in a JSON string of a literal that holds JSON), so no value can close the string it stands in.
 """
 
 from __future__ import annotations
@@ -20,17 +26,29 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
+from jinja2 import (
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    meta,
+    pass_context,
+)
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from dicomql.deploy.manifest import Manifest, Resource, Variable
 from dicomql.deploy.queries import Query
-from dicomql.errors import ManifestError
+from dicomql.errors import ManifestError, ProgrammingError
+from dicomql.sql import templates
+from dicomql.sql.lexer import COMMENT, HINT, IDENTIFIER, segments
 
 MASK = "****"
-# ``"{{ name }}"`` as a whole JSON string (the StackQL docs' EXEC bodies, ``@@json='{"config":
-# "{{ config }}"}'``): an object or array fills it as JSON, anything else as a JSON string.
-_JSON_SLOT = re.compile(r'"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}"')
+# The render-context key under which a query's expression values are collected, and the name of
+# the placeholder each becomes (``{{ __dq0 }}``, ``{{ __dq1 }}`` …) for templates.render.
+_SLOTS = "__dicomql_slots__"
+_SLOT_PREFIX = "__dq"
+_SLOT = re.compile(r"\{\{ (" + _SLOT_PREFIX + r"\d+) \}\}")
 
 
 def from_json(value: Any) -> Any:
@@ -66,16 +84,6 @@ def generate_patch_document(properties: Mapping[str, Any]) -> str:
         for key, value in properties.items()
     ]
     return json.dumps(patch)
-
-
-def json_slot(value: Any) -> str:
-    """A value for a ``"{{ x }}"`` JSON string slot, as dicomql's engine fills one."""
-    parsed = _maybe_json(value) if isinstance(value, str) and value[:1] in "{[" else value
-    if isinstance(parsed, dict | list):
-        return json.dumps(parsed)
-    if isinstance(parsed, bool):
-        return json.dumps("true" if parsed else "false")
-    return json.dumps("" if parsed is None else str(parsed))
 
 
 class SQLFragment(str):
@@ -140,17 +148,59 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
-def _sql_value(value: Any) -> Any:
-    """How a value prints in a query: quotes doubled for ``'{{ x }}'``, booleans as SQL's."""
+@pass_context
+def _slot(context: Context, value: Any) -> str:
+    """Jinja's finalize for queries: an expression's value becomes a numbered placeholder,
+    filled by :func:`_fill` for where it stands; SQL written by a filter is kept as is."""
     if isinstance(value, SQLFragment):
         return str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    if isinstance(value, Undefined):
+        value = str(value)  # StrictUndefined raises here, inside the template's frame
+    slots: dict[str, Any] = context[_SLOTS]
+    name = f"{_SLOT_PREFIX}{len(slots)}"
+    slots[name] = value
+    return "{{ " + name + " }}"
+
+
+def _fill(sql: str, slots: Mapping[str, Any]) -> str:
+    """Fill the placeholders of a rendered query, each escaped for where it stands.
+
+    Code, strings and JSON inside strings go to templates.render; a placeholder left in a
+    quoted identifier or a comment is written as text that cannot end it.
+    """
+    sql = templates.render(sql, slots)
+    if _SLOT.search(sql) is None:
+        return sql
+    out: list[str] = []
+    for segment in segments(sql):
+        piece = sql[segment.start : segment.end]
+        if segment.kind == IDENTIFIER:
+            piece = _SLOT.sub(lambda m: _text(slots[m.group(1)]).replace('"', '""'), piece)
+        elif segment.kind in (COMMENT, HINT):
+            piece = _SLOT.sub(lambda m: _comment_text(slots[m.group(1)]), piece)
+        out.append(piece)
+    return "".join(out)
+
+
+def _text(value: Any) -> str:
     if isinstance(value, dict | list):
-        return json.dumps(value).replace("'", "''")
-    if isinstance(value, str):
-        return value.replace("'", "''")
-    return value
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def _comment_text(value: Any) -> str:
+    """A value inside a comment: on one line, and never the end of a block comment."""
+    return " ".join(_text(value).splitlines()).replace("*/", "* /")
+
+
+def _slot_message(message: str, slots: Mapping[str, Any]) -> str:
+    """An escaping error's message, naming the value rather than its placeholder."""
+    message = _SLOT.sub("{{ … }}", message)
+    return re.sub(
+        r"template variable '(" + _SLOT_PREFIX + r"\d+)'",
+        lambda m: f"the value {_text(slots.get(m.group(1)))!r:.60}",
+        message,
+    )
 
 
 def _environment(*, sql: bool) -> SandboxedEnvironment:
@@ -158,7 +208,7 @@ def _environment(*, sql: bool) -> SandboxedEnvironment:
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
-        finalize=_sql_value if sql else None,
+        finalize=_slot if sql else None,
     )
     env.filters.update(
         from_json=from_json,
@@ -166,7 +216,6 @@ def _environment(*, sql: bool) -> SandboxedEnvironment:
         merge_lists=merge_lists,
         merge_objects=merge_objects,
         generate_patch_document=generate_patch_document,
-        json_slot=json_slot,
         json_matches=json_matches,
     )
     return env
@@ -251,9 +300,16 @@ class Renderer:
         Raises:
             ManifestError: naming the query file and line of a syntax error or undefined name.
         """
+        slots: dict[str, Any] = {}
         try:
-            template = _JSON_SLOT.sub(r"{{ \1 | json_slot }}", query.template)
-            return self._sql.from_string(template).render(context).strip()
+            rendered = self._sql.from_string(query.template).render({**context, _SLOTS: slots})
+            return _fill(rendered, slots).strip()
+        except ProgrammingError as exc:
+            raise ManifestError(
+                f"query '{query.anchor}' cannot be rendered: {_slot_message(str(exc), slots)}",
+                path=str(path),
+                line=query.line,
+            ) from exc
         except TemplateError as exc:
             line = query.line + _template_line(exc)
             raise ManifestError(
@@ -309,7 +365,10 @@ class Renderer:
     def mask(self, text: str) -> str:
         """``text`` with every protected value replaced by ``****``."""
         for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, MASK).replace(secret.replace("'", "''"), MASK)
+            # As written, in a SQL string (quotes doubled) and in a JSON string in one.
+            in_json = json.dumps(secret)[1:-1]
+            for form in (secret, in_json, in_json.replace("'", "''"), secret.replace("'", "''")):
+                text = text.replace(form, MASK)
         return text
 
     def _error(self, variable: Variable, message: str) -> ManifestError:
