@@ -169,7 +169,8 @@ def main() -> None:
 @click.option(
     "--dimse-port",
     type=click.IntRange(1, 65535),
-    help="Also answer DIMSE (C-ECHO, C-STORE) on this TCP port; see docs/dimse.md  [default: off].",
+    help="Also answer DIMSE (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) on this TCP port; see "
+    "docs/dimse.md  [default: off].",
 )
 @click.option(
     "--dimse-ae-title",
@@ -181,6 +182,11 @@ def main() -> None:
     "--dimse-store",
     metavar="projects/P/locations/L/datasets/D/dicomStores/S",
     help="The DICOM store DIMSE serves (it may be created after the server starts).",
+)
+@click.option(
+    "--dimse-config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="YAML: calling AE titles allowed and C-MOVE destinations; see docs/dimse.md.",
 )
 @click.option("--log-level", default="warning", show_default=True)
 def serve(
@@ -209,6 +215,7 @@ def serve(
     dimse_port: int | None,
     dimse_ae_title: str,
     dimse_store: str | None,
+    dimse_config: Path | None,
     log_level: str,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
@@ -242,7 +249,9 @@ def serve(
     from dicomql.dimse.settings import DimseSettings, OptionError
 
     try:
-        dimse = DimseSettings.from_options(host, dimse_port, dimse_ae_title, dimse_store)
+        dimse = DimseSettings.from_options(
+            host, dimse_port, dimse_ae_title, dimse_store, dimse_config
+        )
     except OptionError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.option) from exc
     config = ServiceConfig(

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ports import free_port
 
@@ -102,3 +106,53 @@ def dataset_bytes(ps310: bytes) -> bytes:
     assert ps310[128:132] == b"DICM" and ps310[132:136] == b"\x02\x00\x00\x00", ps310[:140]
     group_length = int.from_bytes(ps310[140:144], "little")
     return ps310[144 + group_length :]
+
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+# Two patients; P1 has two studies (one with two series), P2 one study.
+LAYOUT = [
+    # patient id, name, study, date, series, modality, instances
+    ("FIND-P1", "Doe^Jane", "1.2.3.40.1", "20240105", "1.2.3.40.1.1", "CT", 2),
+    ("FIND-P1", "Doe^Jane", "1.2.3.40.1", "20240105", "1.2.3.40.1.2", "MR", 1),
+    ("FIND-P1", "Doe^Jane", "1.2.3.40.2", "20240310", "1.2.3.40.2.1", "CT", 1),
+    ("FIND-P2", "Roe^Rich", "1.2.3.40.3", "20231120", "1.2.3.40.3.1", "US", 3),
+]
+
+
+def instance(
+    patient: str, name: str, study: str, date: str, series: str, modality: str, n: int
+) -> bytes:
+    """A small CT instance as PS3.10 bytes."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPInstanceUID = f"{series}.{n}"
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = f"{series}.{n}"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.PatientID, ds.PatientName, ds.StudyDate = patient, name, date
+    ds.Modality, ds.InstanceNumber = modality, n
+    buffer = DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def stow_layout(server: DimseServer) -> dict[str, bytes]:
+    """The instances of :data:`LAYOUT` stored through STOW-RS; their bytes by SOP Instance UID."""
+    stored = {}
+    for patient, name, study, date, series, modality, count in LAYOUT:
+        for n in range(1, count + 1):
+            body = instance(patient, name, study, date, series, modality, n)
+            response = server.http.post(
+                f"{DICOMWEB}/studies", content=body, headers={"content-type": "application/dicom"}
+            )
+            assert response.status_code == 200, response.text
+            stored[f"{series}.{n}"] = body
+    return stored
+
+
+def values_of(ds: Dataset) -> dict[object, object]:
+    """The data set's values but its group lengths and trailing padding (storescu drops
+    them, as PS3.5 allows)."""
+    return {e.tag: e.value for e in ds if e.tag.element != 0 and e.tag != 0xFFFCFFFC}

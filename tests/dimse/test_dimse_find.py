@@ -7,41 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dimse_support import AE_TITLE, DICOMWEB, DimseServer, dcmtk, dimse_server, need_dcmtk
+from dimse_support import AE_TITLE, DimseServer, dcmtk, dimse_server, need_dcmtk, stow_layout
 from pydicom import Dataset, dcmread
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
-
-CT = "1.2.840.10008.5.1.4.1.1.2"
-# Two patients; P1 has two studies (one with two series), P2 one study.
-LAYOUT = [
-    # patient id, name, study, date, series, modality, instances
-    ("FIND-P1", "Doe^Jane", "1.2.3.40.1", "20240105", "1.2.3.40.1.1", "CT", 2),
-    ("FIND-P1", "Doe^Jane", "1.2.3.40.1", "20240105", "1.2.3.40.1.2", "MR", 1),
-    ("FIND-P1", "Doe^Jane", "1.2.3.40.2", "20240310", "1.2.3.40.2.1", "CT", 1),
-    ("FIND-P2", "Roe^Rich", "1.2.3.40.3", "20231120", "1.2.3.40.3.1", "US", 3),
-]
-
-
-def instance(patient: str, name: str, study: str, date: str, series: str, modality: str, n: int):
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CT
-    ds.file_meta.MediaStorageSOPInstanceUID = f"{series}.{n}"
-    ds.SOPClassUID = CT
-    ds.SOPInstanceUID = f"{series}.{n}"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.PatientID, ds.PatientName, ds.StudyDate = patient, name, date
-    ds.Modality, ds.InstanceNumber = modality, n
-    buffer = DicomBytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +20,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DimseServer]:
     need_dcmtk()
     with dimse_server(tmp_path_factory.mktemp("find") / "data") as running:
         running.create_store()
-        for patient, name, study, date, series, modality, count in LAYOUT:
-            for n in range(1, count + 1):
-                body = instance(patient, name, study, date, series, modality, n)
-                response = running.http.post(
-                    f"{DICOMWEB}/studies",
-                    content=body,
-                    headers={"content-type": "application/dicom"},
-                )
-                assert response.status_code == 200, response.text
+        stow_layout(running)
         yield running
 
 

@@ -13,10 +13,18 @@ import logging
 from collections.abc import Callable, Iterator
 
 from pydicom.dataset import Dataset
+from pynetdicom import build_context
 from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomql.dimse.find import FindError, find
-from dicomql.dimse.settings import StoreName
+from dicomql.dimse.retrieve import (
+    Matched,
+    destination_contexts,
+    matched_instances,
+    sub_operations,
+)
+from dicomql.dimse.settings import Destination, StoreName
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.ingest import Ingest
@@ -49,6 +57,7 @@ class Handlers:
         blobs: where instances are written.
         store_name: the store this AE title serves, or None (C-STORE then fails).
         space_shortage: why there is no room for another instance now, or None.
+        move_destinations: the AE titles C-MOVE may send to, and where they listen.
     """
 
     def __init__(
@@ -57,11 +66,13 @@ class Handlers:
         blobs: BlobStore,
         store_name: StoreName | None,
         space_shortage: Callable[[], str | None],
+        move_destinations: dict[str, Destination] | None = None,
     ) -> None:
         self.index = index
         self.blobs = blobs
         self.store_name = store_name
         self.space_shortage = space_shortage
+        self.move_destinations = move_destinations or {}
 
     def echo(self, event: Event) -> int:
         return SUCCESS
@@ -106,3 +117,57 @@ class Handlers:
             return
         if event.is_cancelled:
             yield CANCEL, None
+
+    def get(self, event: Event) -> Iterator[object]:
+        """C-GET: the count of sub-operations, then each instance on this association."""
+        yield from self._retrieve(event, move=False)
+
+    def move(self, event: Event) -> Iterator[object]:
+        """C-MOVE: the destination (host, port, association options), the count, then each
+        instance. An AE title not configured is refused with 0xA801 (Move Destination
+        unknown) before anything is read."""
+        title = event.move_destination
+        if isinstance(title, bytes):
+            title = title.decode("ascii", "replace")
+        destination = self.move_destinations.get(str(title).strip())
+        if destination is None:
+            yield None, None
+            return
+        yield from self._retrieve(event, move=True, destination=destination)
+
+    def _retrieve(
+        self, event: Event, *, move: bool, destination: Destination | None = None
+    ) -> Iterator[object]:
+        cancelled = lambda: event.is_cancelled  # noqa: E731
+        store_pk = self.store_pk()
+        failure: Dataset | None = None
+        items: list[Matched] = []
+        if store_pk is None:
+            failure = status(UNABLE_TO_PROCESS, f"No DICOM store {self.store_name or '(none set)'}")
+        else:
+            try:
+                items = matched_instances(self.index, store_pk, event.identifier, cancelled)
+            except FindError as exc:
+                failure = status(UNABLE_TO_PROCESS, str(exc))
+        if move:
+            assert destination is not None
+            # Nothing to send (or a failure to report): an association pynetdicom can open.
+            contexts = destination_contexts(items) or [build_context(Verification)]
+            yield destination.host, destination.port, {"contexts": contexts}
+        if failure is not None:
+            yield 1
+            yield failure, None
+            return
+        yield len(items)
+        if move:
+            yield from sub_operations(self.blobs, items, cancelled)
+        else:
+
+            def accepted(sop_class: str) -> set[str]:
+                return {
+                    str(context.transfer_syntax[0])
+                    for context in event.assoc.accepted_contexts
+                    if context.abstract_syntax == sop_class and context.as_scu
+                }
+
+            yield from sub_operations(self.blobs, items, cancelled, accepted)

@@ -49,13 +49,24 @@ class DimseServer:
         ae.require_called_aet = True  # an association calling another AE title is rejected
         ae.maximum_associations = MAX_ASSOCIATIONS
         ae.network_timeout = NETWORK_TIMEOUT
-        ae.supported_contexts = scp_contexts()
+        for context in scp_contexts():
+            # Not ``ae.supported_contexts = …``: that setter drops the contexts' roles.
+            ae.add_supported_context(
+                context.abstract_syntax,
+                context.transfer_syntax,
+                scu_role=context.scu_role,
+                scp_role=context.scp_role,
+            )
+        if self.settings.calling_ae_titles:
+            ae.require_calling_aet = list(self.settings.calling_ae_titles)
         server = ae.make_server(
             (self.settings.host, self.settings.port),
             evt_handlers=[
                 (evt.EVT_C_ECHO, self.handlers.echo),
                 (evt.EVT_C_STORE, self.handlers.store),
                 (evt.EVT_C_FIND, self.handlers.find),
+                (evt.EVT_C_GET, self.handlers.get),
+                (evt.EVT_C_MOVE, self.handlers.move),
             ],
             server_class=_SharedPortServer,
         )

@@ -112,7 +112,13 @@ def start_dimse(service: Service) -> DimseServer | None:
     from dicomql.dimse.handlers import Handlers
     from dicomql.dimse.server import DimseServer
 
-    handlers = Handlers(service.index, service.blobs, settings.store, service.config.space_shortage)
+    handlers = Handlers(
+        service.index,
+        service.blobs,
+        settings.store,
+        service.config.space_shortage,
+        settings.move_destinations,
+    )
     server = DimseServer(settings, handlers)
     server.start()
     return server
