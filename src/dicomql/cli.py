@@ -405,8 +405,17 @@ def _variables(var: tuple[str, ...], vars_file: Path | None) -> dict[str, Any]:
     type=click.File("r", encoding="utf-8"),
     help="Run the statements of this file ('-' for stdin); StackQL's exec -i.",
 )
+@click.option(
+    "-x",
+    "--expanded",
+    is_flag=True,
+    help="Expanded display (psql's -x): one block per row, a line per column. Without it a "
+    "table wider than the terminal expands by itself.",
+)
 @backend_options
-def exec_(sql: str | None, script: IO[str] | None, output: str, **options: Any) -> None:
+def exec_(
+    sql: str | None, script: IO[str] | None, expanded: bool, output: str, **options: Any
+) -> None:
     """Run SQL statements (separated by ';') and print their rows.
 
     \b
@@ -420,6 +429,8 @@ def exec_(sql: str | None, script: IO[str] | None, output: str, **options: Any) 
     from dicomql.session import Session
 
     with Session.open(config, output) as session:
+        if expanded:
+            session.expanded = "on"
         session.run_script(text)
 
 
@@ -431,14 +442,23 @@ def exec_(sql: str | None, script: IO[str] | None, output: str, **options: Any) 
     show_default=True,
     help="Where the shell keeps its input history.",
 )
+@click.option(
+    "-x",
+    "--expanded",
+    is_flag=True,
+    help="Expanded display (psql's -x): one block per row, a line per column. Without it a "
+    "table wider than the terminal expands by itself.",
+)
 @backend_options
-def shell(history: Path, output: str, **options: Any) -> None:
+def shell(history: Path, expanded: bool, output: str, **options: Any) -> None:
     """An interactive SQL shell: statements end with ';', .exit or quit leaves."""
     config = _connection_config(**options)
     from dicomql.session import Session
     from dicomql.shell import run_shell
 
     with Session.open(config, output, fail_fast=False) as session:
+        if expanded:
+            session.expanded = "on"
         run_shell(session, history=history.expanduser())
     if session.failures and not sys.stdin.isatty():
         # Piped into (`dicomql shell < script.sql`): a failed statement fails the run, as in
