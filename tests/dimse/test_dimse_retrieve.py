@@ -193,3 +193,48 @@ def test_a_bad_dimse_config_is_refused_naming_the_problem(tmp_path: Path) -> Non
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "move_destinations.VIEWER" in result.output
+
+
+def test_c_cancel_stops_a_c_get_before_the_next_sub_operation(
+    stored: tuple[DimseServer, dict[str, bytes]],
+) -> None:
+    server, _ = stored
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    received: list[str] = []
+
+    def on_store(event: object) -> int:
+        # The cancel reaches the server before this C-STORE's response, so deterministically
+        # before it starts the next sub-operation.
+        received.append(str(event.dataset.SOPInstanceUID))  # type: ignore[attr-defined]
+        get_context = next(
+            cx
+            for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet
+        )
+        assoc.send_c_cancel(7, get_context.context_id)
+        return 0x0000
+
+    from pynetdicom import evt
+
+    assoc = ae.associate(
+        "127.0.0.1",
+        server.dimse_port,
+        ae_title=AE_TITLE,
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    try:
+        responses = list(
+            assoc.send_c_get(
+                _study("1.2.3.40.3"), StudyRootQueryRetrieveInformationModelGet, msg_id=7
+            )
+        )
+    finally:
+        assoc.release()
+    final = responses[-1][0]
+    assert int(final.Status) == 0xFE00
+    assert received == ["1.2.3.40.3.1.1"]
+    assert int(final.NumberOfRemainingSuboperations) == 2
