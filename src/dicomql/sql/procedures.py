@@ -208,6 +208,9 @@ def _result(
         content_type = response.headers.get("content-type", "")
         return Result(["contentType", "size"], [(content_type, len(payload))], 1, "exec")
     if method.returns_operation and "name" in payload:
+        if method.http_method == "GET" and "AWAIT" not in statement.hints:
+            # Reading an operation (operations.get) starts none: nothing to say or wait for.
+            return one_row(payload, "exec")
         return result_of_operation(engine, payload, statement, "exec")
     if method.object_key:
         items = payload.get(method.object_key) or []
