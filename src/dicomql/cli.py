@@ -395,6 +395,15 @@ def _variables(var: tuple[str, ...], vars_file: Path | None) -> dict[str, Any]:
     return variables
 
 
+expanded_option = click.option(
+    "-x",
+    "--expanded",
+    is_flag=True,
+    help="Expanded display (psql's -x): one block per row, a line per column. Without it a "
+    "table wider than the terminal expands by itself.",
+)
+
+
 @main.command("exec")
 @click.argument("sql", required=False)
 @click.option(
@@ -405,13 +414,7 @@ def _variables(var: tuple[str, ...], vars_file: Path | None) -> dict[str, Any]:
     type=click.File("r", encoding="utf-8"),
     help="Run the statements of this file ('-' for stdin); StackQL's exec -i.",
 )
-@click.option(
-    "-x",
-    "--expanded",
-    is_flag=True,
-    help="Expanded display (psql's -x): one block per row, a line per column. Without it a "
-    "table wider than the terminal expands by itself.",
-)
+@expanded_option
 @backend_options
 def exec_(
     sql: str | None, script: IO[str] | None, expanded: bool, output: str, **options: Any
@@ -442,13 +445,7 @@ def exec_(
     show_default=True,
     help="Where the shell keeps its input history.",
 )
-@click.option(
-    "-x",
-    "--expanded",
-    is_flag=True,
-    help="Expanded display (psql's -x): one block per row, a line per column. Without it a "
-    "table wider than the terminal expands by itself.",
-)
+@expanded_option
 @backend_options
 def shell(history: Path, expanded: bool, output: str, **options: Any) -> None:
     """An interactive SQL shell: statements end with ';', .exit or quit leaves."""
