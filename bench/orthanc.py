@@ -64,8 +64,9 @@ def only_loopback() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
-def write_config(work_dir: Path) -> Path:
-    """Orthanc's configuration for the run: storage under ``work_dir``, HTTP only, no auth."""
+def write_config(work_dir: Path, dicom_port: int | None = None) -> Path:
+    """Orthanc's configuration for the run: storage under ``work_dir``, HTTP only, no auth;
+    with ``dicom_port``, also its DICOM server (AE title ``ORTHANC``, any calling AE)."""
     storage = work_dir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     config = {
@@ -91,6 +92,8 @@ def write_config(work_dir: Path) -> Path:
         "Plugins": [str(DICOMWEB_PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": DICOMWEB_ROOT, "EnableWado": False},
     }
+    if dicom_port is not None:
+        config.update({"DicomServerEnabled": True, "DicomPort": dicom_port, "DicomAet": "ORTHANC"})
     path = work_dir / "orthanc.json"
     path.write_text(json.dumps(config, indent=2))
     return path
@@ -101,8 +104,8 @@ class OrthancServer(ServerProcess):
 
     name = "orthanc"
 
-    def __init__(self, work_dir: Path) -> None:
-        config = write_config(work_dir)
+    def __init__(self, work_dir: Path, dicom_port: int | None = None) -> None:
+        config = write_config(work_dir, dicom_port)
         super().__init__([BINARY, str(config)], PORT, work_dir / "orthanc.log")
         self.dicomweb_url = self.url + DICOMWEB_ROOT.rstrip("/")
 
