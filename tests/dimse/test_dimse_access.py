@@ -4,6 +4,7 @@ floor, against a real ``dicomql serve --dimse-port``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from dimse_support import AE_TITLE, DICOMWEB, DimseServer, dcmtk, dimse_server, need_dcmtk
@@ -50,3 +51,24 @@ def test_c_store_below_the_free_space_floor_is_refused_out_of_resources(
     assert "free" in str(response.ErrorComment).lower()
     found = server.http.get(f"{DICOMWEB}/instances", params={"SOPInstanceUID": ds.SOPInstanceUID})
     assert found.status_code == 200 and found.json() == []
+
+
+def test_a_dimse_port_another_program_holds_stops_serve_with_the_reason(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    from dimse_support import DICOMQL
+
+    from ports import free_port
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        done = subprocess.run(
+            [str(DICOMQL), "serve", "--port", str(free_port()), "--data-dir", str(tmp_path),
+             "--processes", "1", "--dimse-port", str(taken)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "Address already in use" in done.stderr
