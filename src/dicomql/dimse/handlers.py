@@ -111,6 +111,8 @@ class Handlers:
             return
         try:
             for answer in find(self.index, store_pk, event.identifier, lambda: event.is_cancelled):
+                if event.is_cancelled:  # checked per match too, not only per page read
+                    break
                 yield PENDING, answer
         except FindError as exc:
             yield status(UNABLE_TO_PROCESS, str(exc)), None
