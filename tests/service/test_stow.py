@@ -272,3 +272,13 @@ def test_a_request_spanning_several_index_batches_keeps_every_result_in_order(
     assert failed(response) == [(None, 0xC000)]
     metrics = client.http.get(f"{DICOMWEB}/studies/{STUDY}:getStudyMetrics").json()
     assert metrics["instanceCount"] == "40"
+
+
+def test_warning_text_is_printable_ascii_whatever_the_message_holds() -> None:
+    # A refusal's message may quote what a file holds; a Warning header must still encode.
+    import dicomql.service.routes  # noqa: F401 - registers the "rid" convertor first
+    from dicomql.service.dicomweb.store import warning_text
+
+    text = warning_text('UID "1.2.\u00fc" bad\n\u738b' + "x" * 400)
+    assert text.startswith("UID '1.2.\\xfc' bad \\u738b")
+    assert len(text) == 300 and text.isascii() and text.isprintable()

@@ -148,9 +148,15 @@ def _store_response(
     for result in failed[:10]:
         # RFC 7234 5.5 warn-code 299 (miscellaneous persistent warning); PS3.18 8.4.3 uses
         # Warning headers for details a client may show to a user.
-        text = result.message.replace('"', "'").replace("\r", " ").replace("\n", " ")[:300]
-        response.headers.append("Warning", f'299 dicomql: "{text}"')
+        response.headers.append("Warning", f'299 dicomql: "{warning_text(result.message)}"')
     return response
+
+
+def warning_text(message: str) -> str:
+    """A message as the quoted text of a Warning header: printable ASCII (RFC 9110 5.5 field
+    values; anything else escaped, so a header never fails to encode), no quote, 300 at most."""
+    text = message.replace('"', "'").encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(char if " " <= char <= "~" else " " for char in text)[:300]
 
 
 def _status(stored: list[InstanceOutcome], failed: list[InstanceOutcome]) -> int:
