@@ -25,6 +25,8 @@ from dicomql.service.config import ServiceConfig
 from dicomql.service.context import Service
 from dicomql.service.events import DeliverySettings, EventDeliverer
 from dicomql.service.janitor import ServerPresence, recover_at_start, run_janitor
+from dicomql.service.prometheus import RequestMetricsMiddleware
+from dicomql.service.prometheus import routes as metrics_routes
 from dicomql.service.routes import routes
 from dicomql.service.security import web_middleware
 from dicomql.service.workers import Handler, WorkerPool
@@ -82,14 +84,17 @@ def create_app(
             presence.leave()
             index.close()
 
+    all_routes = [*routes, *metrics_routes]
     middleware = [
+        # Outermost, so refusals (401, a wrong Host) are counted too (docs/deployment.md).
+        Middleware(RequestMetricsMiddleware, routes=all_routes),
         # Host allow-list and CORS outermost, so browser preflights are answered (or refused)
         # before authentication; service.security and docs/security.md.
         *web_middleware(config),
         Middleware(BearerTokenMiddleware, token=config.auth_token),
     ]
     app = Starlette(
-        routes=routes,
+        routes=all_routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={

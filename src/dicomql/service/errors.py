@@ -162,6 +162,11 @@ def _methods_for(routes: list[BaseRoute], path: str, root_path: str = "") -> set
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # Imported here: this module is loaded before ``serve`` sets up prometheus-client's
+    # multiprocess mode, which must precede prometheus-client's import (service.supervisor).
+    from dicomql.service.prometheus import count_error
+
+    count_error(exc)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         # The disk filled up under the free-space floor's nose (one huge instance): a clear
         # 507 and one log line, not a traceback per request.

@@ -33,12 +33,14 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
@@ -54,6 +56,8 @@ _MAX_RESTART_PAUSE = 30.0
 # How often a server process checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 0.5
 _BACKLOG = 2048  # uvicorn's default
+# Read by prometheus-client when it is first imported (not imported here for that reason).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass(frozen=True)
@@ -109,14 +113,50 @@ def serve(
 
     Prints the start banner to ``banner`` first.
     """
-    # Imported before starting processes, so that forked ones begin with it loaded.
-    import dicomql.service.app  # noqa: F401
-
     banner.write(start_banner(config, settings, sock))
     banner.flush()
     if settings.processes == 1:
         return run_server(config, settings, sock)
-    return Supervisor(config, settings, sock).run()
+    with metrics_directory():
+        # Imported before starting processes, so that forked ones begin with it loaded; after
+        # the metrics directory is set, which prometheus-client reads when imported.
+        import dicomql.service.app  # noqa: F401
+
+        return Supervisor(config, settings, sock).run()
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[None]:
+    """Where N server processes keep their Prometheus counters, for any of them to sum at a
+    scrape (prometheus-client's multiprocess mode). The operator's ``PROMETHEUS_MULTIPROC_DIR``
+    if set, emptied first (files left by an earlier run would be counted again); else a fresh
+    temporary directory, removed at the end."""
+    given = os.environ.get(MULTIPROCESS_DIR)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob("*.db"):
+            leftover.unlink()
+        _multiprocess_values()
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="dicomql-metrics-") as created:
+        os.environ[MULTIPROCESS_DIR] = created
+        _multiprocess_values()
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
+
+
+def _multiprocess_values() -> None:
+    """prometheus-client picks file-backed values when first imported, if the directory is set
+    by then; it may have been imported earlier (by a caller of ``serve``). Choosing again makes
+    every value created from now on file-backed: dicomql's metrics all have labels, so none is
+    created before a request counts it."""
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
 
 
 def start_banner(config: ServiceConfig, settings: ServeSettings, sock: socket.socket) -> str:
@@ -273,6 +313,7 @@ class Supervisor:
                 process = slot.process
                 if process is not None and process.exitcode is not None:
                     process.join()
+                    _forget_metrics_of(process)
                     slot.process = None
                     if process.exitcode == STARTUP_FAILURE:
                         log.error(
@@ -355,6 +396,15 @@ class Supervisor:
             if process.exitcode is None and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, number)
+
+
+def _forget_metrics_of(process: BaseProcess) -> None:
+    """Drop a dead process's live gauges from the metrics (its counters stay: they count what
+    it did)."""
+    if process.pid is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(process.pid)
 
 
 def describe_exit(exitcode: int | None) -> str:

@@ -40,6 +40,7 @@ from dicomql.service.dicomweb.responses import (
     buffered_multipart_related,
 )
 from dicomql.service.errors import InvalidArgument, NotAcceptable, NotFound
+from dicomql.service.prometheus import count_instances
 from dicomql.store.blobs import BlobStore
 from dicomql.store.instances import find_instances, instance_attributes
 
@@ -140,6 +141,7 @@ async def retrieve_dicom(request: Request) -> Response:
         return rows, wanted, None
 
     context, (rows, wanted, contents) = await resolve_store_then(request, prepare)
+    count_instances("retrieved", len(rows))
     blobs = context.service.blobs
     if not wanted.multipart:
         row = rows[0]

@@ -33,6 +33,7 @@ from dicomql.service.errors import (
     NotFound,
     UnsupportedMediaType,
 )
+from dicomql.service.prometheus import count_instances
 from dicomql.store.ingest import Ingest
 from dicomql.store.instances import InstanceOutcome, Outcome, StoreNotFound
 
@@ -66,6 +67,7 @@ async def store_instances(request: Request) -> Response:
         raise NotFound(f"DICOM store {context.name} not found.") from exc
     if not outcomes:
         raise InvalidArgument("The request contains no DICOM instances.")
+    count_instances("stored", sum(result.outcome is Outcome.STORED for result in outcomes))
     return _store_response(request, context, outcomes, path_study)
 
 
