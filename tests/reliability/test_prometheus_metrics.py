@@ -4,6 +4,7 @@ was done, whichever of the two processes answered each request and the scrape.""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ from reliability_support import (
     ServerProcess,
     create_dataset_and_store,
     make_instance,
+    postgres_schema,
     stow,
 )
 
@@ -44,8 +46,18 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_counters_move_by_what_was_done_across_two_processes(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "data", None, processes=2).start()
+@pytest.mark.parametrize("index", ["sqlite", "postgresql"])
+def test_counters_move_by_what_was_done_across_two_processes(tmp_path: Path, index: str) -> None:
+    with contextlib.ExitStack() as stack:
+        database_url = stack.enter_context(postgres_schema()) if index == "postgresql" else None
+        before, after, parts, retrieved = _run_and_scrape(tmp_path, database_url)
+    _check(before, after, parts, retrieved)
+
+
+def _run_and_scrape(
+    tmp_path: Path, database_url: str | None
+) -> tuple[dict, dict, list[bytes], httpx.Response]:
+    server = ServerProcess(tmp_path / "data", database_url, processes=2).start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             create_dataset_and_store(client)
@@ -66,7 +78,10 @@ def test_counters_move_by_what_was_done_across_two_processes(tmp_path: Path) -> 
             after = scrape(client)
     finally:
         server.stop()
+    return before, after, parts, retrieved
 
+
+def _check(before: dict, after: dict, parts: list[bytes], retrieved: httpx.Response) -> None:
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
