@@ -189,6 +189,18 @@ def main() -> None:
     help="YAML: calling AE titles allowed and C-MOVE destinations; see docs/dimse.md.",
 )
 @click.option("--log-level", default="warning", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a line (time, level, logger, message, process).",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append a JSON line per request (caller, method, resource, status; no PHI) to FILE.",
+)
 def serve(
     host: str,
     port: int,
@@ -217,6 +229,8 @@ def serve(
     dimse_store: str | None,
     dimse_config: Path | None,
     log_level: str,
+    log_format: str,
+    audit_log: Path | None,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
     from dicomql.service import supervisor
@@ -256,6 +270,7 @@ def serve(
         raise click.BadParameter(str(exc), param_hint=exc.option) from exc
     config = ServiceConfig(
         dimse=dimse,
+        audit_log=audit_log,
         data_dir=data_dir,
         min_free_space=floor,
         import_roots=import_roots,
@@ -288,7 +303,7 @@ def serve(
         log_level=log_level,
         # service.security reads forwarded headers against the peer uvicorn saw; uvicorn's own
         # rewriting of the client address from X-Forwarded-For would hide that peer.
-        uvicorn={"proxy_headers": False},
+        uvicorn={"proxy_headers": False, **_log_config(log_format, log_level)},
     )
     try:
         sock = supervisor.bind(settings)
@@ -296,6 +311,20 @@ def serve(
         message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         raise click.ClickException(message) from exc
     sys.exit(supervisor.serve(config, settings, sock, banner=sys.stderr))
+
+
+def _log_config(log_format: str, log_level: str) -> dict[str, Any]:
+    """uvicorn's ``log_config`` for ``--log-format json``, applied here too (the parent's own
+    lines); nothing for text (uvicorn's default)."""
+    if log_format != "json":
+        return {}
+    import logging.config
+
+    from dicomql.service.logs import json_logging_config
+
+    config = json_logging_config(log_level)
+    logging.config.dictConfig(config)
+    return {"log_config": config}
 
 
 def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:

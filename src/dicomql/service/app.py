@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dicomql.service import errors
+from dicomql.service.audit import AuditLogMiddleware
 from dicomql.service.config import ServiceConfig
 from dicomql.service.context import Service
 from dicomql.service.events import DeliverySettings, EventDeliverer
@@ -88,6 +90,7 @@ def create_app(
     middleware = [
         # Outermost, so refusals (401, a wrong Host) are counted too (docs/deployment.md).
         Middleware(RequestMetricsMiddleware, routes=all_routes),
+        *audit_middleware(config, all_routes),
         # Host allow-list and CORS outermost, so browser preflights are answered (or refused)
         # before authentication; service.security and docs/security.md.
         *web_middleware(config),
@@ -107,6 +110,17 @@ def create_app(
     # resource (an encoded "t%2FdicomWeb" store ID would be sent to store t).
     app.router.redirect_slashes = False
     return app
+
+
+def audit_middleware(config: ServiceConfig, all_routes: list[BaseRoute]) -> list[Middleware]:
+    """The audit log, outside authentication so refused requests are recorded too."""
+    if config.audit_log is None:
+        return []
+    return [
+        Middleware(
+            AuditLogMiddleware, routes=all_routes, path=config.audit_log, token=config.auth_token
+        )
+    ]
 
 
 def start_dimse(service: Service) -> DimseServer | None:

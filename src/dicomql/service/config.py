@@ -74,6 +74,8 @@ class ServiceConfig:
     max_import_file_bytes: int = 1024**3
     item_timeout_seconds: float = 900.0
     dimse: DimseSettings | None = None
+    # --audit-log: JSON lines of every request (service.audit, docs/security.md).
+    audit_log: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
