@@ -50,7 +50,8 @@ def main() -> None:
     "--blob-url",
     envvar="DICOMQL_BLOB_URL",
     help="Keep instance blobs in object storage: s3://bucket/prefix or gs://bucket/prefix "
-    "(an S3-compatible endpoint comes from DICOMQL_S3_ENDPOINT_URL).",
+    "(an S3-compatible endpoint comes from DICOMQL_S3_ENDPOINT_URL), or as files in a "
+    "directory several servers share: file:///mnt/shared/dicomql.",
 )
 @click.option("--auth-token", envvar="DICOMQL_AUTH_TOKEN", help="Require this bearer token.")
 @click.option(

@@ -11,6 +11,9 @@ from dicomql.service.conformance import GOOGLE, profile
 from dicomql.service.local_files import resolve_roots
 from dicomql.store.space import DEFAULT_FLOOR, SpaceFloor, shortage
 
+# --blob-url of blobs as files in a directory (docs/deployment.md, "Shared filesystem").
+FILE_URL_PREFIX = "file://"
+
 
 @dataclass(frozen=True)
 class ServiceConfig:
@@ -23,7 +26,9 @@ class ServiceConfig:
         max_request_bytes: cap on non-STOW request bodies (Cloud Healthcare: 10 MB).
         workers: how many long-running-operation workers this process runs.
         blob_url: object storage for the instance blobs (``s3://bucket/prefix``,
-            ``gs://bucket/prefix``, ``memory://prefix``); ``None`` means files in ``data_dir``.
+            ``gs://bucket/prefix``, ``memory://prefix``), or a directory of files
+            (``file:///mnt/shared/dicomql``, for servers sharing a filesystem); ``None`` means
+            files in ``data_dir``.
         lease_seconds: how long a worker's claim on an operation or work item lasts without a
             progress report or heartbeat; after that another worker (in any process) takes it over.
         orphan_grace_seconds: how old a leftover (a journaled blob no instance references, an
@@ -89,7 +94,15 @@ class ServiceConfig:
 
     @property
     def blob_root(self) -> Path:
+        """Where blobs are files: the ``file://`` directory of ``blob_url`` (a shared
+        filesystem for several servers), else ``blobs`` in the data directory."""
+        if self.blob_url is not None and self.blob_url.startswith(FILE_URL_PREFIX):
+            return Path(self.blob_url.removeprefix(FILE_URL_PREFIX))
         return self.data_dir / "blobs"
+
+    @property
+    def blobs_are_files(self) -> bool:
+        return self.blob_url is None or self.blob_url.startswith(FILE_URL_PREFIX)
 
     @cached_property
     def resolved_import_roots(self) -> tuple[Path, ...]:
@@ -101,7 +114,7 @@ class ServiceConfig:
         """The local directories new instances grow: object storage and a server database
         have no floor here."""
         paths = []
-        if self.blob_url is None:
+        if self.blobs_are_files:
             paths.append(self.blob_root)
         if self.database_url is None:
             paths.append(self.data_dir)

@@ -33,17 +33,28 @@ _WRITE_PART = 8 * CHUNK_SIZE
 
 
 def blob_store_for(config: ServiceConfig) -> BlobStore:
-    """The blob store a configuration names: object storage at ``blob_url``, else files."""
-    if config.blob_url:
-        return FsspecBlobStore(config.blob_url)
-    return LocalBlobStore(config.blob_root)
+    """The blob store a configuration names: object storage at ``blob_url``, else files (in a
+    ``file://`` directory or the data directory)."""
+    if config.blobs_are_files:
+        return LocalBlobStore(config.blob_root)
+    assert config.blob_url is not None
+    return FsspecBlobStore(config.blob_url)
 
 
 def check_blob_url(url: str) -> None:
     """Refuse a URL no object-storage backend serves, before anything starts."""
     scheme, separator, rest = url.partition("://")
+    if scheme == "file" and separator:
+        # Files (store.blobs), with the same crash safety as the data directory's.
+        if not rest.startswith("/") or not rest.strip("/"):
+            raise ValueError(
+                f"blob URL {url!r} must name an absolute directory (file:///mnt/shared/dicomql)"
+            )
+        return
     if not separator or scheme not in SCHEMES:
-        raise ValueError(f"blob URL must start with one of {', '.join(s + '://' for s in SCHEMES)}")
+        raise ValueError(
+            f"blob URL must start with one of {', '.join(s + '://' for s in (*SCHEMES, 'file'))}"
+        )
     if scheme != "memory" and not rest.strip("/"):
         raise ValueError(f"blob URL {url!r} names no bucket")
 
