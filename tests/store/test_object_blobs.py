@@ -25,7 +25,12 @@ from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.store.blobs import CHUNK_SIZE, BlobStore, LocalBlobStore
-from dicomql.store.object_blobs import S3_ENDPOINT_ENV, FsspecBlobStore, check_blob_url
+from dicomql.store.object_blobs import (
+    S3_ENDPOINT_ENV,
+    FsspecBlobStore,
+    blob_store_for,
+    check_blob_url,
+)
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 BUCKET = "dicomql-blobs"
@@ -174,11 +179,20 @@ def test_new_keys_are_distinct_and_under_the_prefix(blobs: BlobStore) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["file:///tmp/blobs", "/tmp/blobs", "s3://", "gs:///", "http://example.com/x"]
+    "url", ["file://tmp/blobs", "file:///", "/tmp/blobs", "s3://", "gs:///", "http://example.com/x"]
 )
 def test_blob_urls_no_backend_serves_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match="blob URL"):
         check_blob_url(url)
+
+
+def test_a_file_url_names_a_directory_of_files(tmp_path: Path) -> None:
+    check_blob_url(f"file://{tmp_path}/shared")
+    config = ServiceConfig(data_dir=tmp_path / "data", blob_url=f"file://{tmp_path}/shared")
+    blobs = blob_store_for(config)
+    assert isinstance(blobs, LocalBlobStore)
+    assert blobs.root == tmp_path / "shared"
+    assert config.local_write_paths == [tmp_path / "shared", tmp_path / "data"]
 
 
 def test_serve_refuses_a_blob_url_no_backend_serves() -> None:
