@@ -15,6 +15,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
+from dicomql.dicom.structure import LimitExceeded, check_structure
 from dicomql.dicom.uids import uid_problem
 
 PIXEL_DATA = 0x7FE00010
@@ -130,9 +131,14 @@ def read_header(source: Path | BinaryIO) -> ParsedInstance:
         # them as they are (Google's does too), so the warnings are noise here.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            check_structure(file)
             return _read_header(file)
     except UnreadableInstance:
         raise
+    except LimitExceeded as exc:
+        raise UnreadableInstance(str(exc)) from exc
+    except RecursionError as exc:  # nested within the limit, yet too deep for this stack
+        raise UnreadableInstance("The DICOM header is nested too deep to parse.") from exc
     except PARSE_ERRORS as exc:
         # pydicom parses elements lazily: a damaged one can fail after dcmread returned (found
         # by tests/reliability/test_fuzz.py: a bad VR in (0028,0002), a 1-byte (0002,0000)).

@@ -99,6 +99,9 @@ async def json_body(request: Request, schema: str, field: str, limit: int) -> di
         raise InvalidArgument(
             "Invalid JSON payload received. The body is not UTF-8 encoded JSON."
         ) from exc
+    except ValueError as exc:
+        # Python refuses to convert integers of more than 4,300 digits (CVE-2020-10735).
+        raise InvalidArgument(f"Invalid JSON payload received. {exc}.") from exc
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -23,7 +23,9 @@ class DicomJsonResponse(Response):
     media_type = DICOM_JSON
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "replace"
+        )
 
 
 class DicomXmlResponse(Response):
@@ -32,7 +34,9 @@ class DicomXmlResponse(Response):
     media_type = DICOM_XML
 
     def render(self, content: Any) -> bytes:
-        return native_dicom_model(content).encode("utf-8")
+        # "replace": a lone surrogate (text decoded from a damaged header) must not fail the
+        # whole response; it becomes "?".
+        return native_dicom_model(content).encode("utf-8", "replace")
 
 
 Part = tuple[dict[str, str], Iterable[bytes]]

@@ -1,0 +1,200 @@
+"""A cheap, iterative walk over a PS3.10 file's elements that refuses what would make pydicom
+recurse too deep or inflate too much (see :mod:`dicomql.dicom.limits`), before pydicom reads it."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import BinaryIO
+
+from pydicom.datadict import dictionary_VR
+
+from dicomql.dicom.limits import MAX_INFLATED_BYTES, MAX_SEQUENCE_DEPTH
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+_IMPLICIT = "1.2.840.10008.1.2"
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_UNDEFINED = 0xFFFFFFFF
+# PS3.5 7.1.2: explicit VRs whose length is 4 bytes after 2 reserved ones.
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+_PIXEL_DATA = 0x7FE00010
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_CHUNK = 1024 * 1024
+
+
+class LimitExceeded(ValueError):
+    """The instance is beyond one of dicomql's limits; the message names it."""
+
+
+class _Reader:
+    """Bytes of the data set, inflated on the fly for the deflated transfer syntax."""
+
+    def __init__(self, file: BinaryIO, deflated: bool) -> None:
+        self.file = file
+        self.inflater = zlib.decompressobj(-zlib.MAX_WBITS) if deflated else None
+        self.buffer = b""
+        self.position = 0
+
+    def _fill(self, size: int) -> None:
+        while len(self.buffer) < size:
+            if self.inflater is None:
+                data = self.file.read(max(size - len(self.buffer), 8))
+            else:
+                data = self.inflater.decompress(
+                    self.inflater.unconsumed_tail or self.file.read(64 * 1024), _CHUNK
+                )
+                if self.position + len(self.buffer) + len(data) > MAX_INFLATED_BYTES:
+                    raise LimitExceeded(
+                        "The deflated data set inflates to more than"
+                        f" {MAX_INFLATED_BYTES} bytes, the most dicomql accepts."
+                    )
+                if not data and not self.inflater.unconsumed_tail:
+                    more = self.file.read(64 * 1024)
+                    if not more:
+                        return
+                    data = self.inflater.decompress(more, _CHUNK)
+            if not data:
+                return
+            self.buffer += data
+
+    def read(self, size: int) -> bytes:
+        self._fill(size)
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        self.position += len(data)
+        return data
+
+    def skip(self, size: int) -> None:
+        if self.inflater is None and size > len(self.buffer):
+            self.file.seek(size - len(self.buffer), 1)
+            self.position += size
+            self.buffer = b""
+            return
+        while size > 0:
+            taken = len(self.read(min(size, _CHUNK)))
+            if not taken:
+                return
+            size -= taken
+
+
+def check_structure(file: BinaryIO) -> None:
+    """Walk the elements of the PS3.10 file at ``file``'s position without recursion; the
+    position is restored afterwards. Files that are not PS3.10 pass (pydicom refuses them).
+
+    Raises:
+        LimitExceeded: sequences nested deeper than ``MAX_SEQUENCE_DEPTH``, or a deflated data
+            set inflating to more than ``MAX_INFLATED_BYTES``.
+    """
+    start = file.tell()
+    try:
+        transfer_syntax = _skip_file_meta(file)
+        if transfer_syntax is not None:
+            _walk(_Reader(file, transfer_syntax == DEFLATED), transfer_syntax)
+    except (zlib.error, struct.error):
+        pass  # damaged: pydicom's own reading reports it
+    finally:
+        file.seek(start)
+
+
+def _skip_file_meta(file: BinaryIO) -> str | None:
+    """Read past the preamble and group 0002 (always explicit VR little endian, PS3.10 7.1);
+    the transfer syntax, or None when this is not a PS3.10 file."""
+    if file.read(132)[128:] != b"DICM":
+        return None
+    transfer_syntax = None
+    while True:
+        position = file.tell()
+        header = file.read(8)
+        if len(header) < 8:
+            return transfer_syntax
+        group, element = struct.unpack("<HH", header[:4])
+        if group != 0x0002:
+            file.seek(position)
+            return transfer_syntax
+        if header[4:6] in _LONG_VRS:
+            (length,) = struct.unpack("<I", file.read(4))
+        else:
+            (length,) = struct.unpack("<H", header[6:8])
+        value = file.read(length)
+        if element == 0x0010:
+            transfer_syntax = value.decode("ascii", "replace").strip("\x00 ")
+
+
+def _walk(reader: _Reader, transfer_syntax: str) -> None:
+    order = ">" if transfer_syntax == _BIG_ENDIAN else "<"
+    base_explicit = transfer_syntax != _IMPLICIT
+    # Open containers: (is a sequence, end position or None when undefined, explicit VR inside).
+    open_: list[tuple[bool, int | None, bool]] = []
+    depth = 0
+    while True:
+        while open_ and open_[-1][1] is not None and reader.position >= (open_[-1][1] or 0):
+            if open_.pop()[0]:
+                depth -= 1
+        header = reader.read(8)
+        if len(header) < 8:
+            return
+        group, element = struct.unpack(f"{order}HH", header[:4])
+        tag = group << 16 | element
+        explicit = open_[-1][2] if open_ else base_explicit
+        if group == 0xFFFE:
+            (length,) = struct.unpack(f"{order}I", header[4:8])
+            if tag == _ITEM and open_ and open_[-1][0]:
+                end = None if length == _UNDEFINED else reader.position + length
+                open_.append((False, end, explicit))
+            elif tag == _ITEM_END:
+                while open_ and open_[-1][0]:  # tolerate a missing sequence delimiter
+                    open_.pop()
+                    depth -= 1
+                if open_:
+                    open_.pop()
+            elif tag == _SEQUENCE_END:
+                while open_:
+                    if open_.pop()[0]:
+                        depth -= 1
+                        break
+            elif length != _UNDEFINED:
+                reader.skip(length)
+            continue
+        if explicit:
+            vr = header[4:6]
+            if vr in _LONG_VRS:
+                (length,) = struct.unpack(f"{order}I", reader.read(4))
+            else:
+                (length,) = struct.unpack(f"{order}H", header[6:8])
+        else:
+            (length,) = struct.unpack(f"{order}I", header[4:8])
+            vr = b"SQ" if _dictionary_vr(tag) == "SQ" else b"UN"
+        if tag == _PIXEL_DATA and length == _UNDEFINED:
+            _skip_fragments(reader, order)
+            continue
+        # PS3.5 6.2.2: UN of undefined length is a sequence encoded in implicit VR.
+        if vr == b"SQ" or length == _UNDEFINED:
+            depth += 1
+            if depth > MAX_SEQUENCE_DEPTH:
+                raise LimitExceeded(
+                    f"Sequences are nested more than {MAX_SEQUENCE_DEPTH} deep (at"
+                    f" ({group:04X},{element:04X})), the most dicomql accepts."
+                )
+            end = None if length == _UNDEFINED else reader.position + length
+            open_.append((True, end, explicit and vr == b"SQ"))
+            continue
+        reader.skip(length)
+
+
+def _skip_fragments(reader: _Reader, order: str) -> None:
+    """Encapsulated pixel data (PS3.5 A.4): items of defined length up to the delimiter."""
+    while True:
+        header = reader.read(8)
+        if len(header) < 8:
+            return
+        group, element = struct.unpack(f"{order}HH", header[:4])
+        (length,) = struct.unpack(f"{order}I", header[4:8])
+        if (group << 16 | element) == _SEQUENCE_END or length == _UNDEFINED:
+            return
+        reader.skip(length)
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None

@@ -1,0 +1,128 @@
+"""Hostile DICOMweb and JSON input answered with a 4xx in Google's shape, never a 500: sequences
+nested beyond the limit, a non-ASCII failure message in headers and XML, and JSON numbers of
+100,000 digits (see docs/reliability.md, "Limits")."""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dicomweb_support import DICOMWEB, DicomWebClient, failed, make_instance
+from pydicom import dcmread
+
+from dicomql.dicom.limits import MAX_SEQUENCE_DEPTH
+from dicomql.service.config import ServiceConfig
+
+LOCATION = "/v1/projects/p/locations/l"
+
+
+def nested(depth: int) -> tuple[bytes, str]:
+    """An instance with a ContentSequence nested ``depth`` deep (undefined lengths), written
+    byte by byte: pydicom's own writer recurses too and cannot produce it; and its study UID."""
+    base = make_instance()
+    study = str(dcmread(io.BytesIO(base)).StudyInstanceUID)
+    position = base.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010) comes after (0040,A730)
+    body = b"\x08\x00\x00\x01SH\x02\x00X "
+    for _ in range(depth):
+        body = (
+            b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"
+            + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+            + body
+            + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+            + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        )
+    return base[:position] + body + base[position:], study
+
+
+@pytest.fixture
+def client(tmp_path: Path, database_url: str | None) -> Iterator[DicomWebClient]:
+    opened = DicomWebClient(ServiceConfig(data_dir=tmp_path / "data", database_url=database_url))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def assert_google_error(response: httpx.Response, code: int) -> str:
+    assert response.status_code == code, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["status"] == "INVALID_ARGUMENT"
+    return str(error["message"])
+
+
+@pytest.mark.parametrize("depth", [MAX_SEQUENCE_DEPTH + 1, 200, 3000])
+def test_sequences_nested_beyond_the_limit_are_refused_at_stow_and_nothing_is_stored(
+    client: DicomWebClient, depth: int
+) -> None:
+    data, study = nested(depth)
+    response = client.stow([data])
+    assert response.status_code in (400, 409)
+    assert [reason for _, reason in failed(response)] == [0xC000]
+    assert f"nested more than {MAX_SEQUENCE_DEPTH} deep" in response.headers["warning"]
+    assert client.http.get(f"{DICOMWEB}/studies", params={"StudyInstanceUID": study}).json() == []
+
+
+def test_sequences_nested_to_the_limit_are_stored_and_read_back_on_every_path(
+    client: DicomWebClient,
+) -> None:
+    data, study = nested(MAX_SEQUENCE_DEPTH)
+    assert client.stow([data]).status_code == 200
+    metadata = client.http.get(f"{DICOMWEB}/studies/{study}/metadata")
+    assert metadata.status_code == 200
+    item = metadata.json()[0]["0040A730"]
+    for _ in range(MAX_SEQUENCE_DEPTH - 1):
+        item = item["Value"][0]["0040A730"]
+    assert item["Value"][0]["00080100"]["Value"] == ["X"]
+    found = client.http.get(
+        f"{DICOMWEB}/instances", params={"StudyInstanceUID": study, "includefield": "all"}
+    )
+    assert found.status_code == 200 and "0040A730" in found.json()[0]
+    implicit = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'
+    wado = client.http.get(f"{DICOMWEB}/studies/{study}", headers={"accept": implicit})
+    assert wado.status_code == 200
+
+
+def test_a_non_ascii_failure_message_gives_well_formed_headers_json_and_xml(
+    client: DicomWebClient,
+) -> None:
+    # A StudyInstanceUID with non-ASCII text (in the file, not the path) is echoed in the
+    # failure message, which goes into the Warning header.
+    # pydicom refuses to write such a UI value: the bytes are replaced in place (same length).
+    data = make_instance(study="1.2.34567").replace(b"1.2.34567", "1.2.中56".encode())
+    for accept in ("application/dicom+json", "application/dicom+xml"):
+        response = client.stow([data], study="1.2.3", accept=accept)
+        assert response.status_code in (400, 409), response.text
+        assert response.headers["warning"].isascii()
+        assert "is not a valid UID" in response.headers["warning"]
+    assert response.text.startswith("<?xml")
+
+
+def test_a_non_uid_study_path_is_refused_before_storing(client: DicomWebClient) -> None:
+    response = client.stow([make_instance()], study="1.2.中")
+    assert_google_error(response, 400)
+    assert client.http.get(f"{DICOMWEB}/studies").json() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"timeZone": ' + b"1" * 100_000 + b"}",
+        b'{"labels": {"a": ' + b"9" * 5_000 + b"}}",
+        b"[" * 100_000,
+    ],
+    ids=["100k-digit-integer", "5k-digit-integer-nested", "deep-array"],
+)
+def test_json_bodies_with_hostile_numbers_or_nesting_are_invalid_argument(
+    client: DicomWebClient, body: bytes
+) -> None:
+    response = client.http.post(f"{LOCATION}/datasets", params={"datasetId": "x"}, content=body)
+    message = assert_google_error(response, 400)
+    assert message.startswith("Invalid JSON payload received.")
+    response = client.http.post(
+        f"{LOCATION}/datasets/d/dicomStores", params={"dicomStoreId": "x"}, content=body
+    )
+    assert_google_error(response, 400)
