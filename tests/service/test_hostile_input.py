@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 from dicomweb_support import DICOMWEB, DicomWebClient, failed, make_instance
 from pydicom import dcmread
 
-from dicomql.dicom.limits import MAX_SEQUENCE_DEPTH
+from dicomql.dicom.limits import MAX_INFLATED_BYTES, MAX_SEQUENCE_DEPTH
+from dicomql.dicom.structure import DEFLATED, skip_file_meta
 from dicomql.service.config import ServiceConfig
 
 LOCATION = "/v1/projects/p/locations/l"
@@ -126,3 +128,44 @@ def test_json_bodies_with_hostile_numbers_or_nesting_are_invalid_argument(
         f"{LOCATION}/datasets/d/dicomStores", params={"dicomStoreId": "x"}, content=body
     )
     assert_google_error(response, 400)
+
+
+def deflate_bomb(inflated_extra: int) -> bytes:
+    """A Deflated Explicit VR Little Endian instance whose data set inflates to more than
+    ``inflated_extra`` bytes: a trailing (7FE1,0010) OB of zeros, compressed chunk by chunk."""
+    plain = make_instance()
+    deflated_meta = io.BytesIO()
+    ds = dcmread(io.BytesIO(plain))
+    ds.file_meta.TransferSyntaxUID = DEFLATED
+    ds.save_as(deflated_meta, enforce_file_format=True)
+    meta_end = _file_meta_end(deflated_meta.getvalue())
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [deflated_meta.getvalue()[:meta_end]]
+    parts.append(compressor.compress(plain[_file_meta_end(plain) :]))
+    parts.append(
+        compressor.compress(b"\xe1\x7f\x10\x00OB\x00\x00" + struct.pack("<I", inflated_extra))
+    )
+    zeros = bytes(1024 * 1024)
+    for _ in range(inflated_extra // len(zeros)):
+        parts.append(compressor.compress(zeros))
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def _file_meta_end(data: bytes) -> int:
+    file = io.BytesIO(data)
+    skip_file_meta(file)
+    return file.tell()
+
+
+def test_a_deflated_instance_inflating_beyond_the_cap_is_refused_at_stow(
+    client: DicomWebClient,
+) -> None:
+    bomb = deflate_bomb(MAX_INFLATED_BYTES + 1024 * 1024)
+    assert len(bomb) < 1024 * 1024  # a few hundred KB on the wire
+    response = client.stow([bomb])
+    assert [reason for _, reason in failed(response)] == [0xC000]
+    assert f"inflates to more than {MAX_INFLATED_BYTES} bytes" in response.headers["warning"]
+    assert client.http.get(f"{DICOMWEB}/instances").json() == []
+    small = deflate_bomb(1024 * 1024)  # the same shape within the cap is stored
+    assert client.stow([small]).status_code == 200

@@ -86,7 +86,7 @@ def check_structure(file: BinaryIO) -> None:
     """
     start = file.tell()
     try:
-        transfer_syntax = _skip_file_meta(file)
+        transfer_syntax = skip_file_meta(file)
         if transfer_syntax is not None:
             _walk(_Reader(file, transfer_syntax == DEFLATED), transfer_syntax)
     except (zlib.error, struct.error):
@@ -95,7 +95,7 @@ def check_structure(file: BinaryIO) -> None:
         file.seek(start)
 
 
-def _skip_file_meta(file: BinaryIO) -> str | None:
+def skip_file_meta(file: BinaryIO) -> str | None:
     """Read past the preamble and group 0002 (always explicit VR little endian, PS3.10 7.1);
     the transfer syntax, or None when this is not a PS3.10 file."""
     if file.read(132)[128:] != b"DICM":
