@@ -15,7 +15,7 @@ import pytest
 from dicomweb_support import DICOMWEB, DicomWebClient, failed, make_instance
 from pydicom import dcmread
 
-from dicomql.dicom.limits import MAX_INFLATED_BYTES, MAX_SEQUENCE_DEPTH
+from dicomql.dicom.limits import MAX_FUZZY_TOKENS, MAX_INFLATED_BYTES, MAX_SEQUENCE_DEPTH
 from dicomql.dicom.structure import DEFLATED, skip_file_meta
 from dicomql.service.config import ServiceConfig
 
@@ -169,3 +169,20 @@ def test_a_deflated_instance_inflating_beyond_the_cap_is_refused_at_stow(
     assert client.http.get(f"{DICOMWEB}/instances").json() == []
     small = deflate_bomb(1024 * 1024)  # the same shape within the cap is stored
     assert client.stow([small]).status_code == 200
+
+
+def test_fuzzy_matching_with_too_many_name_tokens_is_invalid_argument(
+    client: DicomWebClient,
+) -> None:
+    assert client.stow([make_instance(patient_name="Doe^John")]).status_code == 200
+    many = " ".join(f"t{number}" for number in range(1_500))
+    response = client.http.get(
+        f"{DICOMWEB}/studies", params={"PatientName": many, "fuzzymatching": "true"}
+    )
+    message = assert_google_error(response, 400)
+    assert f"at most {MAX_FUZZY_TOKENS} name tokens" in message
+    within = " ".join(["do"] * 1_500 + ["jo"])  # repeated tokens count once
+    response = client.http.get(
+        f"{DICOMWEB}/studies", params={"PatientName": within, "fuzzymatching": "true"}
+    )
+    assert response.status_code == 200 and len(response.json()) == 1

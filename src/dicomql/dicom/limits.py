@@ -14,3 +14,9 @@ MAX_SEQUENCE_DEPTH = 64
 # The data set of a Deflated Explicit VR Little Endian instance (PS3.5 A.5) inflated: pydicom
 # inflates it whole in memory, so a few hundred kilobytes could otherwise cost gigabytes.
 MAX_INFLATED_BYTES = 64 * 1024 * 1024
+
+# Name tokens of one QIDO ``fuzzymatching=true`` value: each becomes one indexed prefix lookup,
+# and about 1,000 overflowed SQLite's expression tree (500) and slowed PostgreSQL super-linearly.
+# A person name has at most 5 components in each of 3 groups (PS3.5 6.2.1); 32 leaves room for
+# multi-word components.
+MAX_FUZZY_TOKENS = 32

@@ -18,6 +18,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from sqlalchemy import ColumnElement, Table, and_, or_, select
 
 from dicomql.dicom.attributes import BY_KEYWORD, BY_TAG, IndexedAttribute, Level
+from dicomql.dicom.limits import MAX_FUZZY_TOKENS
 from dicomql.store.schema import instances, person_name_tokens, series, studies
 
 DEFAULT_LIMIT = {Level.STUDY: 100, Level.SERIES: 1000, Level.INSTANCE: 1000}
@@ -251,6 +252,12 @@ def _match(attribute: IndexedAttribute, value: str, fuzzy: bool) -> Match:
         folded = value.casefold()
         if fuzzy:
             tokens = tuple(t for t in _NAME_TOKEN_SEPARATORS.split(folded.replace("*", "")) if t)
+            tokens = tuple(dict.fromkeys(tokens))  # one lookup per distinct token
+            if len(tokens) > MAX_FUZZY_TOKENS:
+                raise QueryError(
+                    f"{attribute.keyword}: fuzzy matching takes at most {MAX_FUZZY_TOKENS}"
+                    f" name tokens, not {len(tokens)}."
+                )
             if tokens:
                 return Match(attribute, MatchKind.FUZZY, tokens)
         kind = MatchKind.WILDCARD if ("*" in value or "?" in value) else MatchKind.SINGLE
