@@ -291,6 +291,8 @@ def test_quickstart_runs_twice_on_the_same_data_dir(
         rows = [json.loads(line) for line in result.stdout.splitlines()]
         assert {"env": "test", "stores": 1} in rows
         assert any(row.get("PatientID") == "1CT1" for row in rows)
+        modalities = {row["Modality"]: row["instances"] for row in rows if "studies" in row}
+        assert modalities == {"CT": 1, "MR": 1}
 
 
 def test_unusable_data_dir_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
