@@ -168,6 +168,14 @@ def main() -> None:
     "(DEADLINE_EXCEEDED) and frees its worker.",
 )
 @click.option(
+    "--statement-timeout-seconds",
+    type=click.FloatRange(min=0.001),
+    default=30.0,
+    show_default=True,
+    help="A QIDO search whose index query runs longer is cancelled and answered 504 "
+    "DEADLINE_EXCEEDED.",
+)
+@click.option(
     "--dimse-port",
     type=click.IntRange(1, 65535),
     help="Also answer DIMSE (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) on this TCP port; see "
@@ -225,6 +233,7 @@ def serve(
     import_roots: tuple[Path, ...],
     max_import_file_size: str,
     item_timeout_seconds: float,
+    statement_timeout_seconds: float,
     dimse_port: int | None,
     dimse_ae_title: str,
     dimse_store: str | None,
@@ -277,6 +286,7 @@ def serve(
         import_roots=import_roots,
         max_import_file_bytes=max_import_file_bytes,
         item_timeout_seconds=item_timeout_seconds,
+        statement_timeout_seconds=statement_timeout_seconds,
         database_url=database_url,
         auth_token=auth_token,
         blob_url=blob_url,

@@ -44,6 +44,8 @@ class ServiceConfig:
         max_import_file_bytes: the largest file an import (or a filter URI) may read.
         item_timeout_seconds: how long one work item may run before its worker gives up on it
             and fails its operation with DEADLINE_EXCEEDED (a read that blocks, say).
+        statement_timeout_seconds: how long a QIDO search's index query may run before it is
+            cancelled and the request answered 504 DEADLINE_EXCEEDED (None: no limit).
         min_free_space: below this much free space on the local disks the service writes (the
             blob root, a SQLite index's directory), STOW and imports refuse new instances.
         bind_host: the address ``dicomql serve`` listens on; ``None`` for the in-process
@@ -78,6 +80,7 @@ class ServiceConfig:
     import_roots: tuple[Path, ...] = ()
     max_import_file_bytes: int = 1024**3
     item_timeout_seconds: float = 900.0
+    statement_timeout_seconds: float | None = 30.0
     dimse: DimseSettings | None = None
     # --audit-log: JSON lines of every request (service.audit, docs/security.md).
     audit_log: Path | None = None

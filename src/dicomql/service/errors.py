@@ -96,6 +96,10 @@ class Unavailable(ServiceError):
     code, status = 503, "UNAVAILABLE"
 
 
+class DeadlineExceeded(ServiceError):
+    code, status = 504, "DEADLINE_EXCEEDED"
+
+
 def error_body(code: int, status: str, message: str, details: list[Any] | None = None) -> dict:
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details:

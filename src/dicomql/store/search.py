@@ -9,11 +9,14 @@ the counters ingest maintains, never from COUNT(*) on the request path.
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, Text, cast, literal_column, select
+from sqlalchemy import Connection, Select, Table, Text, cast, exc, literal_column, select
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import absolutize_bulkdata_uris, person_name_groups
@@ -177,18 +180,77 @@ def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: s
     return statement.where(*conditions).limit(query.limit + 1).offset(query.offset)
 
 
+class QueryTimeout(Exception):
+    """An index query ran past its statement timeout and was cancelled."""
+
+
+# SQLite calls the progress handler every this many virtual-machine instructions (well under a
+# millisecond), so a cancelled query stops promptly without the checks costing anything visible.
+_PROGRESS_STEPS = 1000
+_QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
+
+
+@contextmanager
+def statement_timeout(conn: Connection, seconds: float | None) -> Iterator[None]:
+    """Cancel the queries run (and fetched) in this block past ``seconds``: QueryTimeout.
+
+    Scoped to a request's own queries, never set on the connection: migrations, operation
+    workers' long transactions and the janitor run on the same pools and must not be cut.
+    PostgreSQL gets ``SET LOCAL statement_timeout`` (the transaction's, so it ends with it; a
+    cancelled statement aborts the transaction, rolled back here). SQLite has no statement
+    timeout; a progress handler aborts the running statement once the deadline has passed.
+    """
+    if seconds is None:
+        yield
+        return
+    if conn.dialect.name == "postgresql":
+        milliseconds = max(1, round(seconds * 1000))
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+        try:
+            yield
+        except exc.OperationalError as error:
+            if getattr(error.orig, "sqlstate", None) != _QUERY_CANCELED:
+                raise
+            conn.rollback()
+            raise QueryTimeout(seconds) from error
+        conn.exec_driver_sql("SET LOCAL statement_timeout TO DEFAULT")
+        return
+    dbapi = conn.connection.dbapi_connection
+    if not isinstance(dbapi, sqlite3.Connection):
+        yield
+        return
+    deadline = time.monotonic() + seconds
+    dbapi.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+    try:
+        yield
+    except exc.OperationalError as error:
+        if "interrupted" not in str(error.orig):
+            raise
+        raise QueryTimeout(seconds) from error
+    finally:
+        dbapi.set_progress_handler(None, 0)
+
+
 def search(
-    conn: Connection, store_pk: int, query: SearchQuery, scope: Scope, dicomweb_url: str
+    conn: Connection,
+    store_pk: int,
+    query: SearchQuery,
+    scope: Scope,
+    dicomweb_url: str,
+    *,
+    timeout: float | None = None,
 ) -> SearchResult:
     """Run a QIDO-RS search and render its page of results as DICOM JSON objects.
 
     Args:
         dicomweb_url: the absolute ``…/dicomWeb`` URL of the store, for RetrieveURL.
+        timeout: seconds the query (and fetching its rows) may take, else QueryTimeout.
     """
     statement = search_statement(query, scope, store_pk, conn.dialect.name)
-    result = conn.execute(statement)
-    labels = list(result.keys())
-    rows = [dict(zip(labels, row, strict=True)) for row in result]
+    with statement_timeout(conn, timeout):
+        result = conn.execute(statement)
+        labels = list(result.keys())
+        rows = [dict(zip(labels, row, strict=True)) for row in result]
     more = len(rows) > query.limit
     plans = _plans(query, scope)
     retrieve = _RETRIEVE_URL[query.level]

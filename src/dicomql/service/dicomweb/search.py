@@ -7,7 +7,9 @@ answers (PS3.18 allows 204; Google's API returns an empty array). Results are in
 header saying more results can be requested; a ``limit`` above the maximum is clamped with a
 ``Warning: 299`` saying so. Searching below a study or series that does not exist is a search
 with no matches (``200 []``), not a 404: the path's UIDs are matching keys (PS3.18 10.6.1).
-Bad parameters are 400 INVALID_ARGUMENT naming the problem; a missing store is 404.
+Bad parameters are 400 INVALID_ARGUMENT naming the problem; a missing store is 404. A search
+whose index query runs past the statement timeout (``ServiceConfig.statement_timeout_seconds``)
+is cancelled and answered 504 DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from dicomql.service.dicomweb.responses import (
     DicomXmlResponse,
     MultipartRelatedResponse,
 )
-from dicomql.service.errors import InvalidArgument, NotAcceptable, NotFound
+from dicomql.service.errors import DeadlineExceeded, InvalidArgument, NotAcceptable, NotFound
 from dicomql.service.names import dicom_store_name
 from dicomql.store import search as index_search
 from dicomql.store.resources import find_dicom_store
@@ -106,7 +108,17 @@ def _endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
                         params["dicom_store"],
                     )
                     raise NotFound(f"DICOM store {name} not found.")
-                result = index_search.search(conn, store.pk, query, scope, base)
+                timeout = service.config.statement_timeout_seconds
+                try:
+                    result = index_search.search(
+                        conn, store.pk, query, scope, base, timeout=timeout
+                    )
+                except index_search.QueryTimeout as exc:
+                    raise DeadlineExceeded(
+                        f"The search did not finish within the statement timeout ({timeout:g} "
+                        "seconds); narrow it with more specific matching keys or a smaller "
+                        "limit."
+                    ) from exc
             response = dicom_json_results(result.matches, fmt)
             warnings = [f'299 {host}: "{text}"' for text in query.warnings]
             if result.more:
