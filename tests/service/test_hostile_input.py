@@ -15,7 +15,13 @@ import pytest
 from dicomweb_support import DICOMWEB, DicomWebClient, failed, make_instance
 from pydicom import dcmread
 
-from dicomql.dicom.limits import MAX_FUZZY_TOKENS, MAX_INFLATED_BYTES, MAX_SEQUENCE_DEPTH
+from dicomql.dicom.limits import (
+    MAX_FUZZY_TOKENS,
+    MAX_INFLATED_BYTES,
+    MAX_QIDO_UIDS,
+    MAX_QIDO_VALUE_CHARS,
+    MAX_SEQUENCE_DEPTH,
+)
 from dicomql.dicom.structure import DEFLATED, skip_file_meta
 from dicomql.service.config import ServiceConfig
 
@@ -175,14 +181,47 @@ def test_fuzzy_matching_with_too_many_name_tokens_is_invalid_argument(
     client: DicomWebClient,
 ) -> None:
     assert client.stow([make_instance(patient_name="Doe^John")]).status_code == 200
-    many = " ".join(f"t{number}" for number in range(1_500))
+    many = " ".join(f"t{number}" for number in range(200))
     response = client.http.get(
         f"{DICOMWEB}/studies", params={"PatientName": many, "fuzzymatching": "true"}
     )
     message = assert_google_error(response, 400)
-    assert f"at most {MAX_FUZZY_TOKENS} name tokens" in message
-    within = " ".join(["do"] * 1_500 + ["jo"])  # repeated tokens count once
+    assert f"at most {MAX_FUZZY_TOKENS} name tokens, not 200" in message
+    within = " ".join(["do"] * 300 + ["jo"])  # repeated tokens count once
     response = client.http.get(
         f"{DICOMWEB}/studies", params={"PatientName": within, "fuzzymatching": "true"}
     )
+    assert response.status_code == 200 and len(response.json()) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("PatientName", "A" * (MAX_QIDO_VALUE_CHARS + 1), f"at most {MAX_QIDO_VALUE_CHARS}"),
+        ("PatientID", "*" + "x" * 10_000, f"at most {MAX_QIDO_VALUE_CHARS} characters"),
+        ("StudyInstanceUID", "1." + "2" * 5_000, f"at most {MAX_QIDO_VALUE_CHARS} characters"),
+        (
+            "StudyInstanceUID",
+            "\\".join(f"1.2.{n}" for n in range(MAX_QIDO_UIDS + 1)),
+            f"at most {MAX_QIDO_UIDS} UIDs, not {MAX_QIDO_UIDS + 1}",
+        ),
+    ],
+)
+def test_qido_values_beyond_the_limits_are_invalid_argument_naming_the_limit(
+    client: DicomWebClient, name: str, value: str, reason: str
+) -> None:
+    response = client.http.get(f"{DICOMWEB}/instances", params={name: value})
+    message = assert_google_error(response, 400)
+    assert message.startswith(f"{name}: ") and reason in message
+
+
+def test_qido_values_within_the_limits_are_searched(client: DicomWebClient) -> None:
+    data = make_instance(patient_name="Doe^John")
+    study = str(dcmread(io.BytesIO(data)).StudyInstanceUID)
+    assert client.stow([data]).status_code == 200
+    uids = [f"1.2.{n}" for n in range(MAX_QIDO_UIDS - 1)] + [study]
+    response = client.http.get(f"{DICOMWEB}/studies", params={"StudyInstanceUID": ",".join(uids)})
+    assert response.status_code == 200 and len(response.json()) == 1
+    longest = "Doe^John" + "*" * (MAX_QIDO_VALUE_CHARS - len("Doe^John"))
+    response = client.http.get(f"{DICOMWEB}/studies", params={"PatientName": longest})
     assert response.status_code == 200 and len(response.json()) == 1

@@ -20,3 +20,16 @@ MAX_INFLATED_BYTES = 64 * 1024 * 1024
 # A person name has at most 5 components in each of 3 groups (PS3.5 6.2.1); 32 leaves room for
 # multi-word components.
 MAX_FUZZY_TOKENS = 32
+
+# One QIDO matching value (each UID of a UID list counts as one value). PS3.5 Table 6.2-1 caps the
+# values searched: UI, LO and a person name's component group at 64 characters (a PN of three
+# groups 194), SH and CS 16, a TM range 29. A value far beyond those can match only a malformed
+# stored value and costs the index work (LIKE/GLOB patterns, fuzzy tokens), so it is refused;
+# 1,024 leaves room for every legal value with wildcards.
+MAX_QIDO_VALUE_CHARS = 1024
+
+# UIDs in one QIDO UID-list value (``StudyInstanceUID=1.2\\1.3``, PS3.4 C.2.2.2.2): each becomes
+# a bound parameter of an ``IN (…)`` list, so an unbounded list grows the statement (SQLite's
+# default limit is 32,766 parameters) and its plan. Viewers ask for a page of studies at a time;
+# 1,000 is a few pages of the largest default QIDO page (1,000 series or instances).
+MAX_QIDO_UIDS = 1000

@@ -18,7 +18,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from sqlalchemy import ColumnElement, Table, and_, or_, select
 
 from dicomql.dicom.attributes import BY_KEYWORD, BY_TAG, IndexedAttribute, Level
-from dicomql.dicom.limits import MAX_FUZZY_TOKENS
+from dicomql.dicom.limits import MAX_FUZZY_TOKENS, MAX_QIDO_UIDS, MAX_QIDO_VALUE_CHARS
 from dicomql.store.schema import instances, person_name_tokens, series, studies
 
 DEFAULT_LIMIT = {Level.STUDY: 100, Level.SERIES: 1000, Level.INSTANCE: 1000}
@@ -232,7 +232,17 @@ def _searchable(name: str, level: Level, standard: bool = False) -> IndexedAttri
     return attribute
 
 
+def _check_length(attribute: IndexedAttribute, value: str) -> None:
+    if len(value) > MAX_QIDO_VALUE_CHARS:
+        raise QueryError(
+            f"{attribute.keyword}: a matching value may be at most {MAX_QIDO_VALUE_CHARS}"
+            f" characters, not {len(value)}."
+        )
+
+
 def _match(attribute: IndexedAttribute, value: str, fuzzy: bool) -> Match:
+    if attribute.vr != "UI":  # a UID list is checked UID by UID
+        _check_length(attribute, value)
     if attribute.vr == "IS":
         # PS3.4 C.2.2.2.1: single value matching only for numbers.
         if not (value.strip().lstrip("+-").isascii() and value.strip().lstrip("+-").isdigit()):
@@ -243,6 +253,13 @@ def _match(attribute: IndexedAttribute, value: str, fuzzy: bool) -> Match:
         return Match(attribute, MatchKind.SINGLE, (str(number),))
     if attribute.vr == "UI":
         uids = tuple(uid.strip() for uid in _UID_SEPARATORS.split(value) if uid.strip())
+        if len(uids) > MAX_QIDO_UIDS:
+            raise QueryError(
+                f"{attribute.keyword}: a UID list may hold at most {MAX_QIDO_UIDS} UIDs,"
+                f" not {len(uids)}."
+            )
+        for uid in uids:
+            _check_length(attribute, uid)
         if len(uids) > 1:
             return Match(attribute, MatchKind.LIST, uids)
         return Match(attribute, MatchKind.SINGLE, uids or ("",))
