@@ -202,7 +202,7 @@ def test_store_response_is_xml_when_accept_asks(client: DicomWebClient) -> None:
     [
         "text/plain",
         "application/json",
-        'multipart/related; type="application/dicom+json"; boundary=x',
+        'multipart/related; type="application/dicom+xml"; boundary=x',
     ],
 )
 def test_wrong_content_type_is_415_in_google_shape(

@@ -5,6 +5,9 @@ refuses the rest the way Google's service does, so code that works against a loc
 working in the cloud. ``standard`` also serves what DICOM PS3.18 requires of an origin server
 beyond Google's subset, for viewers and DICOMweb clients that expect the whole standard.
 Endpoints ask :func:`conformance_of` and never compare profile names themselves.
+
+STOW-RS of DICOM JSON metadata and bulk data (PS3.18 10.5.1.4) is served under both: Google
+documents it ("Store DICOM JSON metadata with JPEG files"), so it has no flag here.
 """
 
 from __future__ import annotations

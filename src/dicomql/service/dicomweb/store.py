@@ -27,6 +27,10 @@ from dicomql.service.dicomweb.responses import (
     DicomJsonResponse,
     DicomXmlResponse,
 )
+from dicomql.service.dicomweb.store_metadata import (
+    DICOM_JSON,
+    receive_metadata_and_bulkdata,
+)
 from dicomql.service.errors import (
     InsufficientStorage,
     InvalidArgument,
@@ -49,7 +53,7 @@ async def store_instances(request: Request) -> Response:
     service = context.service
     if (shortage := await to_thread.run_sync(service.config.space_shortage)) is not None:
         raise InsufficientStorage(shortage)
-    events = _events(request)
+    events, metadata = _events(request)
     ingest = Ingest(
         service.index,
         service.blobs,
@@ -59,7 +63,10 @@ async def store_instances(request: Request) -> Response:
     )
     try:
         async with ingest:
-            await _receive(ingest, events)
+            if metadata:
+                await receive_metadata_and_bulkdata(ingest, events)
+            else:
+                await _receive(ingest, events)
             outcomes = await ingest.finish()
     except StoreNotFound as exc:
         # Deleted while this request was storing into it; nothing of it stays (Google answers a
@@ -71,25 +78,28 @@ async def store_instances(request: Request) -> Response:
     return _store_response(request, context, outcomes, path_study)
 
 
-def _events(request: Request) -> AsyncIterator[Event]:
+def _events(request: Request) -> tuple[AsyncIterator[Event], bool]:
+    """The body's parts, and whether they are metadata and bulk data (PS3.18 10.5.1.4) rather
+    than PS3.10 instances."""
     content_type = MediaType.parse(request.headers.get("content-type", ""))
     if content_type.type == _DICOM:
-        return _single(request.stream())
+        return _single(request.stream()), False
     if content_type.type != "multipart/related":
         raise UnsupportedMediaType(
             f'Unsupported Content-Type "{content_type.type}"; expected multipart/related;'
             ' type="application/dicom" or application/dicom.'
         )
     part_type = content_type.params.get("type", _DICOM).lower()
-    if part_type != _DICOM:
+    if part_type not in (_DICOM, DICOM_JSON):
         raise UnsupportedMediaType(
             f'Unsupported multipart/related type "{part_type}"; send PS3.10 instances as'
-            ' type="application/dicom" (PS3.18 10.5.1.1).'
+            ' type="application/dicom" (PS3.18 10.5.1.1), or DICOM JSON metadata and bulk data'
+            ' as type="application/dicom+json" (PS3.18 10.5.1.4).'
         )
     boundary = content_type.params.get("boundary")
     if not boundary:
         raise InvalidArgument("The multipart/related Content-Type has no boundary parameter.")
-    return parse_multipart(request.stream(), boundary)
+    return parse_multipart(request.stream(), boundary), part_type == DICOM_JSON
 
 
 async def _single(stream: AsyncIterator[bytes]) -> AsyncIterator[Event]:

@@ -1,0 +1,138 @@
+"""PS3.10 instances built from DICOM JSON (PS3.18 Annex F) and bulk data: what a STOW-RS
+"metadata and bulk data" request (PS3.18 10.5.1.4 / 10.5.2) carries instead of PS3.10 files.
+
+pydicom reads the JSON (``Dataset.from_json``); values given as ``BulkDataURI`` are looked up
+with the caller's resolver, ``InlineBinary`` values are decoded by pydicom. The file meta comes
+from the JSON's own group 0002 when present (its TransferSyntaxUID decides the encoding), else
+Explicit VR Little Endian; Pixel Data is encapsulated only when that transfer syntax is a
+compressed one (PS3.5 A.4), one fragment a frame.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from dicomql.dicom.parse import UnreadableInstance
+
+_SOP_CLASS_UID = "00080016"
+_SOP_INSTANCE_UID = "00080018"
+_PIXEL_DATA = 0x7FE00010
+_ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: the Basic Offset Table item
+
+# Resolves a BulkDataURI to its bytes; raises KeyError when nothing in the request has it.
+BulkResolver = Callable[[str], bytes]
+
+
+class UnbuildableInstance(UnreadableInstance):
+    """A DICOM JSON object that cannot become a PS3.10 instance; the message says why, and the
+    SOP UIDs are those the object names (for the Failed SOP Sequence), when it names them."""
+
+
+def parse_metadata(raw: bytes) -> list[Any]:
+    """The DICOM JSON objects of one ``application/dicom+json`` part: an array of objects
+    (PS3.18 F.2.1.1); a single object is taken as an array of one.
+
+    Raises:
+        UnbuildableInstance: not UTF-8 JSON, or neither an object nor an array.
+    """
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise UnbuildableInstance(f"The DICOM JSON metadata part is not valid JSON: {exc}") from exc
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        raise UnbuildableInstance(
+            "The DICOM JSON metadata part is not an array of DICOM JSON objects (PS3.18 F.2.1.1)."
+        )
+    return value
+
+
+def write_instance(model: Any, resolve: BulkResolver, out: BinaryIO) -> None:
+    """Write the PS3.10 file of one DICOM JSON object to ``out``.
+
+    Raises:
+        UnbuildableInstance: not an object, no SOP Class or SOP Instance UID, a BulkDataURI the
+            request does not carry, or values pydicom cannot read or write.
+    """
+    if not isinstance(model, dict):
+        raise UnbuildableInstance("A DICOM JSON instance is not a JSON object (PS3.18 F.2.1.1).")
+    sop_class = _uid_of(model, _SOP_CLASS_UID)
+    sop_instance = _uid_of(model, _SOP_INSTANCE_UID)
+    if sop_class is None or sop_instance is None:
+        raise UnbuildableInstance(
+            "The DICOM JSON instance has no SOPClassUID (0008,0016) or SOPInstanceUID (0008,0018).",
+            sop_class,
+            sop_instance,
+        )
+
+    def bulk(tag: str, vr: str, uri: str) -> bytes:
+        try:
+            return resolve(uri)
+        except KeyError:
+            raise UnbuildableInstance(
+                f"BulkDataURI {uri!r} of ({tag[:4]},{tag[4:]}) names no part of the request"
+                " (no part has it as Content-Location).",
+                sop_class,
+                sop_instance,
+            ) from None
+
+    try:
+        dataset = Dataset.from_json(model, bulk_data_uri_handler=bulk)
+        meta = FileMetaDataset(dataset.group_dataset(0x0002))
+        for tag in list(meta.keys()):
+            del dataset[tag]
+        if "TransferSyntaxUID" not in meta:
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = sop_instance
+        dataset.file_meta = meta
+        syntax = UID(meta.TransferSyntaxUID)
+        if syntax.is_compressed and _PIXEL_DATA in dataset:
+            _encapsulate_pixel_data(dataset)
+        dcmwrite(out, dataset, enforce_file_format=True)
+    except UnbuildableInstance:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        # pydicom's refusals of values it cannot read (from_json) or encode (dcmwrite).
+        raise UnbuildableInstance(
+            f"The DICOM JSON instance cannot be encoded as PS3.10: {exc}", sop_class, sop_instance
+        ) from exc
+
+
+def _uid_of(model: dict[str, Any], tag: str) -> str | None:
+    element = model.get(tag)
+    if not isinstance(element, dict):
+        return None
+    value = element.get("Value")
+    if isinstance(value, list) and value and isinstance(value[0], str) and value[0]:
+        return value[0]
+    return None
+
+
+def _encapsulate_pixel_data(dataset: Dataset) -> None:
+    """Pixel Data sent as the compressed bitstream of its frame (PS3.18 8.7.3.3.2, e.g. an
+    ``image/jpeg`` part) becomes encapsulated; already-encapsulated data is kept as sent."""
+    element = dataset[_PIXEL_DATA]
+    value = element.value
+    if not isinstance(value, bytes):
+        raise UnbuildableInstance("Pixel Data of a compressed transfer syntax has no bytes.")
+    if not value.startswith(_ITEM_TAG):
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        if frames != 1:
+            raise UnbuildableInstance(
+                f"Pixel Data of {frames} frames in a compressed transfer syntax must be sent"
+                " encapsulated (PS3.5 A.4); one bitstream can only be one frame."
+            )
+        value = encapsulate([value])
+    element.VR = "OB"
+    element.value = value
+    element.is_undefined_length = True

@@ -1,0 +1,151 @@
+"""STOW-RS of metadata and bulk data (PS3.18 10.5.1.4 and 10.5.2): a
+``multipart/related; type="application/dicom+json"`` body whose first part is an array of DICOM
+JSON instances (PS3.18 Annex F) naming their bulk data by ``BulkDataURI``, followed by the bulk
+data parts, each with that URI as its ``Content-Location``. Served under both profiles: Google's
+how-to "Store DICOM JSON metadata with JPEG files" documents the same request.
+
+Sent with plain httpx: dicomweb-client's ``store_instances`` only sends PS3.10 datasets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from dicomweb_client import DICOMwebClient
+from dicomweb_support import DICOMWEB, TEST_FILES, create_store, failed, referenced
+from pydicom.dataelem import DataElement
+
+from dicomql.service.config import ServiceConfig
+
+BOUNDARY = "json-b0undary"
+CONTENT_TYPE = f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}'
+
+
+@pytest.fixture(params=["standard", "google"])
+def server(request: Any, service_config: ServiceConfig, start_live_server: Any) -> Any:
+    config = replace(service_config, conformance=request.param)
+    create_store(config)
+    return start_live_server(config)
+
+
+def _body(metadata: list[dict[str, Any]], bulk: dict[str, tuple[str, bytes]]) -> bytes:
+    parts = [(b"Content-Type: application/dicom+json\r\n", json.dumps(metadata).encode())]
+    for uri, (media_type, data) in bulk.items():
+        head = f"Content-Type: {media_type}\r\nContent-Location: {uri}\r\n".encode()
+        parts.append((head, data))
+    body = b"".join(
+        b"--" + BOUNDARY.encode() + b"\r\n" + head + b"\r\n" + data + b"\r\n"
+        for head, data in parts
+    )
+    return body + b"--" + BOUNDARY.encode() + b"--\r\n"
+
+
+def _stow(server: Any, body: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}{DICOMWEB}/studies",
+        content=body,
+        headers={"content-type": CONTENT_TYPE, "accept": "application/dicom+json"},
+        timeout=60,
+    )
+
+
+def _as_json(
+    ds: pydicom.Dataset, inline: bool = False
+) -> tuple[dict[str, Any], dict[str, tuple[str, bytes]]]:
+    """``ds`` as DICOM JSON, its binary values over 1 KiB as BulkDataURIs (or InlineBinary)."""
+    bulk: dict[str, tuple[str, bytes]] = {}
+
+    def to_uri(element: DataElement) -> str:
+        uri = f"urn:dicomql-test:{element.tag:08X}"
+        bulk[uri] = ("application/octet-stream", element.value)
+        return uri
+
+    if inline:
+        return ds.to_json_dict(bulk_data_threshold=1 << 30), bulk
+    return ds.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=to_uri), bulk
+
+
+def _retrieve(server: Any, ds: pydicom.Dataset) -> pydicom.Dataset:
+    client = DICOMwebClient(url=f"{server.url}{DICOMWEB}")
+    return client.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+
+
+def _assert_same_instance(stored: pydicom.Dataset, original: pydicom.Dataset) -> None:
+    for element in original:
+        if element.tag.group == 0x0002 or element.tag == 0xFFFCFFFC:
+            continue  # file meta is rebuilt; trailing padding is not a value
+        assert element.tag in stored, element
+        assert stored[element.tag].value == element.value, element
+    assert stored.PixelData == original.PixelData
+    assert (stored.pixel_array == original.pixel_array).all()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["BulkDataURI", "InlineBinary"])
+def test_stow_json_metadata_with_bulk_data_then_wado(server: Any, inline: bool) -> None:
+    """PS3.18 10.5.1.4: the instance built from metadata and bulk data (or InlineBinary values)
+    is stored, and WADO-RS returns the original's values and pixel bytes."""
+    original = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    metadata, bulk = _as_json(original, inline=inline)
+    if inline:
+        assert "InlineBinary" in metadata["7FE00010"] and not bulk
+    else:
+        assert metadata["7FE00010"]["BulkDataURI"] in bulk
+    response = _stow(server, _body([metadata], bulk))
+    assert response.status_code == 200, response.text
+    assert referenced(response) == [original.SOPInstanceUID]
+    _assert_same_instance(_retrieve(server, original), original)
+
+
+def test_stow_json_jpeg_pixel_data_as_google_documents(server: Any) -> None:
+    """Google's "Store DICOM JSON metadata with JPEG files" (PS3.18 10.5.1.4 with a Compressed
+    Bulk Data part, 8.7.3.3.2): TransferSyntaxUID (0002,0010) JPEG Baseline in the metadata and
+    the JPEG bitstream as an ``image/jpeg`` part become an encapsulated one-frame instance."""
+    original = pydicom.dcmread(TEST_FILES / "SC_rgb_jpeg_dcmtk.dcm")
+    frame = next(pydicom.encaps.generate_frames(original.PixelData, number_of_frames=1))
+    del original.PixelData
+    metadata = original.to_json_dict()
+    metadata["00020010"] = {"vr": "UI", "Value": [original.file_meta.TransferSyntaxUID]}
+    metadata["7FE00010"] = {"vr": "OB", "BulkDataURI": "jpeg-image"}
+    response = _stow(server, _body([metadata], {"jpeg-image": ("image/jpeg", frame)}))
+    assert response.status_code == 200, response.text
+    frames = DICOMwebClient(url=f"{server.url}{DICOMWEB}").retrieve_instance_frames(
+        original.StudyInstanceUID,
+        original.SeriesInstanceUID,
+        original.SOPInstanceUID,
+        frame_numbers=[1],
+        media_types=(("image/jpeg", "1.2.840.10008.1.2.4.50"),),
+    )
+    assert frames == [frame]
+
+
+def test_stow_json_instances_that_cannot_be_built_fail_with_c000(server: Any) -> None:
+    """PS3.18 10.5.3: an unresolved BulkDataURI and missing SOP UIDs refuse that instance with
+    0xC000 (Cannot understand) and a reason; the request's other instance is stored (202)."""
+    original = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    good, bulk = _as_json(original)
+    unresolved = json.loads(json.dumps(good))
+    unresolved["00080018"]["Value"] = ["1.2.3.4.5.6.7.8.9"]
+    unresolved["7FE00010"]["BulkDataURI"] = "urn:dicomql-test:nowhere"
+    no_uid = json.loads(json.dumps(good))
+    del no_uid["00080018"]
+    response = _stow(server, _body([unresolved, no_uid, good], bulk))
+    assert response.status_code == 202, response.text
+    assert failed(response) == [("1.2.3.4.5.6.7.8.9", 0xC000), (None, 0xC000)]
+    assert referenced(response) == [original.SOPInstanceUID]
+    assert "urn:dicomql-test:nowhere" in response.headers["warning"]
+
+
+def test_stow_json_bad_metadata_is_400(server: Any) -> None:
+    """PS3.18 Table 10.5.3-1: nothing storable, every instance unreadable ("bad syntax")."""
+    body = (
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom+json\r\n\r\n{{not json\r\n"
+        f"--{BOUNDARY}--\r\n"
+    ).encode()
+    response = _stow(server, body)
+    assert response.status_code == 400
+    assert failed(response) == [(None, 0xC000)]
+    assert "not valid JSON" in response.headers["warning"]
