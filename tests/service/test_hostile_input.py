@@ -14,6 +14,8 @@ import httpx
 import pytest
 from dicomweb_support import DICOMWEB, DicomWebClient, failed, make_instance
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomql.dicom.limits import (
     MAX_FUZZY_TOKENS,
@@ -22,7 +24,7 @@ from dicomql.dicom.limits import (
     MAX_QIDO_VALUE_CHARS,
     MAX_SEQUENCE_DEPTH,
 )
-from dicomql.dicom.structure import DEFLATED, skip_file_meta
+from dicomql.dicom.structure import DEFLATED, LimitExceeded, inflated, skip_file_meta
 from dicomql.service.config import ServiceConfig
 
 LOCATION = "/v1/projects/p/locations/l"
@@ -225,3 +227,38 @@ def test_qido_values_within_the_limits_are_searched(client: DicomWebClient) -> N
     longest = "Doe^John" + "*" * (MAX_QIDO_VALUE_CHARS - len("Doe^John"))
     response = client.http.get(f"{DICOMWEB}/studies", params={"PatientName": longest})
     assert response.status_code == 200 and len(response.json()) == 1
+
+
+def test_a_stored_deflated_instance_is_served_inflated_by_default(
+    client: DicomWebClient,
+) -> None:
+    path = get_testdata_file("image_dfl.dcm")
+    original = dcmread(path)
+    assert original.file_meta.TransferSyntaxUID == DEFLATED
+    assert client.stow([Path(path).read_bytes()]).status_code == 200
+    url = (
+        f"{DICOMWEB}/studies/{original.StudyInstanceUID}/series/{original.SeriesInstanceUID}"
+        f"/instances/{original.SOPInstanceUID}"
+    )
+    response = client.http.get(url, headers={"accept": "application/dicom"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].endswith(f"transfer-syntax={ExplicitVRLittleEndian}")
+    served = dcmread(io.BytesIO(response.content))
+    assert served.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert served.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
+    assert served == original
+    assert served.PixelData == original.PixelData
+
+
+def test_inflating_for_retrieval_holds_one_chunk_at_a_time_and_stops_at_the_cap() -> None:
+    within = deflate_bomb(MAX_INFLATED_BYTES - 1024 * 1024)
+    chunks = [len(chunk) for chunk in inflated(io.BytesIO(within))]
+    assert sum(chunks) > MAX_INFLATED_BYTES - 1024 * 1024
+    assert max(chunks) <= 1024 * 1024
+    served = dcmread(io.BytesIO(b"".join(inflated(io.BytesIO(within)))))
+    assert served.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert len(served[0x7FE10010].value) == MAX_INFLATED_BYTES - 1024 * 1024
+    beyond = deflate_bomb(MAX_INFLATED_BYTES + 1024 * 1024)
+    with pytest.raises(LimitExceeded, match="inflates to more than"):
+        for _ in inflated(io.BytesIO(beyond)):
+            pass

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from pydicom.datadict import dictionary_VR
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomql.dicom.limits import MAX_INFLATED_BYTES, MAX_SEQUENCE_DEPTH
 
@@ -101,22 +103,56 @@ def skip_file_meta(file: BinaryIO) -> str | None:
     if file.read(132)[128:] != b"DICM":
         return None
     transfer_syntax = None
+    for element, _vr, value in _file_meta_elements(file):
+        if element == 0x0010:
+            transfer_syntax = value.decode("ascii", "replace").strip("\x00 ")
+    return transfer_syntax
+
+
+def _file_meta_elements(file: BinaryIO) -> Iterator[tuple[int, bytes, bytes]]:
+    """(element, VR, value) of each group 0002 element from ``file``'s position (just past
+    ``DICM``); ``file`` is left at the first element of the data set."""
     while True:
         position = file.tell()
         header = file.read(8)
         if len(header) < 8:
-            return transfer_syntax
+            return
         group, element = struct.unpack("<HH", header[:4])
         if group != 0x0002:
             file.seek(position)
-            return transfer_syntax
+            return
         if header[4:6] in _LONG_VRS:
             (length,) = struct.unpack("<I", file.read(4))
         else:
             (length,) = struct.unpack("<H", header[6:8])
-        value = file.read(length)
+        yield element, header[4:6], file.read(length)
+
+
+def inflated(file: BinaryIO) -> Iterator[bytes]:
+    """The PS3.10 bytes of the Deflated Explicit VR Little Endian instance at ``file`` as
+    Explicit VR Little Endian, its data set inflated a chunk at a time (PS3.5 A.5 deflates the
+    data set alone, so only the file meta's transfer syntax and group length change). Memory
+    holds one chunk, not the data set pydicom would inflate whole.
+
+    Raises:
+        LimitExceeded: the data set inflates to more than ``MAX_INFLATED_BYTES``.
+        zlib.error: the deflated stream is damaged.
+    """
+    preamble = file.read(132)
+    meta = b""
+    for element, vr, value in _file_meta_elements(file):
+        if element == 0x0000:
+            continue  # group length: recomputed below
         if element == 0x0010:
-            transfer_syntax = value.decode("ascii", "replace").strip("\x00 ")
+            value = ExplicitVRLittleEndian.encode("ascii") + b"\x00"  # UI padded to even length
+        if vr in _LONG_VRS:
+            meta += struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
+        else:
+            meta += struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+    yield preamble + struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(meta)) + meta
+    reader = _Reader(file, deflated=True)
+    while chunk := reader.read(_CHUNK):
+        yield chunk
 
 
 def _walk(reader: _Reader, transfer_syntax: str) -> None:

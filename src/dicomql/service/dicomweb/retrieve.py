@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,6 +32,7 @@ from dicomql.dicom.render import (
     parse_window,
     render_frame,
 )
+from dicomql.dicom.structure import DEFLATED, LimitExceeded, inflated
 from dicomql.service.conformance import conformance_of
 from dicomql.service.dicomweb.multipart import parse_accept
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store_then
@@ -190,6 +192,15 @@ def _dicom_part(blobs: BlobStore, row: Row, target: str) -> Part:
 def _instance_bytes(blobs: BlobStore, row: Row, target: str) -> Iterator[bytes]:
     if target in (ts.ANY, row.transfer_syntax_uid):
         yield from blobs.read_chunks(row.blob_key)  # as stored, byte for byte
+        return
+    if row.transfer_syntax_uid == DEFLATED and target == ts.EXPLICIT_VR_LITTLE_ENDIAN:
+        # Inflated as it streams: pydicom would inflate the whole data set in memory.
+        with blobs.open(row.blob_key) as file:
+            try:
+                yield from inflated(file)
+            except (LimitExceeded, zlib.error):
+                log.exception("inflating %s failed", row.sop_instance_uid)
+                raise
         return
     with blobs.open(row.blob_key) as file:
         try:
