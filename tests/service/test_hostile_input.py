@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
+import deflated
 from dicomql.dicom.limits import (
     MAX_FUZZY_TOKENS,
     MAX_INFLATED_BYTES,
@@ -24,7 +24,7 @@ from dicomql.dicom.limits import (
     MAX_QIDO_VALUE_CHARS,
     MAX_SEQUENCE_DEPTH,
 )
-from dicomql.dicom.structure import DEFLATED, LimitExceeded, inflated, skip_file_meta
+from dicomql.dicom.structure import DEFLATED, LimitExceeded, inflated
 from dicomql.service.config import ServiceConfig
 
 LOCATION = "/v1/projects/p/locations/l"
@@ -139,31 +139,7 @@ def test_json_bodies_with_hostile_numbers_or_nesting_are_invalid_argument(
 
 
 def deflate_bomb(inflated_extra: int) -> bytes:
-    """A Deflated Explicit VR Little Endian instance whose data set inflates to more than
-    ``inflated_extra`` bytes: a trailing (7FE1,0010) OB of zeros, compressed chunk by chunk."""
-    plain = make_instance()
-    deflated_meta = io.BytesIO()
-    ds = dcmread(io.BytesIO(plain))
-    ds.file_meta.TransferSyntaxUID = DEFLATED
-    ds.save_as(deflated_meta, enforce_file_format=True)
-    meta_end = _file_meta_end(deflated_meta.getvalue())
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [deflated_meta.getvalue()[:meta_end]]
-    parts.append(compressor.compress(plain[_file_meta_end(plain) :]))
-    parts.append(
-        compressor.compress(b"\xe1\x7f\x10\x00OB\x00\x00" + struct.pack("<I", inflated_extra))
-    )
-    zeros = bytes(1024 * 1024)
-    for _ in range(inflated_extra // len(zeros)):
-        parts.append(compressor.compress(zeros))
-    parts.append(compressor.flush())
-    return b"".join(parts)
-
-
-def _file_meta_end(data: bytes) -> int:
-    file = io.BytesIO(data)
-    skip_file_meta(file)
-    return file.tell()
+    return deflated.deflate_bomb(make_instance(), inflated_extra)
 
 
 def test_a_deflated_instance_inflating_beyond_the_cap_is_refused_at_stow(

@@ -1,0 +1,68 @@
+"""Deflate bomb at STOW (issue 13 item 11): a deflated instance of a few hundred kilobytes whose
+data set would inflate to 400 MB raises a ``dicomql serve`` process's peak RSS by a bounded
+amount (+773 MB before the cap) and is refused with FailureReason 0xC000."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom.uid import generate_uid
+from reliability_support import (
+    DICOMWEB,
+    ServerProcess,
+    create_dataset_and_store,
+    make_instance,
+    qido_instances,
+    stow,
+)
+
+from deflated import deflate_bomb
+from dicomql.dicom.limits import MAX_INFLATED_BYTES
+
+PEAK_GROWTH_LIMIT = 150 * 1024 * 1024
+INFLATED = 400 * 1024 * 1024
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str | None) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "data", database_url).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _instance() -> bytes:
+    return make_instance(generate_uid(), generate_uid(), generate_uid())
+
+
+@pytest.mark.slow
+def test_a_deflate_bomb_at_stow_is_refused_within_the_memory_bound(server: ServerProcess) -> None:
+    assert server.process is not None
+    bomb = deflate_bomb(_instance(), INFLATED)
+    assert len(bomb) < 1024 * 1024
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        create_dataset_and_store(client)
+        # Within the cap: stored (and imports and caches warmed before measuring).
+        assert stow(client, [deflate_bomb(_instance(), 1024 * 1024)]).status_code == 200
+        before = _peak_rss(server.process.pid)
+        response = stow(client, [bomb])
+        growth = _peak_rss(server.process.pid) - before
+        stored = qido_instances(client, DICOMWEB)
+    assert response.status_code in (400, 409), response.text
+    failure = response.json()["00081198"]["Value"][0]
+    assert failure["00081197"]["Value"] == [0xC000]
+    assert f"inflates to more than {MAX_INFLATED_BYTES} bytes" in response.headers["warning"]
+    assert len(stored) == 1  # only the instance within the cap
+    assert growth < PEAK_GROWTH_LIMIT, f"peak RSS grew {growth / 2**20:.0f} MB"
+    print(f"peak RSS growth for a {len(bomb)}-byte bomb: {growth / 2**20:.1f} MB")
