@@ -190,6 +190,14 @@ class ServerProcess:
         return text if "Traceback" in text else ""
 
 
+def peak_rss(pid: int) -> int:
+    """The peak resident set size of process ``pid`` so far (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     """Poll ``predicate`` until it returns something true (returned), or fail naming ``what``."""
     deadline = time.monotonic() + timeout

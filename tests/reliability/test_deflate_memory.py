@@ -4,9 +4,6 @@ amount (+773 MB before the cap) and is refused with FailureReason 0xC000."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 from pydicom.uid import generate_uid
@@ -15,6 +12,7 @@ from reliability_support import (
     ServerProcess,
     create_dataset_and_store,
     make_instance,
+    peak_rss,
     qido_instances,
     stow,
 )
@@ -24,22 +22,6 @@ from dicomql.dicom.limits import MAX_INFLATED_BYTES
 
 PEAK_GROWTH_LIMIT = 150 * 1024 * 1024
 INFLATED = 400 * 1024 * 1024
-
-
-def _peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
-@pytest.fixture
-def server(tmp_path: Path, database_url: str | None) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data", database_url).start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def _instance() -> bytes:
@@ -55,9 +37,9 @@ def test_a_deflate_bomb_at_stow_is_refused_within_the_memory_bound(server: Serve
         create_dataset_and_store(client)
         # Within the cap: stored (and imports and caches warmed before measuring).
         assert stow(client, [deflate_bomb(_instance(), 1024 * 1024)]).status_code == 200
-        before = _peak_rss(server.process.pid)
+        before = peak_rss(server.process.pid)
         response = stow(client, [bomb])
-        growth = _peak_rss(server.process.pid) - before
+        growth = peak_rss(server.process.pid) - before
         stored = qido_instances(client, DICOMWEB)
     assert response.status_code in (400, 409), response.text
     failure = response.json()["00081198"]["Value"][0]

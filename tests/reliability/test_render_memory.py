@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 from PIL import Image
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
@@ -21,6 +18,7 @@ from reliability_support import (
     DICOMWEB,
     ServerProcess,
     create_dataset_and_store,
+    peak_rss,
     stow,
 )
 
@@ -67,22 +65,6 @@ def rle_instance(size: int) -> bytes:
     return buffer.getvalue()
 
 
-def _peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
-@pytest.fixture
-def server(tmp_path: Path, database_url: str | None) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "data", database_url).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
 def _store(client: httpx.Client, data: bytes) -> str:
     response = stow(client, [data])
     assert response.status_code == 200, response.text
@@ -102,9 +84,9 @@ def test_a_6000_square_rle_frame_renders_within_the_memory_bound(server: ServerP
         small = _store(client, rle_instance(600))
         assert client.get(f"{small}/rendered").status_code == 200  # imports, warm caches
         big = _store(client, rle_instance(6000))
-        before = _peak_rss(server.process.pid)
+        before = peak_rss(server.process.pid)
         response = client.get(f"{big}/rendered", params={"viewport": "600,600"})
-        growth = _peak_rss(server.process.pid) - before
+        growth = peak_rss(server.process.pid) - before
     assert response.status_code == 200, response.text
     image = np.asarray(Image.open(io.BytesIO(response.content)))
     assert image.shape == (600, 600)
