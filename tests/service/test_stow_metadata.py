@@ -16,10 +16,18 @@ import httpx
 import pydicom
 import pytest
 from dicomweb_client import DICOMwebClient
-from dicomweb_support import DICOMWEB, TEST_FILES, create_store, failed, referenced
+from dicomweb_support import (
+    DICOMWEB,
+    TEST_FILES,
+    DicomWebClient,
+    create_store,
+    failed,
+    referenced,
+)
 from pydicom.dataelem import DataElement
 
 from dicomql.service.config import ServiceConfig
+from dicomql.service.dicomweb import store_metadata
 
 BOUNDARY = "json-b0undary"
 CONTENT_TYPE = f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}'
@@ -149,3 +157,27 @@ def test_stow_json_bad_metadata_is_400(server: Any) -> None:
     assert response.status_code == 400
     assert failed(response) == [(None, 0xC000)]
     assert "not valid JSON" in response.headers["warning"]
+
+
+def test_stow_json_metadata_part_over_the_cap_is_413(
+    service_config: ServiceConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_JSON_METADATA_BYTES (docs/reliability.md, Limits): a metadata part is parsed whole,
+    so one past the cap is refused before it is held, and nothing is stored."""
+    original = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    metadata, bulk = _as_json(original)
+    cap = len(json.dumps([metadata])) + 100
+    monkeypatch.setattr(store_metadata, "MAX_JSON_METADATA_BYTES", cap)
+    client = DicomWebClient(service_config)
+    try:
+        path = f"{DICOMWEB}/studies"
+        headers = {"content-type": CONTENT_TYPE, "accept": "application/dicom+json"}
+        refused = client.http.post(path, content=_body([metadata] * 4, bulk), headers=headers)
+        assert refused.status_code == 413
+        assert f"metadata part exceeds {cap} bytes" in refused.json()["error"]["message"]
+        search = client.http.get(f"{DICOMWEB}/instances")
+        assert search.status_code == 204 or search.json() == []
+        stored = client.http.post(path, content=_body([metadata], bulk), headers=headers)
+        assert stored.status_code == 200, stored.text
+    finally:
+        client.close()

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from io import BufferedIOBase
+from typing import IO, Any, BinaryIO
 
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, encapsulate_buffer
+from pydicom.fileutil import buffer_length, reset_buffer_position
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.valuerep import BUFFERABLE_VRS
 
 from dicomql.dicom.parse import UnreadableInstance
 
@@ -27,8 +30,9 @@ _SOP_INSTANCE_UID = "00080018"
 _PIXEL_DATA = 0x7FE00010
 _ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: the Basic Offset Table item
 
-# Resolves a BulkDataURI to its bytes; raises KeyError when nothing in the request has it.
-BulkResolver = Callable[[str], bytes]
+# Resolves a BulkDataURI to its value, a readable seekable binary file (pydicom writes O* values
+# from it in chunks, so bulk data never sits in memory); KeyError when the request lacks it.
+BulkResolver = Callable[[str], IO[bytes]]
 
 
 class UnbuildableInstance(UnreadableInstance):
@@ -74,9 +78,9 @@ def write_instance(model: Any, resolve: BulkResolver, out: BinaryIO) -> None:
             sop_instance,
         )
 
-    def bulk(tag: str, vr: str, uri: str) -> bytes:
+    def bulk(tag: str, vr: str, uri: str) -> bytes | IO[bytes]:
         try:
-            return resolve(uri)
+            buffer = resolve(uri)
         except KeyError:
             raise UnbuildableInstance(
                 f"BulkDataURI {uri!r} of ({tag[:4]},{tag[4:]}) names no part of the request"
@@ -84,6 +88,15 @@ def write_instance(model: Any, resolve: BulkResolver, out: BinaryIO) -> None:
                 sop_class,
                 sop_instance,
             ) from None
+        buffer.seek(0)
+        if (
+            isinstance(buffer, BufferedIOBase)
+            and vr in BUFFERABLE_VRS
+            and buffer_length(buffer) % 2 == 0
+        ):
+            return buffer
+        # An odd length or a VR pydicom cannot write from a file: read it, pydicom pads it.
+        return buffer.read()
 
     try:
         dataset = Dataset.from_json(model, bulk_data_uri_handler=bulk)
@@ -122,17 +135,25 @@ def _encapsulate_pixel_data(dataset: Dataset) -> None:
     """Pixel Data sent as the compressed bitstream of its frame (PS3.18 8.7.3.3.2, e.g. an
     ``image/jpeg`` part) becomes encapsulated; already-encapsulated data is kept as sent."""
     element = dataset[_PIXEL_DATA]
-    value = element.value
-    if not isinstance(value, bytes):
+    value: bytes | BufferedIOBase = element.value
+    if isinstance(value, BufferedIOBase):
+        with reset_buffer_position(value):
+            start = value.read(len(_ITEM_TAG))
+    elif isinstance(value, bytes):
+        start = value[: len(_ITEM_TAG)]
+    else:
         raise UnbuildableInstance("Pixel Data of a compressed transfer syntax has no bytes.")
-    if not value.startswith(_ITEM_TAG):
+    if start != _ITEM_TAG:
         frames = int(dataset.get("NumberOfFrames", 1) or 1)
         if frames != 1:
             raise UnbuildableInstance(
                 f"Pixel Data of {frames} frames in a compressed transfer syntax must be sent"
                 " encapsulated (PS3.5 A.4); one bitstream can only be one frame."
             )
-        value = encapsulate([value])
+        if isinstance(value, BufferedIOBase):
+            value = encapsulate_buffer([value])
+        else:
+            value = encapsulate([value])
     element.VR = "OB"
     element.value = value
     element.is_undefined_length = True

@@ -33,3 +33,8 @@ MAX_QIDO_VALUE_CHARS = 1024
 # default limit is 32,766 parameters) and its plan. Viewers ask for a page of studies at a time;
 # 1,000 is a few pages of the largest default QIDO page (1,000 series or instances).
 MAX_QIDO_UIDS = 1000
+
+# One ``application/dicom+json`` part of a STOW-RS metadata and bulk data request (PS3.18
+# 10.5.1.4): json.loads and pydicom's from_json need it whole in memory. Large values belong in
+# bulk data parts, which are spooled to disk; 64 MiB holds thousands of instances' headers.
+MAX_JSON_METADATA_BYTES = 64 * 1024 * 1024

@@ -12,6 +12,7 @@ built is refused with 0xC000 and the reason.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import AsyncIterator
 from typing import IO, Any
@@ -24,6 +25,7 @@ from dicomql.dicom.json_instance import (
     parse_metadata,
     write_instance,
 )
+from dicomql.dicom.limits import MAX_JSON_METADATA_BYTES
 from dicomql.service.dicomweb.multipart import MediaType, PartData, PartEnd, PartStart
 from dicomql.service.errors import InvalidArgument, PayloadTooLarge
 from dicomql.store.ingest import Ingest
@@ -32,8 +34,6 @@ from dicomql.store.instances import InstanceOutcome, Outcome
 DICOM_JSON = "application/dicom+json"
 Event = PartStart | PartData | PartEnd
 
-# A metadata part is parsed whole; bulk data, the large part of a study, never is.
-MAX_METADATA_BYTES = 64 * 1024 * 1024
 # Bytes of a bulk data part or built instance kept in memory before it rolls over to disk.
 _SPOOL_MEMORY = 1024 * 1024
 _READ_SIZE = 1024 * 1024
@@ -80,10 +80,10 @@ async def _metadata_part(events: AsyncIterator[Event]) -> list[Any | Unbuildable
             break
         if isinstance(event, PartData):
             size += len(event.data)
-            if size > MAX_METADATA_BYTES:
+            if size > MAX_JSON_METADATA_BYTES:
                 raise PayloadTooLarge(
-                    f"A DICOM JSON metadata part exceeds {MAX_METADATA_BYTES} bytes; send large"
-                    " values as bulk data parts."
+                    f"A DICOM JSON metadata part exceeds {MAX_JSON_METADATA_BYTES} bytes;"
+                    " send large values as bulk data parts."
                 )
             chunks.append(event.data)
     try:
@@ -93,9 +93,10 @@ async def _metadata_part(events: AsyncIterator[Event]) -> list[Any | Unbuildable
 
 
 async def _spool_part(events: AsyncIterator[Event]) -> Spool:
-    spool: Spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)  # noqa: SIM115
+    """A bulk data part's bytes: in memory up to ``_SPOOL_MEMORY``, else in a temporary file."""
     pending: list[bytes] = []
     held = 0
+    file: Spool | None = None
     try:
         async for event in events:
             if isinstance(event, PartEnd):
@@ -103,15 +104,20 @@ async def _spool_part(events: AsyncIterator[Event]) -> Spool:
             if isinstance(event, PartData):
                 pending.append(event.data)
                 held += len(event.data)
-                if held >= _READ_SIZE:
-                    await to_thread.run_sync(spool.write, b"".join(pending))
+                if held >= _SPOOL_MEMORY:
+                    if file is None:
+                        file = await to_thread.run_sync(tempfile.TemporaryFile)
+                    await to_thread.run_sync(file.write, b"".join(pending))
                     pending, held = [], 0
+        if file is None:
+            return io.BytesIO(b"".join(pending))
         if pending:
-            await to_thread.run_sync(spool.write, b"".join(pending))
+            await to_thread.run_sync(file.write, b"".join(pending))
     except BaseException:
-        spool.close()
+        if file is not None:
+            file.close()
         raise
-    return spool
+    return file
 
 
 async def _store_one(
@@ -138,10 +144,8 @@ async def _store_one(
 
 
 def _resolver(bulk: dict[str, Spool]) -> BulkResolver:
-    def resolve(uri: str) -> bytes:
-        spool = bulk[uri]  # KeyError: no part has it
-        spool.seek(0)
-        return spool.read()
+    def resolve(uri: str) -> Spool:
+        return bulk[uri]  # KeyError: no part has it
 
     return resolve
 
