@@ -3,10 +3,12 @@ pydicom's bundled test files, generated instances, and multipart bodies."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import numpy as np
@@ -24,6 +26,16 @@ STORE_PATH = "/v1/projects/p/locations/l/datasets/d/dicomStores/s"
 DICOMWEB = f"{STORE_PATH}/dicomWeb"
 CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+STOW_LARGE_BENCH = Path(__file__).parents[2] / "bench" / "stow_large.py"
+
+
+def stow_large_bench() -> ModuleType:
+    """``bench/stow_large.py`` (its ``dicomql serve`` subprocess and peak-RSS reading)."""
+    spec = importlib.util.spec_from_file_location("stow_large", STOW_LARGE_BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def create_store(config: ServiceConfig, project: str = "p", location: str = "l") -> None:

@@ -3,31 +3,19 @@ study streamed back keep the server's peak RSS under 300 MB (bench/stow_large.py
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+from dicomweb_support import stow_large_bench
 
 from dicomql.service.config import ServiceConfig
 
-BENCH = Path(__file__).parents[2] / "bench" / "stow_large.py"
 RSS_BOUND_MB = 300
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stow_large", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_200_megabyte_stow_and_retrieval_stay_under_300_megabytes_rss(
     service_config: ServiceConfig,
 ) -> None:
-    figures = _bench().run(200, service_config.data_dir, service_config.database_url)
+    figures = stow_large_bench().run(200, service_config.data_dir, service_config.database_url)
     assert figures["stow_mb"] >= 200
     assert figures["wado_mb"] >= 200  # every instance came back
     assert figures["peak_rss_after_stow_mb"] < RSS_BOUND_MB, figures

@@ -6,30 +6,19 @@ instance from it in chunks."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
+from dicomweb_support import stow_large_bench
 from pydicom.uid import generate_uid
 
 from dicomql.service.config import ServiceConfig
 
-BENCH = Path(__file__).parents[2] / "bench" / "stow_large.py"
 GROWTH_BOUND_MB = 100
 ROWS = COLUMNS = 10_000  # 16-bit: 200 MB of Pixel Data
 BOUNDARY = "json-large"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stow_large", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _body(study: str, sop: str) -> Iterator[bytes]:
@@ -67,7 +56,7 @@ def _body(study: str, sop: str) -> Iterator[bytes]:
 def test_200_megabyte_json_metadata_stow_grows_rss_under_100_megabytes(
     service_config: ServiceConfig,
 ) -> None:
-    bench = _bench()
+    bench = stow_large_bench()
     bench.create_store(service_config.data_dir, service_config.database_url)
     server = bench.Server(service_config.data_dir, service_config.database_url)
     try:
