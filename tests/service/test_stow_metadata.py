@@ -162,8 +162,9 @@ def test_stow_json_bad_metadata_is_400(server: Any) -> None:
 def test_stow_json_metadata_part_over_the_cap_is_413(
     service_config: ServiceConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """MAX_JSON_METADATA_BYTES (docs/reliability.md, Limits): a metadata part is parsed whole,
-    so one past the cap is refused before it is held, and nothing is stored."""
+    """MAX_JSON_METADATA_BYTES (docs/reliability.md, Limits): metadata parts are parsed whole,
+    so parts past the cap together (here two, each within it) are refused before they are held,
+    and nothing is stored."""
     original = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
     metadata, bulk = _as_json(original)
     cap = len(json.dumps([metadata])) + 100
@@ -172,9 +173,12 @@ def test_stow_json_metadata_part_over_the_cap_is_413(
     try:
         path = f"{DICOMWEB}/studies"
         headers = {"content-type": CONTENT_TYPE, "accept": "application/dicom+json"}
-        refused = client.http.post(path, content=_body([metadata] * 4, bulk), headers=headers)
+        body = _body([metadata], bulk)
+        first_part_end = body.index(b"\r\n--" + BOUNDARY.encode())
+        two_parts = body[: first_part_end + 2] + body  # the same metadata part twice
+        refused = client.http.post(path, content=two_parts, headers=headers)
         assert refused.status_code == 413
-        assert f"metadata part exceeds {cap} bytes" in refused.json()["error"]["message"]
+        assert f"metadata parts exceed {cap} bytes" in refused.json()["error"]["message"]
         search = client.http.get(f"{DICOMWEB}/instances")
         assert search.status_code == 204 or search.json() == []
         stored = client.http.post(path, content=_body([metadata], bulk), headers=headers)

@@ -45,6 +45,7 @@ async def receive_metadata_and_bulkdata(ingest: Ingest, events: AsyncIterator[Ev
     """Read the whole body (metadata parts parsed, bulk parts spooled by Content-Location),
     then build and hand each instance to ``ingest`` in the order the metadata lists them."""
     metadata: list[Any | UnbuildableInstance] = []
+    metadata_bytes = 0  # of every metadata part so far: all of them stay parsed until the end
     bulk: dict[str, Spool] = {}
     try:
         async for event in events:
@@ -52,7 +53,9 @@ async def receive_metadata_and_bulkdata(ingest: Ingest, events: AsyncIterator[Ev
                 continue
             part_type = MediaType.parse(event.headers.get("content-type", DICOM_JSON)).type
             if part_type == DICOM_JSON:
-                metadata.extend(await _metadata_part(events))
+                raw = await _metadata_part(events, MAX_JSON_METADATA_BYTES - metadata_bytes)
+                metadata_bytes += len(raw)
+                metadata.extend(await to_thread.run_sync(_parse, raw))
                 continue
             location = event.headers.get("content-location", "").strip()
             spool = await _spool_part(events)
@@ -72,7 +75,7 @@ async def receive_metadata_and_bulkdata(ingest: Ingest, events: AsyncIterator[Ev
             spool.close()
 
 
-async def _metadata_part(events: AsyncIterator[Event]) -> list[Any | UnbuildableInstance]:
+async def _metadata_part(events: AsyncIterator[Event], budget: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for event in events:
@@ -80,14 +83,18 @@ async def _metadata_part(events: AsyncIterator[Event]) -> list[Any | Unbuildable
             break
         if isinstance(event, PartData):
             size += len(event.data)
-            if size > MAX_JSON_METADATA_BYTES:
+            if size > budget:
                 raise PayloadTooLarge(
-                    f"A DICOM JSON metadata part exceeds {MAX_JSON_METADATA_BYTES} bytes;"
-                    " send large values as bulk data parts."
+                    f"The DICOM JSON metadata parts exceed {MAX_JSON_METADATA_BYTES} bytes;"
+                    " send large values as bulk data parts, or the instances in several requests."
                 )
             chunks.append(event.data)
+    return b"".join(chunks)
+
+
+def _parse(raw: bytes) -> list[Any | UnbuildableInstance]:
     try:
-        return list(await to_thread.run_sync(parse_metadata, b"".join(chunks)))
+        return parse_metadata(raw)
     except UnbuildableInstance as exc:
         return [exc]  # one refusal for the part, in its place
 
