@@ -52,9 +52,9 @@ def _body(metadata: list[dict[str, Any]], bulk: dict[str, tuple[str, bytes]]) ->
     return body + b"--" + BOUNDARY.encode() + b"--\r\n"
 
 
-def _stow(server: Any, body: bytes) -> httpx.Response:
+def _stow(server: Any, body: bytes, study: str | None = None) -> httpx.Response:
     return httpx.post(
-        f"{server.url}{DICOMWEB}/studies",
+        f"{server.url}{DICOMWEB}/studies" + (f"/{study}" if study else ""),
         content=body,
         headers={"content-type": CONTENT_TYPE, "accept": "application/dicom+json"},
         timeout=60,
@@ -185,3 +185,18 @@ def test_stow_json_metadata_part_over_the_cap_is_413(
         assert stored.status_code == 200, stored.text
     finally:
         client.close()
+
+
+def test_stow_json_goes_through_the_same_unit_of_work(server: Any) -> None:
+    """PS3.18 10.5.3 outcomes as for PS3.10 parts: the same JSON instance sent again builds the
+    same bytes (stored again is a duplicate, 200), and one sent to another study's path fails
+    with 0xA900 like any instance of another study (409)."""
+    original = pydicom.dcmread(TEST_FILES / "CT_small.dcm")
+    metadata, bulk = _as_json(original)
+    for _ in range(2):
+        response = _stow(server, _body([metadata], bulk))
+        assert response.status_code == 200, response.text
+        assert referenced(response) == [original.SOPInstanceUID]
+    other_study = _stow(server, _body([metadata], bulk), study="1.2.3.4")
+    assert other_study.status_code == 409
+    assert failed(other_study) == [(original.SOPInstanceUID, 0xA900)]
