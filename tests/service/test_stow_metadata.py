@@ -8,6 +8,7 @@ Sent with plain httpx: dicomweb-client's ``store_instances`` only sends PS3.10 d
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from typing import Any
@@ -30,6 +31,17 @@ from dicomql.service.config import ServiceConfig
 from dicomql.service.dicomweb import store_metadata
 
 BOUNDARY = "json-b0undary"
+IMAGE_PIXEL = (
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PlanarConfiguration",
+)
 CONTENT_TYPE = f'multipart/related; type="application/dicom+json"; boundary={BOUNDARY}'
 
 
@@ -111,11 +123,17 @@ def test_stow_json_metadata_with_bulk_data_then_wado(server: Any, inline: bool) 
 def test_stow_json_jpeg_pixel_data_as_google_documents(server: Any) -> None:
     """Google's "Store DICOM JSON metadata with JPEG files" (PS3.18 10.5.1.4 with a Compressed
     Bulk Data part, 8.7.3.3.2): TransferSyntaxUID (0002,0010) JPEG Baseline in the metadata and
-    the JPEG bitstream as an ``image/jpeg`` part become an encapsulated one-frame instance."""
+    the JPEG bitstream as an ``image/jpeg`` part become an encapsulated one-frame instance. The
+    metadata leaves out the Image Pixel Description attributes (PS3.18 Table 10.5.2-1 allows it);
+    the server takes them from the JPEG header."""
     original = pydicom.dcmread(TEST_FILES / "SC_rgb_jpeg_dcmtk.dcm")
     frame = next(pydicom.encaps.generate_frames(original.PixelData, number_of_frames=1))
-    del original.PixelData
-    metadata = original.to_json_dict()
+    sent = copy.deepcopy(original)
+    del sent.PixelData
+    for keyword in IMAGE_PIXEL:
+        delattr(sent, keyword)
+    metadata = sent.to_json_dict()
+    assert "00280010" not in metadata  # Rows
     metadata["00020010"] = {"vr": "UI", "Value": [original.file_meta.TransferSyntaxUID]}
     metadata["7FE00010"] = {"vr": "OB", "BulkDataURI": "jpeg-image"}
     response = _stow(server, _body([metadata], {"jpeg-image": ("image/jpeg", frame)}))
@@ -128,6 +146,10 @@ def test_stow_json_jpeg_pixel_data_as_google_documents(server: Any) -> None:
         media_types=(("image/jpeg", "1.2.840.10008.1.2.4.50"),),
     )
     assert frames == [frame]
+    stored = _retrieve(server, original)
+    for keyword in IMAGE_PIXEL:
+        assert stored[keyword].value == original[keyword].value, keyword
+    assert (stored.pixel_array == original.pixel_array).all()
 
 
 def test_stow_json_instances_that_cannot_be_built_fail_with_c000(server: Any) -> None:

@@ -10,11 +10,13 @@ compressed one (PS3.5 A.4), one fragment a frame.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from io import BufferedIOBase
 from typing import IO, Any, BinaryIO
 
+import PIL.Image
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate, encapsulate_buffer
@@ -29,6 +31,8 @@ _SOP_CLASS_UID = "00080016"
 _SOP_INSTANCE_UID = "00080018"
 _PIXEL_DATA = 0x7FE00010
 _ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: the Basic Offset Table item
+# JPEG Baseline and Extended: bitstreams whose header Pillow reads (PS3.18 Table 10.5.2-1).
+_JPEG_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
 
 # Resolves a BulkDataURI to its value, a readable seekable binary file (pydicom writes O* values
 # from it in chunks, so bulk data never sits in memory); KeyError when the request lacks it.
@@ -150,6 +154,8 @@ def _encapsulate_pixel_data(dataset: Dataset) -> None:
                 f"Pixel Data of {frames} frames in a compressed transfer syntax must be sent"
                 " encapsulated (PS3.5 A.4); one bitstream can only be one frame."
             )
+        if UID(dataset.file_meta.TransferSyntaxUID) in _JPEG_SYNTAXES:
+            _fill_image_pixel_from_jpeg(dataset, value)
         if isinstance(value, BufferedIOBase):
             value = encapsulate_buffer([value])
         else:
@@ -157,3 +163,43 @@ def _encapsulate_pixel_data(dataset: Dataset) -> None:
     element.VR = "OB"
     element.value = value
     element.is_undefined_length = True
+
+
+def _fill_image_pixel_from_jpeg(dataset: Dataset, bitstream: bytes | BufferedIOBase) -> None:
+    """PS3.18 10.5.2 (Table 10.5.2-1): with a compressed bulk data part the metadata may leave
+    out the Image Pixel Description attributes; the origin server takes them from the bitstream.
+    Read from the JPEG header (Pillow reads no pixels here); values the metadata has are kept."""
+    source = io.BytesIO(bitstream) if isinstance(bitstream, bytes) else bitstream
+    position = source.tell()
+    try:
+        with PIL.Image.open(source) as image:
+            columns, rows = image.size
+            mode = image.mode
+            layers = getattr(image, "layer", [])
+    except (OSError, ValueError) as exc:
+        raise UnbuildableInstance(f"Pixel Data is not a JPEG bitstream: {exc}") from exc
+    finally:
+        source.seek(position)
+    if mode == "L":
+        samples, photometric = 1, "MONOCHROME2"
+    elif mode == "RGB":
+        # Chroma subsampled when the luminance component is sampled more often (PS3.3 C.7.6.3.1.2).
+        subsampled = bool(layers) and any(layer[1:3] != layers[0][1:3] for layer in layers[1:])
+        samples, photometric = 3, "YBR_FULL_422" if subsampled else "YBR_FULL"
+    else:
+        raise UnbuildableInstance(f"A JPEG bitstream of mode {mode} has no DICOM photometric form.")
+    defaults: dict[str, Any] = {
+        "Rows": rows,
+        "Columns": columns,
+        "SamplesPerPixel": samples,
+        "PhotometricInterpretation": photometric,
+        "BitsAllocated": 8,
+        "BitsStored": 8,
+        "HighBit": 7,
+        "PixelRepresentation": 0,
+    }
+    if samples == 3:
+        defaults["PlanarConfiguration"] = 0
+    for keyword, value in defaults.items():
+        if keyword not in dataset:
+            setattr(dataset, keyword, value)
