@@ -77,38 +77,38 @@ async def _resolve(
     return context, study_pk, series_pk, instance_pk
 
 
-def _json_array(
+def _stored_metadata(
     context: StoreContext, study_pk: int, series_pk: int | None, instance_pk: int | None
-) -> Iterator[bytes]:
-    """The array written element by element from a streamed query (runs in a worker thread)."""
+) -> Iterator[str]:
+    """Each selected instance's stored DICOM JSON, from a streamed query (in a worker thread)."""
     with context.service.index.connect() as conn:
-        first = True
-        for text in index_search.instance_metadata(
+        yield from index_search.instance_metadata(
             conn,
             context.base_url,
             study_pk=study_pk,
             series_pk=series_pk,
             instance_pk=instance_pk,
-        ):
-            yield (b"[" if first else b",") + text.encode("utf-8")
-            first = False
-        yield b"[]" if first else b"]"
+        )
+
+
+def _json_array(
+    context: StoreContext, study_pk: int, series_pk: int | None, instance_pk: int | None
+) -> Iterator[bytes]:
+    """The array written element by element as the instances stream."""
+    first = True
+    for text in _stored_metadata(context, study_pk, series_pk, instance_pk):
+        yield (b"[" if first else b",") + text.encode("utf-8")
+        first = False
+    yield b"[]" if first else b"]"
 
 
 def _xml_parts(
     context: StoreContext, study_pk: int, series_pk: int | None, instance_pk: int | None
 ) -> Iterator[Part]:
     """One Native DICOM Model part per instance (PS3.19), from the same stored JSON."""
-    with context.service.index.connect() as conn:
-        for text in index_search.instance_metadata(
-            conn,
-            context.base_url,
-            study_pk=study_pk,
-            series_pk=series_pk,
-            instance_pk=instance_pk,
-        ):
-            xml = native_dicom_model(json.loads(text)).encode("utf-8")
-            yield {"Content-Type": f"{DICOM_XML}; charset=utf-8"}, [xml]
+    for text in _stored_metadata(context, study_pk, series_pk, instance_pk):
+        xml = native_dicom_model(json.loads(text)).encode("utf-8")
+        yield {"Content-Type": f"{DICOM_XML}; charset=utf-8"}, [xml]
 
 
 async def retrieve_metadata(request: Request) -> Response:
