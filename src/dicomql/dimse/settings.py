@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from dicomql.service.names import dicom_store_name
+
 DEFAULT_AE_TITLE = "DICOMQL"
 
 _STORE_NAME = re.compile(
@@ -40,10 +42,7 @@ class StoreName:
         return cls(*match.group("project", "location", "dataset", "store"))
 
     def __str__(self) -> str:
-        return (
-            f"projects/{self.project}/locations/{self.location}"
-            f"/datasets/{self.dataset}/dicomStores/{self.store}"
-        )
+        return dicom_store_name(self.project, self.location, self.dataset, self.store)
 
 
 def check_ae_title(title: str) -> str:
