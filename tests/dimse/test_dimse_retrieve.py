@@ -7,8 +7,9 @@ from __future__ import annotations
 import io
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dimse_support import (
@@ -23,6 +24,7 @@ from dimse_support import (
 )
 from pydicom import Dataset, dcmread
 from pynetdicom import AE, build_role
+from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelGet,
@@ -105,19 +107,14 @@ def _study(uid: str) -> Dataset:
     return query
 
 
-def test_c_get_reports_sub_operation_counts(stored: tuple[DimseServer, dict[str, bytes]]) -> None:
-    server, _ = stored
+def _c_get_association(server: DimseServer, on_store: Callable[[Any], int]) -> Association:
+    """An association that asks for Study Root C-GET and takes back the CT instances it sends,
+    each through ``on_store``."""
+    from pynetdicom import evt
+
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(CTImageStorage)
-    received: list[str] = []
-
-    def on_store(event: object) -> int:
-        received.append(str(event.dataset.SOPInstanceUID))  # type: ignore[attr-defined]
-        return 0x0000
-
-    from pynetdicom import evt
-
     assoc = ae.associate(
         "127.0.0.1",
         server.dimse_port,
@@ -126,6 +123,18 @@ def test_c_get_reports_sub_operation_counts(stored: tuple[DimseServer, dict[str,
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
     )
     assert assoc.is_established
+    return assoc
+
+
+def test_c_get_reports_sub_operation_counts(stored: tuple[DimseServer, dict[str, bytes]]) -> None:
+    server, _ = stored
+    received: list[str] = []
+
+    def on_store(event: object) -> int:
+        received.append(str(event.dataset.SOPInstanceUID))  # type: ignore[attr-defined]
+        return 0x0000
+
+    assoc = _c_get_association(server, on_store)
     try:
         responses = list(
             assoc.send_c_get(_study("1.2.3.40.2"), StudyRootQueryRetrieveInformationModelGet)
@@ -199,9 +208,6 @@ def test_c_cancel_stops_a_c_get_before_the_next_sub_operation(
     stored: tuple[DimseServer, dict[str, bytes]],
 ) -> None:
     server, _ = stored
-    ae = AE(ae_title="TESTSCU")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(CTImageStorage)
     received: list[str] = []
 
     def on_store(event: object) -> int:
@@ -216,16 +222,7 @@ def test_c_cancel_stops_a_c_get_before_the_next_sub_operation(
         assoc.send_c_cancel(7, get_context.context_id)
         return 0x0000
 
-    from pynetdicom import evt
-
-    assoc = ae.associate(
-        "127.0.0.1",
-        server.dimse_port,
-        ae_title=AE_TITLE,
-        ext_neg=[build_role(CTImageStorage, scp_role=True)],
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-    )
-    assert assoc.is_established
+    assoc = _c_get_association(server, on_store)
     try:
         responses = list(
             assoc.send_c_get(
