@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from dicomql.cli_options import connection_options
-from dicomql.config import CONFORMANCE_PROFILES
+from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_PAGE_LIMIT
 
 if TYPE_CHECKING:
     from dicomql.config import ConnectionConfig
@@ -365,7 +365,7 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--page-limit",
             type=click.IntRange(min=0),
-            default=20,
+            default=DEFAULT_PAGE_LIMIT,
             show_default=True,
             help="Pages a list follows (nextPageToken); 0 follows all of them.",
         ),

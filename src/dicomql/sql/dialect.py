@@ -15,7 +15,3 @@ class StackQL(SQLite):
 
     # Body fields of INSERT/UPDATE carry this prefix: data__labels is the body's "labels".
     DATA_PREFIX = "data__"
-    # An empty string for a parameter or body field means "not set" (StackQL templates).
-    EMPTY_STRING_IS_UNSET = True
-    # A list method follows nextPageToken up to this many pages unless told otherwise.
-    DEFAULT_PAGE_LIMIT = 20

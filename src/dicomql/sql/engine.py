@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from dicomql.config import DEFAULT_PAGE_LIMIT
 from dicomql.errors import JSONValueError, ProgrammingError
 from dicomql.provider.client import Client
 from dicomql.provider.registry import Field, Method, Registry, Resource, suggest
@@ -51,7 +52,7 @@ class Engine:
         client: Client,
         registry: Registry | None = None,
         *,
-        page_limit: int | None = 20,
+        page_limit: int | None = DEFAULT_PAGE_LIMIT,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         search_page_size: int = metadata.PAGE_SIZE,
         bigquery_dir: Path | None = None,
