@@ -555,5 +555,10 @@ from dicomql.deploy.cli import deploy  # noqa: E402
 
 main.add_command(deploy)
 
+# `dicomql viewer install`: the OHIF viewer `serve --viewer` serves (docs/viewer.md).
+from dicomql.viewer.cli import viewer  # noqa: E402
+
+main.add_command(viewer)
+
 if __name__ == "__main__":
     main()
