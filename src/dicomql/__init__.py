@@ -5,6 +5,7 @@ The DB-API entry point is :func:`connect`; errors follow PEP 249 (see :mod:`dico
 
 from __future__ import annotations
 
+from dicomql._version import __version__
 from dicomql.errors import (
     ApiError,
     DatabaseError,
@@ -20,8 +21,6 @@ from dicomql.errors import (
     TransportError,
     Warning,
 )
-
-__version__ = "0.1.0"
 
 apilevel = "2.0"
 threadsafety = 1

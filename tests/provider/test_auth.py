@@ -22,13 +22,13 @@ from google_double import (
     service_account_key,
 )
 
-from dicomql.errors import OperationalError
-from dicomql.provider.auth import (
+from dicomql.auth import (
     CLOUD_PLATFORM_SCOPE,
     BearerAuth,
     GoogleAuth,
     load_google_credentials,
 )
+from dicomql.errors import OperationalError
 
 API = "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from dicomql.service.names import dicom_store_name
+from dicomql.store.names import dicom_store_name
 
 DEFAULT_AE_TITLE = "DICOMQL"
 

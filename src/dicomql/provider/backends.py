@@ -7,9 +7,9 @@ import threading
 
 import httpx
 
-from dicomql import __version__
+from dicomql._version import __version__
+from dicomql.auth import BearerAuth, GoogleAuth, load_google_credentials
 from dicomql.config import EMBEDDED, GOOGLE, ConnectionConfig
-from dicomql.provider.auth import BearerAuth, GoogleAuth, load_google_credentials
 
 EMBEDDED_BASE_URL = "http://embedded"
 USER_AGENT = f"dicomql/{__version__}"

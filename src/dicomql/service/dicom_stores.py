@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from dicomql.service import names
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import require_dataset, service_of
 from dicomql.service.errors import AlreadyExists, InvalidArgument, NotFound
@@ -25,6 +24,7 @@ from dicomql.service.validation import (
     validate_path_ids,
     validate_resource_id,
 )
+from dicomql.store import names
 from dicomql.store import resources as store
 
 METHOD = "healthcare.projects.locations.datasets.dicomStores."

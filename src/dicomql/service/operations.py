@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from dicomql.service import names
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import require_dataset, service_of
 from dicomql.service.errors import InvalidArgument, NotFound
 from dicomql.service.label_filter import parse_filter
 from dicomql.service.paging import decode_token, encode_token, page_size
 from dicomql.service.validation import validate_path_ids
+from dicomql.store import names
 from dicomql.store import resources as store
 from dicomql.store.operations import operation_resource
 

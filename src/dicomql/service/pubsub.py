@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
+from dicomql.auth import CLOUD_PLATFORM_SCOPE, GoogleAuth
 from dicomql.errors import OperationalError
-from dicomql.provider.auth import CLOUD_PLATFORM_SCOPE, GoogleAuth
 
 GOOGLE_PUBSUB = "https://pubsub.googleapis.com"
 # Pub/Sub's publish limits: 1,000 messages and 10 MB per request (Pub/Sub "Quotas and limits").

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.deid.config import DeidentifyConfigError, parse_request
-from dicomql.service import bigquery_local, lro, names
+from dicomql.service import bigquery_local, lro
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import service_of
 from dicomql.service.dicom_stores import require_dicom_store
@@ -27,7 +27,7 @@ from dicomql.service.errors import InvalidArgument, NotFound
 from dicomql.service.exporter import target_syntax
 from dicomql.service.validation import validate_path_ids
 from dicomql.service.workers import OperationContext
-from dicomql.store import events
+from dicomql.store import events, names
 from dicomql.store.operations import create_operation, now, operation_resource
 from dicomql.store.schema import instances, series, studies
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from dicomql._version import __version__
 from dicomql.config import DEFAULT_PAGE_LIMIT
 from dicomql.errors import JSONValueError, ProgrammingError
 from dicomql.provider.client import Client
@@ -412,8 +413,6 @@ def _show_providers(registry: Registry, statement: Show) -> Rows:
 
 
 def _show_version(registry: Registry, statement: Show) -> Rows:
-    from dicomql import __version__
-
     return ["version"], [(__version__,)]
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from dicomql.dicom.attributes import Level
-from dicomql.service import names
+from dicomql.store import names
 from dicomql.store.index import Index
 from dicomql.store.schema import datasets, dicom_stores, instance_events, instances
 

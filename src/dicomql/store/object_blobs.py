@@ -9,14 +9,13 @@ import secrets
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from dicomql.store.blobs import CHUNK_SIZE, BlobStore, LocalBlobStore
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
-
-    from dicomql.service.config import ServiceConfig
 
 #: Where an S3-compatible service other than AWS lives (MinIO, Ceph, moto): an endpoint is
 #: deployment configuration, like credentials, so it comes from the environment, not the URL.
@@ -32,7 +31,21 @@ _READ_BLOCK = 8 * CHUNK_SIZE
 _WRITE_PART = 8 * CHUNK_SIZE
 
 
-def blob_store_for(config: ServiceConfig) -> BlobStore:
+class BlobSettings(Protocol):
+    """Where blobs live, as the service's configuration says (``service.config.ServiceConfig``
+    satisfies it; store/ names only the three settings it reads, not the service above it)."""
+
+    @property
+    def blob_url(self) -> str | None: ...
+
+    @property
+    def blob_root(self) -> Path: ...
+
+    @property
+    def blobs_are_files(self) -> bool: ...
+
+
+def blob_store_for(config: BlobSettings) -> BlobStore:
     """The blob store a configuration names: object storage at ``blob_url``, else files (in a
     ``file://`` directory or the data directory)."""
     if config.blobs_are_files:

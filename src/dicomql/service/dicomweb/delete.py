@@ -13,8 +13,8 @@ from starlette.routing import BaseRoute, Route
 
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store
 from dicomql.service.errors import NotFound
-from dicomql.service.names import operation_name
 from dicomql.store.instances import delete_instances, find_instances, lock_store
+from dicomql.store.names import operation_name
 from dicomql.store.operations import (
     add_progress,
     create_operation,

@@ -13,8 +13,8 @@ from starlette.requests import Request
 
 from dicomql.service.context import Service
 from dicomql.service.errors import NotFound
-from dicomql.service.names import dicom_store_name
 from dicomql.service.security import public_origin
+from dicomql.store.names import dicom_store_name
 from dicomql.store.schema import datasets, dicom_stores
 
 T = TypeVar("T")

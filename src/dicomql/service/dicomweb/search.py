@@ -35,8 +35,8 @@ from dicomql.service.dicomweb.responses import (
     MultipartRelatedResponse,
 )
 from dicomql.service.errors import DeadlineExceeded, InvalidArgument, NotAcceptable, NotFound
-from dicomql.service.names import dicom_store_name
 from dicomql.store import search as index_search
+from dicomql.store.names import dicom_store_name
 from dicomql.store.resources import find_dicom_store
 
 _JSON_TYPES = frozenset({"application/dicom+json", "application/json", "*/*", "application/*"})
