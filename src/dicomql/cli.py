@@ -183,9 +183,7 @@ def main() -> None:
 )
 @click.option(
     "--dimse-ae-title",
-    default="DICOMQL",
-    show_default=True,
-    help="The called AE title the DIMSE server answers to.",
+    help="The called AE title the DIMSE server answers to for --dimse-store  [default: DICOMQL].",
 )
 @click.option(
     "--dimse-store",
@@ -195,7 +193,23 @@ def main() -> None:
 @click.option(
     "--dimse-config",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="YAML: calling AE titles allowed and C-MOVE destinations; see docs/dimse.md.",
+    help="YAML: more AE titles with their stores, calling AE titles allowed and C-MOVE "
+    "destinations; see docs/dimse.md.",
+)
+@click.option(
+    "--dimse-tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM certificate (chain): DIMSE over TLS only (PS3.15 B.9); needs --dimse-tls-key.",
+)
+@click.option(
+    "--dimse-tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM private key of --dimse-tls-cert.",
+)
+@click.option(
+    "--dimse-tls-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM CA certificates: DIMSE clients must present a certificate they sign.",
 )
 @click.option("--log-level", default="warning", show_default=True)
 @click.option(
@@ -235,9 +249,12 @@ def serve(
     item_timeout_seconds: float,
     statement_timeout_seconds: float,
     dimse_port: int | None,
-    dimse_ae_title: str,
+    dimse_ae_title: str | None,
     dimse_store: str | None,
     dimse_config: Path | None,
+    dimse_tls_cert: Path | None,
+    dimse_tls_key: Path | None,
+    dimse_tls_ca: Path | None,
     log_level: str,
     log_format: str,
     audit_log: Path | None,
@@ -274,7 +291,14 @@ def serve(
 
     try:
         dimse = DimseSettings.from_options(
-            host, dimse_port, dimse_ae_title, dimse_store, dimse_config
+            host,
+            dimse_port,
+            dimse_ae_title,
+            dimse_store,
+            dimse_config,
+            tls_certificate=dimse_tls_cert,
+            tls_key=dimse_tls_key,
+            tls_ca=dimse_tls_ca,
         )
     except OptionError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.option) from exc

@@ -42,18 +42,21 @@ class DimseServer:
     dimse_port: int
     log: Path
 
-    def create_store(self) -> None:
+    def create_store(self, store_id: str = STORE_ID) -> None:
         response = self.http.post(f"{LOCATION}/datasets", params={"datasetId": "d"}, json={})
         assert response.status_code in (200, 409), response.text
         response = self.http.post(
-            f"{DATASET}/dicomStores", params={"dicomStoreId": STORE_ID}, json={}
+            f"{DATASET}/dicomStores", params={"dicomStoreId": store_id}, json={}
         )
         assert response.status_code in (200, 409), response.text
 
 
 @contextmanager
-def dimse_server(data_dir: Path, *extra: str, processes: int = 1) -> Iterator[DimseServer]:
-    """``dicomql serve --dimse-port`` until it answers HTTP (its DIMSE listener starts first)."""
+def dimse_server(
+    data_dir: Path, *extra: str, processes: int = 1, store: str | None = STORE_NAME
+) -> Iterator[DimseServer]:
+    """``dicomql serve --dimse-port`` until it answers HTTP (its DIMSE listener starts first),
+    with ``--dimse-store store`` unless it is None."""
     port, dimse_port = free_port(), free_port()
     log = data_dir.parent / f"serve-{port}.log"
     command = [
@@ -67,8 +70,7 @@ def dimse_server(data_dir: Path, *extra: str, processes: int = 1) -> Iterator[Di
         str(processes),
         "--dimse-port",
         str(dimse_port),
-        "--dimse-store",
-        STORE_NAME,
+        *(["--dimse-store", store] if store else []),
         *extra,
     ]
     with open(log, "wb") as output:

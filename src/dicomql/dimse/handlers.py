@@ -24,7 +24,7 @@ from dicomql.dimse.retrieve import (
     matched_instances,
     sub_operations,
 )
-from dicomql.dimse.settings import Destination, StoreName
+from dicomql.dimse.settings import CalledAE, Destination, DimseSettings
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.ingest import Ingest
@@ -37,6 +37,9 @@ SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCEL = 0xFE00
 UNABLE_TO_PROCESS = 0xC001  # C-FIND failure, PS3.4 C.4.1.1.4
+# A-ASSOCIATE-RJ diagnostics of the service user (PS3.8 9.3.4).
+CALLING_AE_TITLE_NOT_RECOGNIZED = 0x03
+CALLED_AE_TITLE_NOT_RECOGNIZED = 0x07
 
 
 def status(code: int, comment: str = "") -> Dataset:
@@ -49,46 +52,72 @@ def status(code: int, comment: str = "") -> Dataset:
 
 
 class Handlers:
-    """The SCP's event handlers for one DICOM store.
+    """The SCP's event handlers for the AE titles a server answers to, each with its store.
 
     Args:
-        index: the store's index, to find the store each time (it may be created, deleted
+        index: the stores' index, to find a store each time (it may be created, deleted
             and created again while the server runs).
         blobs: where instances are written.
-        store_name: the store this AE title serves, or None (C-STORE then fails).
+        settings: the AE titles answered (with their stores and allowed calling AE titles)
+            and the C-MOVE destinations.
         space_shortage: why there is no room for another instance now, or None.
-        move_destinations: the AE titles C-MOVE may send to, and where they listen.
     """
 
     def __init__(
         self,
         index: Index,
         blobs: BlobStore,
-        store_name: StoreName | None,
+        settings: DimseSettings,
         space_shortage: Callable[[], str | None],
-        move_destinations: dict[str, Destination] | None = None,
     ) -> None:
         self.index = index
         self.blobs = blobs
-        self.store_name = store_name
+        self.settings = settings
         self.space_shortage = space_shortage
-        self.move_destinations = move_destinations or {}
+        self.move_destinations = settings.move_destinations
+
+    def requested(self, event: Event) -> None:
+        """An A-ASSOCIATE-RQ: rejected (permanent, by the service user, PS3.8 7.1.1.9) when
+        its called AE title is none of this server's or its calling AE title is not allowed
+        there; else the association answers as the called AE title."""
+        request = event.assoc.requestor.primitive
+        called = self.settings.called_ae(str(request.called_ae_title))
+        calling = str(request.calling_ae_title).strip()
+        if called is None:
+            reason = CALLED_AE_TITLE_NOT_RECOGNIZED
+        elif not called.admits(calling):
+            reason = CALLING_AE_TITLE_NOT_RECOGNIZED
+        else:
+            event.assoc.acceptor.ae_title = called.title
+            return
+        log.info("Association from %s to %s rejected", calling, request.called_ae_title)
+        event.assoc.acse.send_reject(0x01, 0x01, reason)
+        event.assoc.kill()
+
+    def called(self, event: Event) -> CalledAE:
+        """The AE title the association called (checked when it was requested)."""
+        called = self.settings.called_ae(str(event.assoc.acceptor.ae_title))
+        assert called is not None
+        return called
 
     def echo(self, event: Event) -> int:
         return SUCCESS
 
-    def store_pk(self) -> int | None:
-        if self.store_name is None:
+    def store_pk(self, event: Event) -> int | None:
+        name = self.called(event).store
+        if name is None:
             return None
-        name = self.store_name
         with self.index.connect() as conn:
             row = find_dicom_store(conn, name.project, name.location, name.dataset, name.store)
         return None if row is None else int(row.pk)
 
+    def no_store(self, event: Event) -> str:
+        return f"No DICOM store {self.called(event).store or '(none set)'}"
+
     def store(self, event: Event) -> Dataset:
-        store_pk = self.store_pk()
+        store_pk = self.store_pk(event)
         if store_pk is None:
-            return status(PROCESSING_FAILURE, f"No DICOM store {self.store_name or '(none set)'}")
+            return status(PROCESSING_FAILURE, self.no_store(event))
         # The PS3.10 file as received (file meta from the presentation context's transfer
         # syntax), not a re-encoding: what WADO returns is byte for byte what was sent.
         data = event.encoded_dataset(include_meta=True)
@@ -97,17 +126,16 @@ class Handlers:
             # One instance, one transaction: a C-STORE is acknowledged only once durable.
             [outcome] = ingest.store([data])
         except StoreNotFound:
-            return status(PROCESSING_FAILURE, f"DICOM store {self.store_name} was deleted")
+            return status(PROCESSING_FAILURE, f"DICOM store {self.called(event).store} was deleted")
         except Exception:
-            log.exception("C-STORE into %s failed", self.store_name)
+            log.exception("C-STORE into %s failed", self.called(event).store)
             return status(PROCESSING_FAILURE, "Internal error storing the instance")
         return status(outcome.failure_reason or SUCCESS, outcome.message)
 
     def find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        store_pk = self.store_pk()
+        store_pk = self.store_pk(event)
         if store_pk is None:
-            comment = f"No DICOM store {self.store_name or '(none set)'}"
-            yield status(UNABLE_TO_PROCESS, comment), None
+            yield status(UNABLE_TO_PROCESS, self.no_store(event)), None
             return
         try:
             for answer in find(self.index, store_pk, event.identifier, lambda: event.is_cancelled):
@@ -141,11 +169,11 @@ class Handlers:
         self, event: Event, *, move: bool, destination: Destination | None = None
     ) -> Iterator[object]:
         cancelled = lambda: event.is_cancelled  # noqa: E731
-        store_pk = self.store_pk()
+        store_pk = self.store_pk(event)
         failure: Dataset | None = None
         items: list[Matched] = []
         if store_pk is None:
-            failure = status(UNABLE_TO_PROCESS, f"No DICOM store {self.store_name or '(none set)'}")
+            failure = status(UNABLE_TO_PROCESS, self.no_store(event))
         else:
             try:
                 items = matched_instances(self.index, store_pk, event.identifier, cancelled)

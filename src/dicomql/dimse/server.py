@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
+from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
@@ -29,11 +31,34 @@ NETWORK_TIMEOUT = 60
 
 
 class _SharedPortServer(ThreadedAssociationServer):
-    """pynetdicom's server with SO_REUSEPORT, so every server process can bind the port."""
+    """pynetdicom's server with SO_REUSEPORT, so every server process can bind the port, and
+    with the TLS handshake in the connection's own thread: pynetdicom's runs it in the accept
+    loop, where one client that connects and stays silent would stop every other."""
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = self.socket.accept()
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(NETWORK_TIMEOUT)
+                request.do_handshake()
+                request.settimeout(None)
+            except (OSError, ssl.SSLError) as exc:
+                # A plain DICOM client, an untrusted certificate, a silent peer: no association.
+                log.info("TLS handshake with %s failed: %s", client_address, exc)
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
 
 
 class DimseServer:
@@ -45,8 +70,9 @@ class DimseServer:
         self._server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
-        ae = AE(ae_title=self.settings.ae_title)
-        ae.require_called_aet = True  # an association calling another AE title is rejected
+        # Called and calling AE titles are checked per association (Handlers.requested): one
+        # listener answers several AE titles, each with its own store and callers.
+        ae = AE(ae_title=self.settings.called_aes[0].title)
         ae.maximum_associations = MAX_ASSOCIATIONS
         ae.network_timeout = NETWORK_TIMEOUT
         for context in scp_contexts():
@@ -57,11 +83,12 @@ class DimseServer:
                 scu_role=context.scu_role,
                 scp_role=context.scp_role,
             )
-        if self.settings.calling_ae_titles:
-            ae.require_calling_aet = list(self.settings.calling_ae_titles)
+        tls = self.settings.tls
         server = ae.make_server(
             (self.settings.host, self.settings.port),
+            ssl_context=tls.server_context() if tls else None,
             evt_handlers=[
+                (evt.EVT_REQUESTED, self.handlers.requested),
                 (evt.EVT_C_ECHO, self.handlers.echo),
                 (evt.EVT_C_STORE, self.handlers.store),
                 (evt.EVT_C_FIND, self.handlers.find),
@@ -75,7 +102,7 @@ class DimseServer:
         self._ae = ae
         self._server = server
         threading.Thread(target=server.serve_forever, name="dicomql-dimse", daemon=True).start()
-        log.info("DIMSE %s listening on %s", self.settings.ae_title, self.address)
+        log.info("DIMSE %s", self.settings.describe())
 
     @property
     def address(self) -> tuple[str, int]:

@@ -131,13 +131,7 @@ def start_dimse(service: Service) -> DimseServer | None:
     from dicomql.dimse.handlers import Handlers
     from dicomql.dimse.server import DimseServer
 
-    handlers = Handlers(
-        service.index,
-        service.blobs,
-        settings.store,
-        service.config.space_shortage,
-        settings.move_destinations,
-    )
+    handlers = Handlers(service.index, service.blobs, settings, service.config.space_shortage)
     server = DimseServer(settings, handlers)
     server.start()
     return server

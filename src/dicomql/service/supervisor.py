@@ -181,12 +181,7 @@ def start_banner(config: ServiceConfig, settings: ServeSettings, sock: socket.so
         f"  blobs:     {blobs}\n"
         f"  processes: {settings.processes} ({cpus} CPU{'s' if cpus != 1 else ''} available)\n"
         f"  token:     {token}\n"
-        + (
-            f"  dimse:     {config.dimse.ae_title} on port {config.dimse.port}"
-            f" (store {config.dimse.store or 'not set'})\n"
-            if config.dimse
-            else ""
-        )
+        + (f"  dimse:     {config.dimse.describe()}\n" if config.dimse else "")
     )
 
 
