@@ -32,7 +32,8 @@ if str(REPO) not in sys.path:  # run as a script: make the ``bench`` package imp
 
 from bench import limits, orthanc, phases, report  # noqa: E402
 from bench.datagen import Corpus  # noqa: E402
-from bench.servers import DicomqlServer, ServerError  # noqa: E402
+from bench.findscu import DimseAddress  # noqa: E402
+from bench.servers import DIMSE_AE_TITLE, DicomqlServer, ServerError, free_port  # noqa: E402
 
 NETNS_MARK = "DICOMQL_BENCH_NETNS"
 POSTGRES_HOST = "DICOMQL_BENCH_POSTGRES_HOST"
@@ -155,11 +156,14 @@ def run_target(
     database: FreshDatabase | None = None
     result: dict[str, Any] = {"figures": {}, "errors": {}, "load_before": load_average()}
     try:
+        # Every server also runs its DICOM server, for the C-FIND figures of the QIDO phase.
+        dimse_port = free_port()
         if name == "orthanc":
-            server: Any = orthanc.OrthancServer(directory)
+            server: Any = orthanc.OrthancServer(directory, dicom_port=dimse_port)
             server.start()
             result["versions"] = server.versions()
-            target = phases.Target(name, "orthanc", server, server.dicomweb_url)
+            dimse = DimseAddress(orthanc.DICOM_AE_TITLE, dimse_port)
+            target = phases.Target(name, "orthanc", server, server.dicomweb_url, dimse)
         else:
             url = None
             if name == "dicomql-postgresql":
@@ -168,9 +172,12 @@ def run_target(
                     result["errors"]["setup"] = "PostgreSQL is not reachable"
                     return result
                 url = database.create()
-            server = DicomqlServer(name, directory / "data", url, directory / "server.log")
+            server = DicomqlServer(
+                name, directory / "data", url, directory / "server.log", dimse_port
+            )
             server.start("/v1/projects/bench/locations")
-            target = phases.Target(name, "dicomql", server, server.dicomweb_url)
+            dimse = DimseAddress(DIMSE_AE_TITLE, dimse_port)
+            target = phases.Target(name, "dicomql", server, server.dicomweb_url, dimse)
             server.create_store()
     except (ServerError, OSError) as exc:
         result["errors"]["setup"] = str(exc)

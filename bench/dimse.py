@@ -28,9 +28,8 @@ if str(REPO) not in sys.path:  # run as a script: make the ``bench`` package imp
 from bench import orthanc  # noqa: E402
 from bench.compare import NETNS_MARK, bring_up_loopback  # noqa: E402
 from bench.datagen import Corpus  # noqa: E402
-from bench.servers import DicomqlServer, ServerProcess, free_port  # noqa: E402
+from bench.servers import DIMSE_AE_TITLE, DicomqlServer, ServerProcess, free_port  # noqa: E402
 
-STORE = "projects/bench/locations/local/datasets/bench/dicomStores/bench"
 RESULTS = REPO / "bench" / "results"
 
 
@@ -67,12 +66,12 @@ def storescu(server: ServerProcess, ae_title: str, port: int, folder: Path, coun
 
 def run_dicomql(work: Path, folder: Path, count: int) -> dict:
     port = free_port()
-    server = DicomqlServer("dicomql-sqlite", work / "dicomql", None, work / "dicomql.log")
-    server.command += ["--processes", "1", "--dimse-port", str(port), "--dimse-store", STORE]
+    server = DicomqlServer("dicomql-sqlite", work / "dicomql", None, work / "dicomql.log", port)
+    server.command += ["--processes", "1"]
     server.start("/v1/projects/bench/locations/local")
     try:
         server.create_store()
-        return storescu(server, "DICOMQL", port, folder, count)
+        return storescu(server, DIMSE_AE_TITLE, port, folder, count)
     finally:
         server.stop()
 
@@ -83,7 +82,7 @@ def run_orthanc(work: Path, folder: Path, count: int) -> dict:
     server = orthanc.OrthancServer(work / "orthanc", dicom_port=port)
     server.start()
     try:
-        return storescu(server, "ORTHANC", port, folder, count)
+        return storescu(server, orthanc.DICOM_AE_TITLE, port, folder, count)
     finally:
         server.stop()
 

@@ -1,5 +1,5 @@
 """The measurements, each run the same way against every server: STOW ingest, WADO retrieval,
-peak memory during a large STOW and retrieval, and QIDO latency as the store grows."""
+peak memory during a large STOW and retrieval, and QIDO and C-FIND latency as the store grows."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from pydicom.dataset import Dataset
 
 from bench.client import (
     MULTIPART_DICOM,
@@ -23,6 +24,7 @@ from bench.client import (
     split_multipart,
 )
 from bench.datagen import Corpus, StudyPlan, ct_instance_size
+from bench.findscu import DimseAddress, FindAssociation, identifier
 from bench.servers import ServerProcess
 
 Figures = dict[str, Any]
@@ -74,6 +76,7 @@ class Target:
     flavor: str  # "orthanc" or "dicomql": only the fuzzy-name query differs between them
     server: ServerProcess
     dicomweb_url: str
+    dimse: DimseAddress | None = None  # its DICOM server, for the C-FIND figures
     figures: Figures = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -346,3 +349,106 @@ def qido_scale(target: Target, plan: Plan) -> None:
                     return latency_figures(*_sample(call, plan.qido_repeats))
 
                 measure(target, f"qido.{scale}.{query}", run)
+        if target.dimse is not None:
+            cfind_latency(target, plan, scale, loaded)
+
+
+# Return keys of each level's C-FIND: what a viewer's study, series and image lists show
+# (close to QIDO's default attributes), the same for every server.
+_STUDY_KEYS = {
+    "StudyInstanceUID": "",
+    "PatientName": "",
+    "PatientID": "",
+    "PatientBirthDate": "",
+    "StudyDate": "",
+    "StudyTime": "",
+    "AccessionNumber": "",
+    "StudyDescription": "",
+    "ModalitiesInStudy": "",
+    "NumberOfStudyRelatedInstances": "",
+}
+_SERIES_KEYS = {
+    "SeriesInstanceUID": "",
+    "Modality": "",
+    "SeriesNumber": "",
+    "SeriesDescription": "",
+    "NumberOfSeriesRelatedInstances": "",
+}
+_IMAGE_KEYS = {"SOPInstanceUID": "", "SOPClassUID": "", "InstanceNumber": ""}
+
+
+def _find_by_patient_id(study: StudyPlan, rnd: random.Random) -> Dataset:
+    return identifier("STUDY", **{**_STUDY_KEYS, "PatientID": study.patient_id})
+
+
+def _find_by_date_range(study: StudyPlan, rnd: random.Random) -> Dataset:
+    year = study.study_date[:4]
+    return identifier("STUDY", **{**_STUDY_KEYS, "StudyDate": f"{year}0101-{year}0630"})
+
+
+def _find_by_name_wildcard(study: StudyPlan, rnd: random.Random) -> Dataset:
+    # Stored names are upper case, so the case rules of the two servers do not matter here.
+    return identifier("STUDY", **{**_STUDY_KEYS, "PatientName": f"{study.patient_name[:3]}*"})
+
+
+def _find_series_of_study(study: StudyPlan, rnd: random.Random) -> Dataset:
+    return identifier("SERIES", StudyInstanceUID=study.study_instance_uid, **_SERIES_KEYS)
+
+
+def _find_images_of_series(study: StudyPlan, rnd: random.Random) -> Dataset:
+    series = rnd.choice(study.series)
+    return identifier(
+        "IMAGE",
+        StudyInstanceUID=study.study_instance_uid,
+        SeriesInstanceUID=series.series_instance_uid,
+        **_IMAGE_KEYS,
+    )
+
+
+# The QIDO searches DIMSE can express (no limit/offset in C-FIND, no fuzzy matching: the name
+# search is a family-name prefix wildcard on both servers).
+CFIND_QUERIES: dict[str, Callable[[StudyPlan, random.Random], Dataset]] = {
+    "study_by_patient_id": _find_by_patient_id,
+    "study_by_date_range": _find_by_date_range,
+    "study_by_name_wildcard": _find_by_name_wildcard,
+    "series_of_study": _find_series_of_study,
+    "images_of_series": _find_images_of_series,
+}
+# Also timed: association setup, one C-FIND and release, as a tool that connects per query pays.
+CFIND_WITH_ASSOCIATION = "association_and_study_by_patient_id"
+
+
+def cfind_latency(target: Target, plan: Plan, scale: int, studies: list[StudyPlan]) -> None:
+    """C-FIND p50/p95 of each query over one association opened before it is timed; then the
+    round trip of a fresh association for one query."""
+    assert target.dimse is not None
+    address = target.dimse
+    rnd = random.Random(plan.seed + scale + 1)
+    for query, build in CFIND_QUERIES.items():
+        key = f"cfind.{scale}.{query}"
+        try:
+            association = FindAssociation(address)
+        except (RuntimeError, OSError) as exc:
+            target.errors[key] = f"{type(exc).__name__}: {exc}"
+            continue
+        with association:
+
+            def run(
+                build: Callable[[StudyPlan, random.Random], Dataset] = build,
+                association: FindAssociation = association,
+            ) -> Figures:
+                def call() -> int:
+                    return association.find(build(rnd.choice(studies), rnd))
+
+                return latency_figures(*_sample(call, plan.qido_repeats))
+
+            measure(target, key, run)
+
+    def fresh_association() -> Figures:
+        def call() -> int:
+            with FindAssociation(address) as association:
+                return association.find(_find_by_patient_id(rnd.choice(studies), rnd))
+
+        return latency_figures(*_sample(call, max(2, plan.qido_repeats // 3)))
+
+    measure(target, f"cfind.{scale}.{CFIND_WITH_ASSOCIATION}", fresh_association)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.phases import QIDO_QUERIES, Plan
+from bench.phases import CFIND_QUERIES, CFIND_WITH_ASSOCIATION, QIDO_QUERIES, Plan
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,16 @@ def rows_for(plan: Plan) -> list[Row]:
             label = f"QIDO {query.replace('_', ' ')} @{scale:,}"
             rows.append(Row(label, f"qido.{scale}.{query}", "p50_ms", "ms p50", False))
             rows.append(Row(label, f"qido.{scale}.{query}", "p95_ms", "ms p95", False))
+        for query in CFIND_QUERIES:
+            label = f"C-FIND {query.replace('_', ' ')} @{scale:,}"
+            key = f"cfind.{scale}.{query}"
+            rows.append(Row(label, key, "p50_ms", "ms p50", False))
+            rows.append(Row(label, key, "p95_ms", "ms p95", False))
+            rows.append(Row(label, key, "cpu_ms_per_request", "server CPU ms/req", False))
+        label = f"C-FIND {CFIND_WITH_ASSOCIATION.replace('_', ' ')} @{scale:,}"
+        key = f"cfind.{scale}.{CFIND_WITH_ASSOCIATION}"
+        rows.append(Row(label, key, "p50_ms", "ms p50", False))
+        rows.append(Row(label, key, "cpu_ms_per_request", "server CPU ms/req", False))
     return rows
 
 
@@ -175,11 +185,15 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     growth = _qido_growth(result)
     if growth:
-        out += ["", "## QIDO growth: p50 at the larger scale ÷ p50 at the smaller", ""]
+        out += ["", "## QIDO and C-FIND growth: p50 at the larger scale ÷ p50 at the smaller", ""]
         out += growth
     result_counts = _result_counts(result)
     if result_counts:
-        out += ["", "## QIDO mean result counts (same queries; differences are semantics)", ""]
+        out += [
+            "",
+            "## QIDO and C-FIND mean result counts (same queries; differences are semantics)",
+            "",
+        ]
         out += result_counts
     errors = [
         (name, phase, message)
@@ -209,17 +223,19 @@ def _qido_growth(result: dict[str, Any]) -> list[str]:
         f"| Query ({small:,} → {large:,}) | " + " | ".join(targets) + " |",
         "|---|" + "---:|" * len(targets),
     ]
-    for query in QIDO_QUERIES:
+    queries = [("qido", "", query) for query in QIDO_QUERIES]
+    queries += [("cfind", "C-FIND ", query) for query in [*CFIND_QUERIES, CFIND_WITH_ASSOCIATION]]
+    for phase, prefix, query in queries:
         cells = []
         for target in targets.values():
-            before = target["figures"].get(f"qido.{small}.{query}", {}).get("p50_ms")
-            after = target["figures"].get(f"qido.{large}.{query}", {}).get("p50_ms")
+            before = target["figures"].get(f"{phase}.{small}.{query}", {}).get("p50_ms")
+            after = target["figures"].get(f"{phase}.{large}.{query}", {}).get("p50_ms")
             if not before or after is None:
                 cells.append("—")
                 continue
             growth = after / before
             cells.append(f"{growth:.2f}{' ✗' if growth > GROWTH_GOAL else ''}")
-        lines.append(f"| {query.replace('_', ' ')} | " + " | ".join(cells) + " |")
+        lines.append(f"| {prefix}{query.replace('_', ' ')} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -230,7 +246,7 @@ def _result_counts(result: dict[str, Any]) -> list[str]:
             key
             for target in targets.values()
             for key in target["figures"]
-            if key.startswith("qido.") and not key.endswith(".load")
+            if key.startswith(("qido.", "cfind.")) and not key.endswith(".load")
         }
     )
     if not keys:

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import httpx
 
-DICOMWEB_PATH = "/v1/projects/bench/locations/local/datasets/bench/dicomStores/bench/dicomWeb"
+STORE_NAME = "projects/bench/locations/local/datasets/bench/dicomStores/bench"
+DICOMWEB_PATH = f"/v1/{STORE_NAME}/dicomWeb"
+DIMSE_STORE = STORE_NAME
+DIMSE_AE_TITLE = "DICOMQL"
 
 
 class ServerError(Exception):
@@ -152,13 +155,23 @@ def _read(path: Path) -> str:
 class DicomqlServer(ServerProcess):
     """``dicomql serve`` on a fresh data directory (SQLite) or a fresh PostgreSQL database."""
 
-    def __init__(self, name: str, data_dir: Path, database_url: str | None, log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        database_url: str | None,
+        log_path: Path,
+        dimse_port: int | None = None,
+    ) -> None:
         port = free_port()
         # ``dicomql serve`` of the interpreter running the benchmark, wherever its venv is.
         command = [sys.executable, "-m", "dicomql.cli", "serve", "--port", str(port)]
         command += ["--data-dir", str(data_dir)]
         if database_url:
             command += ["--database-url", database_url]
+        if dimse_port is not None:
+            # AE title DICOMQL (the default) serving the store create_store makes after start.
+            command += ["--dimse-port", str(dimse_port), "--dimse-store", DIMSE_STORE]
         env = {key: value for key, value in os.environ.items() if not key.startswith("DICOMQL_")}
         super().__init__(command, port, log_path, env=env)
         self.name = name

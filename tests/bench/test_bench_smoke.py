@@ -38,6 +38,15 @@ PHASE_FIGURES = {
         "qido.40.series_of_study",
         "qido.40.instances_of_series",
     ],
+    # C-FIND over each server's DICOM server, at the same scale as the QIDO figures.
+    "cfind": [
+        "cfind.40.study_by_patient_id",
+        "cfind.40.study_by_date_range",
+        "cfind.40.study_by_name_wildcard",
+        "cfind.40.series_of_study",
+        "cfind.40.images_of_series",
+        "cfind.40.association_and_study_by_patient_id",
+    ],
 }
 
 
@@ -155,3 +164,16 @@ def test_smoke_run_against_dicomql_produces_every_figure(
     assert figures.get("failed", 0) == 0
     assert any(isinstance(value, float) and value > 0 for value in figures.values()), figures
     assert "dicomql-sqlite" in smoke_run["stdout"]
+
+
+def test_smoke_run_c_find_answers_every_query_with_the_stored_matches(
+    smoke_run: dict[str, Any],
+) -> None:
+    figures = smoke_run["targets"]["dicomql-sqlite"]["figures"]
+
+    # Each query is built from a stored study, so it finds at least that study, series or
+    # image (the date range, January to June of the study's year, may miss it); zero would
+    # mean the DIMSE server answers from some other store.
+    for key in PHASE_FIGURES["cfind"]:
+        if key != "cfind.40.study_by_date_range":
+            assert figures[key]["mean_results"] >= 1, (key, figures[key])
