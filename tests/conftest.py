@@ -22,6 +22,15 @@ from dicomql.service.config import ServiceConfig
 from dicomql.store.index import Index, sqlite_url
 from ports import free_port
 
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """Sets in test IDs are spelled sorted: their repr follows hash randomisation, and
+    pytest-xdist refuses to run when its workers collect differently named tests."""
+    if isinstance(val, (set, frozenset)):
+        return "{" + ", ".join(repr(v) for v in sorted(val, key=repr)) + "}" if val else "set()"
+    return None
+
+
 POSTGRES_URL = os.environ.get(
     "DICOMQL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

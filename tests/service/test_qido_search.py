@@ -117,7 +117,14 @@ STUDY_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("params", "expected"), STUDY_CASES, ids=str)
+def case_id(value: object) -> str:
+    """Sets spelled sorted: pytest-xdist's workers must name each test alike."""
+    if isinstance(value, set):
+        return "{" + ", ".join(sorted(value)) + "}"
+    return str(value)
+
+
+@pytest.mark.parametrize(("params", "expected"), STUDY_CASES, ids=case_id)
 def test_study_search_matches(
     qido: httpx.Client, params: dict[str, str], expected: set[str]
 ) -> None:
@@ -146,7 +153,7 @@ SERIES_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "params", "expected"), SERIES_CASES, ids=str)
+@pytest.mark.parametrize(("path", "params", "expected"), SERIES_CASES, ids=case_id)
 def test_series_search_matches(
     qido: httpx.Client, path: str, params: dict[str, str], expected: set[str]
 ) -> None:
@@ -177,7 +184,7 @@ INSTANCE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "params", "expected"), INSTANCE_CASES, ids=str)
+@pytest.mark.parametrize(("path", "params", "expected"), INSTANCE_CASES, ids=case_id)
 def test_instance_search_matches(
     qido: httpx.Client, path: str, params: dict[str, str], expected: set[str]
 ) -> None:
