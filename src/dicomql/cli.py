@@ -16,6 +16,7 @@ from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_PAGE_LIMIT
 
 if TYPE_CHECKING:
     from dicomql.config import ConnectionConfig
+    from dicomql.viewer.dist import ViewerSettings
 
 # httpx imports its own command line (rich, pygments, click) at import time when those are
 # installed; dicomql never runs it. Marking the module absent makes httpx skip it, which saves
@@ -224,6 +225,22 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append a JSON line per request (caller, method, resource, status; no PHI) to FILE.",
 )
+@click.option(
+    "--viewer",
+    is_flag=True,
+    help="Also serve the OHIF viewer at /viewer/, configured for the DICOM stores "
+    "(install it with `dicomql viewer install`; docs/viewer.md).",
+)
+@click.option(
+    "--viewer-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The OHIF viewer's folder  [default: DATA_DIR/ohif/<pinned version>].",
+)
+@click.option(
+    "--viewer-store",
+    metavar="projects/P/locations/L/datasets/D/dicomStores/S",
+    help="Show only this DICOM store in the viewer  [default: every store].",
+)
 def serve(
     host: str,
     port: int,
@@ -258,6 +275,9 @@ def serve(
     log_level: str,
     log_format: str,
     audit_log: Path | None,
+    viewer: bool,
+    viewer_dir: Path | None,
+    viewer_store: str | None,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
     from dicomql.service import supervisor
@@ -303,6 +323,7 @@ def serve(
     except OptionError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.option) from exc
     config = ServiceConfig(
+        viewer=_viewer_settings(viewer, viewer_dir, viewer_store, data_dir),
         dimse=dimse,
         audit_log=audit_log,
         data_dir=data_dir,
@@ -346,6 +367,32 @@ def serve(
         message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         raise click.ClickException(message) from exc
     sys.exit(supervisor.serve(config, settings, sock, banner=sys.stderr))
+
+
+def _viewer_settings(
+    viewer: bool, folder: Path | None, store: str | None, data_dir: Path
+) -> ViewerSettings | None:
+    """``--viewer``'s settings, or a start error saying how to get the viewer."""
+    from dicomql.dimse.settings import StoreName
+    from dicomql.viewer.dist import ViewerSettings, default_viewer_dir, viewer_problem
+
+    if not viewer:
+        if folder is not None or store is not None:
+            raise click.UsageError("--viewer-dir and --viewer-store need --viewer")
+        return None
+    if store is not None:
+        try:
+            store = str(StoreName.parse(store))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--viewer-store") from exc
+    folder = (folder or default_viewer_dir(data_dir)).expanduser()
+    problem = viewer_problem(folder)
+    if problem is not None:
+        raise click.ClickException(
+            f"--viewer: {problem}. Install the viewer with `dicomql viewer install` (add "
+            "--data-dir if serve has one), or give an installed viewer's folder with --viewer-dir."
+        )
+    return ViewerSettings(folder=folder.resolve(), store=store)
 
 
 def _log_config(log_format: str, log_level: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hmac
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -31,6 +31,8 @@ from dicomql.service.prometheus import RequestMetricsMiddleware
 from dicomql.service.prometheus import routes as metrics_routes
 from dicomql.service.routes import routes
 from dicomql.service.security import web_middleware
+from dicomql.service.viewer import ViewerSessionMiddleware, is_viewer_path
+from dicomql.service.viewer import routes as viewer_routes
 from dicomql.service.workers import Handler, WorkerPool
 from dicomql.store.index import Index
 from dicomql.store.object_blobs import blob_store_for
@@ -86,15 +88,21 @@ def create_app(
             presence.leave()
             index.close()
 
-    all_routes = [*routes, *metrics_routes]
+    all_routes = [*routes, *metrics_routes, *viewer_routes(config)]
     middleware = [
         # Outermost, so refusals (401, a wrong Host) are counted too (docs/deployment.md).
         Middleware(RequestMetricsMiddleware, routes=all_routes),
+        *viewer_session_middleware(config),
         *audit_middleware(config, all_routes),
         # Host allow-list and CORS outermost, so browser preflights are answered (or refused)
         # before authentication; service.security and docs/security.md.
         *web_middleware(config),
-        Middleware(BearerTokenMiddleware, token=config.auth_token),
+        Middleware(
+            BearerTokenMiddleware,
+            token=config.auth_token,
+            # The viewer's build and sign-in page are public; it guards its own data.
+            exempt=is_viewer_path if config.viewer is not None else None,
+        ),
     ]
     app = Starlette(
         routes=all_routes,
@@ -110,6 +118,14 @@ def create_app(
     # resource (an encoded "t%2FdicomWeb" store ID would be sent to store t).
     app.router.redirect_slashes = False
     return app
+
+
+def viewer_session_middleware(config: ServiceConfig) -> list[Middleware]:
+    """The viewer's sign-in cookie as the token, before the audit log and authentication
+    see the request (service.viewer, docs/viewer.md)."""
+    if config.viewer is None or not config.auth_token:
+        return []
+    return [Middleware(ViewerSessionMiddleware, token=config.auth_token)]
 
 
 def audit_middleware(config: ServiceConfig, all_routes: list[BaseRoute]) -> list[Middleware]:
@@ -159,9 +175,12 @@ class BearerTokenMiddleware:
     and refuse a request with several ``Authorization`` headers in any case: which one counts
     would depend on who reads it (this check, a proxy, a client library)."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str | None, exempt: Callable[[str], bool] | None = None
+    ) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -175,7 +194,7 @@ class BearerTokenMiddleware:
             )
             await refusal(scope, receive, send)
             return
-        if self.expected is None:
+        if self.expected is None or (self.exempt is not None and self.exempt(scope["path"])):
             await self.app(scope, receive, send)
             return
         supplied = dict(scope["headers"]).get(b"authorization", b"")

@@ -10,6 +10,7 @@ from dicomql.dimse.settings import DimseSettings
 from dicomql.service.conformance import GOOGLE, profile
 from dicomql.service.local_files import resolve_roots
 from dicomql.store.space import DEFAULT_FLOOR, SpaceFloor, shortage
+from dicomql.viewer.dist import ViewerSettings
 
 # --blob-url of blobs as files in a directory (docs/deployment.md, "Shared filesystem").
 FILE_URL_PREFIX = "file://"
@@ -84,6 +85,8 @@ class ServiceConfig:
     dimse: DimseSettings | None = None
     # --audit-log: JSON lines of every request (service.audit, docs/security.md).
     audit_log: Path | None = None
+    # --viewer: the OHIF viewer served at /viewer/ (service.viewer, docs/viewer.md).
+    viewer: ViewerSettings | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

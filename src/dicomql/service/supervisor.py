@@ -182,6 +182,7 @@ def start_banner(config: ServiceConfig, settings: ServeSettings, sock: socket.so
         f"  processes: {settings.processes} ({cpus} CPU{'s' if cpus != 1 else ''} available)\n"
         f"  token:     {token}\n"
         + (f"  dimse:     {config.dimse.describe()}\n" if config.dimse else "")
+        + (f"  viewer:    http://{shown}:{port}/viewer/\n" if config.viewer else "")
     )
 
 

@@ -191,6 +191,22 @@ def list_dicom_stores(
     return list(conn.execute(query.order_by(dicom_stores.c.store_id).limit(limit)))
 
 
+def all_dicom_store_names(conn: Connection, limit: int) -> list[tuple[str, str, str, str]]:
+    """Up to ``limit`` stores of every dataset, as (project, location, dataset, store) IDs in
+    that order (the viewer's list of data sources)."""
+    query = (
+        select(
+            datasets.c.project, datasets.c.location, datasets.c.dataset_id, dicom_stores.c.store_id
+        )
+        .join(datasets, datasets.c.pk == dicom_stores.c.dataset_pk)
+        .order_by(
+            datasets.c.project, datasets.c.location, datasets.c.dataset_id, dicom_stores.c.store_id
+        )
+        .limit(limit)
+    )
+    return [tuple(row) for row in conn.execute(query)]
+
+
 def update_dicom_store(conn: Connection, store_pk: int, resource: dict[str, Any]) -> None:
     conn.execute(
         update(dicom_stores)

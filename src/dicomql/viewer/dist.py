@@ -7,6 +7,7 @@ it), so both agree on the pinned version, the default folder and the preparation
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 # The OHIF release the browser test runs against (npm: @ohif/app); docs/viewer.md.
@@ -46,3 +47,12 @@ def viewer_problem(folder: Path) -> str | None:
         f"not set PUBLIC_URL to {BASE_PATH}); install one with `dicomql viewer install --dir "
         f"{folder}`, or build OHIF with PUBLIC_URL={BASE_PATH}"
     )
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    """What ``dicomql serve --viewer`` serves: the OHIF folder, and the one DICOM store its
+    configuration names (``projects/…/dicomStores/…``), or None for every store."""
+
+    folder: Path
+    store: str | None = None
