@@ -4,6 +4,7 @@ level, its DICOM JSON, and where its pixel data starts, without reading the pixe
 from __future__ import annotations
 
 import functools
+import io
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
+from dicomql.dicom.header_reader import read_explicit_little
 from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
 from dicomql.dicom.structure import LimitExceeded, check_structure
 from dicomql.dicom.uids import uid_problem
@@ -150,7 +152,11 @@ def read_header(source: Path | BinaryIO) -> ParsedInstance:
 
 def _read_header(file: BinaryIO) -> ParsedInstance:
     try:
-        ds = dcmread(file, stop_before_pixels=True)
+        # The same header, read faster when it is in memory and explicit VR little endian
+        # (dicom/header_reader.py); dcmread otherwise.
+        ds = read_explicit_little(file) if isinstance(file, io.BytesIO) else None
+        if ds is None:
+            ds = dcmread(file, stop_before_pixels=True)
         # Force the lazily parsed elements now, while errors still mean "unreadable".
         uids = [ds.get(keyword) for keyword in _UID_KEYWORDS]
     except InvalidDicomError as exc:

@@ -1,0 +1,159 @@
+"""A faster read of an explicit VR little endian header held in memory, exact to pydicom's.
+
+``dcmread`` spends most of STOW's parse time in its per-element Python loop, which also asks the
+file for its position at every element. This reads the same elements straight from the bytes:
+every plain element (a known VR, a defined length, its value wholly present) becomes the same
+``RawDataElement`` pydicom's ``data_element_generator`` would yield; anything else (a sequence
+or item of undefined length, an unknown VR, a truncated element) is handed, one element at a
+time, to pydicom's own generator, and the dataset is put together as ``read_partial`` does. Other
+transfer syntaxes (implicit VR, big endian, deflated, private) are left to ``dcmread``.
+``tests/dicom/test_parse_differential.py`` holds the two to the same DICOM JSON and index values.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import MutableSequence
+from typing import Any
+
+import pydicom.uid
+from pydicom import config
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.tag import BaseTag
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.values import convert_string
+
+try:  # pydicom's reading steps; a pydicom without them falls back to dcmread
+    from pydicom.filereader import (
+        _at_pixel_data,
+        _is_implicit_vr,
+        _read_command_set_elements,
+        _read_file_meta_info,
+        data_element_generator,
+        read_preamble,
+    )
+except ImportError:  # pragma: no cover - depends on the pydicom release
+    data_element_generator = None
+
+_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<L")
+_KNOWN_VRS = {vr.value.encode(default_encoding): vr.value for vr in VR}
+_LONG_VRS = frozenset(vr.value.encode(default_encoding) for vr in EXPLICIT_VR_LENGTH_32)
+_STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
+_ITEM_DELIMITER = 0xFFFEE00D
+_CHARSET = 0x00080005
+# The transfer syntaxes read_partial reads in a way of its own; every other one is explicit VR
+# little endian there, as here.
+_OTHER_SYNTAXES = frozenset(
+    {
+        pydicom.uid.ImplicitVRLittleEndian,
+        pydicom.uid.ExplicitVRBigEndian,
+        pydicom.uid.DeflatedExplicitVRLittleEndian,
+        *pydicom.uid.PrivateTransferSyntaxes,
+    }
+)
+
+
+def read_explicit_little(file: io.BytesIO) -> FileDataset | None:
+    """The header of the PS3.10 file in ``file`` up to its pixel data, read as
+    ``dcmread(file, stop_before_pixels=True)`` reads it, with ``file`` left at the pixel data
+    element; None (``file`` rewound) when its transfer syntax is not one this reads or the
+    reading settings differ from pydicom's defaults (then ``dcmread`` reads it)."""
+    if data_element_generator is None or not _default_settings():
+        return None
+    start = file.tell()
+    preamble = read_preamble(file, False)
+    file_meta = _read_file_meta_info(file)
+    command_set = _read_command_set_elements(file)
+    transfer_syntax = file_meta.get("TransferSyntaxUID")
+    data = file.getvalue()
+    # Nothing after the file meta: read_partial then reads (nothing) as implicit VR.
+    nothing_more = file.tell() >= len(data)
+    if transfer_syntax is None or transfer_syntax in _OTHER_SYNTAXES or nothing_more:
+        file.seek(start)
+        return None
+    dataset_start = file.tell()
+    if _is_implicit_vr(file, False, True, _at_pixel_data, False):
+        file.seek(start)  # a file that says explicit VR but is not: pydicom's heuristics
+        return None
+    file.seek(dataset_start)
+    elements = _elements(file, data, dataset_start)
+    dataset = Dataset(elements, parent_encoding=default_encoding)
+    encoding: str | MutableSequence[str] = default_encoding
+    if _CHARSET in elements:
+        encoding = convert_encodings(convert_raw_data_element(elements[_CHARSET]).value)
+    dataset.set_original_encoding(False, True, encoding)
+    if command_set:
+        dataset.update(command_set)
+    ds = FileDataset(file, dataset, preamble, file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
+
+
+def _default_settings() -> bool:
+    return (
+        not config.debugging
+        and config.settings.infer_sq_for_un_vr
+        and config.replace_un_with_known_vr
+        and config.assume_implicit_vr_switch
+    )
+
+
+def _elements(file: io.BytesIO, data: bytes, position: int) -> dict[BaseTag, Any]:
+    """The elements from ``position`` to the pixel data (or the end); ``file`` is left at the
+    first element not read."""
+    elements: dict[BaseTag, Any] = {}
+    encoding: str | MutableSequence[str] = default_encoding
+    end = len(data)
+    unpack, unpack_long, known, long_vrs = (
+        _HEADER.unpack_from,
+        _LONG_LENGTH.unpack_from,
+        _KNOWN_VRS,
+        _LONG_VRS,
+    )
+    while True:
+        if end - position < 8:
+            position = end  # pydicom's generator reads what is left, and ends
+            break
+        group, number, vr_bytes, length = unpack(data, position)
+        tag = group << 16 | number
+        vr = known.get(vr_bytes)
+        value_at = position + 8
+        if vr is not None and vr_bytes in long_vrs:
+            if end - value_at < 4:
+                vr = None
+            else:
+                length = unpack_long(data, value_at)[0]
+                value_at += 4
+        if vr is None or tag == _ITEM_DELIMITER or length == 0xFFFFFFFF or value_at + length > end:
+            # Not a plain element: pydicom's generator reads exactly this one (or stops, and
+            # leaves the file where it stopped, as it would).
+            file.seek(position)
+            generator = data_element_generator(file, False, True, _at_pixel_data, None, encoding)
+            try:
+                element = next(generator, None)
+            except EOFError:
+                if config.settings.reading_validation_mode == config.RAISE:
+                    raise
+                return elements  # read_dataset keeps what it read before
+            except NotImplementedError:
+                return elements
+            if element is None:
+                return elements
+            elements[element.tag] = element
+            position = file.tell()
+            generator.close()
+            continue
+        if tag in _STOP_TAGS:
+            break
+        value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
+        if tag == _CHARSET:
+            encoding = convert_encodings(convert_string(value or b"", True))
+        key = BaseTag(tag)
+        elements[key] = RawDataElement(key, vr, length, value, value_at, False, True)
+        position = value_at + length
+    file.seek(position)
+    return elements

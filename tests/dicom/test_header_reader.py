@@ -1,0 +1,98 @@
+"""The in-memory header read (``dicom.header_reader``) held to ``dcmread(stop_before_pixels=True)``
+element by element: the same dataset, the file left at the same place, the same error, on every
+file of pydicom's bundled test data (storable or not), the benchmark's generated instances, and
+truncated and damaged copies of them."""
+
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from dicomql.dicom.header_reader import read_explicit_little
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
+from dicomweb_support import TEST_FILES
+
+sys.path.insert(0, str(Path(__file__).parents[2]))
+from bench import datagen
+
+
+def _corpus() -> dict[str, bytes]:
+    files = {
+        path.name: path.read_bytes()
+        for path in sorted(TEST_FILES.rglob("*"))
+        if path.is_file() and path.suffix.lower() in ("", ".dcm", ".dicom")
+    }
+    template = datagen.small_template("CT")
+    files["bench small CT"] = template.header + datagen.small_pixels()
+    ct = datagen.ct_template()
+    files["bench CT 512x512"] = ct.header + datagen.ct_slices(1)[0]
+    return files
+
+
+CORPUS = _corpus()
+# Comparing datasets converts their values, and pydicom warns about the damaged ones.
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _outcome(read: object, data: bytes) -> tuple[str, object, int]:
+    """What a read does with ``data``: ("ok", dataset, position) or ("error", type, 0)."""
+    file = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = read(file)  # type: ignore[operator]
+    except Exception as exc:  # compared by type with the other read's
+        return "error", type(exc), 0
+    return "ok", ds, file.tell()
+
+
+def _variants(data: bytes) -> list[bytes]:
+    """The file, cut short at several places, and with a byte of its header flipped."""
+    variants = [data]
+    for cut in (132, 200, 700, len(data) // 2, len(data) - 3):
+        if 0 < cut < len(data):
+            variants.append(data[:cut])
+    if len(data) > 400:
+        damaged = bytearray(data)
+        damaged[300] ^= 0xFF
+        variants.append(bytes(damaged))
+    return variants
+
+
+def test_the_corpus_covers_pydicoms_test_files_and_the_benchmark_data() -> None:
+    assert len(CORPUS) >= 150
+    assert "bench small CT" in CORPUS
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_the_fast_read_is_pydicoms_read(name: str) -> None:
+    compared = 0
+    for data in _variants(CORPUS[name]):
+        fast = _outcome(read_explicit_little, data)
+        if fast[0] == "ok" and fast[1] is None:
+            continue  # not an explicit VR little endian file: dcmread reads it
+        reference = _outcome(lambda file: dcmread(file, stop_before_pixels=True), data)
+        assert fast[0] == reference[0], (fast, reference)
+        if fast[0] == "error":
+            assert fast[1] is reference[1]
+            continue
+        fast_ds, reference_ds = fast[1], reference[1]
+        # Element by element as read (raw, unconverted: a damaged file's values may not
+        # convert at all); a sequence read eagerly is compared as pydicom compares it.
+        assert fast_ds._dict.keys() == reference_ds._dict.keys()
+        for tag, element in fast_ds._dict.items():
+            assert element == reference_ds._dict[tag], f"{tag:08X}"
+        assert fast_ds.file_meta == reference_ds.file_meta
+        assert fast_ds.preamble == reference_ds.preamble
+        assert fast_ds.original_encoding == reference_ds.original_encoding
+        assert fast_ds.original_character_set == reference_ds.original_character_set
+        assert fast[2] == reference[2], "the file is left elsewhere"
+        compared += 1
+    if name.startswith("bench"):
+        assert compared >= 1
