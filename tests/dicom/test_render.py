@@ -135,3 +135,46 @@ def test_palette_colour_renders_through_its_palette() -> None:
     ds = pydicom.dcmread(io.BytesIO(data))
     expected = apply_color_lut(pixel_array(ds, index=0), ds) >> 8
     assert np.array_equal(np.asarray(image), expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", ["<u2", "<i2", "u1", "i1"])
+@pytest.mark.parametrize("bits_stored", [None, 12, 7])
+@pytest.mark.parametrize(
+    ("slope", "intercept", "window", "photometric"),
+    [
+        (1, 0, None, "MONOCHROME2"),
+        (-2.5, 100, None, "MONOCHROME1"),
+        (1, -1024, (40, 400, "LINEAR"), "MONOCHROME2"),
+        (0.5, 3, (10, 90, "SIGMOID"), "MONOCHROME1"),
+    ],
+)
+def test_the_value_range_table_shows_what_each_pixel_computed_alone_shows(
+    dtype: str,
+    bits_stored: int | None,
+    slope: float,
+    intercept: float,
+    window: tuple[float, float, str] | None,
+    photometric: str,
+) -> None:
+    """The table over the frame's value range (dicom/render.py) gives every pixel the value
+    the transforms give it one by one: negative slopes, windows, inversion, 8- and 16-bit
+    words, signed and unsigned, all bits in use or garbage above BitsStored."""
+    from dicomql.dicom.render import Window, _display, _stored_values, grayscale_to_8bit
+
+    rng = np.random.default_rng(7)
+    kind, width = np.dtype(dtype).kind, 8 * np.dtype(dtype).itemsize
+    bits = width if bits_stored is None or bits_stored > width else bits_stored
+    info = np.iinfo(np.dtype(dtype))
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if kind == "i" else (0, (1 << bits) - 1)
+    frame = rng.integers(max(low, info.min), min(high, info.max) + 1, (16, 24)).astype(dtype)
+    header = pydicom.Dataset()
+    header.PhotometricInterpretation = photometric
+    header.RescaleSlope, header.RescaleIntercept = slope, intercept
+    shown = Window(*window) if window else None
+    values = _stored_values(frame.astype(np.int64), width, bits, kind)
+    expected = _display(values, header, 0, shown, None)
+    assert np.array_equal(grayscale_to_8bit(frame, header, 0, shown, bits_stored), expected)
+    # The same values with garbage in the bits above BitsStored: the table over every word.
+    if bits < width:
+        garbage = (frame.view(f"u{width // 8}") | (1 << (width - 1))).view(dtype)
+        assert np.array_equal(grayscale_to_8bit(garbage, header, 0, shown, bits), expected)

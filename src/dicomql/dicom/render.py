@@ -4,7 +4,9 @@ with Pillow.
 
 Grayscale frames of integer pixels go through one 8-bit lookup table built over the frame's
 value range (at most 65,536 entries for 16-bit data): the modality rescale, the window and the
-inversion of MONOCHROME1 are computed once per distinct stored value, never per pixel in
+inversion of MONOCHROME1 are computed once per value from the frame's least to its greatest
+(found with one min and one max; the whole 16-bit range, and a count of the values that occur,
+only for garbage above BitsStored or a Modality/VOI LUT with no window), never per pixel in
 floating point, so rendering a frame costs its decoded size plus one byte a pixel. Frames larger
 than :data:`MAX_RENDERED_PIXELS` are refused before they are decoded.
 """
@@ -179,14 +181,57 @@ def grayscale_to_8bit(
         # A table over every bit pattern of the dtype: the frame, viewed as unsigned (no
         # copy), indexes it directly, so the transforms run once per possible value.
         unsigned = frame.view(np.dtype(f"u{frame.itemsize}"))
-        patterns = np.arange(1 << (8 * frame.itemsize), dtype=np.int64)
-        domain = _stored_values(patterns, 8 * frame.itemsize, bits_stored, frame.dtype.kind)
-        occurring = None
-        if window is None and _stored_window(header, index) is None:
-            occurring = _occurring(unsigned.ravel(), len(patterns))
-        lut = _display(domain, header, index, window, occurring)
-        return lut[unsigned]
+        stretched = window is None and _stored_window(header, index) is None
+        span = _value_span(frame, bits_stored)
+        if span is not None and not (stretched and _lookup_tables(header, index)):
+            # Every pixel holds its stored value: the table needs only the values from the
+            # frame's least to its greatest. Stretched through a rescale, which keeps their
+            # order, their range is that of the values that occur.
+            values = np.arange(span[0], span[1] + 1, dtype=np.int64)
+            lut = np.zeros(1 << (8 * frame.itemsize), np.uint8)
+            lut[values.astype(frame.dtype).view(unsigned.dtype)] = _display(
+                values, header, index, window, None
+            )
+        else:
+            patterns = np.arange(1 << (8 * frame.itemsize), dtype=np.int64)
+            domain = _stored_values(patterns, 8 * frame.itemsize, bits_stored, frame.dtype.kind)
+            occurring = None
+            if stretched:
+                occurring = _occurring(unsigned.ravel(), len(patterns))
+            lut = _display(domain, header, index, window, occurring)
+        return _apply_table(lut, unsigned)
     return _display(frame, header, index, window, None)
+
+
+def _apply_table(lut: np.ndarray, patterns: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """``lut[patterns]`` with np.take, about twice as fast for a 16-bit index, a million pixels
+    at a time: np.take widens its index to 8 bytes a pixel."""
+    out = np.empty(patterns.shape, lut.dtype)
+    flat_in, flat_out = patterns.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, chunk):
+        np.take(lut, flat_in[start : start + chunk], out=flat_out[start : start + chunk])
+    return out
+
+
+def _value_span(frame: np.ndarray, bits_stored: int | None) -> tuple[int, int] | None:
+    """The least and greatest value in an integer frame, or None when some pixel has bits
+    set above BitsStored (its raw word is not its value; PS3.5 8.1.1)."""
+    low, high = int(frame.min()), int(frame.max())
+    width = 8 * frame.itemsize
+    bits = width if bits_stored is None or not 0 < bits_stored <= width else bits_stored
+    if frame.dtype.kind == "i":
+        fits = -(1 << (bits - 1)) <= low and high < 1 << (bits - 1)
+    else:
+        fits = high < 1 << bits
+    return (low, high) if fits else None
+
+
+def _lookup_tables(header: Dataset, index: int) -> bool:
+    """Whether a Modality LUT or a VOI LUT (not a rescale) gives the frame's displayed values:
+    tables need not keep the order of the values they map."""
+    transform = _functional_item(header, index, "PixelValueTransformationSequence")
+    source = transform if transform is not None and "RescaleSlope" in transform else header
+    return "ModalityLUTSequence" in source or "VOILUTSequence" in header
 
 
 def _occurring(patterns: np.ndarray, size: int, chunk: int = 1 << 20) -> np.ndarray:
