@@ -574,6 +574,23 @@ def instance_attributes(conn: Connection, instance_pk: int) -> dict[str, Any] | 
     return attributes
 
 
+def instance_elements(
+    conn: Connection, instance_pk: int, tags: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """The stored DICOM JSON elements ``tags`` (``"00280002"``…) of one instance, each None
+    when absent; None when there is no such instance. The database picks them out: decoding
+    the whole header's JSON costs more than a retrieval of one frame spends elsewhere."""
+    row = conn.execute(_elements_query(tags), {"pk": instance_pk}).first()
+    return None if row is None else dict(zip(tags, row, strict=True))
+
+
+@functools.cache
+def _elements_query(tags: tuple[str, ...]) -> Select[Any]:
+    return select(*(instances.c.attributes[tag] for tag in tags)).where(
+        instances.c.pk == bindparam("pk")
+    )
+
+
 def structured_size(conn: Connection, where: ColumnElement[bool], *levels: Any) -> int:
     """Bytes of indexed metadata (the DICOM JSON of each row) of the given tables."""
     total = 0

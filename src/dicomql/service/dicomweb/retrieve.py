@@ -44,7 +44,7 @@ from dicomql.service.dicomweb.responses import (
 from dicomql.service.errors import InvalidArgument, NotAcceptable, NotFound
 from dicomql.service.prometheus import count_instances
 from dicomql.store.blobs import BlobStore
-from dicomql.store.instances import find_instances, instance_attributes
+from dicomql.store.instances import find_instances, instance_attributes, instance_elements
 
 log = logging.getLogger("dicomql.service.wado")
 
@@ -294,6 +294,10 @@ def _instance_url(context: StoreContext, row: Row) -> str:
     )
 
 
+# Pixel Data (present, not Float Pixel Data) and Samples per Pixel.
+_FRAME_ELEMENTS = ("7FE00010", "00280002")
+
+
 def _native_frames(
     conn: Connection, blobs: BlobStore, row: Row, numbers: list[int]
 ) -> list[bytes] | None:
@@ -302,10 +306,10 @@ def _native_frames(
     (compressed, unconfirmed, or too much to hold)."""
     if not ts.is_native(row.transfer_syntax_uid) or row.columns is None:
         return None
-    attributes = instance_attributes(conn, row.pk) or {}
-    if "7FE00010" not in attributes:
+    elements = instance_elements(conn, row.pk, _FRAME_ELEMENTS) or {}
+    if elements.get("7FE00010") is None:
         return None
-    samples = (attributes.get("00280002", {}).get("Value") or [1])[0]
+    samples = ((elements.get("00280002") or {}).get("Value") or [1])[0]
     geometry = (row.rows, row.columns, row.bits_allocated, row.number_of_frames, samples)
     if not isinstance(samples, int):
         return None
