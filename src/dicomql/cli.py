@@ -179,8 +179,8 @@ def main() -> None:
 @click.option(
     "--dimse-port",
     type=click.IntRange(1, 65535),
-    help="Also answer DIMSE (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) on this TCP port; see "
-    "docs/dimse.md  [default: off].",
+    help="Also answer DIMSE (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE, Storage Commitment) on "
+    "this TCP port; see docs/dimse.md  [default: off].",
 )
 @click.option(
     "--dimse-ae-title",

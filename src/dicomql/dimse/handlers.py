@@ -17,6 +17,7 @@ from pynetdicom import build_context
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomql.dimse.commitment import Commitment, RequestError, parse_request, stored_classes
 from dicomql.dimse.find import FindError, find
 from dicomql.dimse.retrieve import (
     Matched,
@@ -147,6 +148,28 @@ class Handlers:
             return
         if event.is_cancelled:
             yield CANCEL, None
+
+    def action(self, event: Event) -> tuple[Dataset, None]:
+        """Storage Commitment (N-ACTION, Request Storage Commitment): accepted at once; the
+        instances are checked and reported in a thread (:mod:`dicomql.dimse.commitment`)."""
+        try:
+            transaction, references = parse_request(event.action_type, event.action_information)
+        except RequestError as exc:
+            return status(exc.status, str(exc)), None
+        store_pk = self.store_pk(event)
+        if store_pk is None:
+            return status(PROCESSING_FAILURE, self.no_store(event)), None
+        requestor = str(event.assoc.requestor.ae_title).strip()
+        Commitment(
+            event.assoc,
+            transaction,
+            references,
+            lambda uids: stored_classes(self.index, store_pk, uids),
+            requestor,
+            self.move_destinations.get(requestor),
+            self.called(event).title,
+        ).start()
+        return status(SUCCESS), None
 
     def get(self, event: Event) -> Iterator[object]:
         """C-GET: the count of sub-operations, then each instance on this association."""

@@ -97,6 +97,7 @@ class DimseServer:
                 (evt.EVT_C_FIND, self.handlers.find),
                 (evt.EVT_C_GET, self.handlers.get),
                 (evt.EVT_C_MOVE, self.handlers.move),
+                (evt.EVT_N_ACTION, self.handlers.action),
             ],
             server_class=_SharedPortServer,
         )

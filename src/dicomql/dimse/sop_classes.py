@@ -1,6 +1,6 @@
-"""The presentation contexts the SCP accepts: Verification, Patient and Study Root C-FIND,
-C-GET and C-MOVE, and every storage SOP class in any transfer syntax pynetdicom knows (dicomql
-stores the bytes as sent, compressed or not)."""
+"""The presentation contexts the SCP accepts: Verification, Storage Commitment Push Model,
+Patient and Study Root C-FIND, C-GET and C-MOVE, and every storage SOP class in any transfer
+syntax pynetdicom knows (dicomql stores the bytes as sent, compressed or not)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -27,7 +28,7 @@ QUERY_RETRIEVE = (
 
 
 def scp_contexts() -> list[PresentationContext]:
-    contexts = [build_context(Verification)]
+    contexts = [build_context(Verification), build_context(StorageCommitmentPushModel)]
     contexts += [build_context(model) for model in QUERY_RETRIEVE]
     for context in AllStoragePresentationContexts:
         storage = build_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES[:])
