@@ -12,26 +12,9 @@ from typing import Any
 import httpx
 
 from dicomql.errors import ApiError, ProgrammingError, TransportError
+from dicomql.google_api import read_error, status_of_http
 from dicomql.provider import paths
 from dicomql.provider.registry import Method
-
-# google.rpc.Code names for HTTP statuses, for error bodies that are not google.rpc.Status
-# (a proxy's HTML page, say). Source: google/rpc/code.proto's HTTP mapping.
-_STATUS_OF_HTTP = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ABORTED",
-    412: "FAILED_PRECONDITION",
-    413: "OUT_OF_RANGE",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 
 _TEMPLATE_VARIABLE = re.compile(r"\{(\+?)([\w.]+)\}")
 
@@ -160,18 +143,18 @@ def _translate_errors(http_method: str, url: str) -> Iterator[None]:
 def api_error(response: httpx.Response) -> ApiError:
     """An ApiError from an error response, whether or not its body is google.rpc.Status."""
     code = response.status_code
-    status = _STATUS_OF_HTTP.get(code, "UNKNOWN")
+    status = status_of_http(code)
     message = response.reason_phrase or ""
     details: list[Any] = []
     try:
         payload = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         payload = None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if isinstance(error, dict):
-        status = str(error.get("status") or status)
-        message = str(error.get("message") or message)
-        details = list(error.get("details") or [])
+    error = read_error(payload)
+    if error is not None:
+        status = error[0] or status
+        message = error[1] or message
+        details = error[2]
     elif isinstance(payload, dict | list):
         message = json.dumps(payload)[:500]
     elif response.content:

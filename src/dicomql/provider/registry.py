@@ -5,14 +5,12 @@ resource → method → SQL-verb mapping (``_stackql.py``, generated)."""
 from __future__ import annotations
 
 import difflib
-import functools
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources as importlib_resources
 from typing import Any
 
+from dicomql import google_api
 from dicomql.errors import ProgrammingError
 from dicomql.provider._stackql import RESOURCES as STACKQL_RESOURCES
 
@@ -208,8 +206,8 @@ class Registry:
 
     @classmethod
     def load(cls) -> Registry:
-        """The registry of the packaged discovery document (``provider/healthcare.v1.json``)."""
-        return cls(_packaged_discovery())
+        """The registry of the packaged discovery document (``google_api/healthcare.v1.json``)."""
+        return cls(google_api.discovery())
 
     @property
     def revision(self) -> str:
@@ -302,11 +300,3 @@ def _method(
         description=spec.get("description", ""),
         aliases=(old_name, discovery_id.rsplit(".", 1)[1]),
     )
-
-
-@functools.cache
-def _packaged_discovery() -> Mapping[str, Any]:
-    # The document is immutable package data; parsing it once per process is safe.
-    text = importlib_resources.files("dicomql.provider").joinpath("healthcare.v1.json").read_text()
-    discovery: Mapping[str, Any] = json.loads(text)
-    return discovery

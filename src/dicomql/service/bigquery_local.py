@@ -17,11 +17,10 @@ import duckdb
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag, tag_for_keyword
 from sqlalchemy import select
 
+from dicomql.google_api import EXPORT_DICOM_DATA_RESPONSE, Code
 from dicomql.service.bigquery_google import BigQueryError, GoogleBigQuery
 from dicomql.service.lro import (
-    FAILED_PRECONDITION,
     PAGE,
-    RESPONSE_TYPE,
     count_selected,
     iter_selected,
     require_store_pk,
@@ -335,7 +334,7 @@ def _refuse_rows(uri: TableUri, rows: int) -> None:
     """WRITE_EMPTY: a table that already has rows fails the export, in BigQuery or the stand-in."""
     if rows:
         raise OperationFailedError(
-            FAILED_PRECONDITION,
+            Code.FAILED_PRECONDITION,
             f"Table bq://{uri.project}.{uri.dataset}.{uri.table} already has {rows} rows and the"
             " writeDisposition is WRITE_EMPTY; use WRITE_TRUNCATE or WRITE_APPEND.",
         )
@@ -377,7 +376,7 @@ def run_bigquery_export(ctx: OperationContext) -> dict[str, Any]:
     google = GoogleBigQuery.connect()
     if google is not None:
         _export_to_bigquery(ctx, google, uri, disposition, source_store, store_pk, paths, after)
-        return {"@type": RESPONSE_TYPE + "dicom.ExportDicomDataResponse"}
+        return {"@type": EXPORT_DICOM_DATA_RESPONSE}
     path = database_path(ctx.service.config.data_dir, uri.project)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
@@ -385,11 +384,11 @@ def run_bigquery_export(ctx: OperationContext) -> dict[str, Any]:
             db = duckdb.connect(str(path))
         except duckdb.Error as exc:  # e.g. another process holds the file's write lock
             raise OperationFailedError(
-                FAILED_PRECONDITION, f"Cannot open the local BigQuery stand-in {path}: {exc}"
+                Code.FAILED_PRECONDITION, f"Cannot open the local BigQuery stand-in {path}: {exc}"
             ) from exc
         with db:
             _export(ctx, db, uri, disposition, source_store, store_pk, paths, after)
-    return {"@type": RESPONSE_TYPE + "dicom.ExportDicomDataResponse"}
+    return {"@type": EXPORT_DICOM_DATA_RESPONSE}
 
 
 def _export(
@@ -434,7 +433,7 @@ def _export(
         if isinstance(exc, duckdb.Error):
             # e.g. a WRITE_APPEND table whose column types cannot take the values.
             raise OperationFailedError(
-                FAILED_PRECONDITION,
+                Code.FAILED_PRECONDITION,
                 f"Cannot write bq://{uri.project}.{uri.dataset}."
                 f"{uri.table} in the local stand-in: {exc}",
             ) from exc
@@ -471,7 +470,7 @@ def _export_to_bigquery(
                 google.append(uri, rows)
             ctx.progress(success=len(rows), checkpoint=page[-1].pk)
     except BigQueryError as exc:
-        raise OperationFailedError(FAILED_PRECONDITION, str(exc)) from exc
+        raise OperationFailedError(Code.FAILED_PRECONDITION, str(exc)) from exc
 
 
 def _stage(

@@ -13,25 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from starlette.requests import Request
 
+from dicomql.google_api import discovery, type_url
 from dicomql.service.errors import InvalidArgument, PayloadTooLarge
 from dicomql.service.validation import snake_case
 
-TYPE_PREFIX = "type.googleapis.com/google.cloud.healthcare.v1."
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
-
-
-@cache
-def discovery() -> dict[str, Any]:
-    """The Cloud Healthcare v1 discovery document shipped with dicomql."""
-    text = resources.files("dicomql.provider").joinpath("healthcare.v1.json").read_text()
-    document: dict[str, Any] = json.loads(text)
-    return document
 
 
 @cache
@@ -115,7 +106,7 @@ async def json_body(request: Request, schema: str, field: str, limit: int) -> di
 def conform(value: Any, schema: str, field: str = "") -> dict[str, Any]:
     """Check and normalise an already-parsed JSON object against discovery schema ``schema``."""
     if not isinstance(value, dict):
-        raise _invalid_value(field, TYPE_PREFIX + schema, value)
+        raise _invalid_value(field, type_url(schema), value)
     result: dict[str, Any] = _message(value, schema, field)
     return result
 
@@ -176,7 +167,7 @@ def _is_default(value: Any, spec: Mapping[str, Any]) -> bool:
 def _value(value: Any, spec: Mapping[str, Any], path: str) -> Any:
     if "$ref" in spec:
         if not isinstance(value, dict):
-            raise _invalid_value(path, TYPE_PREFIX + spec["$ref"], value)
+            raise _invalid_value(path, type_url(spec["$ref"]), value)
         return _message(value, spec["$ref"], path)
     kind = spec.get("type")
     if kind == "array":

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from dicomql import google_api
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.context import Service, service_of
 from dicomql.service.errors import AlreadyExists, InvalidArgument, NotFound
@@ -28,7 +29,6 @@ from dicomql.store import operations as operation_store
 from dicomql.store import resources as store
 
 METHOD = "healthcare.projects.locations.datasets."
-DATASET_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.Dataset"
 # The RPC name Cloud Healthcare reports in OperationMetadata.apiMethodName for datasets.create.
 CREATE_METHOD_NAME = "google.cloud.healthcare.v1.dataset.DatasetService.CreateDataset"
 # Dataset fields a patch may name. encryptionSpec is fixed at creation (Healthcare API docs:
@@ -119,7 +119,7 @@ def _create(
             operation = operation_store.create_operation(
                 conn, row.pk, CREATE_METHOD_NAME, target=name
             )
-            response = {"@type": DATASET_TYPE, **dataset_resource(row, project, location)}
+            response = {"@type": google_api.DATASET, **dataset_resource(row, project, location)}
             operation_store.finish_operation(conn, operation.pk, response=response)
             finished = store.find_operation(conn, row.pk, operation.operation_id)
     except IntegrityError as exc:  # a concurrent create won the race

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
+from dicomql.google_api import DEIDENTIFY_DICOM_STORE_SUMMARY, Code
 from dicomql.service import lro
 from dicomql.service.workers import (
     ItemContext,
@@ -79,7 +80,7 @@ def _require_destination(ctx: WorkContext) -> int:
         ).first()
     if found is None:
         raise OperationFailedError(
-            lro.NOT_FOUND, f"DICOM store {ctx.request['body']['destinationStore']} not found."
+            Code.NOT_FOUND, f"DICOM store {ctx.request['body']['destinationStore']} not found."
         )
     return destination_pk
 
@@ -129,7 +130,7 @@ def deidentify_item(ctx: ItemContext) -> None:
 DEIDENTIFY_METHOD = ItemizedMethod(
     plan=plan_deidentify,
     run_item=deidentify_item,
-    response={"@type": lro.RESPONSE_TYPE + "deidentify.DeidentifyDicomStoreSummary"},
+    response={"@type": DEIDENTIFY_DICOM_STORE_SUMMARY},
 )
 
 
@@ -204,7 +205,7 @@ def _store(
     shortage = service.config.space_shortage()
     if shortage is not None:  # below the free-space floor: refused as STOW and import are
         ctx.progress(failure=len(batch), checkpoint=batch[-1][0].pk)
-        raise OperationFailedError(lro.RESOURCE_EXHAUSTED, shortage)
+        raise OperationFailedError(Code.RESOURCE_EXHAUSTED, shortage)
     # Streamed to the destination's streamConfigs, but not published: Google lists no
     # de-identification notifications (docs/notifications.md).
     try:
@@ -213,7 +214,7 @@ def _store(
         )
     except StoreNotFound as exc:  # the destination was deleted meanwhile
         raise OperationFailedError(
-            lro.NOT_FOUND, f"DICOM store {ctx.request['body']['destinationStore']} not found."
+            Code.NOT_FOUND, f"DICOM store {ctx.request['body']['destinationStore']} not found."
         ) from exc
     stored = sum(result.ok for result in results)
     ctx.progress(

@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 
+from dicomql.google_api import error_body, status_of_http
+
 log = logging.getLogger("dicomql.service")
 
 
@@ -100,13 +102,6 @@ class DeadlineExceeded(ServiceError):
     code, status = 504, "DEADLINE_EXCEEDED"
 
 
-def error_body(code: int, status: str, message: str, details: list[Any] | None = None) -> dict:
-    error: dict[str, Any] = {"code": code, "message": message, "status": status}
-    if details:
-        error["details"] = details
-    return {"error": error}
-
-
 def error_response(error: ServiceError) -> JSONResponse:
     return JSONResponse(
         error_body(error.code, error.status, error.message, error.details), status_code=error.code
@@ -118,21 +113,9 @@ async def handle_service_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-_HTTP_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "UNIMPLEMENTED",
-    409: "ABORTED",
-    413: "INVALID_ARGUMENT",
-    415: "INVALID_ARGUMENT",
-}
-
-
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    status = _HTTP_STATUS.get(exc.status_code, "UNKNOWN")
+    status = status_of_http(exc.status_code)
     if exc.status_code == 404:
         message = f"The requested URL {request.url.path} was not found on this server."
     elif exc.status_code == 405:

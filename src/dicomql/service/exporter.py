@@ -12,10 +12,10 @@ import logging
 from typing import Any
 
 from dicomql.dicom.transcode import TranscodeError, transcode
+from dicomql.google_api import EXPORT_DICOM_DATA_RESPONSE
 from dicomql.service.bigquery_local import run_bigquery_export
 from dicomql.service.local_files import LocalFileRefused
 from dicomql.service.lro import (
-    RESPONSE_TYPE,
     check_export_prefix,
     export_uri,
     item_range,
@@ -117,7 +117,7 @@ def export_item(ctx: ItemContext) -> None:
 EXPORT_METHOD = ItemizedMethod(
     plan=plan_export,
     run_item=export_item,
-    response={"@type": RESPONSE_TYPE + "dicom.ExportDicomDataResponse"},
+    response={"@type": EXPORT_DICOM_DATA_RESPONSE},
     # Always the local DuckDB stand-in: the embedded service has no BigQuery (issue 5).
     whole=run_bigquery_export,
 )

@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dicomql.google_api import IMPORT_DICOM_DATA_RESPONSE, Code
 from dicomql.service.local_files import LocalFileRefused
 from dicomql.service.lro import (
-    NOT_FOUND,
-    RESOURCE_EXHAUSTED,
-    RESPONSE_TYPE,
     expand_uri,
     read_uri,
     require_store_pk,
@@ -52,7 +50,7 @@ def plan_import(ctx: OperationContext) -> list[dict[str, Any]]:
     except LocalFileRefused as exc:
         raise OperationFailedError(exc.code, str(exc)) from exc
     if not files:
-        raise OperationFailedError(NOT_FOUND, f"No files match {uri}.")
+        raise OperationFailedError(Code.NOT_FOUND, f"No files match {uri}.")
     # An operation a previous version ran whole has a checkpoint: how many files (in sorted
     # order) it finished. Those are not planned again.
     start = int(ctx.checkpoint or 0)
@@ -79,7 +77,7 @@ def import_item(ctx: ItemContext) -> None:
             # Counted, then the operation ends with the reason: retrying later, once space is
             # freed, imports what is missing (duplicates are ignored).
             ctx.progress(failure=len(files) - done, checkpoint=len(files))
-            raise OperationFailedError(RESOURCE_EXHAUSTED, shortage)
+            raise OperationFailedError(Code.RESOURCE_EXHAUSTED, shortage)
         readable: list[bytes] = []
         taken = 0
         held = 0
@@ -99,7 +97,7 @@ def import_item(ctx: ItemContext) -> None:
                 service.index, service.blobs, store_pk, readable, storage_class=storage_class
             )
         except StoreNotFound as exc:  # deleted meanwhile
-            raise OperationFailedError(NOT_FOUND, f"DICOM store {store} not found.") from exc
+            raise OperationFailedError(Code.NOT_FOUND, f"DICOM store {store} not found.") from exc
         stored = sum(result.ok for result in results)
         done += taken
         ctx.progress(success=stored, failure=taken - stored, checkpoint=done)
@@ -115,5 +113,5 @@ def _reason(name: str, exc: Exception) -> str:
 IMPORT_METHOD = ItemizedMethod(
     plan=plan_import,
     run_item=import_item,
-    response={"@type": RESPONSE_TYPE + "dicom.ImportDicomDataResponse"},
+    response={"@type": IMPORT_DICOM_DATA_RESPONSE},
 )

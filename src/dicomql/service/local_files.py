@@ -16,15 +16,14 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-# google.rpc.Code: the request names something the service may not touch.
-PERMISSION_DENIED = 7
+from dicomql.google_api import Code
 
 
 class LocalFileRefused(Exception):
     """A local path a request named is outside the import roots or not a regular file. The
     message names the path as the request gave it and the rule, never the file's contents."""
 
-    code = PERMISSION_DENIED
+    code = Code.PERMISSION_DENIED  # the request names something the service may not touch
 
 
 def _real(path: Path) -> Path:

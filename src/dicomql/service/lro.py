@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, func, or_, select
 
 from dicomql.dicom.uids import uid_problem
+from dicomql.google_api import Code
 from dicomql.service.config import ServiceConfig
 from dicomql.service.local_files import (
     LocalFileRefused,
@@ -29,16 +30,6 @@ IMPORT = "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
 EXPORT = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
 SET_BLOB_STORAGE_SETTINGS = "google.cloud.healthcare.v1.dicom.DicomService.SetBlobStorageSettings"
 DEIDENTIFY = "google.cloud.healthcare.v1.deidentify.DeidentifyService.DeidentifyDicomStore"
-
-# Operation.response "@type" prefix (google.protobuf.Any of the method's response message).
-RESPONSE_TYPE = "type.googleapis.com/google.cloud.healthcare.v1."
-
-# google.rpc.Code values handlers end operations with.
-INVALID_ARGUMENT = 3
-NOT_FOUND = 5
-RESOURCE_EXHAUSTED = 8
-FAILED_PRECONDITION = 9
-UNIMPLEMENTED = 12
 
 STORAGE_CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
 # Instances read per query while walking a selection (keyset pagination on the primary key).
@@ -87,7 +78,7 @@ def remote_filesystem(uri: str) -> Any:
     except (ImportError, ValueError) as exc:
         driver = {"gs": "gcsfs", "s3": "s3fs"}.get(scheme, f"an fsspec driver for {scheme}://")
         raise OperationFailedError(
-            FAILED_PRECONDITION,
+            Code.FAILED_PRECONDITION,
             f"Cannot access {uri}: the embedded service reads and writes {scheme}:// only"
             f" through fsspec and {driver}, which are not installed; install them with"
             f" pip install 'dicomql[cloud]'. Local paths and file:// URIs work without them.",
@@ -268,13 +259,13 @@ def read_resource_paths(
     except LocalFileRefused as exc:
         raise OperationFailedError(exc.code, f"filterConfig: {exc}") from exc
     except FileNotFoundError as exc:
-        raise OperationFailedError(NOT_FOUND, f"filterConfig file {uri} not found.") from exc
+        raise OperationFailedError(Code.NOT_FOUND, f"filterConfig file {uri} not found.") from exc
     except OSError as exc:
         raise OperationFailedError(
-            FAILED_PRECONDITION, f"filterConfig file {uri} cannot be read: {exc.strerror}"
+            Code.FAILED_PRECONDITION, f"filterConfig file {uri} cannot be read: {exc.strerror}"
         ) from exc
     except UnicodeDecodeError as exc:
-        raise OperationFailedError(INVALID_ARGUMENT, f"{uri} is not UTF-8 text.") from exc
+        raise OperationFailedError(Code.INVALID_ARGUMENT, f"{uri} is not UTF-8 text.") from exc
     paths = []
     # Errors name the line by number, never by content: the file may not be the filter file
     # the request claims it is, and its contents are not the requester's to see.
@@ -285,13 +276,13 @@ def read_resource_paths(
         match = re.fullmatch(r"/studies/([^/]+)(?:/series/([^/]+)(?:/instances/([^/]+))?)?", line)
         if match is None:
             raise OperationFailedError(
-                INVALID_ARGUMENT,
+                Code.INVALID_ARGUMENT,
                 f"Line {number} of {uri} is not a resource path of the form"
                 " /studies/{study}[/series/{series}[/instances/{instance}]].",
             )
         if any(uid is not None and uid_problem(uid) for uid in match.groups()):
             raise OperationFailedError(
-                INVALID_ARGUMENT, f"Line {number} of {uri} names an invalid UID (PS3.5 9.1)."
+                Code.INVALID_ARGUMENT, f"Line {number} of {uri} names an invalid UID (PS3.5 9.1)."
             )
         paths.append((match[1], match[2], match[3]))
     return paths
@@ -416,7 +407,7 @@ def require_store_pk(ctx: WorkContext) -> int:
     with ctx.service.index.connect() as conn:
         found = conn.execute(select(dicom_stores.c.pk).where(dicom_stores.c.pk == pk)).first()
     if found is None:
-        raise OperationFailedError(NOT_FOUND, f"DICOM store {ctx.request['store']} not found.")
+        raise OperationFailedError(Code.NOT_FOUND, f"DICOM store {ctx.request['store']} not found.")
     return pk
 
 

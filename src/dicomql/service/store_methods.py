@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.deid.config import DeidentifyConfigError, parse_request
+from dicomql.google_api import SET_BLOB_STORAGE_SETTINGS_RESPONSE
 from dicomql.service import bigquery_local, lro
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import service_of
@@ -256,7 +257,7 @@ def run_set_blob_storage_settings(ctx: OperationContext) -> dict[str, Any]:
             batch = []
         if row is None:
             break
-    return {"@type": lro.RESPONSE_TYPE + "dicom.SetBlobStorageSettingsResponse"}
+    return {"@type": SET_BLOB_STORAGE_SETTINGS_RESPONSE}
 
 
 def _class_changes(

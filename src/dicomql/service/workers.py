@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeAlias
 
+from dicomql.google_api import Code, rpc_status
 from dicomql.service.config import ServiceConfig
 from dicomql.store import work
 from dicomql.store.blobs import BlobStore
@@ -68,7 +69,7 @@ class WorkerStoppingError(Exception):
 class OperationFailedError(Exception):
     """A handler's way to end its operation with a specific google.rpc.Status."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: Code, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -426,7 +427,7 @@ class WorkerPool:
             work.complete(
                 index,
                 claim,
-                error=work.status(work.UNIMPLEMENTED, f"{claim.api_method_name} is not supported."),
+                error=rpc_status(Code.UNIMPLEMENTED, f"{claim.api_method_name} is not supported."),
             )
             return
         context = OperationContext(self, claim)
@@ -439,7 +440,7 @@ class WorkerPool:
         except LeaseLostError:
             logger.warning("lost the lease on operation %s; stopped it", claim.operation_id)
         except OperationFailedError as exc:
-            work.complete(index, claim, error=work.status(exc.code, exc.message))
+            work.complete(index, claim, error=rpc_status(exc.code, exc.message))
         except Exception as exc:
             # The operation must end rather than stay "running": record the failure for the
             # caller (operations.get) and keep the traceback in the server log.
@@ -458,7 +459,7 @@ class WorkerPool:
         if payloads is None:
             if handler.whole is None:
                 raise OperationFailedError(
-                    work.UNIMPLEMENTED,
+                    Code.UNIMPLEMENTED,
                     f"{context.claim.api_method_name} cannot run this request.",
                 )
             return handler.whole(context) or {}
@@ -496,7 +497,7 @@ class WorkerPool:
                 item.operation_id,
             )
         except OperationFailedError as exc:
-            work.fail_item_operation(index, item, work.status(exc.code, exc.message))
+            work.fail_item_operation(index, item, rpc_status(exc.code, exc.message))
         except Exception as exc:
             logger.exception("item %s of operation %s failed", item.seq, item.operation_id)
             work.fail_item_operation(index, item, internal_status(exc))
@@ -531,8 +532,8 @@ def _in_own_thread(function: Callable[[Any], None], claim: Any) -> asyncio.Futur
 
 
 def timeout_status(seconds: float) -> dict[str, Any]:
-    return work.status(
-        work.DEADLINE_EXCEEDED,
+    return rpc_status(
+        Code.DEADLINE_EXCEEDED,
         f"A work item ran longer than {seconds:g} s (the server's --item-timeout-seconds) and"
         " was abandoned; a source or destination may be blocking (a FIFO, a device, a hung"
         " network file system).",
@@ -540,8 +541,8 @@ def timeout_status(seconds: float) -> dict[str, Any]:
 
 
 def abandoned_status(attempts: int) -> dict[str, Any]:
-    return work.status(
-        work.ABORTED,
+    return rpc_status(
+        Code.ABORTED,
         f"The operation was abandoned after {attempts - 1} attempts that ended without"
         " finishing (the server stopped or crashed while running it).",
     )
@@ -558,11 +559,11 @@ def _disk_full(exc: BaseException) -> bool:
 def internal_status(exc: Exception) -> dict[str, Any]:
     if _disk_full(exc):
         # The disk filled under the free-space floor's nose: say so, as STOW's 507 does.
-        return work.status(
-            work.RESOURCE_EXHAUSTED, "Refused: out of resources. The server's disk is full."
+        return rpc_status(
+            Code.RESOURCE_EXHAUSTED, "Refused: out of resources. The server's disk is full."
         )
-    return work.status(work.INTERNAL, f"{type(exc).__name__}: {exc}")
+    return rpc_status(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
 def cancelled_status() -> dict[str, Any]:
-    return work.status(work.CANCELLED, "The operation was cancelled.")
+    return rpc_status(Code.CANCELLED, "The operation was cancelled.")

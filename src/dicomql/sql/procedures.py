@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from dicomql.errors import ApiError, DataError, JSONValueError, ProgrammingError
+from dicomql.google_api import Code
 from dicomql.provider.registry import Method, Registry, suggest
 from dicomql.sql import metadata, qido_keys, retrieved, stow_report, uploads
 from dicomql.sql.dicom_rows import dicom_rows
@@ -22,26 +23,6 @@ from dicomql.sql.results import Result
 
 if TYPE_CHECKING:
     from dicomql.sql.engine import Engine
-
-# google.rpc.Code → (HTTP status, name), for an operation's error (google/rpc/code.proto).
-RPC_CODES: dict[int, tuple[int, str]] = {
-    1: (499, "CANCELLED"),
-    2: (500, "UNKNOWN"),
-    3: (400, "INVALID_ARGUMENT"),
-    4: (504, "DEADLINE_EXCEEDED"),
-    5: (404, "NOT_FOUND"),
-    6: (409, "ALREADY_EXISTS"),
-    7: (403, "PERMISSION_DENIED"),
-    8: (429, "RESOURCE_EXHAUSTED"),
-    9: (400, "FAILED_PRECONDITION"),
-    10: (409, "ABORTED"),
-    11: (400, "OUT_OF_RANGE"),
-    12: (501, "UNIMPLEMENTED"),
-    13: (500, "INTERNAL"),
-    14: (503, "UNAVAILABLE"),
-    15: (500, "DATA_LOSS"),
-    16: (401, "UNAUTHENTICATED"),
-}
 
 # Pseudo-parameters of a DICOMweb EXEC: the Accept header, and a file to write the bytes to.
 ACCEPT = "accept"
@@ -70,12 +51,11 @@ def finished(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
         operation = engine.client.call(get, {"name": operation["name"]}).json()
     error = operation.get("error")
     if error:
-        code = int(error.get("code", 2))
-        http_status, status = RPC_CODES.get(code, (500, "UNKNOWN"))
+        code = Code.of(int(error.get("code") or Code.UNKNOWN))  # no code, or OK: UNKNOWN
         message = str(error.get("message", "")) or f"operation {operation.get('name')} failed"
         raise ApiError(
-            http_status,
-            status,
+            code.http_status,
+            code.name,
             message + (f" ({counts})" if (counts := counters(operation, some=True)) else ""),
             details=list(error.get("details") or []),
         )

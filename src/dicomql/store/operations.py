@@ -13,9 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
+from dicomql.google_api import OPERATION_METADATA
 from dicomql.store.schema import operations
-
-OPERATION_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.OperationMetadata"
 
 
 def now() -> datetime:
@@ -108,7 +107,7 @@ def operation_resource(row: Row, name: str) -> dict[str, Any]:
         if value:
             counter[field] = str(value)
     metadata: dict[str, Any] = {
-        "@type": OPERATION_TYPE,
+        "@type": OPERATION_METADATA,
         "apiMethodName": row.api_method_name,
         "createTime": rfc3339(row.create_time),
     }

@@ -38,14 +38,6 @@ from sqlalchemy import and_, case, func, insert, or_, select, update
 from dicomql.store.index import Index
 from dicomql.store.schema import operations, work_items
 
-# google.rpc.Code values used for operations that end without a response.
-CANCELLED = 1
-DEADLINE_EXCEEDED = 4
-RESOURCE_EXHAUSTED = 8
-ABORTED = 10
-UNIMPLEMENTED = 12
-INTERNAL = 13
-
 # ``operations.claimed_by`` of an operation whose work lives in ``work_items``: no longer
 # claimable as a whole (a claim token always contains "/", so none can equal it).
 PLANNED = "work-items"
@@ -277,11 +269,6 @@ def request_cancel(index: Index, operation_pk: int) -> bool:
     )
     with index.begin() as conn:
         return conn.execute(statement).rowcount == 1
-
-
-def status(code: int, message: str) -> dict[str, Any]:
-    """A google.rpc.Status as stored in an operation's ``error``."""
-    return {"code": code, "message": message}
 
 
 # --- work items -----------------------------------------------------------------------------
