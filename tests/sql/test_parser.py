@@ -92,6 +92,15 @@ def test_script_splits_on_semicolons_outside_quotes_and_comments() -> None:
     ]
 
 
+def test_comments_may_stand_anywhere_in_exec_show_and_describe() -> None:
+    statement = parse("SHOW /* which */ METHODS IN -- here\n google.healthcare.dicom_stores")
+    assert isinstance(statement, Show)
+    assert statement.sql() == "SHOW METHODS IN google.healthcare.dicom_stores"
+    statement = parse("EXEC a.b /* x */ @p=my-project, @n=-3")
+    assert isinstance(statement, Exec)
+    assert [(p.name, p.value) for p in statement.parameters] == [("p", "my-project"), ("n", -3)]
+
+
 def test_show_like_keeps_its_pattern() -> None:
     statement = parse("SHOW METHODS IN google.healthcare.dicom_stores LIKE 'search%'")
     assert isinstance(statement, Show)
@@ -139,6 +148,11 @@ def test_show_like_keeps_its_pattern() -> None:
             6,
         ),
         ("DESCRIBE", "Expected a resource name", 1, 9),
+        ("SELECT name FROM", "Expected a table name", 1, 17),
+        ("WITH t SELECT 1", "Expected (", 1, 8),
+        ("EXPLAIN DELETE FROM x", "Expected SELECT after EXPLAIN", 1, 9),
+        ("SELECT x'0g'", "Invalid literal", 1, 8),
+        ("SELECT x'00", "Unterminated string", 1, 9),
     ],
 )
 def test_syntax_error_points_at_line_and_column(

@@ -1,5 +1,6 @@
-"""The lexical layer shared by template filling, statement splitting and hint extraction:
-which stretches of a text are code, string literals, quoted identifiers or comments."""
+"""The lexical view of a text, from the StackQL dialect's one tokenizer (sqlglot's): which
+stretches are code, string literals, quoted identifiers or comments — for template filling,
+statement splitting, hints and the shell."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from sqlglot.errors import TokenError
+from sqlglot.tokens import Token, TokenType
+
 from dicomql.errors import SQLSyntaxError
+from dicomql.sql.dialect import StackQL
 
 CODE = "code"
 STRING = "string"
@@ -15,7 +20,9 @@ IDENTIFIER = "identifier"
 COMMENT = "comment"
 HINT = "hint"
 
+_TOKENIZER = StackQL().tokenizer_class
 _HINT_WORD = re.compile(r"[A-Za-z_]+")
+_UNTERMINATED = {"'": "string", '"': "identifier", "`": "identifier", "[": "identifier"}
 
 
 @dataclass(frozen=True)
@@ -25,10 +32,36 @@ class Segment:
     end: int
 
 
-def segments(text: str) -> Iterator[Segment]:
+def tokenize(text: str) -> list[Token]:
+    """The StackQL dialect's tokens of ``text``; comments ride on the tokens (sqlglot's way).
+
+    Raises:
+        SQLSyntaxError: a string, identifier or block comment is not closed.
+    """
+    try:
+        return _TOKENIZER().tokenize(text)
+    except TokenError as exc:
+        offset = exc.start or 0
+        if text[offset : offset + 1].isalpha() and text[offset + 1 : offset + 2] == "'":
+            # x'…', N'…': closed but not valid (x'0g'), or its quote is not closed.
+            if text.find("'", offset + 2) >= 0:
+                description = "Invalid literal"
+            else:
+                description, offset = "Unterminated string", offset + 1
+        elif text.startswith("/*", offset):
+            description = "Unterminated comment"
+        elif text[offset : offset + 1] in _UNTERMINATED:
+            description = f"Unterminated {_UNTERMINATED[text[offset]]}"
+        else:
+            description = "Invalid token"
+        raise syntax_error(description, text, offset) from exc
+
+
+def segments(text: str, tokens: list[Token] | None = None) -> Iterator[Segment]:
     """Split ``text`` into code, 'strings', "identifiers", -- and /* comments */.
 
-    ``/*+ … */`` comments are hints (StackQL's ``/*+ AWAIT */``).
+    ``/*+ … */`` comments are hints (StackQL's ``/*+ AWAIT */``). ``tokens``: the text's tokens,
+    if already made.
 
     >>> [s.kind for s in segments("SELECT 'a' -- x")]
     ['code', 'string', 'code', 'comment']
@@ -36,51 +69,53 @@ def segments(text: str) -> Iterator[Segment]:
     Raises:
         SQLSyntaxError: a string, identifier or block comment is not closed.
     """
-    i, n, start = 0, len(text), 0
-    while i < n:
-        char = text[i]
-        two = text[i : i + 2]
-        if char in "'\"`":
-            if start < i:
-                yield Segment(CODE, start, i)
-            end = _closing_quote(text, i)
-            yield Segment(STRING if char == "'" else IDENTIFIER, i, end)
-            i = start = end
-        elif two == "--":
-            if start < i:
-                yield Segment(CODE, start, i)
-            end = text.find("\n", i)
-            end = n if end < 0 else end
-            yield Segment(COMMENT, i, end)
-            i = start = end
-        elif two == "/*":
-            if start < i:
-                yield Segment(CODE, start, i)
-            close = text.find("*/", i + 2)
-            if close < 0:
-                raise syntax_error("Unterminated comment", text, i)
-            kind = HINT if text.startswith("/*+", i) else COMMENT
-            yield Segment(kind, i, close + 2)
-            i = start = close + 2
-        else:
-            i += 1
-    if start < n:
-        yield Segment(CODE, start, n)
-
-
-def _closing_quote(text: str, i: int) -> int:
-    """Index just past the quote closing the literal opened at ``i`` (doubled quotes escape)."""
-    quote = text[i]
-    j = i + 1
-    while True:
-        k = text.find(quote, j)
-        if k < 0:
-            what = "string" if quote == "'" else "identifier"
-            raise syntax_error(f"Unterminated {what}", text, i)
-        if text.startswith(quote * 2, k):
-            j = k + 2
+    code_start: int | None = None  # adjacent tokens and spaces of code make one segment
+    for segment in _segments(text, tokenize(text) if tokens is None else tokens):
+        if segment.kind == CODE:
+            code_start = segment.start if code_start is None else code_start
             continue
-        return k + 1
+        if code_start is not None:
+            yield Segment(CODE, code_start, segment.start)
+            code_start = None
+        yield segment
+    if code_start is not None:
+        yield Segment(CODE, code_start, len(text))
+
+
+def _segments(text: str, tokens: list[Token]) -> Iterator[Segment]:
+    offset = 0
+    for token in [*tokens, None]:
+        start = token.start if token is not None else len(text)
+        yield from _between(text, offset, start)
+        if token is None:
+            break
+        kind = CODE
+        if token.token_type == TokenType.STRING:
+            kind = STRING
+        elif token.token_type == TokenType.IDENTIFIER:
+            kind = IDENTIFIER
+        yield Segment(kind, token.start, token.end + 1)
+        offset = token.end + 1
+
+
+def _between(text: str, start: int, end: int) -> Iterator[Segment]:
+    """The gap between two tokens: white space (code) and the comments the tokenizer skipped."""
+    offset = start
+    while offset < end:
+        if text[offset].isspace():
+            stop = offset + 1
+            while stop < end and text[stop].isspace():
+                stop += 1
+            yield Segment(CODE, offset, stop)
+        elif text.startswith("/*", offset):
+            close = text.find("*/", offset + 2, end)
+            stop = end if close < 0 else close + 2
+            yield Segment(HINT if text.startswith("/*+", offset) else COMMENT, offset, stop)
+        else:  # "--" up to the end of the line
+            newline = text.find("\n", offset, end)
+            stop = end if newline < 0 else newline
+            yield Segment(COMMENT, offset, stop)
+        offset = stop
 
 
 def split_statements(text: str) -> list[tuple[int, str]]:
@@ -91,35 +126,25 @@ def split_statements(text: str) -> list[tuple[int, str]]:
     >>> [s for _, s in split_statements("SHOW SERVICES; SHOW SERVICES")]
     ['SHOW SERVICES', ' SHOW SERVICES']
     """
-    pieces: list[tuple[int, str]] = []
-    start = 0
-    for segment in segments(text):
-        if segment.kind != CODE:
-            continue
-        for offset in range(segment.start, segment.end):
-            if text[offset] == ";":
-                pieces.append((start, text[start:offset]))
-                start = offset + 1
-    pieces.append((start, text[start:]))
-    return [(offset, piece) for offset, piece in pieces if blank_comments(piece).strip()]
+    pieces: list[tuple[int, str, bool]] = []
+    start, has_code = 0, False
+    for token in tokenize(text):
+        if token.token_type == TokenType.SEMICOLON:
+            pieces.append((start, text[start : token.start], has_code))
+            start, has_code = token.end + 1, False
+        else:
+            has_code = True
+    pieces.append((start, text[start:], has_code))
+    return [(offset, piece) for offset, piece, has_code in pieces if has_code]
 
 
-def blank_comments(text: str) -> str:
-    """``text`` with every comment and hint replaced by spaces (newlines kept), so that
-    offsets, lines and columns still point into the original."""
-    out = []
-    for segment in segments(text):
-        piece = text[segment.start : segment.end]
-        if segment.kind in (COMMENT, HINT):
-            piece = re.sub(r"[^\n]", " ", piece)
-        out.append(piece)
-    return "".join(out)
+def hints(text: str, tokens: list[Token] | None = None) -> set[str]:
+    """The upper-cased words of every ``/*+ … */`` hint: ``{'AWAIT', 'SHOWRESULTS'}``.
 
-
-def hints(text: str) -> set[str]:
-    """The upper-cased words of every ``/*+ … */`` hint: ``{'AWAIT', 'SHOWRESULTS'}``."""
+    ``tokens``: the text's tokens, if already made.
+    """
     found: set[str] = set()
-    for segment in segments(text):
+    for segment in segments(text, tokens):
         if segment.kind == HINT:
             body = text[segment.start + 3 : segment.end - 2]
             found.update(word.upper() for word in _HINT_WORD.findall(body))

@@ -1,21 +1,18 @@
-"""StackQL statements: text → typed statement. A dispatch table maps the leading keyword to one
-parse function; SELECT/INSERT/UPDATE/DELETE go through sqlglot (the StackQL dialect), EXEC, SHOW
-and DESCRIBE through a small hand-written front."""
+"""StackQL statements: text → typed statement. The StackQL dialect (sqlglot, extended with EXEC,
+SHOW and DESCRIBE in :mod:`dicomql.sql.dialect`) tokenizes and parses every statement; this
+module turns its trees into typed statements and its errors into SQLSyntaxError."""
 
 from __future__ import annotations
 
 import difflib
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
+from sqlglot.errors import ParseError
+from sqlglot.tokens import Token, TokenType
 
-from dicomql.sql.dialect import StackQL
-from dicomql.sql.lexer import blank_comments, hints, syntax_error
+from dicomql.sql.dialect import DescribeStatement, ExecStatement, ShowStatement, StackQL
+from dicomql.sql.lexer import hints, syntax_error, tokenize
 from dicomql.sql.templates import sql_literal
 
 
@@ -60,7 +57,6 @@ _RELATIONAL_KINDS: dict[type[exp.Expression], str] = {
 class ExecParameter:
     name: str
     value: object
-    offset: int
 
 
 @dataclass
@@ -126,177 +122,7 @@ class Explain(Statement):
         return "EXPLAIN " + self.query.sql()
 
 
-# --- the hand-written front: tokens of EXEC / SHOW / DESCRIBE -------------------------------
-
-_TOKEN = re.compile(
-    r"""
-    (?P<space>\s+)
-  | (?P<string>'(?:[^']|'')*')
-  | (?P<quoted>"(?:[^"]|"")*")
-  | (?P<param>@@?[A-Za-z_][\w.-]*)
-  | (?P<number>-?\d+(?:\.\d+)?(?![\w.]))
-  | (?P<name>[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)
-  | (?P<punct>[=,()])
-    """,
-    re.VERBOSE,
-)
-
-
-@dataclass
-class _Token:
-    kind: str
-    text: str
-    offset: int
-
-    @property
-    def upper(self) -> str:
-        return self.text.upper()
-
-
-class _Tokens:
-    """A cursor over the hand-written front's tokens, with errors that point into the text."""
-
-    def __init__(self, text: str, code: str) -> None:
-        self.text = text
-        self.items: list[_Token] = []
-        offset = 0
-        while offset < len(code):
-            match = _TOKEN.match(code, offset)
-            if match is None:
-                raise syntax_error(f"Unexpected '{code[offset]}'", text, offset)
-            if match.lastgroup != "space":
-                self.items.append(_Token(match.lastgroup or "", match.group(), offset))
-            offset = match.end()
-        self.index = 0
-        self.end = len(code.rstrip())
-
-    def peek(self) -> _Token | None:
-        return self.items[self.index] if self.index < len(self.items) else None
-
-    def next(self, expected: str) -> _Token:
-        token = self.peek()
-        if token is None:
-            raise syntax_error(f"Expected {expected}", self.text, self.end)
-        self.index += 1
-        return token
-
-    def expect_word(self, *words: str) -> _Token:
-        token = self.peek()
-        if token is None or token.upper not in words:
-            raise self.error(" or ".join(words), token)
-        self.index += 1
-        return token
-
-    def error(self, expected: str, token: _Token | None) -> Exception:
-        offset = token.offset if token else self.end
-        return syntax_error(f"Expected {expected}", self.text, offset)
-
-    def accept(self, *words: str) -> bool:
-        token = self.peek()
-        if token is not None and token.upper in words:
-            self.index += 1
-            return True
-        return False
-
-    def done(self) -> None:
-        token = self.peek()
-        if token is not None:
-            raise syntax_error(f"Unexpected '{token.text}'", self.text, token.offset)
-
-
-def _unquote(token: _Token) -> str:
-    return token.text[1:-1].replace(token.text[0] * 2, token.text[0])
-
-
-def _value(token: _Token) -> object:
-    if token.kind == "string":
-        return _unquote(token)
-    if token.kind == "number":
-        return float(token.text) if "." in token.text else int(token.text)
-    if token.upper in ("TRUE", "FALSE"):
-        return token.upper == "TRUE"
-    if token.upper == "NULL":
-        return None
-    return token.text
-
-
-def _parse_exec(text: str, code: str) -> Statement:
-    tokens = _Tokens(text, code)
-    tokens.expect_word("EXEC", "EXECUTE")
-    target = tokens.next("a resource method such as google.healthcare.dicom_stores.get")
-    if target.kind != "name" or target.text.count(".") < 1:
-        raise tokens.error("a resource method such as google.healthcare.dicom_stores.get", target)
-    resource, _, method = target.text.rpartition(".")
-    parameters: list[ExecParameter] = []
-    body: str | None = None
-    while (token := tokens.peek()) is not None:
-        if token.kind != "param":
-            raise tokens.error("@parameter=value", token)
-        tokens.index += 1
-        equals = tokens.next("=")
-        if equals.text != "=":
-            raise tokens.error("=", equals)
-        value_token = tokens.next("a value")
-        if value_token.kind not in ("string", "number", "name"):
-            raise tokens.error("a value", value_token)
-        if token.text.startswith("@@"):
-            if token.text.lower() != "@@json":
-                raise syntax_error("Expected @@json", text, token.offset)
-            body = str(_value(value_token))
-        else:
-            parameters.append(ExecParameter(token.text[1:], _value(value_token), token.offset))
-        # Commas are optional: the StackQL docs' "--required," comments swallow them.
-        tokens.accept(",")
-    return Exec(text, resource, method, parameters, body)
-
-
-def _parse_show(text: str, code: str) -> Statement:
-    tokens = _Tokens(text, code)
-    tokens.expect_word("SHOW")
-    extended = tokens.accept("EXTENDED")
-    what = tokens.expect_word(
-        "PROVIDERS", "SERVICES", "RESOURCES", "METHODS", "INSERT", "VERSION"
-    ).upper
-    target: str | None = None
-    if what == "INSERT":
-        # SHOW INSERT [/*+ REQUIRED */] INTO resource: an INSERT template (StackQL).
-        tokens.expect_word("INTO")
-        target_token = tokens.next("a resource name")
-        if target_token.kind != "name":
-            raise tokens.error("a resource name", target_token)
-        tokens.done()
-        return Show(text, what, target_token.text, None, extended)
-    if what in ("PROVIDERS", "VERSION"):
-        pass
-    elif tokens.accept("IN", "FROM"):
-        target_token = tokens.next("a service or resource name")
-        if target_token.kind != "name":
-            raise tokens.error("a service or resource name", target_token)
-        target = target_token.text
-    elif what != "SERVICES":
-        raise tokens.error("IN", tokens.peek())
-    like: str | None = None
-    if tokens.accept("LIKE"):
-        pattern = tokens.next("a pattern")
-        if pattern.kind != "string":
-            raise tokens.error("a quoted pattern", pattern)
-        like = _unquote(pattern)
-    tokens.done()
-    return Show(text, what, target, like, extended)
-
-
-def _parse_describe(text: str, code: str) -> Statement:
-    tokens = _Tokens(text, code)
-    tokens.expect_word("DESCRIBE", "DESC")
-    extended = tokens.accept("EXTENDED")
-    target = tokens.next("a resource name")
-    if target.kind != "name":
-        raise tokens.error("a resource name", target)
-    tokens.done()
-    return Describe(text, target.text, extended)
-
-
-# --- SELECT / INSERT / UPDATE / DELETE through sqlglot ---------------------------------------
+# --- SELECT / INSERT / UPDATE / DELETE ------------------------------------------------------
 
 _CLAUSES_AFTER_FROM = {
     TokenType.WHERE,
@@ -307,12 +133,8 @@ _CLAUSES_AFTER_FROM = {
 }
 
 
-def _check_from(text: str, code: str) -> None:
+def _check_from(text: str, tokens: list[Token]) -> None:
     """``SELECT … WHERE`` without FROM: say so where FROM was expected (sqlglot accepts it)."""
-    try:
-        tokens = sqlglot.tokenize(code, read=StackQL)
-    except TokenError as exc:
-        raise syntax_error(f"Invalid token: {exc}", text, 0) from exc
     depth = 0
     for token in tokens:
         if token.token_type == TokenType.L_PAREN:
@@ -329,77 +151,71 @@ def _check_from(text: str, code: str) -> None:
             raise syntax_error("Expected FROM", text, token.start, token.end + 1)
 
 
-def _parse_relational(text: str, code: str) -> Statement:
-    is_select = code.lstrip()[:6].upper() == "SELECT"
-    try:
-        trees = sqlglot.parse(code, read=StackQL)
-    except ParseError as exc:
-        if is_select:
-            _check_from(text, code)
-        raise _from_parse_error(text, code, exc) from exc
-    except TokenError as exc:
-        raise syntax_error(f"Invalid token: {exc}", text, 0) from exc
-    trees = [tree for tree in trees if tree is not None]
-    if is_select and trees and not (trees[0].args.get("from") or trees[0].args.get("from_")):
-        # Only a FROM-less SELECT is worth a second look (a tokenizer pass).
-        _check_from(text, code)
-    if len(trees) != 1:
-        raise syntax_error("Expected one statement", text, 0)
-    tree = trees[0]
-    if type(tree) not in _RELATIONAL_KINDS:
+def _syntax_error(text: str, exc: ParseError) -> Exception:
+    """The first of sqlglot's structured errors; the dialect's parser adds the offsets."""
+    error = exc.errors[0] if exc.errors else {}
+    description = str(error.get("description") or exc)
+    offset = error.get("start")
+    if offset is None:  # not raised through the dialect's parser: sqlglot's line and column
+        highlight = str(error.get("highlight") or "")
+        line, col = int(error.get("line") or 1), int(error.get("col") or 1)
+        # sqlglot reports the column where the offending token ends.
+        lines = text.split("\n")
+        offset = sum(len(ln) + 1 for ln in lines[: line - 1]) + max(col - len(highlight), 0)
+    return syntax_error(description, text, min(int(offset), len(text)))
+
+
+def _statement(text: str, tree: exp.Expr, hints_: frozenset[str]) -> Statement:
+    if isinstance(tree, ExecStatement):
+        resource, _, method = str(tree.this).rpartition(".")
+        parameters = [ExecParameter(str(a.this), a.args.get("value")) for a in tree.expressions]
+        return Exec(text, resource, method, parameters, tree.args.get("body"), hints=hints_)
+    if isinstance(tree, ShowStatement):
+        return Show(
+            text,
+            str(tree.this),
+            tree.args.get("target"),
+            tree.args.get("like"),
+            bool(tree.args.get("extended")),
+            hints=hints_,
+        )
+    if isinstance(tree, DescribeStatement):
+        return Describe(text, str(tree.this), bool(tree.args.get("extended")), hints=hints_)
+    if not isinstance(tree, exp.Expression) or type(tree) not in _RELATIONAL_KINDS:
         raise syntax_error(
             "Expected SELECT, INSERT, UPDATE, DELETE, EXEC, SHOW or DESCRIBE", text, 0
         )
-    return Relational(text, tree)
+    return Relational(text, tree, hints=hints_)
 
 
-def _from_parse_error(text: str, code: str, exc: ParseError) -> Exception:
-    error = exc.errors[0] if exc.errors else {}
-    description = str(error.get("description", str(exc)))
-    highlight = str(error.get("highlight") or "")
-    line = int(error.get("line") or 1)
-    col = int(error.get("col") or 1)
-    # sqlglot reports the column where the offending token ends.
-    lines = code.split("\n")
-    offset = sum(len(ln) + 1 for ln in lines[: line - 1]) + max(col - len(highlight), 0)
-    if description.startswith("Required keyword: 'expression'"):
-        if highlight.isalpha() and highlight.upper() not in ("AND", "OR", "NOT", "LIKE", "IN"):
-            # sqlglot stopped at the next clause's keyword: the expression is missing before it.
-            description = "Expected an expression"
-        else:
-            description = f"Expected an expression after '{highlight}'"
-            offset += len(highlight)
-    elif description.startswith("Expecting "):
-        description = "Expected " + description.removeprefix("Expecting ")
-    elif "Unexpected token" in description or "Invalid expression" in description:
-        description = f"Unexpected '{highlight}'"
-    return syntax_error(description, text, min(offset, len(text)))
+def _parse_tokens(text: str, tokens: list[Token], hints_: frozenset[str]) -> Statement:
+    is_select = tokens[0].token_type == TokenType.SELECT
+    try:
+        parsed = StackQL().parser().parse(tokens, text)
+    except ParseError as exc:
+        if is_select:
+            _check_from(text, tokens)
+        raise _syntax_error(text, exc) from exc
+    trees = [tree for tree in parsed if tree is not None]
+    if is_select and trees and not (trees[0].args.get("from") or trees[0].args.get("from_")):
+        # Only a FROM-less SELECT is worth a second look.
+        _check_from(text, tokens)
+    if len(trees) != 1:
+        raise syntax_error("Expected one statement", text, 0)
+    return _statement(text, trees[0], hints_)
 
 
-def _parse_explain(text: str, code: str) -> Statement:
-    match = re.match(r"\s*EXPLAIN(\s+QUERY\s+PLAN)?\b", code, re.IGNORECASE)
-    assert match is not None  # the dispatch table chose this function by the keyword
-    # Blank the keyword so that positions in errors still point into ``text``.
-    inner = " " * match.end() + code[match.end() :]
-    query = _parse_relational(text, inner)
-    if query.kind != "select":
-        raise syntax_error("Expected SELECT after EXPLAIN", text, match.end())
-    assert isinstance(query, Relational)
-    return Explain(text, query)
-
-
-_PARSERS: dict[str, Callable[[str, str], Statement]] = {
-    "SELECT": _parse_relational,
-    "WITH": _parse_relational,
-    "INSERT": _parse_relational,
-    "UPDATE": _parse_relational,
-    "DELETE": _parse_relational,
-    "EXEC": _parse_exec,
-    "EXECUTE": _parse_exec,
-    "SHOW": _parse_show,
-    "DESCRIBE": _parse_describe,
-    "DESC": _parse_describe,
-    "EXPLAIN": _parse_explain,
+# The leading keywords a statement may start with (the dialect's statement table has more).
+_LEADING = {
+    TokenType.SELECT,
+    TokenType.WITH,
+    TokenType.INSERT,
+    TokenType.UPDATE,
+    TokenType.DELETE,
+    TokenType.EXECUTE,
+    TokenType.SHOW,
+    TokenType.DESCRIBE,
+    TokenType.DESC,
 }
 
 
@@ -412,18 +228,30 @@ def parse(text: str) -> Statement:
     Raises:
         SQLSyntaxError: the statement does not parse; it points at the line and column.
     """
-    code = blank_comments(text)
-    stripped = code.lstrip()
-    if not stripped:
+    tokens = tokenize(text)
+    found = frozenset(hints(text, tokens))
+    for token in tokens:
+        # Comments (hints included) are read; sqlglot would write them into the SQL it generates.
+        token.comments = []
+    if not tokens:
         raise syntax_error("Expected a statement", text, len(text))
-    offset = len(code) - len(stripped)
-    first = re.match(r"[A-Za-z]+", stripped)
-    keyword = first.group().upper() if first else ""
-    parse_function = _PARSERS.get(keyword)
-    if parse_function is None:
+    first = tokens[0]
+    if first.text.upper() == "EXPLAIN":
+        # EXPLAIN [QUERY PLAN] SELECT …: the calls a SELECT would make.
+        rest = tokens[1:]
+        if [t.text.upper() for t in rest[:2]] == ["QUERY", "PLAN"]:
+            rest = rest[2:]
+        if not rest or rest[0].token_type not in (TokenType.SELECT, TokenType.WITH):
+            offset = rest[0].start if rest else len(text.rstrip())
+            raise syntax_error("Expected SELECT after EXPLAIN", text, offset)
+        query = _parse_tokens(text, rest, found)
+        if not isinstance(query, Relational) or query.kind != "select":
+            raise syntax_error("Expected SELECT after EXPLAIN", text, rest[0].start)
+        return Explain(text, query, hints=found)
+    if first.token_type not in _LEADING:
         raise syntax_error(
-            "Expected SELECT, INSERT, UPDATE, DELETE, EXEC, SHOW, DESCRIBE or EXPLAIN", text, offset
+            "Expected SELECT, INSERT, UPDATE, DELETE, EXEC, SHOW, DESCRIBE or EXPLAIN",
+            text,
+            first.start,
         )
-    statement = parse_function(text, code)
-    statement.hints = frozenset(hints(text))
-    return statement
+    return _parse_tokens(text, tokens, found)
