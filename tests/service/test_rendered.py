@@ -161,3 +161,43 @@ def test_an_image_without_pixel_representation_renders_as_unsigned(
     expected = np.rint(RAMP.astype(float) * 255 / 4080).astype(np.uint8)
     assert np.abs(pixels.astype(int) - expected).max() <= 1
     assert math.isclose(float(pixels.mean()), float(expected.mean()), abs_tol=1)
+
+
+def _rendered_here(ds: Dataset, index: int) -> np.ndarray:
+    """What rendering the instance parsed whole gives (the path that reads the file's header)."""
+    from pydicom import dcmread
+
+    from dicomql.dicom.render import RenderOptions, render_frame
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    whole = dcmread(io.BytesIO(buffer.getvalue()))
+    png = render_frame(whole, whole, index, RenderOptions(media_type="image/png"))
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+_FRAMES = np.stack([RAMP, RAMP[::-1], RAMP.T]) + np.array([0, 7, 300]).reshape(3, 1, 1)
+_VOI_LUT = Dataset()
+_VOI_LUT.LUTDescriptor = [4096, 0, 16]
+_VOI_LUT.add_new(0x00283006, "US", list(range(4096, 0, -1)))  # LUT Data: a reversing table
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {},
+        {"PhotometricInterpretation": "MONOCHROME1", "RescaleSlope": -2, "RescaleIntercept": 9},
+        {"WindowCenter": [1000, 40], "WindowWidth": [800, 400], "VOILUTFunction": "SIGMOID"},
+        {"BitsStored": 12, "HighBit": 11, "PixelRepresentation": 1},
+        {"VOILUTSequence": Sequence([_VOI_LUT])},
+    ],
+)
+@pytest.mark.parametrize("frame", [None, 3])
+def test_a_rendered_frame_is_the_one_its_whole_file_gives(
+    dicomweb: DICOMwebClient, attributes: dict[str, object], frame: int | None
+) -> None:
+    """Native grayscale frames are rendered from the header values the index holds and the
+    frame's bytes alone (retrieve.py): the image must be the one the whole file gives."""
+    ds = _instance(_FRAMES, **attributes)
+    expected = _rendered_here(ds, 0 if frame is None else frame - 1)
+    assert np.array_equal(_rendered(dicomweb, ds, frame), expected)

@@ -14,6 +14,7 @@ from typing import Any
 
 from anyio import to_thread
 from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy import Connection, Row
 from starlette.requests import Request
@@ -434,6 +435,78 @@ def _render_row(blobs: BlobStore, row: Row, index: int, options: RenderOptions) 
         raise NotAcceptable(str(exc)) from exc
 
 
+# What rendering a native grayscale frame reads of the header (dicom/render.py)…
+_RENDER_HEADER = (
+    "00280002",  # Samples per Pixel
+    "00280004",  # Photometric Interpretation
+    "00280008",  # Number of Frames
+    "00280010",  # Rows
+    "00280011",  # Columns
+    "00280100",  # Bits Allocated
+    "00280101",  # Bits Stored
+    "00280103",  # Pixel Representation
+    "00281050",  # Window Center
+    "00281051",  # Window Width
+    "00281052",  # Rescale Intercept
+    "00281053",  # Rescale Slope
+    "00281056",  # VOI LUT Function
+)
+# … and what sends it down the general path: tables and per-frame values.
+_RENDER_GENERAL = (
+    "00283000",  # Modality LUT Sequence
+    "00283010",  # VOI LUT Sequence
+    "52009229",  # Shared Functional Groups Sequence
+    "52009230",  # Per-Frame Functional Groups Sequence
+)
+_RENDER_ELEMENTS = ("7FE00010", *_RENDER_HEADER, *_RENDER_GENERAL)
+
+
+def _render_indexed(
+    conn: Connection, blobs: BlobStore, row: Row, index: int, options: RenderOptions
+) -> bytes | None:
+    """Frame ``index`` of a native little-endian grayscale instance rendered from the header
+    values the index holds and the frame's own bytes, read where the index says they lie:
+    the file's header is not parsed (pydicom's parse of a CT header costs more CPU than the
+    rest of the rendering). None to take the general path (:func:`_render_row`)."""
+    if row.bits_allocated not in (8, 16) or not row.rows or not row.columns:
+        return None
+    elements = instance_elements(conn, row.pk, _RENDER_ELEMENTS)
+    if elements is None or elements["7FE00010"] is None:
+        return None
+    if any(elements[tag] is not None for tag in _RENDER_GENERAL):
+        return None
+    try:
+        header = Dataset.from_json(
+            {tag: elements[tag] for tag in _RENDER_HEADER if elements[tag] is not None}
+        )
+        photometric = header.get("PhotometricInterpretation")
+        samples = int(header.get("SamplesPerPixel", 1) or 1)
+    except (ValueError, TypeError, KeyError):
+        return None
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
+        return None
+    geometry = (row.rows, row.columns, row.bits_allocated, row.number_of_frames, 1)
+    with blobs.open(row.blob_key) as file:
+        found = frame_data.native_frames_location(
+            file, row.size_bytes, row.transfer_syntax_uid, geometry
+        )
+        if found is None:
+            return None
+        offset, frame_size = found
+        file.seek(offset + index * frame_size)
+        pixels = file.read(frame_size)
+    if len(pixels) != frame_size:
+        return None
+    header.file_meta = FileMetaDataset()
+    header.file_meta.TransferSyntaxUID = row.transfer_syntax_uid
+    header.add_new(0x7FE00010, "OW" if row.bits_allocated == 16 else "OB", pixels)
+    try:
+        # The one frame read is frame 0 of this dataset; nothing per-frame is left to index.
+        return render_frame(header, header, 0, options)
+    except RenderError as exc:
+        raise NotAcceptable(str(exc)) from exc
+
+
 async def retrieve_rendered(request: Request) -> Response:
     options = _render_options(request)
     find = _lookup(request, "Instance")
@@ -444,7 +517,9 @@ async def retrieve_rendered(request: Request) -> Response:
         row = find(conn, context)[0]
         _check_renderable(row)
         number = 1 if frame is None else _frame_numbers(frame, row.number_of_frames or 1)[0]
-        return _render_row(context.service.blobs, row, number - 1, options)
+        blobs = context.service.blobs
+        image = _render_indexed(conn, blobs, row, number - 1, options)
+        return _render_row(blobs, row, number - 1, options) if image is None else image
 
     _, image = await resolve_store_then(request, render)
     return Response(image, media_type=options.media_type)
