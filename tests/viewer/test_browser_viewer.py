@@ -1,7 +1,8 @@
 """The OHIF viewer in a real browser: ``dicomql serve --viewer --auth-token`` on loopback, and
 headless Chromium (Debian's, driven by Playwright; nothing downloads a browser) signing in,
 searching the study list by patient name and by a date range, opening a CT series, scrolling it,
-and checking from screenshots that the viewport painted an image and that scrolling changed it.
+and checking from screenshots that the viewport painted an image and that scrolling changed it;
+then JPEG Baseline, JPEG 2000 and multi-frame studies (scrolling the frames).
 
 The OHIF build comes from ``dicomql viewer install`` (``.ci/run`` runs it); when it is missing,
 the test installs it into the same place, and skips only if the npm registry cannot be reached.
@@ -18,19 +19,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Locator, Page, sync_playwright
-from viewer_data import CT, OTHERS, fill
+from playwright.sync_api import Browser, Locator, Page, Playwright, sync_playwright
+from viewer_data import CT, FRAMES, OTHERS, fill
 
 from dicomql.viewer.dist import OHIF_VERSION, default_viewer_dir, viewer_problem
 from ports import free_port
 
-pytestmark = pytest.mark.slow  # about 25 s: OHIF's 17 MB bundle in a software-rendered browser
+pytestmark = pytest.mark.slow  # about 40 s: OHIF's 17 MB bundle in a software-rendered browser
 
 TOKEN = "browser-viewer-token"
 SLICES = 12
@@ -53,6 +55,7 @@ def chromium() -> str:
 def ohif() -> Path:
     """The installed OHIF build: $DICOMQL_VIEWER_DIR, else where `dicomql viewer install` puts
     the pinned version (installed there now if missing, as .ci/run would)."""
+    chromium()  # no 200 MB download for a test that would skip
     given = os.environ.get("DICOMQL_VIEWER_DIR")
     if given:
         problem = viewer_problem(Path(given))
@@ -65,15 +68,23 @@ def ohif() -> Path:
     from dicomql.viewer.install import RegistryUnreachable, install
 
     try:
-        install(OHIF_VERSION, folder, npm=shutil.which("npm"))
+        # Over HTTPS, not npm: offline, npm retries for a minute or more before failing.
+        install(OHIF_VERSION, folder, npm=None)
     except RegistryUnreachable as exc:
         pytest.skip(f"OHIF is not installed and the npm registry cannot be reached: {exc}")
     return folder
 
 
-@pytest.fixture
-def server(tmp_path: Path, ohif: Path) -> Iterator[str]:
+@dataclass(frozen=True)
+class Server:
+    url: str
+    studies: dict[str, str]  # StudyInstanceUID by encoding
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, ohif: Path) -> Iterator[Server]:
     """`dicomql serve --viewer` as a user starts it, with a token, holding the test studies."""
+    tmp_path = tmp_path_factory.mktemp("viewer")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
@@ -108,8 +119,7 @@ def server(tmp_path: Path, ohif: Path) -> Iterator[str]:
                 pass
             assert time.monotonic() < deadline, "dicomql serve did not start"
             time.sleep(0.1)
-        fill(url, TOKEN, SLICES)
-        yield url
+        yield Server(url, fill(url, TOKEN, SLICES))
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -167,9 +177,9 @@ def _as_listed(patient_name: str) -> str:
     return f"{family}, {given}"  # OHIF writes "FAMILY, GIVEN"
 
 
-def slice_shown(page: Page) -> str:
-    """OHIF's slice overlay, e.g. "(4/12)"."""
-    match = re.search(rf"\((\d+)/{SLICES}\)", page.locator("body").inner_text())
+def position(page: Page, images: int) -> str:
+    """OHIF's image overlay, e.g. "(4/12)"."""
+    match = re.search(rf"\((\d+)/{images}\)", page.locator("body").inner_text())
     return match.group(0) if match else ""
 
 
@@ -186,25 +196,30 @@ def painted(evidence: Evidence, canvas: Locator, name: str) -> np.ndarray:
     return image
 
 
-def test_study_list_search_open_and_scroll_a_ct_series(
-    server: str, request: pytest.FixtureRequest
-) -> None:
+def signed_in(playwright: Playwright, server: Server) -> tuple[Browser, Page]:
+    browser = playwright.chromium.launch(executable_path=chromium())
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # Nothing but this server: the viewer must not need the internet.
+    context.route(re.compile(r"^(?!http://127\.0\.0\.1:\d+/).*"), lambda route: route.abort())
+    # OHIF's first-visit tour would cover part of the viewport.
+    context.add_init_script(
+        "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']))"
+    )
+    return browser, context.new_page()
+
+
+def run(server: Server, request: pytest.FixtureRequest, steps: Callable[..., None]) -> None:
+    """Drive a signed-in page through ``steps``; on failure keep the evidence."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium())
+        browser, page = signed_in(playwright, server)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            # Nothing but this server: the viewer must not need the internet.
-            context.route(
-                re.compile(r"^(?!http://127\.0\.0\.1:\d+/).*"), lambda route: route.abort()
-            )
-            # OHIF's first-visit tour would cover part of the viewport.
-            context.add_init_script(
-                "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']))"
-            )
-            page = context.new_page()
             evidence = Evidence(page)
             try:
-                drive(page, server, evidence)
+                # Sign in with the server's token: the page then shows the study list.
+                page.goto(f"{server.url}/viewer/")
+                page.fill("#token", TOKEN)
+                page.click("button[type=submit]")
+                steps(page, server, evidence)
             except BaseException:
                 folder = evidence.save(request.node.name)
                 print(f"\nviewer test artifacts (screenshots, console): {folder}")
@@ -213,13 +228,14 @@ def test_study_list_search_open_and_scroll_a_ct_series(
             browser.close()
 
 
-def drive(page: Page, server: str, evidence: Evidence) -> None:
-    everyone = sorted([CT.patient_name, *(study.patient_name for study in OTHERS)])
+def test_study_list_search_open_and_scroll_a_ct_series(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    run(server, request, study_list_and_ct)
 
-    # Sign in with the server's token; the study list then shows every patient.
-    page.goto(f"{server}/viewer/")
-    page.fill("#token", TOKEN)
-    page.click("button[type=submit]")
+
+def study_list_and_ct(page: Page, server: Server, evidence: Evidence) -> None:
+    everyone = sorted([CT.patient_name, *(study.patient_name for study in OTHERS)])
     wait_for("the study list", lambda: rows(page) == everyone, page)
     evidence.keep("study-list", page.screenshot())
 
@@ -239,22 +255,44 @@ def drive(page: Page, server: str, evidence: Evidence) -> None:
     evidence.keep("search-dates", page.screenshot())
 
     # Open the CT study from the list.
-    page.goto(f"{server}/viewer/?patientName=VIEWER")
+    page.goto(f"{server.url}/viewer/?patientName=VIEWER")
     wait_for("the CT study", lambda: rows(page) == [CT.patient_name], page)
     page.get_by_text(_as_listed(CT.patient_name)).click()
     page.get_by_role("button", name="Basic Viewer").click()
+    scroll(page, evidence, "CT", SLICES)
+
+
+def scroll(page: Page, evidence: Evidence, what: str, images: int) -> None:
+    """The viewport paints, and the mouse wheel over it shows another image of ``images``."""
     canvas = page.locator("canvas.cornerstone-canvas").first
     canvas.wait_for(timeout=DEADLINE * 1000)
-    first = painted(evidence, canvas, "first-slice")
-    wait_for("the slice overlay", lambda: slice_shown(page) != "", page)
-    before = slice_shown(page)
-
-    # Scroll: the mouse wheel over the viewport moves through the series.
+    first = painted(evidence, canvas, f"{what}-first")
+    wait_for(f"the {what} image overlay", lambda: position(page, images) != "", page)
+    before = position(page, images)
     canvas.hover()
-    for _ in range(4):
+    for _ in range(min(4, images - 1)):
         page.mouse.wheel(0, 120)
-    wait_for("the scroll to move", lambda: slice_shown(page) not in ("", before), page)
-    later = painted(evidence, canvas, "later-slice")
-    evidence.keep("viewer", page.screenshot())
+    wait_for(f"the {what} scroll", lambda: position(page, images) not in ("", before), page)
+    later = painted(evidence, canvas, f"{what}-later")
+    evidence.keep(f"{what}-viewer", page.screenshot())
     difference = np.abs(first - later).mean()
-    assert difference > 5, f"slices {before} and {slice_shown(page)} look the same ({difference})"
+    after = position(page, images)
+    assert difference > 5, f"{what} images {before} and {after} look the same ({difference})"
+
+
+def test_jpeg_jpeg2000_and_multi_frame_studies_are_painted(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    run(server, request, encodings)
+
+
+def encodings(page: Page, server: Server, evidence: Evidence) -> None:
+    wait_for("the study list", lambda: CT.patient_name in rows(page), page)
+    for what, study in server.studies.items():
+        page.goto(f"{server.url}/viewer/viewer?StudyInstanceUIDs={study}")
+        if what == "multi-frame":
+            scroll(page, evidence, what, FRAMES)  # frames retrieved one by one
+        else:
+            canvas = page.locator("canvas.cornerstone-canvas").first
+            canvas.wait_for(timeout=DEADLINE * 1000)
+            painted(evidence, canvas, what)

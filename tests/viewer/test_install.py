@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -72,13 +73,21 @@ class Registry:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                dist = {
+                    "tarball": f"{registry.url}@ohif/app/-/app-{version}.tgz",
+                    "integrity": registry.claimed,
+                    "shasum": hashlib.sha1(registry.data).hexdigest(),
+                }
+                manifest = {"name": "@ohif/app", "version": version, "dist": dist}
                 if self.path == f"/@ohif/app/{version}":
+                    body = json.dumps(manifest).encode()
+                elif self.path.lower() in ("/@ohif%2fapp", "/@ohif/app"):
+                    # The packument npm reads.
                     body = json.dumps(
                         {
-                            "dist": {
-                                "tarball": f"{registry.url}@ohif/app/-/app-{version}.tgz",
-                                "integrity": registry.claimed,
-                            }
+                            "name": "@ohif/app",
+                            "dist-tags": {"latest": version},
+                            "versions": {version: manifest},
                         }
                     ).encode()
                 elif self.path == f"/@ohif/app/-/app-{version}.tgz":
@@ -150,6 +159,24 @@ def test_install_unpacks_dist_and_rewrites_it_for_viewer(registry: Registry, tmp
     again = install("--data-dir", str(tmp_path))
     assert again.exit_code == 0
     assert "already installed" in again.output
+
+
+def test_install_through_npm(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With npm installed, `npm pack` fetches the tarball (npm's registry setting applies)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed (Debian: apt-get install npm)")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    result = CliRunner().invoke(main, ["viewer", "install", "--dir", str(tmp_path / "ohif")])
+    assert result.exit_code == 0, result.output
+    assert "npm pack @ohif/app@3.13.2" in result.output
+    assert 'PUBLIC_URL="/viewer/"' in (tmp_path / "ohif" / "index.html").read_text()
+    unknown = CliRunner().invoke(
+        main, ["viewer", "install", "--version", "3.0.99", "--dir", str(tmp_path / "other")]
+    )
+    assert unknown.exit_code == 1
+    assert "has no version 3.0.99" in unknown.output
 
 
 def test_a_tarball_that_differs_from_the_registrys_integrity_is_not_installed(

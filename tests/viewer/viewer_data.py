@@ -1,11 +1,13 @@
 """Studies for the viewer tests: a CT series whose slices differ visibly (pydicom's CT_small,
-shifted and brightened a little more on each slice), and single-image studies of other patients,
-stored through the real admin API and STOW-RS."""
+shifted and brightened a little more on each slice), single-image studies of other patients,
+and one study per encoding OHIF must decode (JPEG Baseline, JPEG 2000, a multi-frame MR
+image), stored through the real admin API and STOW-RS."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -32,6 +34,15 @@ OTHERS = (
     Study("OTHER^FIRST", "VOT-1", "20190102", "An older study", generate_uid()),
     Study("OTHER^SECOND", "VOT-2", "20221010", "Another patient", generate_uid()),
 )
+
+
+# pydicom's test files, one study each: (what it shows, file).
+ENCODINGS = (
+    ("JPEG Baseline", "SC_rgb_jpeg_dcmtk.dcm"),
+    ("JPEG 2000", "JPEG2000.dcm"),
+)
+MULTI_FRAME = Study("MULTI^FRAME", "VMF-1", "20200606", "Eight frames", generate_uid())
+FRAMES = 8
 
 
 def _template() -> Dataset:
@@ -83,14 +94,44 @@ def single_image(study: Study) -> bytes:
     return _encode(dataset)
 
 
+def multi_frame() -> bytes:
+    """A multi-frame grayscale image (Multi-frame Grayscale Word SC): MR_small, shifted down a
+    little more on each frame."""
+    dataset = dcmread(pydicom.data.get_testdata_file("MR_small.dcm"))
+    image = dataset.pixel_array.astype(np.uint16)
+    frames = np.stack([np.roll(image, 6 * number, axis=0) for number in range(FRAMES)])
+    _as_study(dataset, MULTI_FRAME, generate_uid())
+    dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.NumberOfFrames = FRAMES
+    dataset.PixelRepresentation = 0
+    dataset.FrameIncrementPointer = 0x00181063  # Frame Time
+    dataset.FrameTime = 100
+    dataset.PixelData = frames.tobytes()
+    return _encode(dataset)
+
+
+def encoded_studies() -> list[tuple[str, str, bytes]]:
+    """(what it shows, StudyInstanceUID, the instance) for each encoding."""
+    out = []
+    for what, name in ENCODINGS:
+        raw = Path(pydicom.data.get_testdata_file(name)).read_bytes()
+        out.append((what, dcmread(io.BytesIO(raw), stop_before_pixels=True).StudyInstanceUID, raw))
+    out.append(("multi-frame", MULTI_FRAME.uid, multi_frame()))
+    return out
+
+
 def _encode(dataset: Dataset) -> bytes:
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
 
-def fill(base_url: str, token: str | None, ct_slices: int) -> None:
-    """Create the store and store the CT series and the other patients' studies in it."""
+def fill(base_url: str, token: str | None, ct_slices: int) -> dict[str, str]:
+    """Create the store and store the CT series, the other patients' studies and one study per
+    encoding in it; the encodings' StudyInstanceUIDs by what they show."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
         parent = f"/v1/projects/{PROJECT}/locations/{LOCATION}"
@@ -98,7 +139,9 @@ def fill(base_url: str, token: str | None, ct_slices: int) -> None:
         client.post(
             f"{parent}/datasets/{DATASET}/dicomStores", params={"dicomStoreId": STORE}
         ).raise_for_status()
+        encoded = encoded_studies()
         parts = ct_series(ct_slices) + [single_image(study) for study in OTHERS]
+        parts += [instance for _, _, instance in encoded]
         boundary = "viewer-test-boundary"
         body = b"".join(
             f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part + b"\r\n"
@@ -113,3 +156,4 @@ def fill(base_url: str, token: str | None, ct_slices: int) -> None:
             },
         )
         response.raise_for_status()
+    return {what: study for what, study, _ in encoded}

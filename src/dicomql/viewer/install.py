@@ -37,6 +37,20 @@ _INDEX_URLS = re.compile(r'((?:src|href)=")/(?!/)')
 _CSS_URLS = re.compile(r"url\(/(?!/)")
 _WEBPACK_BASE = '__webpack_require__.p = "/";'
 _NETWORK_TIMEOUT = 30.0
+# npm's codes for a registry it cannot reach (Node's socket errors, npm's own E5xx).
+_NETWORK_ERRORS = (
+    "ENOTFOUND",
+    "EAI_AGAIN",
+    "ECONNREFUSED",
+    "ECONNRESET",
+    "ETIMEDOUT",
+    "ENETUNREACH",
+    "EHOSTUNREACH",
+    "E500",
+    "E502",
+    "E503",
+    "E504",
+)
 
 
 class InstallError(Exception):
@@ -92,6 +106,8 @@ def release_from_registry(version: str, registry_url: str | None = None) -> Rele
         raise InstallError(
             f"{PACKAGE} has no version {version}; `npm view {PACKAGE} versions` lists them"
         )
+    if response.status_code >= 500:
+        raise RegistryUnreachable(f"the npm registry answered {response.status_code} for {url}")
     if response.status_code != 200:
         raise InstallError(f"the npm registry answered {response.status_code} for {url}")
     return _release(version, response.json())
@@ -172,7 +188,7 @@ def _run_npm(command: list[str]) -> subprocess.CompletedProcess[str]:
         raise InstallError(
             f"{PACKAGE} has no version {version}; `npm view {PACKAGE} versions` lists them"
         )
-    if any(code in detail for code in ("ENOTFOUND", "ECONNREFUSED", "ETIMEDOUT", "EAI_AGAIN")):
+    if any(code in detail for code in _NETWORK_ERRORS):
         raise RegistryUnreachable(
             f"npm cannot reach its registry ({registry()}): check the network (or a proxy); "
             f"npm said: {_last_line(detail)}"
