@@ -13,6 +13,7 @@ import click
 
 from dicomql.cli_options import connection_options
 from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_PAGE_LIMIT
+from dicomql.viewer.dist import OHIF_VERSION
 
 if TYPE_CHECKING:
     from dicomql.config import ConnectionConfig
@@ -234,7 +235,7 @@ def main() -> None:
 @click.option(
     "--viewer-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The OHIF viewer's folder  [default: DATA_DIR/ohif/<pinned version>].",
+    help=f"The OHIF viewer's folder  [default: DATA_DIR/ohif/{OHIF_VERSION}].",
 )
 @click.option(
     "--viewer-store",
