@@ -326,6 +326,7 @@ place-items:center;height:100vh;margin:0}}form{{display:grid;gap:.6em;min-width:
 input{{padding:.5em;font-size:1em}}.problem{{color:#f88}}</style></head>
 <body><form method="post" action="{BASE_PATH}login">
 <h1>dicomql viewer</h1>{note}
+<input type="text" name="username" value="dicomql" autocomplete="username" hidden>
 <label for="token">This server's token (--auth-token)</label>
 <input id="token" name="token" type="password" autocomplete="current-password" autofocus>
 <input type="hidden" name="next" value="{html.escape(target)}">
