@@ -40,3 +40,52 @@ def test_metrics_need_the_token_and_count_unknown_paths_as_unmatched(
     assert after[("/metrics", "GET", "401")] - before.get(("/metrics", "GET", "401"), 0) == 1
     assert after[("unmatched", "GET", "404")] - before.get(("unmatched", "GET", "404"), 0) == 1
     assert "Doe" not in scraped.text and "nowhere" not in scraped.text
+
+
+def test_the_route_the_router_chose_labels_a_request_as_matching_it_again_would(
+    tmp_path: Path,
+) -> None:
+    """The metrics middleware takes the template from the endpoint and path parameters the
+    router left in the scope (service/prometheus.py): for every route of the app, a request to
+    it must get the template that matching its path gives."""
+    import re
+
+    from starlette.routing import Match, Mount, Route
+
+    from dicomql.service.app import create_app
+    from dicomql.service.prometheus import RequestMetricsMiddleware, route_template
+
+    app = create_app(ServiceConfig(data_dir=tmp_path / "data"))
+    middleware = RequestMetricsMiddleware(app, app.routes)
+
+    def leaves(routes: list, prefix: str = "") -> list[tuple[str, Route]]:  # type: ignore[type-arg]
+        found = []
+        for route in routes:
+            if isinstance(route, Mount):
+                found += leaves(route.routes, prefix + route.path)
+            elif isinstance(route, Route):
+                found.append((prefix + route.path, route))
+        return found
+
+    checked = 0
+    for path_template, route in leaves(app.routes):
+        path = re.sub(r"\{(\w+)(:path)?[^}]*\}", r"1.2.\1", path_template)
+        method = sorted(route.methods or {"GET"})[0]
+        scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+        expected, reached = route_template(app.routes, scope)
+        if reached is not route:
+            continue  # an earlier route takes this path; it is checked as itself
+        routed = dict(scope)
+        routes = app.router.routes
+        while routes:  # what the router and the mounts leave in the scope
+            for candidate in routes:
+                match, child = candidate.matches(routed)
+                if match == Match.FULL:
+                    routed.update(child)
+                    routes = candidate.routes if isinstance(candidate, Mount) else []
+                    break
+            else:
+                break
+        assert middleware._template(routed, scope) == expected, path
+        checked += 1
+    assert checked > 50
