@@ -28,6 +28,7 @@ from dicomql.provider.transports import InProcessTransport
 from dicomql.service import lro
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from dicomql.service.handlers import default_handlers
 from dicomql.service.workers import (
     ItemContext,
     ItemizedMethod,
@@ -42,6 +43,7 @@ from dicomql.store.ingest import store_instances
 from dicomql.store.object_blobs import blob_store_for
 from dicomql.store.operations import create_operation, operation_resource
 from dicomql.store.schema import datasets, dicom_stores, instances, operations, work_items
+from dicomql.store.selections import iter_selected
 
 METHOD = "test.items"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
@@ -330,7 +332,7 @@ def stored_uids(index: Index, store_pk: int) -> Counter[str]:
 def run_everything(
     index: Index, blobs: BlobStore, operation_pk: int, config: ServiceConfig
 ) -> dict[str, Any]:
-    pool = WorkerPool(Blobless(index, blobs, config), lro.default_handlers(), poll_interval=0.05)
+    pool = WorkerPool(Blobless(index, blobs, config), default_handlers(), poll_interval=0.05)
     with PoolThread(pool):
         return wait_done(index, operation_pk)
 
@@ -372,7 +374,7 @@ def test_an_import_item_rerun_after_its_worker_stored_files_counts_and_stores_th
         store_pk = row.request["store_pk"]
         # A worker of another process planned the import, claimed its first item, stored the
         # item's files and died before reporting them.
-        pool = WorkerPool(Blobless(index, blobs, service_config), lro.default_handlers())
+        pool = WorkerPool(Blobless(index, blobs, service_config), default_handlers())
         claim = work.claim_next(index, "dead:1/0", lease=timedelta(seconds=1), methods=[lro.IMPORT])
         assert claim is not None
         pool.run_claim(claim)
@@ -411,7 +413,7 @@ def test_a_deidentify_item_rerun_after_its_worker_stored_output_adds_no_second_c
     try:
         row = operation_row(index, operation_id)
         request = row.request
-        pool = WorkerPool(Blobless(index, blobs, service_config), lro.default_handlers())
+        pool = WorkerPool(Blobless(index, blobs, service_config), default_handlers())
         claim = work.claim_next(
             index, "dead:1/0", lease=timedelta(seconds=1), methods=[lro.DEIDENTIFY]
         )
@@ -427,9 +429,7 @@ def test_a_deidentify_item_rerun_after_its_worker_stored_output_adds_no_second_c
             request["body"]["config"], operation_key=bytes.fromhex(request["operation_key"])
         )
         sources = list(
-            lro.iter_selected(
-                index.connect, request["store_pk"], {}, None, 0, item.payload["through"]
-            )
+            iter_selected(index.connect, request["store_pk"], {}, None, 0, item.payload["through"])
         )[:20]
         outputs = []
         for source_row in sources:

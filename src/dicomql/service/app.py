@@ -53,7 +53,9 @@ def create_app(
         presence = recover(service)
         # Handlers per api_method_name, built by the app (no module-global registry).
         if operation_handlers is None:
-            from dicomql.service.lro import default_handlers
+            # Deferred: the handler modules declare routes with the `rid` convertor, which
+            # service/routes.py registers when it is imported (above).
+            from dicomql.service.handlers import default_handlers
 
             handlers = default_handlers()
         else:

@@ -13,11 +13,11 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dicomql.service.bigquery_local import TableUri
+    from dicomql.service.bigquery_destination import TableUri
 
 ENDPOINT_ENV = "DICOMQL_BIGQUERY_ENDPOINT"
 
-# DuckDB column types (bigquery_local.column_type) → BigQuery field types.
+# DuckDB column types (bigquery_rows.column_type) → BigQuery field types.
 _BIGQUERY_TYPES = {
     "VARCHAR": "STRING",
     "DATE": "DATE",
@@ -94,10 +94,12 @@ class GoogleBigQuery:
         from google.api_core import exceptions
         from google.cloud import bigquery
 
-        from dicomql.service import bigquery_local
+        # Here, not at the top: pydicom's dictionary costs start-up that a service without
+        # BigQuery should not pay (docs/dbapi.md).
+        from dicomql.service.bigquery_rows import column_type
 
         table_id = _table_id(uri)
-        wanted = {name: bigquery_local.column_type(name) for row in rows for name in row}
+        wanted = {name: column_type(name) for row in rows for name in row}
         try:
             try:
                 table = self.client.get_table(table_id)

@@ -14,8 +14,6 @@ from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExec
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select
-
 from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
 from dicomql.google_api import DEIDENTIFY_DICOM_STORE_SUMMARY, Code
 from dicomql.service import lro
@@ -29,7 +27,8 @@ from dicomql.service.workers import (
 from dicomql.store import events
 from dicomql.store.ingest import store_instances
 from dicomql.store.instances import StoreNotFound
-from dicomql.store.schema import dicom_stores
+from dicomql.store.resources import dicom_store_exists
+from dicomql.store.selections import iter_selected, plan_ranges
 
 log = logging.getLogger("dicomql.service.deidentify")
 
@@ -75,10 +74,8 @@ INSTANCES_PER_ITEM = 64
 def _require_destination(ctx: WorkContext) -> int:
     destination_pk: int = ctx.request["destination_pk"]
     with ctx.service.index.connect() as conn:
-        found = conn.execute(
-            select(dicom_stores.c.pk).where(dicom_stores.c.pk == destination_pk)
-        ).first()
-    if found is None:
+        found = dicom_store_exists(conn, destination_pk)
+    if not found:
         raise OperationFailedError(
             Code.NOT_FOUND, f"DICOM store {ctx.request['body']['destinationStore']} not found."
         )
@@ -89,7 +86,7 @@ def plan_deidentify(ctx: OperationContext) -> list[dict[str, Any]]:
     source_pk = lro.require_store_pk(ctx)
     _require_destination(ctx)
     # An operation a previous version ran whole has a checkpoint: the last instance key done.
-    return lro.plan_ranges(
+    return plan_ranges(
         ctx.service.index.connect,
         source_pk,
         ctx.request.get("scope", {}),
@@ -113,7 +110,7 @@ def deidentify_item(ctx: ItemContext) -> None:
     scope = request.get("scope", {})
     after, through = lro.item_range(ctx)
     service = ctx.service
-    rows = lro.iter_selected(service.index.connect, source_pk, scope, paths, after, through)
+    rows = iter_selected(service.index.connect, source_pk, scope, paths, after, through)
     with _executor(int(ctx.payload["count"])) as pool:
         pipeline = _Pipeline(deidentifier, pool)
         window: list[tuple[Any, bytes | None, Future[bytes] | bytes | Exception]] = []

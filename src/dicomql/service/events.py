@@ -148,9 +148,10 @@ class EventDeliverer:
         import duckdb
 
         from dicomql.service import bigquery_local
+        from dicomql.service.bigquery_destination import parse_table_uri
 
         try:
-            uri = bigquery_local.parse_table_uri(table_uri)
+            uri = parse_table_uri(table_uri)
         except ValueError as exc:
             raise DeliveryError(str(exc)) from exc
         google = self._google_bigquery()
@@ -201,10 +202,10 @@ class EventDeliverer:
 
 def stream_row(payload: dict[str, Any]) -> dict[str, Any]:
     """The table row of a streamed instance, as export writes it (``Type`` CREATE)."""
-    from dicomql.service import bigquery_local
+    from dicomql.service.bigquery_rows import instance_row
 
     facts = payload["instance"]
-    return bigquery_local.instance_row(
+    return instance_row(
         payload.get("attributes") or {},
         study_instance_uid=facts["studyInstanceUID"],
         series_instance_uid=facts["seriesInstanceUID"],

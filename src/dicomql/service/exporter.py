@@ -2,7 +2,7 @@
 ``{uriPrefix}/{study}/{series}/{instance}.dcm`` (overwriting), byte for byte as stored, or
 transcoded when ``mimeType`` names a transfer syntax (GoogleCloudHealthcareV1DicomGcsDestination).
 Split into work items of instance key ranges that any server's workers run; a BigQuery export
-runs whole (``service/bigquery_local.py``).
+runs whole (``service/bigquery_export.py``).
 """
 
 from __future__ import annotations
@@ -13,24 +13,17 @@ from typing import Any
 
 from dicomql.dicom.transcode import TranscodeError, transcode
 from dicomql.google_api import EXPORT_DICOM_DATA_RESPONSE
-from dicomql.service.bigquery_local import run_bigquery_export
+from dicomql.service.bigquery_export import run_bigquery_export
 from dicomql.service.local_files import LocalFileRefused
-from dicomql.service.lro import (
-    check_export_prefix,
-    export_uri,
-    item_range,
-    iter_selected,
-    plan_ranges,
-    require_store_pk,
-    selection_paths,
-    write_uri,
-)
+from dicomql.service.lro import item_range, require_store_pk, selection_paths
+from dicomql.service.uris import check_export_prefix, export_uri, write_uri
 from dicomql.service.workers import (
     ItemContext,
     ItemizedMethod,
     OperationContext,
     OperationFailedError,
 )
+from dicomql.store.selections import iter_selected, plan_ranges
 
 log = logging.getLogger("dicomql.service.export")
 
@@ -118,6 +111,6 @@ EXPORT_METHOD = ItemizedMethod(
     plan=plan_export,
     run_item=export_item,
     response={"@type": EXPORT_DICOM_DATA_RESPONSE},
-    # Always the local DuckDB stand-in: the embedded service has no BigQuery (issue 5).
+    # Real BigQuery when it is reachable, else the local DuckDB stand-in.
     whole=run_bigquery_export,
 )

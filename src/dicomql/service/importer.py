@@ -12,11 +12,8 @@ from typing import Any
 
 from dicomql.google_api import IMPORT_DICOM_DATA_RESPONSE, Code
 from dicomql.service.local_files import LocalFileRefused
-from dicomql.service.lro import (
-    expand_uri,
-    read_uri,
-    require_store_pk,
-)
+from dicomql.service.lro import require_store_pk
+from dicomql.service.uris import expand_uri, read_uri
 from dicomql.service.workers import (
     ItemContext,
     ItemizedMethod,

@@ -1,7 +1,7 @@
 """The long-running DICOM store methods' endpoints: ``dicomStores.{import, export, deidentify,
 setBlobStorageSettings}`` and ``:setBlobStorageSettings`` on a study, series or instance. Each
 validates its request, records an Operation, wakes the worker pool and answers the Operation at
-once; the handlers (``service.lro.default_handlers``) do the work.
+once; the handlers (``service.handlers.default_handlers``) do the work.
 
 Also the ``setBlobStorageSettings`` handler: it changes index rows only (the embedded service
 keeps every blob on one local disk; the class is what ``:getStorageInfo`` reports)."""
@@ -9,10 +9,8 @@ keeps every blob on one local disk; the class is what ``:getStorageInfo`` report
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, select, update
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -20,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.deid.config import DeidentifyConfigError, parse_request
 from dicomql.google_api import SET_BLOB_STORAGE_SETTINGS_RESPONSE
-from dicomql.service import bigquery_local, lro
+from dicomql.service import bigquery_destination, lro
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import service_of
 from dicomql.service.dicom_stores import require_dicom_store
@@ -28,9 +26,10 @@ from dicomql.service.errors import InvalidArgument, NotFound
 from dicomql.service.exporter import target_syntax
 from dicomql.service.validation import validate_path_ids
 from dicomql.service.workers import OperationContext
-from dicomql.store import events, names
+from dicomql.store import names
 from dicomql.store.operations import create_operation, now, operation_resource
-from dicomql.store.schema import instances, series, studies
+from dicomql.store.selections import count_selected, iter_selected
+from dicomql.store.storage_classes import set_storage_class
 
 METHOD = "healthcare.projects.locations.datasets.dicomStores."
 _BATCH = 500
@@ -126,7 +125,7 @@ async def export_dicom_data(request: Request) -> JSONResponse:
     body = await _body(request, "ExportDicomDataRequest", "export")
     bigquery = body.get("bigqueryDestination")
     if bigquery:
-        # Written to a local DuckDB table (service/bigquery_local.py): no BigQuery here.
+        # Real BigQuery when it is reachable, else a local DuckDB table (bigquery_export.py).
         _check_bigquery(bigquery)
         _check_filter(body)
         return await _start(request, lro.EXPORT, body)
@@ -149,8 +148,8 @@ def _check_bigquery(destination: Any) -> None:
             " the flattened schema (one column per DICOM keyword)."
         )
     try:
-        bigquery_local.parse_table_uri(destination.get("tableUri"))
-        bigquery_local.write_disposition(destination)
+        bigquery_destination.parse_table_uri(destination.get("tableUri"))
+        bigquery_destination.write_disposition(destination)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from exc
 
@@ -182,7 +181,7 @@ def _require_scope(request: Request, scope: dict[str, str | None]) -> None:
         store = require_dicom_store(
             conn, params["project"], params["location"], params["dataset"], params["dicom_store"]
         )
-        found = lro.count_selected(conn, store.pk, scope, None)
+        found = count_selected(conn, store.pk, scope, None)
     if not found:
         path = request.url.path.split("/dicomWeb/", 1)[-1].rsplit(":", 1)[0]
         raise NotFound(f"{path} not found in the DICOM store.")
@@ -233,9 +232,9 @@ def run_set_blob_storage_settings(ctx: OperationContext) -> dict[str, Any]:
     scope = ctx.request.get("scope", {})
     index = ctx.service.index
     with index.connect() as conn:
-        ctx.set_pending(lro.count_selected(conn, store_pk, scope, paths))
+        ctx.set_pending(count_selected(conn, store_pk, scope, paths))
     batch: list[int] = []
-    selected = lro.iter_selected(index.connect, store_pk, scope, paths)
+    selected = iter_selected(index.connect, store_pk, scope, paths)
     while True:
         row = next(selected, None)
         if row is not None:
@@ -243,51 +242,12 @@ def run_set_blob_storage_settings(ctx: OperationContext) -> dict[str, Any]:
         if batch and (row is None or len(batch) >= _BATCH):
             moment = now()
             with index.begin() as conn:
-                # The update time records a change of class; setting the same class again
-                # leaves it (and the row) alone, and sends no notification.
-                changing = instances.c.pk.in_(batch) & (instances.c.storage_class != storage_class)
-                changed = _class_changes(conn, changing, storage_class, moment)
-                conn.execute(
-                    update(instances)
-                    .where(changing)
-                    .values(storage_class=storage_class, storage_class_update_time=moment)
-                )
-                events.enqueue_storage_class_changes(conn, store_pk, changed)
+                set_storage_class(conn, store_pk, batch, storage_class, moment)
             ctx.progress(success=len(batch))
             batch = []
         if row is None:
             break
     return {"@type": SET_BLOB_STORAGE_SETTINGS_RESPONSE}
-
-
-def _class_changes(
-    conn: Connection, changing: ColumnElement[bool], storage_class: str, moment: datetime
-) -> list[dict[str, Any]]:
-    """What a SetBlobSettings notification says of each instance about to change class."""
-    rows = conn.execute(
-        select(
-            studies.c.study_instance_uid,
-            series.c.series_instance_uid,
-            series.c.modality,
-            instances.c.sop_instance_uid,
-            instances.c.storage_class,
-        )
-        .join(series, series.c.pk == instances.c.series_pk)
-        .join(studies, studies.c.pk == instances.c.study_pk)
-        .where(changing)
-    )
-    return [
-        {
-            "studyInstanceUID": row.study_instance_uid,
-            "seriesInstanceUID": row.series_instance_uid,
-            "sopInstanceUID": row.sop_instance_uid,
-            "modality": row.modality,
-            "storageClass": storage_class,
-            "previousStorageClass": row.storage_class,
-            "lastUpdated": moment.astimezone(UTC).isoformat(),
-        }
-        for row in rows
-    ]
 
 
 STORE = "/datasets/{dataset:rid}/dicomStores/{dicom_store:rid}"

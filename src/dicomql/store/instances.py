@@ -591,7 +591,7 @@ def _elements_query(tags: tuple[str, ...]) -> Select[Any]:
     )
 
 
-def structured_size(conn: Connection, where: ColumnElement[bool], *levels: Any) -> int:
+def _structured_size(conn: Connection, where: ColumnElement[bool], *levels: Any) -> int:
     """Bytes of indexed metadata (the DICOM JSON of each row) of the given tables."""
     total = 0
     for table in levels:
@@ -603,6 +603,27 @@ def structured_size(conn: Connection, where: ColumnElement[bool], *levels: Any) 
             ).scalar_one()
         )
     return total
+
+
+def study_structured_size(conn: Connection, study_pk: int) -> int:
+    """Bytes of DICOM JSON the index keeps for a study and every series and instance in it."""
+    return (
+        _structured_size(conn, studies.c.pk == study_pk, studies)
+        + _structured_size(conn, series.c.study_pk == study_pk, series)
+        + _structured_size(conn, instances.c.study_pk == study_pk, instances)
+    )
+
+
+def series_structured_size(conn: Connection, series_pk: int) -> int:
+    """Bytes of DICOM JSON the index keeps for a series and its instances."""
+    return _structured_size(conn, series.c.pk == series_pk, series) + _structured_size(
+        conn, instances.c.series_pk == series_pk, instances
+    )
+
+
+def instance_structured_size(conn: Connection, instance_pk: int) -> int:
+    """Bytes of DICOM JSON the index keeps for one instance."""
+    return _structured_size(conn, instances.c.pk == instance_pk, instances)
 
 
 # --- deletion -------------------------------------------------------------------------------

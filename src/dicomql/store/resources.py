@@ -9,6 +9,7 @@ from sqlalchemy import (
     Connection,
     Row,
     Text,
+    bindparam,
     cast,
     delete,
     func,
@@ -65,20 +66,34 @@ def find_dataset(conn: Connection, project: str, location: str, dataset_id: str)
     ).first()
 
 
+# One statement built once: every DICOMweb request runs it, and building a Core statement costs
+# more CPU than SQLite takes to answer it.
+_FIND_DICOM_STORE = (
+    select(dicom_stores)
+    .join(datasets, datasets.c.pk == dicom_stores.c.dataset_pk)
+    .where(
+        datasets.c.project == bindparam("project"),
+        datasets.c.location == bindparam("location"),
+        datasets.c.dataset_id == bindparam("dataset_id"),
+        dicom_stores.c.store_id == bindparam("store_id"),
+    )
+)
+
+
 def find_dicom_store(
     conn: Connection, project: str, location: str, dataset_id: str, store_id: str
 ) -> Row | None:
     """The store's row (with ``dataset_pk``), or None if the dataset or store does not exist."""
     return conn.execute(
-        select(dicom_stores)
-        .join(datasets, datasets.c.pk == dicom_stores.c.dataset_pk)
-        .where(
-            datasets.c.project == project,
-            datasets.c.location == location,
-            datasets.c.dataset_id == dataset_id,
-            dicom_stores.c.store_id == store_id,
-        )
+        _FIND_DICOM_STORE,
+        {"project": project, "location": location, "dataset_id": dataset_id, "store_id": store_id},
     ).first()
+
+
+def dicom_store_exists(conn: Connection, store_pk: int) -> bool:
+    """Whether the store still exists (a long-running operation's may be deleted meanwhile)."""
+    query = select(dicom_stores.c.pk).where(dicom_stores.c.pk == store_pk)
+    return conn.execute(query).first() is not None
 
 
 # --- datasets -------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from sqlalchemy import Connection, Select, Table, Text, cast, exc, literal_colum
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import absolutize_bulkdata_uris, person_name_groups
-from dicomql.dicom.qido import SearchQuery, match_conditions
+from dicomql.dicom.qido import SearchQuery
+from dicomql.store.qido_sql import match_conditions
 from dicomql.store.schema import instances, series, studies
 
 # PS3.18 Table 10.6.3-3: attributes returned by default at each level (plus

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -280,10 +281,25 @@ def _parse_image(image: Mapping[str, Any]) -> dict[str, Any]:
                 )
         customs.append((pattern, tuple(groups)))
     if mode != "REDACT_NO_TEXT":
-        from dicomql.dicom.deid.image import require_ocr
-
         require_ocr()
     return {"text_redaction_mode": mode, "custom_regexes": tuple(customs)}
+
+
+def require_ocr() -> None:
+    """Raise UnsupportedDeidentifyConfigError unless Tesseract and pytesseract, which OCR
+    redaction (``deid/image.py``) runs on, are present: checked when the request is parsed."""
+    try:
+        import pytesseract  # noqa: F401
+    except ImportError as exc:
+        raise UnsupportedDeidentifyConfigError(
+            "config.image.textRedactionMode: OCR needs the pytesseract package, which is not"
+            " installed; use REDACT_NO_TEXT"
+        ) from exc
+    if shutil.which("tesseract") is None:
+        raise UnsupportedDeidentifyConfigError(
+            "config.image.textRedactionMode: OCR needs the tesseract program (Debian package"
+            " tesseract-ocr), which is not installed; use REDACT_NO_TEXT"
+        )
 
 
 def _object(value: Any, where: str) -> Mapping[str, Any]:

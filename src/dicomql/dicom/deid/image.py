@@ -12,7 +12,6 @@ image would degrade it again.
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,6 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dicomql.dicom.deid import text
-from dicomql.dicom.deid.config import UnsupportedDeidentifyConfigError
 
 # Tesseract word confidence (0-100) below which a "word" is most likely image texture.
 MIN_CONFIDENCE = 30.0
@@ -41,22 +39,6 @@ class Word:
     height: int
     line: tuple[int, int, int]
     confidence: float
-
-
-def require_ocr() -> None:
-    """Raise UnsupportedDeidentifyConfigError unless Tesseract and pytesseract are present."""
-    try:
-        import pytesseract  # noqa: F401
-    except ImportError as exc:
-        raise UnsupportedDeidentifyConfigError(
-            "config.image.textRedactionMode: OCR needs the pytesseract package, which is not"
-            " installed; use REDACT_NO_TEXT"
-        ) from exc
-    if shutil.which("tesseract") is None:
-        raise UnsupportedDeidentifyConfigError(
-            "config.image.textRedactionMode: OCR needs the tesseract program (Debian package"
-            " tesseract-ocr), which is not installed; use REDACT_NO_TEXT"
-        )
 
 
 def _frames(ds: Dataset) -> np.ndarray:

@@ -12,9 +12,15 @@ from starlette.routing import BaseRoute, Route
 
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store
 from dicomql.service.errors import NotFound
-from dicomql.store.instances import find_instances, find_series, find_study, structured_size
+from dicomql.store.instances import (
+    find_instances,
+    find_series,
+    find_study,
+    instance_structured_size,
+    series_structured_size,
+    study_structured_size,
+)
 from dicomql.store.operations import rfc3339
-from dicomql.store.schema import instances, series, studies
 
 
 def _study_metrics(context: StoreContext, study: str) -> dict[str, Any] | None:
@@ -23,9 +29,7 @@ def _study_metrics(context: StoreContext, study: str) -> dict[str, Any] | None:
         if row is None:
             return None
         # Structured storage: the DICOM JSON the index keeps for the study and what it holds.
-        structured = structured_size(conn, studies.c.pk == row.pk, studies)
-        structured += structured_size(conn, series.c.study_pk == row.pk, series)
-        structured += structured_size(conn, instances.c.study_pk == row.pk, instances)
+        structured = study_structured_size(conn, row.pk)
     return {
         "study": context.study_name(study),
         "seriesCount": str(row.number_of_series),
@@ -40,8 +44,7 @@ def _series_metrics(context: StoreContext, study: str, series_uid: str) -> dict[
         row = find_series(conn, context.store_pk, study, series_uid)
         if row is None:
             return None
-        structured = structured_size(conn, series.c.pk == row.pk, series)
-        structured += structured_size(conn, instances.c.series_pk == row.pk, instances)
+        structured = series_structured_size(conn, row.pk)
     return {
         "series": context.series_name(study, series_uid),
         "instanceCount": str(row.number_of_instances),
@@ -57,7 +60,7 @@ def _storage_info(context: StoreContext, params: dict[str, str]) -> dict[str, An
         if not rows:
             return None
         row = rows[0]
-        structured = structured_size(conn, instances.c.pk == row.pk, instances)
+        structured = instance_structured_size(conn, row.pk)
     blob: dict[str, Any] = {"sizeBytes": str(row.size_bytes), "storageClass": row.storage_class}
     if row.storage_class_update_time is not None:
         blob["storageClassUpdateTime"] = rfc3339(row.storage_class_update_time)

@@ -8,29 +8,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from anyio import to_thread
-from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy import Connection, Row
 from starlette.requests import Request
 
 from dicomql.service.context import Service
 from dicomql.service.errors import NotFound
 from dicomql.service.security import public_origin
 from dicomql.store.names import dicom_store_name
-from dicomql.store.schema import datasets, dicom_stores
+from dicomql.store.resources import find_dicom_store
 
 T = TypeVar("T")
-
-# store.resources.find_dicom_store as one statement built once: every DICOMweb request runs it,
-# and building a Core statement costs more CPU than SQLite takes to answer it.
-_FIND_STORE = (
-    select(dicom_stores)
-    .join(datasets, datasets.c.pk == dicom_stores.c.dataset_pk)
-    .where(
-        datasets.c.project == bindparam("project"),
-        datasets.c.location == bindparam("location"),
-        datasets.c.dataset_id == bindparam("dataset_id"),
-        dicom_stores.c.store_id == bindparam("store_id"),
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -93,15 +80,13 @@ async def resolve_store_then(
 
     def lookup() -> tuple[StoreContext, T]:
         with service.index.connect() as conn:
-            store = conn.execute(
-                _FIND_STORE,
-                {
-                    "project": params["project"],
-                    "location": params["location"],
-                    "dataset_id": params["dataset"],
-                    "store_id": params["dicom_store"],
-                },
-            ).first()
+            store = find_dicom_store(
+                conn,
+                params["project"],
+                params["location"],
+                params["dataset"],
+                params["dicom_store"],
+            )
             if store is None:
                 raise NotFound(f"DICOM store {name} not found.")
             context = StoreContext(service, store, name, base_url)
