@@ -14,7 +14,6 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomql.dicom.jsonmodel import (
     absolutize_bulkdata_uris,
-    bulkdata_url,
     dataset_to_dicom_json,
     relative_bulkdata_uri,
     split_by_level,
@@ -214,7 +213,7 @@ def test_relative_bulkdata_uris_become_absolute_in_serialized_json() -> None:
         }
     )
     rewritten = json.loads(absolutize_bulkdata_uris(stored, base))
-    assert rewritten["7FE00010"]["BulkDataURI"] == bulkdata_url(base, "7FE00010")
+    assert rewritten["7FE00010"]["BulkDataURI"] == f"{base}/bulkdata/7FE00010"
     assert rewritten["00204000"]["Value"] == ['"BulkDataURI": "bulkdata/x"']
 
 

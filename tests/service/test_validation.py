@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 
-from dicomql.service.bodies import conform
+from dicomql.service.bodies import json_body
 from dicomql.service.errors import InvalidArgument
 from dicomql.service.paging import decode_token, encode_token, page_size
 from dicomql.service.validation import (
@@ -126,6 +129,17 @@ def test_page_token_of_another_listing_is_refused() -> None:
 def test_malformed_page_tokens_are_refused(token: str) -> None:
     with pytest.raises(InvalidArgument, match="Invalid page token"):
         decode_token(token, "ctx")
+
+
+def conform(value: dict[str, Any], schema: str, field: str) -> dict[str, Any]:
+    """``value`` read as a request body is, through :func:`json_body`."""
+    raw = json.dumps(value).encode()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    return anyio.run(json_body, request, schema, field, 10_000_000)
 
 
 def test_body_fields_may_use_proto_names_and_come_back_in_json_names() -> None:

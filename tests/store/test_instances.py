@@ -23,7 +23,7 @@ from dicomql.store.instances import (
     Outcome,
     delete_instances,
     find_instances,
-    index_instance,
+    index_instances,
     journal_blobs,
     recover_journal,
 )
@@ -62,7 +62,7 @@ def _ingest(index: Index, blobs: LocalBlobStore, store_pk: int, data: bytes) -> 
     record = InstanceRecord(
         parsed, key, len(data), hashlib.sha256(data).hexdigest(), study, series_part, model
     )
-    return index_instance(index, store_pk, record).outcome
+    return index_instances(index, store_pk, [record])[0].outcome
 
 
 def test_ingest_maintains_counters_modalities_and_sizes(store) -> None:  # type: ignore[no-untyped-def]

@@ -78,6 +78,3 @@ INDEXED_ATTRIBUTES: tuple[IndexedAttribute, ...] = (
 BY_KEYWORD = {attribute.keyword: attribute for attribute in INDEXED_ATTRIBUTES}
 BY_TAG = {attribute.tag: attribute for attribute in INDEXED_ATTRIBUTES}
 
-
-def at_level(level: Level) -> tuple[IndexedAttribute, ...]:
-    return tuple(attribute for attribute in INDEXED_ATTRIBUTES if attribute.level is level)

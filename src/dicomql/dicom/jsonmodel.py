@@ -60,11 +60,6 @@ def relative_bulkdata_uri(tag_path: str) -> str:
     return f"{BULKDATA_PATH}/{tag_path}"
 
 
-def bulkdata_url(instance_url: str, tag_path: str) -> str:
-    """The absolute bulk data URL of ``tag_path`` in the instance at ``instance_url``."""
-    return f"{instance_url.rstrip('/')}/{BULKDATA_PATH}/{tag_path}"
-
-
 _RELATIVE_BULKDATA = re.compile(r'("BulkDataURI"\s*:\s*")' + BULKDATA_PATH + "/")
 
 

@@ -44,6 +44,3 @@ def uid_problem(value: str) -> str | None:
             return f"{shown} is not a valid UID: it has an empty component (PS3.5 9.1)."
     raise AssertionError(f"unreachable for {shown}")  # pragma: no cover
 
-
-def is_valid_uid(value: str) -> bool:
-    return uid_problem(value) is None

@@ -103,14 +103,6 @@ async def json_body(request: Request, schema: str, field: str, limit: int) -> di
     return conformed
 
 
-def conform(value: Any, schema: str, field: str = "") -> dict[str, Any]:
-    """Check and normalise an already-parsed JSON object against discovery schema ``schema``."""
-    if not isinstance(value, dict):
-        raise _invalid_value(field, type_url(schema), value)
-    result: dict[str, Any] = _message(value, schema, field)
-    return result
-
-
 def _unknown(name: str, path: str) -> InvalidArgument:
     where = f" at '{path}'" if path else ""
     return InvalidArgument(

@@ -55,15 +55,6 @@ def require_dataset(conn: Connection, project: str, location: str, dataset: str)
     return row
 
 
-def locked_dataset(conn: Connection, project: str, location: str, dataset: str) -> Row:
-    """The dataset's row under its lock, as of the lock (a change committed meanwhile is seen),
-    or NotFound: a patch or delete racing a delete answers 404, not 200 for nothing done."""
-    row = require_dataset(conn, project, location, dataset)
-    if not store.lock_dataset(conn, row.pk):
-        raise NotFound(f"Dataset {names.dataset_name(project, location, dataset)} not found.")
-    return require_dataset(conn, project, location, dataset)
-
-
 def dataset_resource(row: Row, project: str, location: str) -> dict[str, Any]:
     return {"name": names.dataset_name(project, location, row.dataset_id), **row.resource}
 

@@ -191,11 +191,6 @@ def recover_journal(index: Index, blobs: BlobStore, older_than: timedelta | None
 # --- ingest ---------------------------------------------------------------------------------
 
 
-def index_instance(index: Index, store_pk: int, record: InstanceRecord) -> InstanceOutcome:
-    """Index one written blob; see :func:`index_instances`."""
-    return index_instances(index, store_pk, [record])[0]
-
-
 def index_instances(
     index: Index,
     store_pk: int,
