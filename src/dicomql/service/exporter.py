@@ -57,7 +57,7 @@ INSTANCES_PER_ITEM = 64
 
 def plan_export(ctx: OperationContext) -> list[dict[str, Any]] | None:
     if ctx.request["body"].get("bigqueryDestination"):
-        # One local DuckDB file per server: runs whole on the server that claims it.
+        # One BigQuery load or one local DuckDB file: runs whole on the server that claims it.
         return None
     store_pk = require_store_pk(ctx)
     try:
