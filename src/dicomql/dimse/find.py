@@ -18,12 +18,14 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
+from sqlalchemy import Connection
 
 from dicomql.dicom.attributes import Level
-from dicomql.dicom.qido import MAX_LIMIT, QueryError, parse_search
+from dicomql.dicom.qido import MAX_LIMIT, QueryError, SearchQuery, parse_search
+from dicomql.dimse.settings import StoreName
 from dicomql.store import search as index_search
 from dicomql.store.index import Index
+from dicomql.store.resources import find_dicom_store
 
 LEVELS = {
     "PATIENT": Level.STUDY,
@@ -33,7 +35,7 @@ LEVELS = {
 }
 # Keys of the identifier that are about the query, not matching or return keys.
 _NOT_KEYS = frozenset({0x00080005, 0x00080052, 0x00080056, 0x00080054})
-_PATIENT_ID = 0x00100020
+_PATIENT_ID_KEY = "00100020"
 
 
 class FindError(ValueError):
@@ -76,42 +78,88 @@ def find(
     Raises:
         FindError: an unsupported level or key, or a malformed value (before any match).
     """
+    return _find(index, lambda conn: store_pk, identifier, is_cancelled)
+
+
+def find_in_store(
+    index: Index, store: StoreName | None, identifier: Dataset, is_cancelled: Callable[[], bool]
+) -> Iterator[Dataset]:
+    """:func:`find` in the store named, looked up in the connection that reads the first page
+    (one connection per request, not two; the store may be created, deleted and created again
+    while the server runs).
+
+    Raises:
+        FindError: no such store, or as :func:`find` (before any match).
+    """
+    return _find(index, lambda conn: _store_pk(conn, store), identifier, is_cancelled)
+
+
+def _find(
+    index: Index,
+    store_pk_in: Callable[[Connection], int],
+    identifier: Dataset,
+    is_cancelled: Callable[[], bool],
+) -> Iterator[Dataset]:
     level_name, level, params = search_parameters(identifier)
-    wanted = [element.tag for element in identifier if int(element.tag) not in _NOT_KEYS]
+    wanted = [
+        (int(element.tag), f"{int(element.tag):08X}")
+        for element in identifier
+        if int(element.tag) not in _NOT_KEYS
+    ]
     limit = MAX_LIMIT[level]
+
+    def page(offset: int) -> SearchQuery:
+        return parse_search(
+            [*params, ("limit", str(limit)), ("offset", str(offset))], level, standard=True
+        )
+
     try:
-        parse_search(params, level, standard=True)  # refuse a bad identifier up front
+        query = page(0)  # refuse a bad identifier up front
     except QueryError as exc:
         raise FindError(str(exc)) from exc
     patients: set[str] = set()
     offset = 0
+    store_pk: int | None = None
     while not is_cancelled():
-        page = [*params, ("limit", str(limit)), ("offset", str(offset))]
-        query = parse_search(page, level, standard=True)
         with index.connect() as conn:
+            if store_pk is None:
+                store_pk = store_pk_in(conn)
             result = index_search.search(conn, store_pk, query, index_search.Scope(), "")
         for match in result.matches:
-            found = Dataset.from_json(match)
             if level_name == "PATIENT":
-                patient = str(found.get("PatientID", ""))
+                patient = _first_value(match, _PATIENT_ID_KEY)
                 if patient in patients:
                     continue
                 patients.add(patient)
-            yield _answer(found, wanted, level_name)
+            yield _answer(match, wanted, level_name)
         if not result.more:
             return
         offset += limit
+        query = page(offset)
 
 
-def _answer(found: Dataset, wanted: list[Any], level_name: str) -> Dataset:
-    answer = Dataset()
+def _store_pk(conn: Connection, store: StoreName | None) -> int:
+    row = None
+    if store is not None:
+        row = find_dicom_store(conn, store.project, store.location, store.dataset, store.store)
+    if row is None:
+        raise FindError(f"No DICOM store {store or '(none set)'}")
+    return int(row.pk)
+
+
+def _first_value(match: dict[str, Any], key: str) -> str:
+    values = match.get(key, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def _answer(match: dict[str, Any], wanted: list[tuple[int, str]], level_name: str) -> Dataset:
+    """The requested keys of a match (DICOM JSON): only those are converted to pydicom elements,
+    not every attribute the index returns for the match (pydicom's conversion is per element)."""
+    answer = Dataset.from_json({key: match[key] for _, key in wanted if key in match})
     answer.SpecificCharacterSet = "ISO_IR 192"  # DICOM JSON values are Unicode
     answer.QueryRetrieveLevel = level_name
-    for tag in wanted:
-        tag = Tag(tag)
-        if tag in found:
-            answer[tag] = found[tag]
-        else:
+    for tag, key in wanted:
+        if key not in match:
             answer.add_new(tag, _vr_of(tag), None)
     return answer
 

@@ -18,7 +18,7 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomql.dimse.commitment import Commitment, RequestError, parse_request, stored_classes
-from dicomql.dimse.find import FindError, find
+from dicomql.dimse.find import FindError, find_in_store
 from dicomql.dimse.retrieve import (
     Matched,
     destination_contexts,
@@ -134,12 +134,11 @@ class Handlers:
         return status(outcome.failure_reason or SUCCESS, outcome.message)
 
     def find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
-        store_pk = self.store_pk(event)
-        if store_pk is None:
-            yield status(UNABLE_TO_PROCESS, self.no_store(event)), None
-            return
+        store = self.called(event).store
         try:
-            for answer in find(self.index, store_pk, event.identifier, lambda: event.is_cancelled):
+            for answer in find_in_store(
+                self.index, store, event.identifier, lambda: event.is_cancelled
+            ):
                 if event.is_cancelled:  # checked per match too, not only per page read
                     break
                 yield PENDING, answer
