@@ -276,7 +276,6 @@ def test_a_request_spanning_several_index_batches_keeps_every_result_in_order(
 
 def test_warning_text_is_printable_ascii_whatever_the_message_holds() -> None:
     # A refusal's message may quote what a file holds; a Warning header must still encode.
-    import dicomql.service.routes  # noqa: F401 - registers the "rid" convertor first
     from dicomql.service.dicomweb.store import warning_text
 
     text = warning_text('UID "1.2.\u00fc" bad\n\u738b' + "x" * 400)

@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
 
 from dicomql import google_api
 from dicomql.service.bodies import json_body, query_params
@@ -203,14 +202,3 @@ async def delete_dataset(request: Request) -> JSONResponse:
 
     await run_in_threadpool(write)
     return JSONResponse({})
-
-
-DATASET = "/datasets/{dataset:rid}"
-
-routes: list[BaseRoute] = [
-    Route("/datasets", list_datasets, methods=["GET"], name="datasets.list"),
-    Route("/datasets", create_dataset, methods=["POST"], name="datasets.create"),
-    Route(DATASET, get_dataset, methods=["GET"], name="datasets.get"),
-    Route(DATASET, patch_dataset, methods=["PATCH"], name="datasets.patch"),
-    Route(DATASET, delete_dataset, methods=["DELETE"], name="datasets.delete"),
-]

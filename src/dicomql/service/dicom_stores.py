@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
 
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import require_dataset, service_of
@@ -264,21 +263,3 @@ async def get_dicom_store_metrics(request: Request) -> JSONResponse:
         return result
 
     return JSONResponse(await run_in_threadpool(read))
-
-
-DICOM_STORES = "/datasets/{dataset:rid}/dicomStores"
-DICOM_STORE = DICOM_STORES + "/{dicom_store:rid}"
-
-routes: list[BaseRoute] = [
-    Route(DICOM_STORES, list_dicom_stores, methods=["GET"], name="dicomStores.list"),
-    Route(DICOM_STORES, create_dicom_store, methods=["POST"], name="dicomStores.create"),
-    Route(
-        DICOM_STORE + ":getDICOMStoreMetrics",
-        get_dicom_store_metrics,
-        methods=["GET"],
-        name="dicomStores.getDICOMStoreMetrics",
-    ),
-    Route(DICOM_STORE, get_dicom_store, methods=["GET"], name="dicomStores.get"),
-    Route(DICOM_STORE, patch_dicom_store, methods=["PATCH"], name="dicomStores.patch"),
-    Route(DICOM_STORE, delete_dicom_store, methods=["DELETE"], name="dicomStores.delete"),
-]

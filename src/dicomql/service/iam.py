@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.context import service_of
@@ -190,26 +189,3 @@ async def test_iam_permissions(request: Request) -> Response:
     await run_in_threadpool(check)
     granted = list(dict.fromkeys(permissions))  # not enforced: the caller holds them all
     return JSONResponse({"permissions": granted} if granted else {})
-
-
-_DATASET = "/datasets/{dataset:rid}"
-_STORE = "/datasets/{dataset:rid}/dicomStores/{dicom_store:rid}"
-
-routes: list[BaseRoute] = [
-    route
-    for prefix, kind in ((_STORE, "dicomStores"), (_DATASET, "datasets"))
-    for route in (
-        Route(
-            f"{prefix}:getIamPolicy", get_iam_policy, methods=["GET"], name=f"{kind}.getIamPolicy"
-        ),
-        Route(
-            f"{prefix}:setIamPolicy", set_iam_policy, methods=["POST"], name=f"{kind}.setIamPolicy"
-        ),
-        Route(
-            f"{prefix}:testIamPermissions",
-            test_iam_permissions,
-            methods=["POST"],
-            name=f"{kind}.testIamPermissions",
-        ),
-    )
-]

@@ -13,7 +13,6 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
 
 from dicomql.service.bodies import query_params
 from dicomql.service.datasets import service_of
@@ -99,9 +98,3 @@ async def list_locations(request: Request) -> JSONResponse:
     if len(matching) > size:
         result["nextPageToken"] = encode_token(matching[size - 1]["locationId"], context)
     return JSONResponse(result)
-
-
-routes: list[BaseRoute] = [
-    Route("/locations", list_locations, methods=["GET"], name="locations.list"),
-    Route("/locations/{location:rid}", get_location, methods=["GET"], name="locations.get"),
-]

@@ -15,7 +15,6 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
 
 from dicomql.service.bodies import json_body, query_params
 from dicomql.service.datasets import require_dataset, service_of
@@ -127,13 +126,3 @@ async def cancel_operation(request: Request) -> JSONResponse:
 
     await run_in_threadpool(write)
     return JSONResponse({})
-
-
-OPERATIONS = "/datasets/{dataset:rid}/operations"
-OPERATION = OPERATIONS + "/{operation:rid}"
-
-routes: list[BaseRoute] = [
-    Route(OPERATIONS, list_operations, methods=["GET"], name="operations.list"),
-    Route(OPERATION + ":cancel", cancel_operation, methods=["POST"], name="operations.cancel"),
-    Route(OPERATION, get_operation, methods=["GET"], name="operations.get"),
-]

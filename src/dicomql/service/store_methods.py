@@ -14,7 +14,6 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.deid.config import DeidentifyConfigError, parse_request
 from dicomql.google_api import SET_BLOB_STORAGE_SETTINGS_RESPONSE
@@ -248,46 +247,3 @@ def run_set_blob_storage_settings(ctx: OperationContext) -> dict[str, Any]:
         if row is None:
             break
     return {"@type": SET_BLOB_STORAGE_SETTINGS_RESPONSE}
-
-
-STORE = "/datasets/{dataset:rid}/dicomStores/{dicom_store:rid}"
-
-# Relative to the location; registered before the plain store routes (service/routes.py).
-routes: list[BaseRoute] = [
-    Route(STORE + ":import", import_dicom_data, methods=["POST"], name="dicomStores.import"),
-    Route(STORE + ":export", export_dicom_data, methods=["POST"], name="dicomStores.export"),
-    Route(
-        STORE + ":deidentify",
-        deidentify_dicom_store,
-        methods=["POST"],
-        name="dicomStores.deidentify",
-    ),
-    Route(
-        STORE + ":setBlobStorageSettings",
-        set_blob_storage_settings,
-        methods=["POST"],
-        name="dicomStores.setBlobStorageSettings",
-    ),
-]
-
-# Relative to …/dicomWeb (service/dicomweb/routes.py).
-dicomweb_routes: list[BaseRoute] = [
-    Route(
-        "/studies/{study:rid}:setBlobStorageSettings",
-        set_blob_storage_settings,
-        methods=["POST"],
-        name="dicomweb:study-set-blob-storage-settings",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}:setBlobStorageSettings",
-        set_blob_storage_settings,
-        methods=["POST"],
-        name="dicomweb:series-set-blob-storage-settings",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}/instances/{instance:rid}:setBlobStorageSettings",
-        set_blob_storage_settings,
-        methods=["POST"],
-        name="dicomweb:instance-set-blob-storage-settings",
-    ),
-]

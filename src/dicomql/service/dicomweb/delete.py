@@ -9,7 +9,6 @@ from anyio import to_thread
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store
 from dicomql.service.errors import NotFound
@@ -97,22 +96,3 @@ async def delete_resource(request: Request) -> Response:
     if body is None:
         raise NotFound(f"{level} not found: {request.url.path.split('/dicomWeb/', 1)[-1]}")
     return JSONResponse(body)
-
-
-routes: list[BaseRoute] = [
-    Route(
-        "/studies/{study:rid}", delete_resource, methods=["DELETE"], name="dicomweb:delete-study"
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}",
-        delete_resource,
-        methods=["DELETE"],
-        name="dicomweb:delete-series",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}/instances/{instance:rid}",
-        delete_resource,
-        methods=["DELETE"],
-        name="dicomweb:delete-instance",
-    ),
-]

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.xmlmodel import native_dicom_model
 from dicomql.service.conformance import conformance_of
@@ -121,25 +120,3 @@ async def retrieve_metadata(request: Request) -> Response:
     return StreamingResponse(
         _json_array(context, study_pk, series_pk, instance_pk), media_type=DICOM_JSON
     )
-
-
-routes: list[BaseRoute] = [
-    Route(
-        "/studies/{study:rid}/metadata",
-        retrieve_metadata,
-        methods=["GET"],
-        name="dicomweb:study-metadata",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}/metadata",
-        retrieve_metadata,
-        methods=["GET"],
-        name="dicomweb:series-metadata",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}/instances/{instance:rid}/metadata",
-        retrieve_metadata,
-        methods=["GET"],
-        name="dicomweb:instance-metadata",
-    ),
-]

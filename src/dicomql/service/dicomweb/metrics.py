@@ -8,7 +8,6 @@ from typing import Any
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store
 from dicomql.service.errors import NotFound
@@ -95,25 +94,3 @@ async def get_storage_info(request: Request) -> Response:
     if body is None:
         raise NotFound(f"Instance {request.path_params['instance']} not found in {context.name}.")
     return JSONResponse(body)
-
-
-routes: list[BaseRoute] = [
-    Route(
-        "/studies/{study:rid}:getStudyMetrics",
-        get_study_metrics,
-        methods=["GET"],
-        name="dicomweb:study-metrics",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}:getSeriesMetrics",
-        get_series_metrics,
-        methods=["GET"],
-        name="dicomweb:series-metrics",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}/instances/{instance:rid}:getStorageInfo",
-        get_storage_info,
-        methods=["GET"],
-        name="dicomweb:storage-info",
-    ),
-]

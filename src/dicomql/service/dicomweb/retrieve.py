@@ -19,7 +19,6 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import Connection, Row
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom import frames as frame_data
 from dicomql.dicom import transcode as ts
@@ -665,87 +664,3 @@ def _bulkdata_parts(
     if chunks is not None:
         location = f"{url}/{BULKDATA_PATH}/{tag_path}"
         yield {"Content-Type": OCTET_STREAM, "Content-Location": location}, chunks
-
-
-_INSTANCE = "/studies/{study:rid}/series/{series:rid}/instances/{instance:rid}"
-
-_STUDY = "/studies/{study:rid}"
-_SERIES = "/studies/{study:rid}/series/{series:rid}"
-
-routes: list[BaseRoute] = [
-    Route("/studies/{study:rid}", retrieve_dicom, methods=["GET"], name="dicomweb:study"),
-    Route(
-        f"{_STUDY}/rendered",
-        retrieve_rendered_many,
-        methods=["GET"],
-        name="dicomweb:study-rendered",
-    ),
-    Route(
-        f"{_SERIES}/rendered",
-        retrieve_rendered_many,
-        methods=["GET"],
-        name="dicomweb:series-rendered",
-    ),
-    Route(
-        f"{_STUDY}/thumbnail", retrieve_thumbnail, methods=["GET"], name="dicomweb:study-thumbnail"
-    ),
-    Route(
-        f"{_SERIES}/thumbnail",
-        retrieve_thumbnail,
-        methods=["GET"],
-        name="dicomweb:series-thumbnail",
-    ),
-    Route(
-        f"{_INSTANCE}/thumbnail",
-        retrieve_thumbnail,
-        methods=["GET"],
-        name="dicomweb:instance-thumbnail",
-    ),
-    Route(
-        f"{_INSTANCE}/frames/{{frame}}/thumbnail",
-        retrieve_thumbnail,
-        methods=["GET"],
-        name="dicomweb:frame-thumbnail",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}",
-        retrieve_dicom,
-        methods=["GET"],
-        name="dicomweb:series",
-    ),
-    Route(_INSTANCE, retrieve_dicom, methods=["GET"], name="dicomweb:instance"),
-    Route(f"{_INSTANCE}/rendered", retrieve_rendered, methods=["GET"], name="dicomweb:rendered"),
-    Route(
-        f"{_INSTANCE}/frames/{{frames}}", retrieve_frames, methods=["GET"], name="dicomweb:frames"
-    ),
-    Route(
-        f"{_INSTANCE}/frames/{{frame}}/rendered",
-        retrieve_rendered,
-        methods=["GET"],
-        name="dicomweb:frame-rendered",
-    ),
-    Route(
-        f"{_STUDY}/bulkdata",
-        retrieve_instance_bulkdata,
-        methods=["GET"],
-        name="dicomweb:study-bulkdata",
-    ),
-    Route(
-        f"{_SERIES}/bulkdata",
-        retrieve_instance_bulkdata,
-        methods=["GET"],
-        name="dicomweb:series-bulkdata",
-    ),
-    Route(
-        f"{_INSTANCE}/bulkdata",
-        retrieve_instance_bulkdata,
-        methods=["GET"],
-        name="dicomweb:instance-bulkdata",
-    ),
-    Route(
-        f"{_INSTANCE}/bulkdata/{{path:path}}",
-        retrieve_bulkdata,
-        methods=["GET"],
-        name="dicomweb:bulkdata",
-    ),
-]

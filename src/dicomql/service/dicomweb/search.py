@@ -20,7 +20,6 @@ from typing import Any
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.qido import QueryError, parse_search
@@ -138,27 +137,3 @@ def _endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
 search_for_studies = _endpoint(Level.STUDY)
 search_for_series = _endpoint(Level.SERIES)
 search_for_instances = _endpoint(Level.INSTANCE)
-
-routes: list[BaseRoute] = [
-    Route("/studies", search_for_studies, methods=["GET"], name="dicomweb:search-studies"),
-    Route("/series", search_for_series, methods=["GET"], name="dicomweb:search-series"),
-    Route(
-        "/studies/{study:rid}/series",
-        search_for_series,
-        methods=["GET"],
-        name="dicomweb:search-study-series",
-    ),
-    Route("/instances", search_for_instances, methods=["GET"], name="dicomweb:search-instances"),
-    Route(
-        "/studies/{study:rid}/instances",
-        search_for_instances,
-        methods=["GET"],
-        name="dicomweb:search-study-instances",
-    ),
-    Route(
-        "/studies/{study:rid}/series/{series:rid}/instances",
-        search_for_instances,
-        methods=["GET"],
-        name="dicomweb:search-series-instances",
-    ),
-]

@@ -10,7 +10,6 @@ from typing import Any
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from dicomql.dicom.uids import uid_problem
 from dicomql.service.dicomweb.multipart import (
@@ -218,9 +217,3 @@ def _uid_attributes(result: InstanceOutcome) -> dict[str, Any]:
     if result.sop_instance_uid:
         item["00081155"] = {"vr": "UI", "Value": [result.sop_instance_uid]}
     return item
-
-
-routes: list[BaseRoute] = [
-    Route("/studies", store_instances, methods=["POST"], name="dicomweb:store"),
-    Route("/studies/{study:rid}", store_instances, methods=["POST"], name="dicomweb:store-study"),
-]
