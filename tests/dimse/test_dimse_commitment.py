@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,12 +73,22 @@ def request_commitment(
     server: DimseServer, references: list[Dataset], *, take_report: bool
 ) -> tuple[str, int, queue.Queue[Report]]:
     """An N-ACTION from MODALITY; the Transaction UID, the N-ACTION status and the reports that
-    came on the same association (waited for when ``take_report``, else refused there)."""
+    came on the same association. The association waits for the report and its answer (success
+    when ``take_report``, else 0x0110: an SCU that takes reports only on its own listener)
+    before it is released."""
     reports: queue.Queue[Report] = queue.Queue()
+    reported, answered = threading.Event(), threading.Event()
+
+    def on_sent(event: Any) -> None:
+        # The first P-DATA this side sends after the report came is the response to it (the
+        # DIMSE "sent" event fires before the message is queued, this one once it is sent).
+        if reported.is_set() and type(event.pdu).__name__ == "P_DATA_TF":
+            answered.set()
 
     def on_report(event: Any) -> tuple[int, None]:
+        reported.set()
         if not take_report:
-            return 0x0110, None  # an SCU that takes reports only on its own listener
+            return 0x0110, None
         reports.put((event.event_type, event.event_information, "same association"))
         return 0x0000, None
 
@@ -85,7 +96,7 @@ def request_commitment(
     ae.add_requested_context(StorageCommitmentPushModel)
     assoc = ae.associate(
         "127.0.0.1", server.dimse_port, ae_title=AE_TITLE,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report), (evt.EVT_PDU_SENT, on_sent)],
     )  # fmt: skip
     assert assoc.is_established
     information = Dataset()
@@ -95,8 +106,9 @@ def request_commitment(
         status, _ = assoc.send_n_action(
             information, 1, StorageCommitmentPushModel, PUSH_MODEL_INSTANCE
         )
-        if take_report:
-            reports.put(reports.get(timeout=60))  # the report, before releasing
+        # The report and the answer to it sent: releasing first would leave the server
+        # without the answer.
+        assert reported.wait(timeout=60) and answered.wait(timeout=60)
     finally:
         assoc.release()
     return str(information.TransactionUID), int(status.Status), reports
