@@ -49,9 +49,10 @@ def _quiet_pynetdicom() -> None:
 
 
 class _SharedPortServer(ThreadedAssociationServer):
-    """pynetdicom's server with SO_REUSEPORT, so every server process can bind the port, and
-    with the TLS handshake in the connection's own thread: pynetdicom's runs it in the accept
-    loop, where one client that connects and stays silent would stop every other."""
+    """pynetdicom's server with SO_REUSEPORT, so every server process can bind the port, with
+    TCP_NODELAY on each connection, and with the TLS handshake in the connection's own thread:
+    pynetdicom's runs it in the accept loop, where one client that connects and stays silent
+    would stop every other."""
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
