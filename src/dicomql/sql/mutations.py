@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlglot import exp
 
@@ -17,9 +17,7 @@ from dicomql.sql.planner import choose_method, conjuncts, is_literal, literal_va
 from dicomql.sql.procedures import await_operation, one_row
 from dicomql.sql.relational import Workspace
 from dicomql.sql.results import Result
-
-if TYPE_CHECKING:
-    from dicomql.sql.engine import Engine
+from dicomql.sql.statement_context import StatementContext
 
 PREFIX = StackQL.DATA_PREFIX
 
@@ -30,7 +28,7 @@ def _unset(value: Any) -> bool:
 
 
 def split_row(
-    engine: Engine, resource: Resource, verb: str, values: dict[str, Any]
+    engine: StatementContext, resource: Resource, verb: str, values: dict[str, Any]
 ) -> tuple[Method, dict[str, Any], dict[str, Any]]:
     """(method, params, body) for one row of ``data__`` fields and parameters."""
     data = {k[len(PREFIX) :]: v for k, v in values.items() if k.startswith(PREFIX)}
@@ -65,7 +63,11 @@ def split_row(
 
 
 def _call(
-    engine: Engine, statement: Statement, method: Method, params: dict[str, Any], body: Any
+    engine: StatementContext,
+    statement: Statement,
+    method: Method,
+    params: dict[str, Any],
+    body: Any,
 ) -> tuple[dict[str, Any], str | None]:
     """Make the call; under /*+ AWAIT */ an operation's response replaces it."""
     response = engine.client.call(method, params, body)
@@ -79,7 +81,7 @@ def _call(
 
 
 def _returning(
-    engine: Engine,
+    engine: StatementContext,
     workspace: Workspace,
     tree: exp.Expression,
     resource: Resource,
@@ -97,7 +99,7 @@ def _returning(
     return workspace.query(f"SELECT {projection} FROM _returned")
 
 
-def insert(engine: Engine) -> Callable[[Statement, Workspace], Result]:
+def insert(engine: StatementContext) -> Callable[[Statement, Workspace], Result]:
     def run(statement: Statement, workspace: Workspace) -> Result:
         assert isinstance(statement, Relational)
         tree = statement.tree
@@ -155,7 +157,7 @@ def where_parameters(tree: exp.Expression, resource: Resource) -> dict[str, Any]
     return params
 
 
-def update(engine: Engine) -> Callable[[Statement, Workspace], Result]:
+def update(engine: StatementContext) -> Callable[[Statement, Workspace], Result]:
     def run(statement: Statement, workspace: Workspace) -> Result:
         assert isinstance(statement, Relational)
         tree = statement.tree
@@ -179,7 +181,7 @@ def update(engine: Engine) -> Callable[[Statement, Workspace], Result]:
     return run
 
 
-def delete(engine: Engine) -> Callable[[Statement, Workspace], Result]:
+def delete(engine: StatementContext) -> Callable[[Statement, Workspace], Result]:
     def run(statement: Statement, workspace: Workspace) -> Result:
         assert isinstance(statement, Relational)
         tree = statement.tree

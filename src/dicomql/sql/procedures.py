@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -20,9 +20,7 @@ from dicomql.sql.parser import Exec, Statement
 from dicomql.sql.relational import Workspace
 from dicomql.sql.responses import decode_data, dicom_accept, payload_of, warnings_of
 from dicomql.sql.results import Result
-
-if TYPE_CHECKING:
-    from dicomql.sql.engine import Engine
+from dicomql.sql.statement_context import StatementContext
 
 # Pseudo-parameters of a DICOMweb EXEC: the Accept header, and a file to write the bytes to.
 ACCEPT = "accept"
@@ -31,7 +29,7 @@ FIRST_POLL_DELAY = 0.1
 MAX_POLL_DELAY = 2.0
 
 
-def finished(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
+def finished(engine: StatementContext, operation: dict[str, Any]) -> dict[str, Any]:
     """Poll ``operations.get`` until ``operation`` is done; return the finished operation.
 
     The delay grows from 0.1 s to 2 s. ``engine.on_progress`` sees every poll's JSON.
@@ -62,7 +60,7 @@ def finished(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
     return operation
 
 
-def await_operation(engine: Engine, operation: dict[str, Any]) -> dict[str, Any]:
+def await_operation(engine: StatementContext, operation: dict[str, Any]) -> dict[str, Any]:
     """Poll until ``operation`` is done; return its ``response`` (see :func:`finished`)."""
     response: dict[str, Any] = finished(engine, operation).get("response") or {}
     return response
@@ -81,7 +79,7 @@ def counters(operation: dict[str, Any], *, some: bool = False) -> str:
 
 
 def result_of_operation(
-    engine: Engine, operation: dict[str, Any], statement: Statement, kind: str
+    engine: StatementContext, operation: dict[str, Any], statement: Statement, kind: str
 ) -> Result:
     """An operation's result: awaited (its response) under ``/*+ AWAIT */``, else itself."""
     if "AWAIT" not in statement.hints:
@@ -131,7 +129,7 @@ def check_body_fields(registry: Registry, method: Method, body: dict[str, Any]) 
             )
 
 
-def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
+def exec_(engine: StatementContext) -> Callable[[Statement, Workspace], Result]:
     def run(statement: Statement, workspace: Workspace) -> Result:
         assert isinstance(statement, Exec)
         resource = engine.registry.resource(statement.resource)
@@ -176,7 +174,7 @@ def exec_(engine: Engine) -> Callable[[Statement, Workspace], Result]:
 
 
 def _result(
-    engine: Engine, method: Method, response: httpx.Response, statement: Statement
+    engine: StatementContext, method: Method, response: httpx.Response, statement: Statement
 ) -> Result:
     payload = payload_of(response)
     if isinstance(payload, list):
@@ -204,7 +202,7 @@ def _result(
 
 
 def _store(
-    engine: Engine,
+    engine: StatementContext,
     method: Method,
     params: dict[str, Any],
     extras: dict[str, Any],

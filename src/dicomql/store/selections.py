@@ -46,8 +46,14 @@ def _conditions(
     if paths is not None:
         if not paths:
             return None
-        conditions.append(or_(*(_scope_condition(*path) for path in paths)))
+        conditions.append(or_(*(_path_condition(path) for path in paths)))
     return conditions
+
+
+def _path_condition(path: ResourcePath) -> ColumnElement[bool]:
+    condition = _scope_condition(*path)
+    assert condition is not None  # a resource path names at least a study
+    return condition
 
 
 def iter_selected(
