@@ -573,8 +573,13 @@ def instance_elements(
     conn: Connection, instance_pk: int, tags: tuple[str, ...]
 ) -> dict[str, Any] | None:
     """The stored DICOM JSON elements ``tags`` (``"00280002"``…) of one instance, each None
-    when absent; None when there is no such instance. The database picks them out: decoding
-    the whole header's JSON costs more than a retrieval of one frame spends elsewhere."""
+    when absent; None when there is no such instance. SQLite picks them out (decoding the
+    whole header's JSON costs more than a retrieval of one frame spends elsewhere);
+    PostgreSQL's ``->`` on a JSON (not JSONB) column parses the text once per element, so there
+    the whole JSON is fetched and decoded once."""
+    if conn.dialect.name != "sqlite":
+        attributes = instance_attributes(conn, instance_pk)
+        return None if attributes is None else {tag: attributes.get(tag) for tag in tags}
     row = conn.execute(_elements_query(tags), {"pk": instance_pk}).first()
     return None if row is None else dict(zip(tags, row, strict=True))
 
