@@ -19,7 +19,6 @@ from dicomql.service.config import ServiceConfig
 from dicomql.store.blobs import LocalBlobStore
 from dicomql.store.index import Index
 from dicomql.store.instances import (
-    InstanceRecord,
     Outcome,
     delete_instances,
     find_instances,
@@ -27,6 +26,7 @@ from dicomql.store.instances import (
     journal_blobs,
     recover_journal,
 )
+from dicomql.store.records import InstanceRecord
 from dicomql.store.resources import release_blobs
 from dicomql.store.schema import blob_journal, dicom_stores, person_name_tokens, series, studies
 

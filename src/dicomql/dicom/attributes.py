@@ -77,4 +77,3 @@ INDEXED_ATTRIBUTES: tuple[IndexedAttribute, ...] = (
 
 BY_KEYWORD = {attribute.keyword: attribute for attribute in INDEXED_ATTRIBUTES}
 BY_TAG = {attribute.tag: attribute for attribute in INDEXED_ATTRIBUTES}
-

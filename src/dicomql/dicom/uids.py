@@ -43,4 +43,3 @@ def uid_problem(value: str) -> str | None:
         if not component:
             return f"{shown} is not a valid UID: it has an empty component (PS3.5 9.1)."
     raise AssertionError(f"unreachable for {shown}")  # pragma: no cover
-

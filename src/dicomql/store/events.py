@@ -16,17 +16,15 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from dicomql.dicom.attributes import Level
 from dicomql.store import names
 from dicomql.store.index import Index
+from dicomql.store.records import InstanceRecord
 from dicomql.store.schema import datasets, dicom_stores, instance_events, instances
-
-if TYPE_CHECKING:
-    from dicomql.store.instances import InstanceRecord
 
 PUBSUB = "pubsub"
 BIGQUERY = "bigquery"

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
-
-if TYPE_CHECKING:
-    from dicomql.store.index import Index
 
 T = TypeVar("T")
 
@@ -45,11 +43,18 @@ class _Work(Generic[T]):
 
 
 class GroupCommit:
-    """Runs write transactions of one :class:`~dicomql.store.index.Index`, grouped on SQLite."""
+    """Runs write transactions of one :class:`~dicomql.store.index.Index`, grouped on SQLite.
 
-    def __init__(self, index: Index) -> None:
-        self.index = index
-        self._grouped = index.dialect == "sqlite"
+    Args:
+        begin: opens a write transaction (``Index.begin``), committed when its block ends.
+        grouped: whether to share commits (SQLite); otherwise each work has its own.
+    """
+
+    def __init__(
+        self, begin: Callable[[], AbstractContextManager[Connection]], *, grouped: bool
+    ) -> None:
+        self._begin = begin
+        self._grouped = grouped
         self._lock = threading.Lock()
         self._queue: list[_Work[Any]] = []
         self._leading = False
@@ -57,7 +62,7 @@ class GroupCommit:
     def run(self, work: Callable[[Connection], T]) -> T:
         """``work(conn)`` inside a write transaction, committed before this returns."""
         if not self._grouped:
-            with self.index.begin() as conn:
+            with self._begin() as conn:
                 return work(conn)
         item: _Work[T] = _Work(work)
         with self._lock:
@@ -93,7 +98,7 @@ class GroupCommit:
 
     def _commit(self, group: list[_Work[Any]]) -> None:
         try:
-            with self.index.begin() as conn:
+            with self._begin() as conn:
                 for item in group:
                     savepoint = conn.begin_nested()
                     try:

@@ -47,7 +47,7 @@ class Index:
         # other programs. PostgreSQL has row locks and needs none.
         self._write_lock: ProcessLock | threading.RLock | None = _writer_lock(engine)
         # Concurrent writers of this process share commits (store/group_commit.py).
-        self.writes = GroupCommit(self)
+        self.writes = GroupCommit(self.begin, grouped=self.dialect == "sqlite")
         self._closed = False
         # Recreated pools (dispose, invalidation) share the listeners of the first.
         event.listen(engine.pool, "checkin", self._close_if_index_closed)

@@ -34,6 +34,7 @@ from dicomql.store import events
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.operations import now
+from dicomql.store.records import InstanceRecord
 from dicomql.store.schema import blob_journal, dicom_stores, instances, series, studies
 from dicomql.store.schema import person_name_tokens as name_tokens
 
@@ -108,19 +109,6 @@ class InstanceOutcome:
 
 class StoreNotFound(LookupError):
     """The DICOM store was deleted while instances were being stored into it."""
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    """A parsed instance whose blob is written, ready to be indexed."""
-
-    parsed: ParsedInstance
-    blob_key: str
-    size: int
-    sha256: str
-    study_attributes: dict[str, Any]
-    series_attributes: dict[str, Any]
-    instance_attributes: dict[str, Any]
 
 
 # --- the blob journal -----------------------------------------------------------------------

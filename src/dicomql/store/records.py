@@ -1,0 +1,23 @@
+"""An instance on its way into the index: parsed, its blob written. Its own module because both
+the indexing (``store.instances``) and the event outbox written in the same transaction
+(``store.events``) read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dicomql.dicom.parse import ParsedInstance
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """A parsed instance whose blob is written, ready to be indexed."""
+
+    parsed: ParsedInstance
+    blob_key: str
+    size: int
+    sha256: str
+    study_attributes: dict[str, Any]
+    series_attributes: dict[str, Any]
+    instance_attributes: dict[str, Any]
