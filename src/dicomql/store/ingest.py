@@ -67,17 +67,21 @@ class IncomingInstance:
         self._pending_size += len(data)
         return self._pending_size >= _FLUSH_BYTES
 
-    def flush(self) -> bytes | None:
-        """Write out what is held. Returns the instance's bytes when they were all held until
-        now (an instance under ``_FLUSH_BYTES``), else None."""
+    def flush(self, *, last: bool = False) -> bytes | None:
+        """Write out what is held. The last flush returns the instance's bytes when they were
+        all held until then (an instance under ``_FLUSH_BYTES``), else None; a larger instance
+        is never joined into one copy."""
         pending, self._pending, self._pending_size = self._pending, [], 0
-        whole = not self._spilled
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        if data:
+        if last and not self._spilled:
+            whole = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending = [whole]
+        else:
+            whole = None
+        for chunk in pending:
             self._spilled = True
-            self.hasher.update(data)
-            self.writer.write(data)
-        return data if whole else None
+            self.hasher.update(chunk)
+            self.writer.write(chunk)
+        return whole
 
     def write(self, data: bytes) -> None:
         if self.buffer(data):
@@ -289,7 +293,7 @@ class Ingest:
     def _prepare(self, incoming: IncomingInstance) -> InstanceRecord | InstanceOutcome:
         """Commit (fsync) the blob and read its header: a record to index, or a refusal (whose
         blob is discarded here). The one place a file that cannot be read becomes a refusal."""
-        held = incoming.flush()
+        held = incoming.flush(last=True)
         incoming.writer.commit()
         try:
             # An instance held whole is parsed from memory: reading it back from its file cost
