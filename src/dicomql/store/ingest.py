@@ -12,6 +12,7 @@ blob no committed instance references, so a unit of work never leaves an orphan 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
@@ -60,6 +61,7 @@ class IncomingInstance:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._spilled = False  # some bytes were written out already
+        self.committed = False
 
     def buffer(self, data: bytes) -> bool:
         """Hold ``data``; True when enough is held that :meth:`flush` should run."""
@@ -175,7 +177,8 @@ class Ingest:
         with anyio.CancelScope(shield=True):
             if exc_type is not None:
                 await self._abandon()
-            await to_thread.run_sync(self._release_keys)
+            if self._free_keys:  # finish() forgets them in its last commit: usually none left
+                await to_thread.run_sync(self._release_keys)
 
     async def receive(self, chunks: AsyncIterable[bytes]) -> None:
         """Take one instance's bytes; its blob is committed and parsed in the background while
@@ -287,6 +290,11 @@ class Ingest:
         try:
             return self._prepare(incoming)
         except BaseException:
+            if not incoming.committed:
+                # Failed writing (a full disk): the partial file goes now, so that the space
+                # is back for the index to record the failure.
+                with contextlib.suppress(Exception):
+                    incoming.writer.abort()
             self._discard_after_error(incoming.key)
             raise
 
@@ -295,6 +303,7 @@ class Ingest:
         blob is discarded here). The one place a file that cannot be read becomes a refusal."""
         held = incoming.flush(last=True)
         incoming.writer.commit()
+        incoming.committed = True
         try:
             # An instance held whole is parsed from memory: reading it back from its file cost
             # a system call (and a GIL hand-over) per element (pydicom asks the file's position
