@@ -51,11 +51,8 @@ async def _start(
     scope = _scope(request)
     target = store_name
     if scope["study"] is not None:
-        target += f"/dicomWeb/studies/{scope['study']}"
-        if scope["series"] is not None:
-            target += f"/series/{scope['series']}"
-            if scope["instance"] is not None:
-                target += f"/instances/{scope['instance']}"
+        path = names.dicomweb_path(scope["study"], scope["series"], scope["instance"])
+        target = f"{names.dicomweb_name(store_name)}/{path}"
 
     def write() -> dict[str, Any]:
         with service.index.begin() as conn:

@@ -38,7 +38,7 @@ from dicomql.service.context import service_of
 from dicomql.service.errors import InvalidArgument, NotFound, Unauthenticated
 from dicomql.service.security import public_origin
 from dicomql.store import resources as store
-from dicomql.store.names import dicom_store_name
+from dicomql.store.names import dicom_store_name, dicomweb_name
 from dicomql.viewer.dist import BASE_PATH
 
 PREFIX = BASE_PATH.rstrip("/")  # "/viewer"
@@ -228,7 +228,8 @@ def viewer_config(origin: str, stores: list[tuple[str, str, str, str]]) -> dict[
     projects = {(project, location) for project, location, _, _ in stores}
     sources = []
     for project, location, dataset, dicom_store in stores:
-        root = f"{origin}/v1/{dicom_store_name(project, location, dataset, dicom_store)}/dicomWeb"
+        name = dicom_store_name(project, location, dataset, dicom_store)
+        root = f"{origin}/v1/{dicomweb_name(name)}"
         friendly = f"{dataset}/{dicom_store}"
         if len(projects) > 1:
             friendly = f"{project}/{location}/{friendly}"

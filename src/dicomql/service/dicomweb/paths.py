@@ -14,7 +14,7 @@ from starlette.requests import Request
 from dicomql.service.context import Service
 from dicomql.service.errors import NotFound
 from dicomql.service.security import public_origin
-from dicomql.store.names import dicom_store_name
+from dicomql.store.names import dicom_store_name, dicomweb_name, dicomweb_path
 from dicomql.store.resources import find_dicom_store
 
 T = TypeVar("T")
@@ -40,22 +40,22 @@ class StoreContext:
         return pk
 
     def study_url(self, study: str) -> str:
-        return f"{self.base_url}/studies/{study}"
+        return f"{self.base_url}/{dicomweb_path(study)}"
 
     def series_url(self, study: str, series: str) -> str:
-        return f"{self.study_url(study)}/series/{series}"
+        return f"{self.base_url}/{dicomweb_path(study, series)}"
 
     def instance_url(self, study: str, series: str, instance: str) -> str:
-        return f"{self.series_url(study, series)}/instances/{instance}"
+        return f"{self.base_url}/{dicomweb_path(study, series, instance)}"
 
     def study_name(self, study: str) -> str:
-        return f"{self.name}/dicomWeb/studies/{study}"
+        return f"{dicomweb_name(self.name)}/{dicomweb_path(study)}"
 
     def series_name(self, study: str, series: str) -> str:
-        return f"{self.study_name(study)}/series/{series}"
+        return f"{dicomweb_name(self.name)}/{dicomweb_path(study, series)}"
 
     def instance_name(self, study: str, series: str, instance: str) -> str:
-        return f"{self.series_name(study, series)}/instances/{instance}"
+        return f"{dicomweb_name(self.name)}/{dicomweb_path(study, series, instance)}"
 
 
 async def resolve_store(request: Request) -> StoreContext:
