@@ -92,9 +92,11 @@ class Terminal:
         env["TERM"] = "xterm"
         env["PROMPT_TOOLKIT_NO_CPR"] = "1"  # no cursor-position request to answer
         self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: becomes dicomql
+        if self.pid == 0:  # the child: sizes its terminal, then becomes dicomql
+            # Sized here, before exec: sized by the parent after fork, a loaded machine could
+            # run the child's start first, and it read an unsized terminal (80 columns).
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
             os.execve(sys.executable, [sys.executable, "-m", "dicomql.cli", *args], env)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
         self.output = ""
 
     def expect(self, text: str, after: int = 0) -> int:

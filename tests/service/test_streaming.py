@@ -25,7 +25,10 @@ def streamed_rows(config: ServiceConfig, count: int, limit: float = 30) -> list[
     while True:
         rows: list[dict[str, Any]] = []
         try:
-            with duckdb.connect(str(path), read_only=True) as db:
+            # The deliverer writes through this process's DuckDB instance; a read-only
+            # connection is another configuration, which DuckDB refuses beside it (and the
+            # refusal made the deliverer retry while this loop kept reconnecting).
+            with duckdb.connect(str(path)) as db:
                 cursor = db.execute('SELECT * FROM streamed.instances ORDER BY "SOPInstanceUID"')
                 names = [column[0] for column in cursor.description]
                 rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -60,9 +63,7 @@ def test_stow_appends_one_typed_row_per_instance(
     assert row["BlobStorageSize"] == len(instance)
     assert isinstance(row["LastUpdated"], datetime)
     assert row["SourceStore"] == "projects/p/locations/l/datasets/d/dicomStores/s"
-    with duckdb.connect(
-        str(service_config.data_dir / "bigquery" / "my-project.duckdb"), read_only=True
-    ) as db:
+    with duckdb.connect(str(service_config.data_dir / "bigquery" / "my-project.duckdb")) as db:
         types = dict(
             db.execute(
                 "SELECT column_name, data_type FROM information_schema.columns"
