@@ -313,7 +313,7 @@ class _Reader:
         )
 
     def variable(self, node: Node, where: str, *, allow_values: bool) -> Variable:
-        allowed = ("name", "value", "description", "protected")
+        allowed: tuple[str, ...] = ("name", "value", "description", "protected")
         if allow_values:
             allowed += ("values",)
         where = _named(node, where)

@@ -28,7 +28,9 @@ class IndexedAttribute:
     searchable: bool = True
 
 
-def _a(keyword: str, tag: int, vr: str, level: Level, column: str, searchable: bool = True):
+def _a(
+    keyword: str, tag: int, vr: str, level: Level, column: str, searchable: bool = True
+) -> IndexedAttribute:
     return IndexedAttribute(keyword, tag, vr, level, column, searchable)
 
 

@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Callable
 from io import BufferedIOBase
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 import PIL.Image
 from pydicom import Dataset
@@ -64,7 +64,7 @@ def parse_metadata(raw: bytes) -> list[Any]:
     return value
 
 
-def write_instance(model: Any, resolve: BulkResolver, out: BinaryIO) -> None:
+def write_instance(model: Any, resolve: BulkResolver, out: IO[bytes]) -> None:
     """Write the PS3.10 file of one DICOM JSON object to ``out``.
 
     Raises:
@@ -103,14 +103,16 @@ def write_instance(model: Any, resolve: BulkResolver, out: BinaryIO) -> None:
         return buffer.read()
 
     try:
-        dataset = Dataset.from_json(model, bulk_data_uri_handler=bulk)
+        # pydicom 3 takes a buffered bulk value (written without reading it whole); its
+        # BulkDataType annotation leaves buffers out.
+        dataset = Dataset.from_json(model, bulk_data_uri_handler=bulk)  # type: ignore[arg-type]
         meta = FileMetaDataset(dataset.group_dataset(0x0002))
         for tag in list(meta.keys()):
             del dataset[tag]
         if "TransferSyntaxUID" not in meta:
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_instance
+        meta.MediaStorageSOPClassUID = UID(sop_class)
+        meta.MediaStorageSOPInstanceUID = UID(sop_instance)
         dataset.file_meta = meta
         syntax = UID(meta.TransferSyntaxUID)
         if syntax.is_compressed and _PIXEL_DATA in dataset:
@@ -172,7 +174,8 @@ def _fill_image_pixel_from_jpeg(dataset: Dataset, bitstream: bytes | BufferedIOB
     source = io.BytesIO(bitstream) if isinstance(bitstream, bytes) else bitstream
     position = source.tell()
     try:
-        with PIL.Image.open(source) as image:
+        # Pillow reads any binary file object; typeshed's BufferedIOBase is not an IO[bytes].
+        with PIL.Image.open(source) as image:  # type: ignore[arg-type]
             columns, rows = image.size
             mode = image.mode
             layers = getattr(image, "layer", [])

@@ -21,18 +21,20 @@ import base64
 import re
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pydicom import Dataset
 from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 BULKDATA_PATH = "bulkdata"
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # also Float/Double Float
+_SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBER_FORMATS = {
     "US": "H",
@@ -111,10 +113,10 @@ def _encoding_of(ds: Dataset, inherited: str | None) -> str | None:
 
     A sequence item without its own Specific Character Set uses its parent's (``inherited``).
     """
-    element = ds._dict.get(0x00080005)
+    element = ds._dict.get(_SPECIFIC_CHARACTER_SET)
     if element is None:
         return inherited
-    value = element.value if isinstance(element, DataElement) else ds[0x00080005].value
+    value = element.value if isinstance(element, DataElement) else ds[_SPECIFIC_CHARACTER_SET].value
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     if isinstance(value, MultiValue | list):
@@ -136,7 +138,8 @@ def _walk(
     bulk_threshold: int,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    elements = ds._dict
+    # A BaseTag is an int with int's hash and equality, so plain int keys find its elements.
+    elements = cast("dict[int, DataElement | RawDataElement]", ds._dict)
     for tag in sorted(map(int, elements)):  # plain ints sort far faster than pydicom Tags
         if not tag & 0xFFFF or tag >> 16 == 0x0002 or tag == 0xFFFCFFFC:
             # Group lengths; file meta (it belongs to the Part 10 file, not the dataset); and

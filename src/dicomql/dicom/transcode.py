@@ -26,7 +26,7 @@ _NATIVE = _LITTLE_ENDIAN_NATIVE | {uids.ExplicitVRBigEndian, uids.DeflatedExplic
 
 # PS3.18 Table 8.7.3-2 (and Google's conformance statement): the single-frame media type of a
 # stored compressed transfer syntax, for frames retrieved as stored.
-FRAME_MEDIA_TYPES = {
+FRAME_MEDIA_TYPES: dict[str, str] = {
     uids.JPEGBaseline8Bit: "image/jpeg",
     uids.JPEGExtended12Bit: "image/jpeg",
     uids.JPEGLossless: "image/jpeg",
@@ -151,7 +151,7 @@ def transcode(file: BinaryIO, target: str) -> bytes:
                 ds.compress(target)
             elif target not in _LITTLE_ENDIAN_NATIVE:
                 target = EXPLICIT_VR_LITTLE_ENDIAN
-            ds.file_meta.TransferSyntaxUID = target
+            ds.file_meta.TransferSyntaxUID = uids.UID(target)
             buffer = io.BytesIO()
             if big_endian:
                 implicit = target == IMPLICIT_VR_LITTLE_ENDIAN

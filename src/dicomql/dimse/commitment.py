@@ -233,6 +233,9 @@ class Commitment:
             )
             if not assoc.is_established or context is None or _leaving(assoc):
                 return False
+            context_id = context.context_id
+            if context_id is None:  # an accepted context always has its ID
+                return False
             syntax = context.transfer_syntax[0]
             request = N_EVENT_REPORT()
             request.MessageID = 1  # the first (only) request this side sends on it
@@ -245,7 +248,7 @@ class Commitment:
             if encoded is None:
                 return False
             request.EventInformation = BytesIO(encoded)
-            assoc.dimse.send_msg(request, int(context.context_id))
+            assoc.dimse.send_msg(request, context_id)
             deadline = time.monotonic() + RESPONSE_TIMEOUT
             while time.monotonic() < deadline:
                 # The response, if it came before a release request (the peer's order).

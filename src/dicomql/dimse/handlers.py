@@ -82,6 +82,7 @@ class Handlers:
         its called AE title is none of this server's or its calling AE title is not allowed
         there; else the association answers as the called AE title."""
         request = event.assoc.requestor.primitive
+        assert request is not None  # the A-ASSOCIATE-RQ this event is about
         called = self.settings.called_ae(str(request.called_ae_title))
         calling = str(request.calling_ae_title).strip()
         if called is None:

@@ -55,10 +55,12 @@ class _SharedPortServer(ThreadedAssociationServer):
     would stop every other."""
 
     def server_bind(self) -> None:
+        assert self.socket is not None  # socketserver made it before binding
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, Any]:
+        assert self.socket is not None  # the server is listening
         client, address = self.socket.accept()
         # A DIMSE response is a command PDU then a data PDU: with Nagle's algorithm the second
         # waits for the peer's delayed ACK (~40 ms on Linux), so every C-FIND match paid it.
@@ -99,6 +101,7 @@ class DimseServer:
         ae.maximum_associations = MAX_ASSOCIATIONS
         ae.network_timeout = NETWORK_TIMEOUT
         for context in scp_contexts():
+            assert context.abstract_syntax is not None  # scp_contexts() builds each from one
             # Not ``ae.supported_contexts = …``: that setter drops the contexts' roles.
             ae.add_supported_context(
                 context.abstract_syntax,

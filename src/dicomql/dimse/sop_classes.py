@@ -31,6 +31,7 @@ def scp_contexts() -> list[PresentationContext]:
     contexts = [build_context(Verification), build_context(StorageCommitmentPushModel)]
     contexts += [build_context(model) for model in QUERY_RETRIEVE]
     for context in AllStoragePresentationContexts:
+        assert context.abstract_syntax is not None  # each of pynetdicom's list names its class
         storage = build_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES[:])
         # Accept a C-GET requestor's SCP/SCU role selection (PS3.7 D.3.3.4): the sub-operations
         # are C-STOREs this server sends on the requestor's association.

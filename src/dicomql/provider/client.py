@@ -72,7 +72,7 @@ class Client:
             response = self.http.request(
                 method.http_method,
                 url,
-                params=query,
+                params=tuple(query),  # httpx types its list form as list[tuple[str, Any]] only
                 content=request_content,
                 headers=headers,
             )

@@ -56,7 +56,7 @@ class GoogleBigQuery:
             return cls(
                 bigquery.Client(
                     project=os.environ.get("GOOGLE_CLOUD_PROJECT", "dicomql"),
-                    credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                    credentials=AnonymousCredentials(),
                     client_options=ClientOptions(api_endpoint=endpoint),
                 )
             )

@@ -153,7 +153,8 @@ def _is_default(value: Any, spec: Mapping[str, Any]) -> bool:
     if spec.get("type") == "string" and spec.get("format") in ("int64", "uint64"):
         return bool(value == "0")
     # 0 and 0.0 compare equal to False; "0" in a plain string field is a value, not a default.
-    return any(value == default for default in ("", False, [], {}))
+    defaults: tuple[object, ...] = ("", False, [], {})
+    return any(value == default for default in defaults)
 
 
 def _value(value: Any, spec: Mapping[str, Any], path: str) -> Any:
@@ -183,7 +184,8 @@ def _value(value: Any, spec: Mapping[str, Any], path: str) -> Any:
 
 
 def _scalar_type(spec: Mapping[str, Any]) -> str:
-    kind, form = spec.get("type"), spec.get("format")
+    kind: str = spec.get("type", "")
+    form: str | None = spec.get("format")
     if "enum" in spec:
         return "TYPE_ENUM"
     return {

@@ -259,8 +259,11 @@ class Supervisor:
         self.sock = sock
         # fork on Linux: a new process starts with everything imported, in milliseconds. The
         # parent holds no threads, connections or locks to inherit. Elsewhere, spawn.
-        method = "fork" if sys.platform == "linux" else "spawn"
-        self._context = multiprocessing.get_context(method)
+        self._context = (
+            multiprocessing.get_context("fork")
+            if sys.platform == "linux"
+            else multiprocessing.get_context("spawn")
+        )
         self._slots = [_Slot() for _ in range(settings.processes)]
         self._signals: list[int] = []
         self._wake_read, self._wake_write = os.pipe()

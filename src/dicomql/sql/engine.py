@@ -368,12 +368,14 @@ class Engine:
         assert isinstance(statement, Describe)
         resource = self.registry.resource(statement.resource)
         if resource.name in metadata.TABLES:
-            rows = [(n, t, d) for n, t, d in metadata.describe(resource.name)]
+            rows: list[tuple[Any, ...]] = [
+                (n, t, d) for n, t, d in metadata.describe(resource.name)
+            ]
             return Result(["name", "type", "description"], list(rows), len(rows), "describe")
         columns = ["name", "type", "description"]
         if statement.extended:
             columns += ["schema", "method"]
-        rows: list[tuple[Any, ...]] = []
+        rows = []
         seen: set[str] = set()
         for method in resource.verb_methods("select") or list(resource.methods.values())[:1]:
             for f in resource.fields(method):
@@ -508,11 +510,7 @@ def _requests(scan: Scan, page_size: int) -> list[str]:
     requests = []
     for combination in itertools.product(*(values[n] for n in names)):
         params = dict(zip(names, combination, strict=True))
-        path = re.sub(
-            r"\{(\w+)\}",
-            lambda m, params=params: str(params.get(m.group(1), m.group(0))),
-            method.flat_path,
-        )
+        path = _fill_path(method.flat_path, params)
         query = {
             k: v
             for k, v in params.items()
@@ -523,6 +521,11 @@ def _requests(scan: Scan, page_size: int) -> list[str]:
             f"{method.http_method} /{path}" + (f"?{urlencode(query, safe='{},.')}" if query else "")
         )
     return requests
+
+
+def _fill_path(template: str, params: Mapping[str, Any]) -> str:
+    """``template`` with each ``{name}`` replaced by its parameter; unknown names stay."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(params.get(m.group(1), m.group(0))), template)
 
 
 def ids_from_name(name: str) -> dict[str, str]:

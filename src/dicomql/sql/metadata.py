@@ -240,7 +240,7 @@ def pushed_limit(select: exp.Select) -> int | None:
     return count + skip if count >= 0 and skip >= 0 else None
 
 
-def _column_of(term: exp.Expression, alias: str, only: bool) -> str | None:
+def _column_of(term: exp.Expr, alias: str, only: bool) -> str | None:
     column = term.this if isinstance(term, exp.Between | exp.In | exp.Like) else None
     if isinstance(term, exp.EQ | exp.GT | exp.GTE | exp.LT | exp.LTE):
         column = term.left if isinstance(term.left, exp.Column) else term.right
@@ -267,7 +267,7 @@ def _dicom_text(value: Any, vr: str | None) -> str | None:
     return text
 
 
-def _key_value(term: exp.Expression, vr: str | None) -> str | None:
+def _key_value(term: exp.Expr, vr: str | None) -> str | None:
     if isinstance(term, exp.EQ):
         other = term.right if isinstance(term.left, exp.Column) else term.left
         return _dicom_text(literal_value(other), vr) if is_literal(other) else None
@@ -285,13 +285,15 @@ def _key_value(term: exp.Expression, vr: str | None) -> str | None:
     return None
 
 
-def _range_bounds(term: exp.Expression, vr: str | None) -> tuple[str, str] | None:
+def _range_bounds(term: exp.Expr, vr: str | None) -> tuple[str, str] | None:
     """(low, high) of a comparison or BETWEEN on a date or time; '' is an open end. Strict
     comparisons become inclusive ranges: the SQL term, run afterwards, drops the end."""
     if vr not in _RANGE_VRS:
         return None
     if isinstance(term, exp.Between):
         low_node, high_node = term.args.get("low"), term.args.get("high")
+        if low_node is None or high_node is None:
+            return None
         if not (is_literal(low_node) and is_literal(high_node)):
             return None
         low = _dicom_text(literal_value(low_node), vr)

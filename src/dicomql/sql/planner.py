@@ -369,7 +369,7 @@ def _ordered(scans: list[Scan]) -> list[Scan]:
 
 
 def _take_parameter(
-    term: exp.Expression,
+    term: exp.Expr,
     by_alias: dict[str, tuple[exp.Table, Resource]],
     params: dict[str, dict[str, list[Any]]],
     joins: dict[str, list[tuple[str, str, str]]],
@@ -452,10 +452,10 @@ def derived_feeding_parameters(tree: exp.Expression, registry: Registry) -> list
             for term in conjuncts(join.args.get("on")):
                 if not isinstance(term, exp.EQ):
                     continue
-                sides = [term.left, term.right]
-                if not all(isinstance(side, exp.Column) for side in sides):
+                left, right = term.left, term.right
+                if not (isinstance(left, exp.Column) and isinstance(right, exp.Column)):
                     continue
-                for column, other in (sides, sides[::-1]):
+                for column, other in ((left, right), (right, left)):
                     resource = resources.get(column.table)
                     if (
                         resource is not None

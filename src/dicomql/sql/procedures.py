@@ -178,8 +178,8 @@ def _result(
 ) -> Result:
     payload = payload_of(response)
     if isinstance(payload, list):
-        columns, rows = dicom_rows(payload)
-        values = [tuple(row.get(c) for c in columns) for row in rows]
+        columns, objects = dicom_rows(payload)
+        values = [tuple(row.get(c) for c in columns) for row in objects]
         warnings = [f"{method.name}: {text}" for text in warnings_of(response)]
         return Result(columns, values, len(values), "exec", warnings=warnings)
     if isinstance(payload, bytes):

@@ -7,7 +7,7 @@ from typing import Any
 from sqlglot import exp
 
 
-def literal_value(node: exp.Expression) -> Any:
+def literal_value(node: exp.Expr) -> Any:
     """The Python value of a literal node (string, number, boolean, NULL), else raise."""
     if isinstance(node, exp.Literal):
         if node.is_string:
@@ -24,7 +24,7 @@ def literal_value(node: exp.Expression) -> Any:
     raise ValueError(node.sql())
 
 
-def is_literal(node: exp.Expression) -> bool:
+def is_literal(node: exp.Expr) -> bool:
     try:
         literal_value(node)
     except ValueError:
@@ -32,7 +32,7 @@ def is_literal(node: exp.Expression) -> bool:
     return True
 
 
-def conjuncts(condition: exp.Expression | None) -> list[exp.Expression]:
+def conjuncts(condition: exp.Expr | None) -> list[exp.Expr]:
     """The AND-ed terms of a condition."""
     if condition is None:
         return []

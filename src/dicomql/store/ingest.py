@@ -135,7 +135,9 @@ class Ingest:
         # One slot per instance, in the order given; filled as outcomes become known.
         self._outcomes: list[InstanceOutcome | None] = []
         self._ready: list[tuple[int, InstanceRecord]] = []
-        self._preparing: tuple[int, IncomingInstance, asyncio.Future[object]] | None = None
+        self._preparing: (
+            tuple[int, IncomingInstance, asyncio.Future[InstanceRecord | InstanceOutcome]] | None
+        ) = None
         self._indexing: tuple[list[int], asyncio.Future[list[InstanceOutcome]]] | None = None
 
     # --- synchronous: import, de-identification, C-STORE ---------------------------------

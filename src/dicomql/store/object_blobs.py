@@ -186,7 +186,7 @@ class FsspecBlobStore:
         path = self._path(key)
         file = self.fs.open(path, "rb", block_size=_READ_BLOCK)  # s3fs would fetch 50 MB
         if isinstance(file, AbstractBufferedFile):
-            return file  # type: ignore[return-value]  # seekable, reads by ranged requests
+            return file  # seekable, reads by ranged requests
         # memory:// hands every reader the same stored object: give each its own copy.
         return io.BytesIO(self.fs.cat_file(path))
 

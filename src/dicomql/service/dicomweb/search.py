@@ -65,7 +65,8 @@ def dicom_json_results(
 ) -> Response:
     if fmt == "xml":
         parts = (
-            ({"Content-Type": DICOM_XML}, [DicomXmlResponse(result).body]) for result in results
+            ({"Content-Type": DICOM_XML}, [bytes(DicomXmlResponse(result).body)])
+            for result in results
         )
         return MultipartRelatedResponse(parts, part_type=DICOM_XML, headers=headers)
     return DicomJsonResponse(results, headers=headers)
