@@ -173,12 +173,14 @@ def expand_uri(uri: str, config: ServiceConfig) -> list[str]:
         _check_remote(uri)
     if _WILDCARD.search(uri) is None:
         if path is not None and path.is_dir():
-            found = (os.path.join(root, name) for root, _, files in os.walk(path) for name in files)
+            found: Iterator[str] = (
+                os.path.join(root, name) for root, _, files in os.walk(path) for name in files
+            )
             return sorted(found)
         return [str(path) if path is not None else uri]
     if path is not None:
         text = str(path)
-        found: Iterator[str] = (
+        found = (
             os.path.join(root, name) for root, _, files in os.walk(_base(text)) for name in files
         )
         pattern = re.compile(_glob_regex(text))
