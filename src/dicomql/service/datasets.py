@@ -7,9 +7,9 @@ import zoneinfo
 from functools import cache
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -91,7 +91,7 @@ async def create_dataset(request: Request) -> JSONResponse:
     dataset_id = validate_resource_id(params.get("datasetId"), "datasetId")
     body = await json_body(request, "Dataset", "dataset", service.config.max_request_bytes)
     resource = _checked_fields(body)
-    operation = await run_in_threadpool(_create, service, project, location, dataset_id, resource)
+    operation = await to_thread.run_sync(_create, service, project, location, dataset_id, resource)
     return JSONResponse(operation)
 
 
@@ -131,7 +131,7 @@ async def get_dataset(request: Request) -> JSONResponse:
                 require_dataset(conn, project, location, dataset), project, location
             )
 
-    return JSONResponse(await run_in_threadpool(read))
+    return JSONResponse(await to_thread.run_sync(read))
 
 
 async def list_datasets(request: Request) -> JSONResponse:
@@ -155,7 +155,7 @@ async def list_datasets(request: Request) -> JSONResponse:
             result["nextPageToken"] = encode_token(rows[size - 1].dataset_id, context)
         return result
 
-    return JSONResponse(await run_in_threadpool(read))
+    return JSONResponse(await to_thread.run_sync(read))
 
 
 async def patch_dataset(request: Request) -> JSONResponse:
@@ -181,7 +181,7 @@ async def patch_dataset(request: Request) -> JSONResponse:
             store.update_dataset(conn, row.pk, resource)
         return {"name": names.dataset_name(project, location, dataset), **resource}
 
-    return JSONResponse(await run_in_threadpool(write))
+    return JSONResponse(await to_thread.run_sync(write))
 
 
 async def delete_dataset(request: Request) -> JSONResponse:
@@ -200,5 +200,5 @@ async def delete_dataset(request: Request) -> JSONResponse:
             keys = store.delete_dataset(conn, row.pk)
         store.release_blobs(service.index, service.blobs, keys)
 
-    await run_in_threadpool(write)
+    await to_thread.run_sync(write)
     return JSONResponse({})

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -134,7 +134,7 @@ async def create_dicom_store(request: Request) -> JSONResponse:
             raise AlreadyExists(f"DICOM store {name} already exists.") from exc
         return dicom_store_resource(row, project, location, dataset)
 
-    return JSONResponse(await run_in_threadpool(write))
+    return JSONResponse(await to_thread.run_sync(write))
 
 
 async def get_dicom_store(request: Request) -> JSONResponse:
@@ -148,7 +148,7 @@ async def get_dicom_store(request: Request) -> JSONResponse:
             row = require_dicom_store(conn, project, location, dataset, dicom_store)
         return dicom_store_resource(row, project, location, dataset)
 
-    return JSONResponse(await run_in_threadpool(read))
+    return JSONResponse(await to_thread.run_sync(read))
 
 
 async def list_dicom_stores(request: Request) -> JSONResponse:
@@ -176,7 +176,7 @@ async def list_dicom_stores(request: Request) -> JSONResponse:
             result["nextPageToken"] = encode_token(page[-1].store_id, context)
         return result
 
-    return JSONResponse(await run_in_threadpool(read))
+    return JSONResponse(await to_thread.run_sync(read))
 
 
 def _matching_stores(
@@ -226,7 +226,7 @@ async def patch_dicom_store(request: Request) -> JSONResponse:
         name = names.dicom_store_name(project, location, dataset, dicom_store)
         return {"name": name, **resource}
 
-    return JSONResponse(await run_in_threadpool(write))
+    return JSONResponse(await to_thread.run_sync(write))
 
 
 async def delete_dicom_store(request: Request) -> JSONResponse:
@@ -241,7 +241,7 @@ async def delete_dicom_store(request: Request) -> JSONResponse:
             keys = store.delete_dicom_store(conn, row.pk)
         store.release_blobs(service.index, service.blobs, keys)
 
-    await run_in_threadpool(write)
+    await to_thread.run_sync(write)
     return JSONResponse({})
 
 
@@ -262,4 +262,4 @@ async def get_dicom_store_metrics(request: Request) -> JSONResponse:
         result.update({key: str(value) for key, value in metrics.items() if value})
         return result
 
-    return JSONResponse(await run_in_threadpool(read))
+    return JSONResponse(await to_thread.run_sync(read))

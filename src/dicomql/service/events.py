@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomql.service.bigquery_google import BigQueryError, GoogleBigQuery
@@ -105,7 +106,7 @@ class EventDeliverer:
         assert self._stopping is not None
         while not self._stopping.is_set():
             try:
-                claimed = await asyncio.to_thread(self.deliver_due)
+                claimed = await to_thread.run_sync(self.deliver_due)
             except SQLAlchemyError:
                 # The index is unreachable for a moment: try again after the poll interval.
                 log.exception("claiming instance events failed")

@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -85,7 +85,7 @@ async def get_iam_policy(request: Request) -> Response:
         with index.connect() as conn:
             return _answer(iam.read_policy(conn, **owner_of(conn)), version)
 
-    return JSONResponse(await run_in_threadpool(read))
+    return JSONResponse(await to_thread.run_sync(read))
 
 
 def _checked_policy(policy: dict[str, Any], current: dict[str, Any], mask: list[str]) -> Any:
@@ -163,7 +163,7 @@ async def set_iam_policy(request: Request) -> Response:
             )
         return _answer(stored)
 
-    return JSONResponse(await run_in_threadpool(write))
+    return JSONResponse(await to_thread.run_sync(write))
 
 
 async def test_iam_permissions(request: Request) -> Response:
@@ -186,6 +186,6 @@ async def test_iam_permissions(request: Request) -> Response:
         with index.connect() as conn:
             owner_of(conn)  # 404 for a missing resource
 
-    await run_in_threadpool(check)
+    await to_thread.run_sync(check)
     granted = list(dict.fromkeys(permissions))  # not enforced: the caller holds them all
     return JSONResponse({"permissions": granted} if granted else {})

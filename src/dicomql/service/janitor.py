@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from anyio import to_thread
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -197,8 +198,8 @@ async def run_janitor(service: Service, presence: ServerPresence) -> None:
     while True:
         await asyncio.sleep(interval * random.uniform(0.5, 1.5))
         try:
-            await asyncio.to_thread(presence.check)
-            partial, unreferenced = await asyncio.to_thread(remove_leftovers, service, grace)
+            await to_thread.run_sync(presence.check)
+            partial, unreferenced = await to_thread.run_sync(remove_leftovers, service, grace)
         except Exception:  # the database or object store is down for now: try next round
             log.warning("janitor pass failed", exc_info=True)
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -86,7 +86,7 @@ async def list_locations(request: Request) -> JSONResponse:
         with service.index.connect() as conn:
             return store.dataset_locations(conn, project)
 
-    locations = sorted(set(KNOWN_LOCATIONS) | set(await run_in_threadpool(read)))
+    locations = sorted(set(KNOWN_LOCATIONS) | set(await to_thread.run_sync(read)))
     matching = [
         resource
         for resource in (location_resource(project, location) for location in locations)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -51,7 +51,7 @@ async def get_operation(request: Request) -> JSONResponse:
             raise NotFound(f"Operation {name} not found.")
         return operation_resource(row, name)
 
-    return JSONResponse(await run_in_threadpool(read))
+    return JSONResponse(await to_thread.run_sync(read))
 
 
 def _filterable(resource: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +105,7 @@ async def list_operations(request: Request) -> JSONResponse:
             result["nextPageToken"] = encode_token(last_pk, context)
         return result
 
-    return JSONResponse(await run_in_threadpool(read))
+    return JSONResponse(await to_thread.run_sync(read))
 
 
 async def cancel_operation(request: Request) -> JSONResponse:
@@ -124,5 +124,5 @@ async def cancel_operation(request: Request) -> JSONResponse:
                 raise NotFound(f"Operation {name} not found.")
             store.request_cancel(conn, row.pk)
 
-    await run_in_threadpool(write)
+    await to_thread.run_sync(write)
     return JSONResponse({})

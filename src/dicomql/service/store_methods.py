@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -70,7 +70,7 @@ async def _start(
         name = names.operation_name(project, location, dataset, row.operation_id)
         return operation_resource(row, name)
 
-    resource = await run_in_threadpool(write)
+    resource = await to_thread.run_sync(write)
     if service.workers is not None:
         service.workers.wake()
     return JSONResponse(resource)
@@ -165,7 +165,7 @@ async def set_blob_storage_settings(request: Request) -> JSONResponse:
     _check_filter(body)
     scope = _scope(request)
     if scope["study"] is not None:
-        await run_in_threadpool(_require_scope, request, scope)
+        await to_thread.run_sync(_require_scope, request, scope)
     return await _start(request, lro.SET_BLOB_STORAGE_SETTINGS, body)
 
 
@@ -214,7 +214,7 @@ async def deidentify_dicom_store(request: Request) -> JSONResponse:
         pk: int = row.pk
         return pk
 
-    pk = await run_in_threadpool(destination_pk)
+    pk = await to_thread.run_sync(destination_pk)
     # The operation's secret: kept with the request so that a resumed operation maps UIDs,
     # shifts dates and hashes exactly as the first attempt did.
     extra = {"destination_pk": pk, "operation_key": secrets.token_hex(32)}

@@ -30,7 +30,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol, TypeAlias
+from functools import partial
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+import anyio
+from anyio import to_thread
 
 from dicomql.google_api import Code, rpc_status
 from dicomql.service.config import ServiceConfig
@@ -38,6 +42,8 @@ from dicomql.store import work
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.work import Claim, ItemClaim, LeaseLostError
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -265,10 +271,14 @@ class WorkerPool:
         self.stopping = threading.Event()
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._threads: anyio.CapacityLimiter | None = None
 
     async def start(self) -> None:
         """Start the workers on the running event loop (the app's lifespan)."""
         self._wakeup = asyncio.Event()
+        # Their own thread tokens (a claim or report and a heartbeat per worker), so a burst of
+        # requests holding anyio's default 40 cannot hold back a lease renewal.
+        self._threads = anyio.CapacityLimiter(2 * max(self.workers, 1))
         self.stopping.clear()
         if not self.handlers:
             return
@@ -276,6 +286,10 @@ class WorkerPool:
             asyncio.create_task(self._worker(n), name=f"dicomql-worker-{n}")
             for n in range(self.workers)
         ]
+
+    async def _in_thread(self, function: Callable[..., _T], *args: Any) -> _T:
+        assert self._threads is not None, "start() first"
+        return await to_thread.run_sync(function, *args, limiter=self._threads)
 
     def wake(self) -> None:
         """Tell idle workers there is new work (call from the event loop after creating one)."""
@@ -310,20 +324,24 @@ class WorkerPool:
             self._wakeup.clear()
             # New operations first (planning one is quick and lets every process share it),
             # then items of operations planned here or elsewhere, oldest first.
-            claim: Claim | ItemClaim | None = await asyncio.to_thread(
-                work.claim_next,
-                self.service.index,
-                worker_id,
-                lease=self.lease,
-                methods=self.handlers.keys(),
-            )
-            if claim is None:
-                claim = await asyncio.to_thread(
-                    work.claim_item,
+            claim: Claim | ItemClaim | None = await self._in_thread(
+                partial(
+                    work.claim_next,
                     self.service.index,
                     worker_id,
                     lease=self.lease,
-                    methods=self.itemized_methods,
+                    methods=self.handlers.keys(),
+                )
+            )
+            if claim is None:
+                claim = await self._in_thread(
+                    partial(
+                        work.claim_item,
+                        self.service.index,
+                        worker_id,
+                        lease=self.lease,
+                        methods=self.itemized_methods,
+                    )
                 )
             if claim is None:
                 with contextlib.suppress(TimeoutError):
@@ -361,7 +379,7 @@ class WorkerPool:
                 finished.result()
                 return
             now = loop.time()
-            if cancel_seen is None and await asyncio.to_thread(
+            if cancel_seen is None and await self._in_thread(
                 work.cancel_requested, self.service.index, claim.operation_pk
             ):
                 cancel_seen = now
@@ -370,7 +388,7 @@ class WorkerPool:
                     "operation %s was cancelled while its handler was blocked; left it behind",
                     claim.operation_id,
                 )
-                await asyncio.to_thread(self._abandon, claim, cancelled_status())
+                await self._in_thread(self._abandon, claim, cancelled_status())
                 return
             if (
                 isinstance(claim, ItemClaim)
@@ -383,7 +401,7 @@ class WorkerPool:
                     claim.operation_id,
                     self.item_timeout,
                 )
-                await asyncio.to_thread(self._abandon, claim, timeout_status(self.item_timeout))
+                await self._in_thread(self._abandon, claim, timeout_status(self.item_timeout))
                 return
 
     def _abandon(self, claim: Claim | ItemClaim, error: dict[str, Any]) -> None:
@@ -404,11 +422,11 @@ class WorkerPool:
             await asyncio.sleep(interval)
             try:
                 if isinstance(claim, ItemClaim):
-                    await asyncio.to_thread(
+                    await self._in_thread(
                         work.renew_item_lease, self.service.index, claim, self.lease
                     )
                 else:
-                    await asyncio.to_thread(work.renew_lease, self.service.index, claim, self.lease)
+                    await self._in_thread(work.renew_lease, self.service.index, claim, self.lease)
             except LeaseLostError:
                 return
 

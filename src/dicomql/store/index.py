@@ -163,8 +163,9 @@ def _create_engine(url: str, ping_after_idle: float) -> Engine:
         engine = create_engine(
             url,
             # Eight stay open: four STOW clients keep about that many in use. Overflow reaches
-            # 48, what anyio's request threads (40) plus asyncio's worker threads (min(32, CPUs
-            # + 4)) can hold at once on a small machine, so the pool never makes a thread wait.
+            # 48, what anyio's default 40 threads (requests, event delivery, the janitor) plus
+            # the operation workers' own (a claim or report, a heartbeat and a handler thread
+            # each; two workers by default) can hold at once, so the pool never makes one wait.
             pool_size=8,
             max_overflow=40,
             # No pool_pre_ping: it cost a round trip (SELECT 1) on every checkout, and a request
