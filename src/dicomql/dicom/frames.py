@@ -15,6 +15,7 @@ from pydicom.uid import JPEGBaseline8Bit
 
 from dicomql.dicom import transcode as ts
 from dicomql.dicom.parse import ParsedInstance
+from dicomql.dicom.tags import PIXEL_DATA_KEY
 from dicomql.store.blobs import BlobStore
 
 OCTET_STREAM = "application/octet-stream"
@@ -177,7 +178,7 @@ def bulkdata_chunks(
 ) -> Iterator[bytes] | None:
     """The value bytes of the attribute at ``tag_path`` (``7FE00010``, ``00540016/0/00181072``),
     or None when there is no such binary attribute."""
-    if tag_path.upper() == "7FE00010":
+    if tag_path.upper() == PIXEL_DATA_KEY:
         offset = header.pixel_data_offset
         if offset is None:
             return None

@@ -26,9 +26,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import BUFFERABLE_VRS
 
 from dicomql.dicom.parse import UnreadableInstance
+from dicomql.dicom.tags import SOP_CLASS_UID_KEY as _SOP_CLASS_UID
+from dicomql.dicom.tags import SOP_INSTANCE_UID_KEY as _SOP_INSTANCE_UID
 
-_SOP_CLASS_UID = "00080016"
-_SOP_INSTANCE_UID = "00080018"
 _PIXEL_DATA = 0x7FE00010
 _ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: the Basic Offset Table item
 # JPEG Baseline and Extended: bitstreams whose header Pillow reads (PS3.18 Table 10.5.2-1).

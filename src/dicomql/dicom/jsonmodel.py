@@ -31,6 +31,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
+from dicomql.dicom.tags import json_key
+
 BULKDATA_PATH = "bulkdata"
 
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # also Float/Double Float
@@ -446,6 +448,7 @@ SERIES_LEVEL_TAGS = frozenset(
         0x00400275,  # RequestAttributesSequence
     }
 )
+_CHARSET_KEY = json_key("SpecificCharacterSet")
 _STUDY_KEYS = frozenset(f"{tag:08X}" for tag in STUDY_LEVEL_TAGS)
 _SERIES_KEYS = frozenset(f"{tag:08X}" for tag in SERIES_LEVEL_TAGS)
 
@@ -474,7 +477,7 @@ def split_by_level(
             series[key] = attribute
         else:
             instance[key] = attribute
-    charset = study.get("00080005")
+    charset = study.get(_CHARSET_KEY)
     if charset is not None:
-        series["00080005"] = charset
+        series[_CHARSET_KEY] = charset
     return study, series, instance

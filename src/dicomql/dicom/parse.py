@@ -18,6 +18,7 @@ from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.header_reader import read_explicit_little
 from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
 from dicomql.dicom.structure import LimitExceeded, check_structure
+from dicomql.dicom.tags import PIXEL_DATA_KEY
 from dicomql.dicom.uids import uid_problem
 
 PIXEL_DATA = 0x7FE00010
@@ -96,9 +97,9 @@ class ParsedInstance:
                 f"Cannot convert the header: {exc}", self.sop_class_uid, self.sop_instance_uid
             ) from exc
         if self.pixel_data_vr is not None:
-            model["7FE00010"] = {
+            model[PIXEL_DATA_KEY] = {
                 "vr": self.pixel_data_vr,
-                "BulkDataURI": relative_bulkdata_uri("7FE00010"),
+                "BulkDataURI": relative_bulkdata_uri(PIXEL_DATA_KEY),
             }
         return model
 

@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 
+from dicomql.dicom.tags import FAILED_SOP_SEQUENCE_KEY as _FAILED_SOP_SEQUENCE
+from dicomql.dicom.tags import REFERENCED_SOP_SEQUENCE_KEY as _REFERENCED_SOP_SEQUENCE
 from dicomql.provider.client import api_error
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.responses import warnings_of
 
-# DICOM JSON tags of a STOW-RS response (PS3.18 Table 10.5.3-1).
-_REFERENCED_SOP_SEQUENCE = "00081199"
-_FAILED_SOP_SEQUENCE = "00081198"
 COLUMNS = [
     "status",
     "path",

@@ -16,11 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.tag import Tag
 from sqlalchemy import Connection, Select, Table, Text, cast, exc, literal_column, select
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import absolutize_bulkdata_uris, person_name_groups
 from dicomql.dicom.qido import SearchQuery
+from dicomql.dicom.tags import RETRIEVE_URL_KEY, SOP_INSTANCE_UID_KEY, json_key
 from dicomql.store.qido_sql import match_conditions
 from dicomql.store.schema import instances, series, studies
 
@@ -261,18 +263,28 @@ def search(
         for plan in plans:
             plan.apply(row, out)
         if plans[-1].retrieve_url:
-            out["00081190"] = {"vr": "UR", "Value": [retrieve(dicomweb_url, row)]}
+            out[RETRIEVE_URL_KEY] = {"vr": "UR", "Value": [retrieve(dicomweb_url, row)]}
         matches.append(dict(sorted(out.items())))
     return SearchResult(matches, more)
 
 
-_AVAILABILITY = 0x00080056  # InstanceAvailability: everything this service stores is ONLINE
-# Attributes the index computes rather than stores, per level (PS3.18 Table 10.6.3-3).
+# Attributes the index computes rather than stores, per level (PS3.18 Table 10.6.3-3), by tag
+# and by DICOM JSON key. Everything this service stores is ONLINE.
+_AVAILABILITY = Tag("InstanceAvailability")
+_MODALITIES = Tag("ModalitiesInStudy")
+_STUDY_SERIES = Tag("NumberOfStudyRelatedSeries")
+_STUDY_INSTANCES = Tag("NumberOfStudyRelatedInstances")
+_SERIES_INSTANCES = Tag("NumberOfSeriesRelatedInstances")
 _COMPUTED = {
-    Level.STUDY: frozenset({_AVAILABILITY, 0x00080061, 0x00201206, 0x00201208}),
-    Level.SERIES: frozenset({0x00201209}),
+    Level.STUDY: frozenset({_AVAILABILITY, _MODALITIES, _STUDY_SERIES, _STUDY_INSTANCES}),
+    Level.SERIES: frozenset({_SERIES_INSTANCES}),
     Level.INSTANCE: frozenset({_AVAILABILITY}),
 }
+_AVAILABILITY_KEY = json_key("InstanceAvailability")
+_MODALITIES_KEY = json_key("ModalitiesInStudy")
+_STUDY_SERIES_KEY = json_key("NumberOfStudyRelatedSeries")
+_STUDY_INSTANCES_KEY = json_key("NumberOfStudyRelatedInstances")
+_SERIES_INSTANCES_KEY = json_key("NumberOfSeriesRelatedInstances")
 _RETRIEVE_URL = {
     Level.STUDY: lambda base, row: f"{base}/studies/{row['st_study_instance_uid']}",
     Level.SERIES: lambda base, row: (
@@ -339,17 +351,17 @@ class _LevelPlan:
     def _apply_computed(self, row: dict[str, Any], out: dict[str, Any]) -> None:
         computed = self.computed
         if _AVAILABILITY in computed:
-            out["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+            out[_AVAILABILITY_KEY] = {"vr": "CS", "Value": ["ONLINE"]}
         if self.level is Level.STUDY:
             modalities = row["st_modalities_in_study"]
-            if 0x00080061 in computed and modalities:
-                out["00080061"] = {"vr": "CS", "Value": modalities.split("\\")}
-            if 0x00201206 in computed:
-                out["00201206"] = {"vr": "IS", "Value": [row["st_number_of_series"]]}
-            if 0x00201208 in computed:
-                out["00201208"] = {"vr": "IS", "Value": [row["st_number_of_instances"]]}
-        elif self.level is Level.SERIES and 0x00201209 in computed:
-            out["00201209"] = {"vr": "IS", "Value": [row["se_number_of_instances"]]}
+            if _MODALITIES in computed and modalities:
+                out[_MODALITIES_KEY] = {"vr": "CS", "Value": modalities.split("\\")}
+            if _STUDY_SERIES in computed:
+                out[_STUDY_SERIES_KEY] = {"vr": "IS", "Value": [row["st_number_of_series"]]}
+            if _STUDY_INSTANCES in computed:
+                out[_STUDY_INSTANCES_KEY] = {"vr": "IS", "Value": [row["st_number_of_instances"]]}
+        elif self.level is Level.SERIES and _SERIES_INSTANCES in computed:
+            out[_SERIES_INSTANCES_KEY] = {"vr": "IS", "Value": [row["se_number_of_instances"]]}
 
 
 def _level_plan(
@@ -469,18 +481,22 @@ def instance_metadata(
         yield absolutize_bulkdata_uris(_full_instance_json(row), url)
 
 
+_STUDY_INSTANCE_UID = json_key("StudyInstanceUID")
+_SERIES_INSTANCE_UID = json_key("SeriesInstanceUID")
+
+
 def _full_instance_json(row: Any) -> str:
     """The instance's stored DICOM JSON; if ingest kept only the instance-level part, the study
     and series parts are merged back so metadata is always the whole header."""
     stored: str = row.attributes or "{}"
-    if '"0020000D"' in stored:
+    if f'"{_STUDY_INSTANCE_UID}"' in stored:
         return stored
     merged: dict[str, Any] = {}
     for part in (row.study_attributes, row.series_attributes, stored):
         parsed = json.loads(part) if part else None
         if isinstance(parsed, dict):
             merged.update(parsed)
-    merged.setdefault("0020000D", {"vr": "UI", "Value": [row.study_instance_uid]})
-    merged.setdefault("0020000E", {"vr": "UI", "Value": [row.series_instance_uid]})
-    merged.setdefault("00080018", {"vr": "UI", "Value": [row.sop_instance_uid]})
+    merged.setdefault(_STUDY_INSTANCE_UID, {"vr": "UI", "Value": [row.study_instance_uid]})
+    merged.setdefault(_SERIES_INSTANCE_UID, {"vr": "UI", "Value": [row.series_instance_uid]})
+    merged.setdefault(SOP_INSTANCE_UID_KEY, {"vr": "UI", "Value": [row.sop_instance_uid]})
     return json.dumps(dict(sorted(merged.items())))

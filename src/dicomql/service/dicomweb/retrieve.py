@@ -33,6 +33,7 @@ from dicomql.dicom.render import (
     render_frame,
 )
 from dicomql.dicom.structure import DEFLATED, LimitExceeded, inflated
+from dicomql.dicom.tags import PIXEL_DATA_KEY, json_key
 from dicomql.service.conformance import conformance_of
 from dicomql.service.dicomweb.multipart import parse_accept
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store_then
@@ -295,7 +296,8 @@ def _instance_url(context: StoreContext, row: Row) -> str:
 
 
 # Pixel Data (present, not Float Pixel Data) and Samples per Pixel.
-_FRAME_ELEMENTS = ("7FE00010", "00280002")
+_SAMPLES_PER_PIXEL = json_key("SamplesPerPixel")
+_FRAME_ELEMENTS = (PIXEL_DATA_KEY, _SAMPLES_PER_PIXEL)
 
 
 def _native_frames(
@@ -307,9 +309,9 @@ def _native_frames(
     if not ts.is_native(row.transfer_syntax_uid) or row.columns is None:
         return None
     elements = instance_elements(conn, row.pk, _FRAME_ELEMENTS) or {}
-    if elements.get("7FE00010") is None:
+    if elements.get(PIXEL_DATA_KEY) is None:
         return None
-    samples = ((elements.get("00280002") or {}).get("Value") or [1])[0]
+    samples = ((elements.get(_SAMPLES_PER_PIXEL) or {}).get("Value") or [1])[0]
     geometry = (row.rows, row.columns, row.bits_allocated, row.number_of_frames, samples)
     if not isinstance(samples, int):
         return None
@@ -435,29 +437,35 @@ def _render_row(blobs: BlobStore, row: Row, index: int, options: RenderOptions) 
 
 
 # What rendering a native grayscale frame reads of the header (dicom/render.py)…
-_RENDER_HEADER = (
-    "00280002",  # Samples per Pixel
-    "00280004",  # Photometric Interpretation
-    "00280008",  # Number of Frames
-    "00280010",  # Rows
-    "00280011",  # Columns
-    "00280100",  # Bits Allocated
-    "00280101",  # Bits Stored
-    "00280103",  # Pixel Representation
-    "00281050",  # Window Center
-    "00281051",  # Window Width
-    "00281052",  # Rescale Intercept
-    "00281053",  # Rescale Slope
-    "00281056",  # VOI LUT Function
+_RENDER_HEADER = tuple(
+    json_key(keyword)
+    for keyword in (
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "PixelRepresentation",
+        "WindowCenter",
+        "WindowWidth",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "VOILUTFunction",
+    )
 )
 # … and what sends it down the general path: tables and per-frame values.
-_RENDER_GENERAL = (
-    "00283000",  # Modality LUT Sequence
-    "00283010",  # VOI LUT Sequence
-    "52009229",  # Shared Functional Groups Sequence
-    "52009230",  # Per-Frame Functional Groups Sequence
+_RENDER_GENERAL = tuple(
+    json_key(keyword)
+    for keyword in (
+        "ModalityLUTSequence",
+        "VOILUTSequence",
+        "SharedFunctionalGroupsSequence",
+        "PerFrameFunctionalGroupsSequence",
+    )
 )
-_RENDER_ELEMENTS = ("7FE00010", *_RENDER_HEADER, *_RENDER_GENERAL)
+_RENDER_ELEMENTS = (PIXEL_DATA_KEY, *_RENDER_HEADER, *_RENDER_GENERAL)
 
 
 def _render_indexed(
@@ -470,7 +478,7 @@ def _render_indexed(
     if row.bits_allocated not in (8, 16) or not row.rows or not row.columns:
         return None
     elements = instance_elements(conn, row.pk, _RENDER_ELEMENTS)
-    if elements is None or elements["7FE00010"] is None:
+    if elements is None or elements[PIXEL_DATA_KEY] is None:
         return None
     if any(elements[tag] is not None for tag in _RENDER_GENERAL):
         return None
@@ -651,7 +659,7 @@ def _bulkdata_parts(
     """One element's parts: its bytes (little endian) as application/octet-stream; compressed
     pixel data as one part a frame in the frame's own media type (PS3.18 8.7.3.3.2)."""
     stored = row.transfer_syntax_uid
-    if tag_path.upper() == "7FE00010" and not ts.is_native(stored):
+    if tag_path.upper() == PIXEL_DATA_KEY and not ts.is_native(stored):
         media_type = ts.FRAME_MEDIA_TYPES.get(stored, OCTET_STREAM)
         for index in range(row.number_of_frames or 1):
             headers = {

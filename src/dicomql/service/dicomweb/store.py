@@ -10,6 +10,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dicomql.dicom.tags import (
+    FAILED_SOP_SEQUENCE_KEY,
+    REFERENCED_SOP_SEQUENCE_KEY,
+    RETRIEVE_URL_KEY,
+    json_key,
+)
 from dicomql.dicom.uids import uid_problem
 from dicomql.service.dicomweb.multipart import (
     MediaType,
@@ -148,11 +154,14 @@ def _store_response(
     studies = {result.study_instance_uid for result in stored}
     study = path_study or (studies.pop() if len(studies) == 1 else None)
     if study is not None:
-        body["00081190"] = {"vr": "UR", "Value": [context.study_url(study)]}
+        body[RETRIEVE_URL_KEY] = {"vr": "UR", "Value": [context.study_url(study)]}
     if failed:
-        body["00081198"] = {"vr": "SQ", "Value": [_failed_item(result) for result in failed]}
+        body[FAILED_SOP_SEQUENCE_KEY] = {
+            "vr": "SQ",
+            "Value": [_failed_item(result) for result in failed],
+        }
     if stored:
-        body["00081199"] = {
+        body[REFERENCED_SOP_SEQUENCE_KEY] = {
             "vr": "SQ",
             "Value": [_referenced_item(context, result) for result in stored],
         }
@@ -195,26 +204,31 @@ def _response_class(request: Request) -> type[Response]:
     return DicomXmlResponse
 
 
+_FAILURE_REASON = json_key("FailureReason")
+_REFERENCED_SOP_CLASS_UID = json_key("ReferencedSOPClassUID")
+_REFERENCED_SOP_INSTANCE_UID = json_key("ReferencedSOPInstanceUID")
+
+
 def _referenced_item(context: StoreContext, result: InstanceOutcome) -> dict[str, Any]:
     assert result.study_instance_uid and result.series_instance_uid and result.sop_instance_uid
     item = _uid_attributes(result)
     url = context.instance_url(
         result.study_instance_uid, result.series_instance_uid, result.sop_instance_uid
     )
-    item["00081190"] = {"vr": "UR", "Value": [url]}
+    item[RETRIEVE_URL_KEY] = {"vr": "UR", "Value": [url]}
     return item
 
 
 def _failed_item(result: InstanceOutcome) -> dict[str, Any]:
     item = _uid_attributes(result)
-    item["00081197"] = {"vr": "US", "Value": [result.failure_reason]}
+    item[_FAILURE_REASON] = {"vr": "US", "Value": [result.failure_reason]}
     return item
 
 
 def _uid_attributes(result: InstanceOutcome) -> dict[str, Any]:
     item: dict[str, Any] = {}
     if result.sop_class_uid:
-        item["00081150"] = {"vr": "UI", "Value": [result.sop_class_uid]}
+        item[_REFERENCED_SOP_CLASS_UID] = {"vr": "UI", "Value": [result.sop_class_uid]}
     if result.sop_instance_uid:
-        item["00081155"] = {"vr": "UI", "Value": [result.sop_instance_uid]}
+        item[_REFERENCED_SOP_INSTANCE_UID] = {"vr": "UI", "Value": [result.sop_instance_uid]}
     return item
