@@ -184,3 +184,42 @@ def test_module_globals_follow_pep_249() -> None:
     assert dbapi.NUMBER == "integer"
     assert dbapi.JSON == "object"
     assert dbapi.STRING != "integer"
+
+
+def test_connect_keeps_blobs_at_blob_url_and_runs_the_workers_asked_for(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    from dicomql.provider.backends import LazyTransport
+
+    shared = tmp_path / "shared"
+    upload = tmp_path / "in"
+    upload.mkdir()
+    (upload / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    with dicomql.connect(tmp_path / "data", blob_url=f"file://{shared}", workers=0) as connection:
+        connection.execute(
+            "INSERT /*+ AWAIT */ INTO google.healthcare.datasets "
+            "(projectsId, locationsId, datasetId) SELECT 'p', 'us', 'ds'"
+        )
+        connection.execute(CREATE_STORE, {"labels": "{}", "store": "s"})
+        stored = connection.execute(
+            "EXEC google.healthcare.dicom_stores.store_instances @projectsId='p', "
+            f"@locationsId='us', @datasetsId='ds', @dicomStoresId='s', @path='{upload}'"
+        )
+        assert [row[0] for row in stored.fetchall()] == ["stored"]
+        # The service this connection started: the workers it was given, none.
+        transport = connection._http._transport  # type: ignore[attr-defined]
+        assert isinstance(transport, LazyTransport)
+        service = transport._transport._app.state.service  # type: ignore[union-attr]
+        assert service.workers.workers == 0
+    blobs = [path for path in shared.rglob("*") if path.is_file()]
+    assert len(blobs) == 1 and blobs[0].read_bytes() == (upload / "ct.dcm").read_bytes()
+    assert not (tmp_path / "data" / "blobs").exists()
+
+
+def test_connect_refuses_a_blob_url_no_backend_serves_and_workers_for_an_endpoint(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(dicomql.InterfaceError, match="blob URL must start with"):
+        dicomql.connect(tmp_path / "data", blob_url="ftp://host/blobs")
+    with pytest.raises(dicomql.InterfaceError, match="embedded backend"):
+        dicomql.connect(endpoint="http://127.0.0.1:1", workers=1)

@@ -11,8 +11,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from dicomql.cli_options import connection_options
-from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_PAGE_LIMIT
+from dicomql.cli_options import connection_options, expand_home
+from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_DATA_DIR, DEFAULT_PAGE_LIMIT
 from dicomql.viewer.dist import OHIF_VERSION
 
 if TYPE_CHECKING:
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 # installed; dicomql never runs it. Marking the module absent makes httpx skip it, which saves
 # tens of milliseconds of every `dicomql` start (httpx/__init__.py catches the ImportError).
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-
-DEFAULT_DATA_DIR = Path(os.environ.get("DICOMQL_DATA_DIR", "~/.local/share/dicomql")).expanduser()
 
 
 @click.group()
@@ -39,7 +37,9 @@ def main() -> None:
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
+    envvar="DICOMQL_DATA_DIR",
     default=DEFAULT_DATA_DIR,
+    callback=expand_home,
     show_default=True,
     help="Holds the SQLite index (unless --database-url) and the instance blobs.",
 )
@@ -283,6 +283,7 @@ def serve(
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
     from dicomql.service import supervisor
     from dicomql.service.config import ServiceConfig
+    from dicomql.service.endpoints import Endpoints
     from dicomql.service.security import check_settings, is_loopback
 
     auth_token = _auth_token(auth_token, auth_token_file)
@@ -348,6 +349,7 @@ def serve(
         forwarded_allow_ips=tuple(
             ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()
         ),
+        endpoints=Endpoints.from_environment(os.environ),
     )
     try:
         check_settings(config)

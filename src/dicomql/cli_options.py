@@ -49,3 +49,8 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(CONNECTION_OPTIONS):
         command = option(command)
     return command
+
+
+def expand_home(_ctx: click.Context, _param: click.Parameter, value: Path) -> Path:
+    """``~`` in a data directory from the environment (a shell expands only the command's)."""
+    return value.expanduser()

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dicomql.errors import InterfaceError
+from dicomql.service.endpoints import Endpoints
 
 EMBEDDED = "embedded"
 ENDPOINT = "endpoint"
@@ -47,6 +48,11 @@ class ConnectionConfig:
         import_roots: the folders the embedded service may read import and filter files from
             and write file-system exports to (``dicomql serve --import-root``); the current
             directory unless given.
+        blob_url: the embedded service's object storage for instance blobs (``s3://…``,
+            ``gs://…``, ``memory://…``, a ``file://`` directory); ``None``: files in ``data_dir``.
+        workers: the embedded service's long-running-operation workers (0: none run here).
+        endpoints: the embedded service's S3-compatible, BigQuery and Pub/Sub emulator
+            addresses, from the environment.
     """
 
     backend: str = EMBEDDED
@@ -60,6 +66,9 @@ class ConnectionConfig:
     timeout: float = 60.0
     conformance: str = "google"
     import_roots: tuple[Path, ...] = ()
+    blob_url: str | None = None
+    workers: int = 2
+    endpoints: Endpoints = field(default_factory=Endpoints)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -75,6 +84,8 @@ class ConnectionConfig:
                 f"unknown conformance '{self.conformance}'; expected one of"
                 f" {', '.join(CONFORMANCE_PROFILES)}"
             )
+        if self.workers < 0:
+            raise InterfaceError(f"workers must be 0 or more, not {self.workers}")
         if self.page_limit is not None and self.page_limit < 1:
             raise InterfaceError(f"page_limit must be at least 1, not {self.page_limit}")
 
@@ -93,6 +104,8 @@ class ConnectionConfig:
         timeout: float = 60.0,
         conformance: str | None = None,
         import_roots: Iterable[str | os.PathLike[str]] | None = None,
+        blob_url: str | None = None,
+        workers: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> ConnectionConfig:
         """Resolve explicit settings, then the environment, then defaults.
@@ -101,7 +114,10 @@ class ConnectionConfig:
         ``endpoint`` if given, for a test double); an ``endpoint`` → that API; otherwise the
         embedded service over ``data_dir`` (``$DICOMQL_DATA_DIR``, else
         ``~/.local/share/dicomql``). ``$DICOMQL_ENDPOINT`` and ``$DICOMQL_TOKEN`` fill in
-        what was not given, and ``$DICOMQL_CONFORMANCE`` the embedded service's profile.
+        what was not given, ``$DICOMQL_CONFORMANCE`` the embedded service's profile,
+        ``$DICOMQL_BLOB_URL`` its blob storage and the variables of
+        :mod:`dicomql.service.endpoints` its outside services: this is the one place a
+        connection reads the environment.
 
         Raises:
             InterfaceError: the settings contradict each other.
@@ -127,6 +143,18 @@ class ConnectionConfig:
             data_dir = data_dir or env.get("DICOMQL_DATA_DIR") or DEFAULT_DATA_DIR
             database_url = database_url or env.get("DICOMQL_DATABASE_URL") or None
             conformance = conformance or env.get("DICOMQL_CONFORMANCE") or None
+            blob_url = blob_url or env.get("DICOMQL_BLOB_URL") or None
+            if blob_url is not None:
+                from dicomql.store.object_blobs import check_blob_url
+
+                try:
+                    check_blob_url(blob_url)
+                except ValueError as exc:
+                    raise InterfaceError(str(exc)) from exc
+        elif blob_url is not None or workers is not None:
+            raise InterfaceError(
+                "blob_url and workers apply to the embedded backend; give them to `dicomql serve`"
+            )
         elif import_roots is not None:
             raise InterfaceError(
                 "import_roots applies to the embedded backend; give --import-root to"
@@ -153,4 +181,7 @@ class ConnectionConfig:
             )
             if backend == EMBEDDED
             else (),
+            blob_url=blob_url,
+            workers=2 if workers is None else workers,
+            endpoints=Endpoints.from_environment(env) if backend == EMBEDDED else Endpoints(),
         )

@@ -84,6 +84,8 @@ def connect(
     timeout: float = 60.0,
     conformance: str | None = None,
     import_roots: Iterable[str | os.PathLike[str]] | None = None,
+    blob_url: str | None = None,
+    workers: int | None = None,
 ) -> Connection:
     """Open a connection to a DICOM store backend.
 
@@ -104,6 +106,12 @@ def connect(
         import_roots: folders the embedded service may read import and filter files from and
             write file-system exports to; the current directory by default (``dicomql serve``
             allows none unless given ``--import-root``).
+        blob_url: where the embedded service keeps instance blobs: ``s3://bucket/prefix``,
+            ``gs://bucket/prefix``, ``memory://prefix`` or a ``file://`` directory (also
+            ``$DICOMQL_BLOB_URL``; ``dicomql serve --blob-url``); files in ``data_dir`` by
+            default.
+        workers: the embedded service's long-running-operation workers (``dicomql serve
+            --workers``; 2 by default, 0 runs none in this process).
 
     Raises:
         InterfaceError: the arguments contradict each other.
@@ -121,6 +129,8 @@ def connect(
         timeout=timeout,
         conformance=conformance,
         import_roots=import_roots,
+        blob_url=blob_url,
+        workers=workers,
     )
     return Connection(config)
 

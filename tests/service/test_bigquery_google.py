@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from starlette.routing import Route
 
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
-from dicomql.service.bigquery_google import ENDPOINT_ENV
 from dicomql.service.config import ServiceConfig
+from dicomql.service.endpoints import Endpoints
 from ports import free_port
 
 pytest.importorskip("google.cloud.bigquery", reason="the cloud extra (google-cloud-bigquery)")
@@ -134,15 +135,13 @@ def _error(code: int, status: str, message: str) -> JSONResponse:
 
 
 @pytest.fixture
-def bigquery(monkeypatch: pytest.MonkeyPatch) -> Iterator[BigQueryDouble]:
+def bigquery() -> Iterator[BigQueryDouble]:
     double = BigQueryDouble()
     double.thread.start()
     deadline = time.monotonic() + 30
     while not double.server.started:
         assert time.monotonic() < deadline, "the BigQuery double did not start"
         time.sleep(0.02)
-    monkeypatch.setenv(ENDPOINT_ENV, f"http://127.0.0.1:{double.port}")
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
     try:
         yield double
     finally:
@@ -152,7 +151,10 @@ def bigquery(monkeypatch: pytest.MonkeyPatch) -> Iterator[BigQueryDouble]:
 
 @pytest.fixture
 def service(bigquery: BigQueryDouble, service_config: ServiceConfig) -> Iterator[httpx.Client]:
-    transport = InProcessTransport(create_app(service_config))
+    endpoints = Endpoints(
+        bigquery_endpoint=f"http://127.0.0.1:{bigquery.port}", bigquery_project="my-project"
+    )
+    transport = InProcessTransport(create_app(replace(service_config, endpoints=endpoints)))
     with httpx.Client(transport=transport, base_url="http://embedded") as client:
         yield client
 

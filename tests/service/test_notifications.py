@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from dicomql.provider.client import Client
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from dicomql.service.endpoints import Endpoints
 from dicomql.sql.engine import Engine
 from pubsub_double import PubsubDouble, running_pubsub_double
 
@@ -28,16 +30,16 @@ LEGACY_TOPIC = "projects/p/topics/legacy"
 
 
 @pytest.fixture
-def pubsub(monkeypatch: pytest.MonkeyPatch) -> Iterator[PubsubDouble]:
+def pubsub() -> Iterator[PubsubDouble]:
     with running_pubsub_double() as double:
-        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{double.port}")
         yield double
 
 
 @pytest.fixture
 def service(pubsub: PubsubDouble, service_config: ServiceConfig) -> Iterator[httpx.Client]:
-    """The embedded service, started after PUBSUB_EMULATOR_HOST is set (its lifespan reads it)."""
-    transport = InProcessTransport(create_app(service_config))
+    """The embedded service, publishing to the double as to a Pub/Sub emulator."""
+    endpoints = Endpoints(pubsub_emulator_host=f"127.0.0.1:{pubsub.port}")
+    transport = InProcessTransport(create_app(replace(service_config, endpoints=endpoints)))
     with httpx.Client(transport=transport, base_url="http://embedded") as client:
         yield client
 

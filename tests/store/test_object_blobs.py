@@ -24,9 +24,9 @@ from dicomql.cli import main
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from dicomql.service.endpoints import Endpoints
 from dicomql.store.blobs import CHUNK_SIZE, BlobStore, LocalBlobStore
 from dicomql.store.object_blobs import (
-    S3_ENDPOINT_ENV,
     FsspecBlobStore,
     blob_store_for,
     check_blob_url,
@@ -202,11 +202,14 @@ def test_serve_refuses_a_blob_url_no_backend_serves() -> None:
 
 
 def test_the_service_stores_and_retrieves_instances_through_s3(
-    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_endpoint: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv(S3_ENDPOINT_ENV, s3_endpoint)
     prefix = f"service-{secrets.token_hex(4)}"
-    config = ServiceConfig(data_dir=tmp_path / "data", blob_url=f"s3://{BUCKET}/{prefix}")
+    config = ServiceConfig(
+        data_dir=tmp_path / "data",
+        blob_url=f"s3://{BUCKET}/{prefix}",
+        endpoints=Endpoints(s3_endpoint_url=s3_endpoint),
+    )
     path = get_testdata_file("CT_small.dcm")
     assert path is not None
     data = Path(path).read_bytes()

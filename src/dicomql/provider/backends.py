@@ -43,6 +43,9 @@ class LazyTransport(httpx.BaseTransport):
                     database_url=self._config.database_url,
                     conformance=self._config.conformance,
                     import_roots=self._config.import_roots,
+                    blob_url=self._config.blob_url,
+                    workers=self._config.workers,
+                    endpoints=self._config.endpoints,
                 )
                 self._transport = InProcessTransport(create_app(service_config))
             return self._transport

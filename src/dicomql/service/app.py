@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -71,7 +70,7 @@ def create_app(
         janitor = asyncio.create_task(run_janitor(service, presence), name="dicomql-janitor")
         # Notifications and streaming of stored instances (issue 5; docs/notifications.md).
         deliverer = EventDeliverer(
-            index, config.data_dir, DeliverySettings.from_environment(os.environ)
+            index, config.data_dir, DeliverySettings(endpoints=config.endpoints)
         )
         await deliverer.start()
         dimse = None

@@ -40,7 +40,7 @@ def run_bigquery_export(ctx: OperationContext) -> dict[str, Any]:
     with ctx.service.index.connect() as conn:
         ctx.set_pending(count_selected(conn, store_pk, ctx.request.get("scope", {}), paths, after))
     pages = _row_pages(ctx, store_pk, paths, after, source_store)
-    google = GoogleBigQuery.connect()
+    google = GoogleBigQuery.connect(ctx.service.config.endpoints)
     if google is not None:
         _export_to_bigquery(google, uri, disposition, after, pages)
     else:

@@ -9,13 +9,12 @@ credentials); otherwise export and streaming write the local DuckDB stand-in
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dicomql.service.bigquery_destination import TableUri
+    from dicomql.service.endpoints import Endpoints
 
-ENDPOINT_ENV = "DICOMQL_BIGQUERY_ENDPOINT"
 
 # DuckDB column types (bigquery_rows.column_type) → BigQuery field types.
 _BIGQUERY_TYPES = {
@@ -40,22 +39,23 @@ class GoogleBigQuery:
         self.client = client
 
     @classmethod
-    def connect(cls) -> GoogleBigQuery | None:
-        """A client, or None when the library or credentials are missing (use the stand-in)."""
+    def connect(cls, endpoints: Endpoints) -> GoogleBigQuery | None:
+        """A client (of ``endpoints.bigquery_endpoint`` when it names one), or None when the
+        library or credentials are missing (use the stand-in)."""
         try:
             import google.auth
             import google.auth.exceptions
             from google.cloud import bigquery
         except ImportError:
             return None
-        endpoint = os.environ.get(ENDPOINT_ENV)
+        endpoint = endpoints.bigquery_endpoint
         if endpoint:
             from google.api_core.client_options import ClientOptions
             from google.auth.credentials import AnonymousCredentials
 
             return cls(
                 bigquery.Client(
-                    project=os.environ.get("GOOGLE_CLOUD_PROJECT", "dicomql"),
+                    project=endpoints.bigquery_project,
                     credentials=AnonymousCredentials(),
                     client_options=ClientOptions(api_endpoint=endpoint),
                 )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dicomql.dimse.settings import DimseSettings
 from dicomql.service.conformance import GOOGLE, profile
+from dicomql.service.endpoints import Endpoints
 from dicomql.service.local_files import resolve_roots
 from dicomql.store.space import DEFAULT_FLOOR, SpaceFloor, shortage
 from dicomql.viewer.dist import ViewerSettings
@@ -60,6 +61,8 @@ class ServiceConfig:
         forwarded_allow_ips: peers whose ``Forwarded`` / ``X-Forwarded-*`` headers are believed
             (uvicorn's ``--forwarded-allow-ips``: IPs, CIDRs, or ``*``).
         dimse: the DIMSE listener each server process runs (docs/dimse.md), or None.
+        endpoints: where an S3-compatible store, a BigQuery endpoint or the Pub/Sub emulator
+            live (the environment, read by the CLI or ``connect()``; service.endpoints).
     """
 
     data_dir: Path
@@ -87,7 +90,7 @@ class ServiceConfig:
     audit_log: Path | None = None
     # --viewer: the OHIF viewer served at /viewer/ (service.viewer, docs/viewer.md).
     viewer: ViewerSettings | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    endpoints: Endpoints = field(default_factory=Endpoints)
 
     def __post_init__(self) -> None:
         profile(self.conformance)  # ValueError naming the profiles
@@ -105,6 +108,10 @@ class ServiceConfig:
         if self.blob_url is not None and self.blob_url.startswith(FILE_URL_PREFIX):
             return Path(self.blob_url.removeprefix(FILE_URL_PREFIX))
         return self.data_dir / "blobs"
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        return self.endpoints.s3_endpoint_url
 
     @property
     def blobs_are_files(self) -> bool:

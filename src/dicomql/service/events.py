@@ -11,8 +11,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from anyio import to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomql.service.bigquery_google import BigQueryError, GoogleBigQuery
+from dicomql.service.endpoints import Endpoints
 from dicomql.service.pubsub import PublishError, PubsubPublisher
 from dicomql.store import events as outbox
 from dicomql.store.index import Index
@@ -30,12 +30,12 @@ log = logging.getLogger("dicomql.service.events")
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    """How events are delivered, built once at the edge (the app's lifespan).
+    """How events are delivered (the app's lifespan builds it from ``ServiceConfig``).
 
     Attributes:
-        pubsub_emulator_host: ``PUBSUB_EMULATOR_HOST``: publish there over plain HTTP without
-            credentials; None publishes to pubsub.googleapis.com with Application Default
-            Credentials.
+        endpoints: ``pubsub_emulator_host`` (``PUBSUB_EMULATOR_HOST``): publish there over plain
+            HTTP without credentials; None publishes to pubsub.googleapis.com with Application
+            Default Credentials. ``bigquery_endpoint``: stream to that BigQuery endpoint.
         poll_interval: seconds between looks for due events when there were none.
         batch: events claimed at once (then grouped per topic or table).
         lease: how long a claim hides events from other deliverers.
@@ -44,16 +44,12 @@ class DeliverySettings:
             about 70 minutes of retries).
     """
 
-    pubsub_emulator_host: str | None = None
+    endpoints: Endpoints = field(default_factory=Endpoints)
     poll_interval: float = 0.5
     batch: int = 500
     lease: timedelta = timedelta(seconds=120)
     backoff: timedelta = timedelta(seconds=1)
     max_attempts: int = 13
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> DeliverySettings:
-        return cls(pubsub_emulator_host=environ.get("PUBSUB_EMULATOR_HOST") or None)
 
 
 class DeliveryError(Exception):
@@ -82,7 +78,9 @@ class EventDeliverer:
         self.index = index
         self.data_dir = data_dir
         self.settings = settings
-        self.publisher = publisher or PubsubPublisher(emulator_host=settings.pubsub_emulator_host)
+        self.publisher = publisher or PubsubPublisher(
+            emulator_host=settings.endpoints.pubsub_emulator_host
+        )
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}/events"
         self._bigquery: GoogleBigQuery | bool | None = False  # False: not decided yet
         self._stopping: asyncio.Event | None = None
@@ -171,7 +169,7 @@ class EventDeliverer:
         credentials or an endpoint exist (service/bigquery_google.py); else None, the DuckDB
         stand-in. Decided once."""
         if self._bigquery is False:
-            self._bigquery = GoogleBigQuery.connect()
+            self._bigquery = GoogleBigQuery.connect(self.settings.endpoints)
         return self._bigquery if isinstance(self._bigquery, GoogleBigQuery) else None
 
     def _failed(self, kind: str, destination: str, group: list[outbox.Event], error: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -16,10 +15,6 @@ from dicomql.store.blobs import CHUNK_SIZE, BlobStore, LocalBlobStore
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
-
-#: Where an S3-compatible service other than AWS lives (MinIO, Ceph, moto): an endpoint is
-#: deployment configuration, like credentials, so it comes from the environment, not the URL.
-S3_ENDPOINT_ENV = "DICOMQL_S3_ENDPOINT_URL"
 
 SCHEMES = ("s3", "gs", "gcs", "memory")
 
@@ -44,6 +39,9 @@ class BlobSettings(Protocol):
     @property
     def blobs_are_files(self) -> bool: ...
 
+    @property
+    def s3_endpoint_url(self) -> str | None: ...
+
 
 def blob_store_for(config: BlobSettings) -> BlobStore:
     """The blob store a configuration names: object storage at ``blob_url``, else files (in a
@@ -51,7 +49,7 @@ def blob_store_for(config: BlobSettings) -> BlobStore:
     if config.blobs_are_files:
         return LocalBlobStore(config.blob_root)
     assert config.blob_url is not None
-    return FsspecBlobStore(config.blob_url)
+    return FsspecBlobStore(config.blob_url, s3_endpoint_url=config.s3_endpoint_url)
 
 
 def check_blob_url(url: str) -> None:
@@ -149,11 +147,14 @@ class FsspecBlobStore:
     ``memory://prefix``), keyed like :class:`LocalBlobStore`: ``{prefix}/{2 hex}/{key}``.
 
     Credentials come from each library's usual sources (AWS environment / config files, Google
-    application-default credentials). An S3-compatible endpoint comes from
-    ``DICOMQL_S3_ENDPOINT_URL``; ``storage_options`` passes anything else to the fsspec backend.
+    application-default credentials). ``s3_endpoint_url`` names an S3-compatible service other
+    than AWS (``DICOMQL_S3_ENDPOINT_URL``, read at the edge); ``storage_options`` passes anything
+    else to the fsspec backend.
     """
 
-    def __init__(self, url: str, **storage_options: Any) -> None:
+    def __init__(
+        self, url: str, *, s3_endpoint_url: str | None = None, **storage_options: Any
+    ) -> None:
         check_blob_url(url)
         try:
             from fsspec.core import url_to_fs
@@ -164,9 +165,8 @@ class FsspecBlobStore:
         if scheme in ("s3", "gs", "gcs"):
             # Another process may add or delete blobs: never answer exists() from a stale listing.
             options["use_listings_cache"] = False
-        endpoint = os.environ.get(S3_ENDPOINT_ENV)
-        if scheme == "s3" and endpoint:
-            options["endpoint_url"] = endpoint
+        if scheme == "s3" and s3_endpoint_url:
+            options["endpoint_url"] = s3_endpoint_url
         options.update(storage_options)
         self.url = url
         self.fs, root = url_to_fs(url, **options)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from dicomql.cli_options import expand_home
+from dicomql.config import DEFAULT_DATA_DIR
 from dicomql.viewer.dist import OHIF_VERSION, default_viewer_dir
-
-_DATA_DIR = Path(os.environ.get("DICOMQL_DATA_DIR", "~/.local/share/dicomql")).expanduser()
 
 
 @click.group()
@@ -36,7 +36,9 @@ def viewer() -> None:
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=_DATA_DIR,
+    envvar="DICOMQL_DATA_DIR",
+    default=DEFAULT_DATA_DIR,
+    callback=expand_home,
     show_default=True,
     help="The data directory `dicomql serve` uses, where `serve --viewer` looks by default.",
 )
@@ -94,7 +96,10 @@ def install_command(
             raise click.ClickException(str(exc)) from exc
     console.print(f"OHIF {version} is in {installed}")
     if folder is None and version == OHIF_VERSION:
-        where = "" if data_dir.expanduser() == _DATA_DIR else f" --data-dir {data_dir}"
+        # `serve` finds the same folder without the option when it came from the same place.
+        source = click.get_current_context().get_parameter_source("data_dir")
+        given = source not in (ParameterSource.DEFAULT, ParameterSource.ENVIRONMENT)
+        where = f" --data-dir {data_dir}" if given else ""
         console.print(f"serve it with: dicomql serve --viewer{where}  (then open /viewer/)")
     else:
         console.print(f"serve it with: dicomql serve --viewer --viewer-dir {installed}")
