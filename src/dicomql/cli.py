@@ -11,8 +11,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from dicomql.cli_options import connection_options, expand_home
-from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_DATA_DIR, DEFAULT_PAGE_LIMIT
+from dicomql.cli_options import connection_options, data_dir_option
+from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_PAGE_LIMIT
 from dicomql.viewer.dist import OHIF_VERSION
 
 if TYPE_CHECKING:
@@ -34,15 +34,7 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="DICOMQL_DATA_DIR",
-    default=DEFAULT_DATA_DIR,
-    callback=expand_home,
-    show_default=True,
-    help="Holds the SQLite index (unless --database-url) and the instance blobs.",
-)
+@data_dir_option("Holds the SQLite index (unless --database-url) and the instance blobs.")
 @click.option(
     "--database-url",
     envvar="DICOMQL_DATABASE_URL",
@@ -281,9 +273,9 @@ def serve(
     viewer_store: str | None,
 ) -> None:
     """Serve the Cloud Healthcare API (admin, DICOMweb, operations) over HTTP."""
+    from dicomql.config import Endpoints
     from dicomql.service import supervisor
     from dicomql.service.config import ServiceConfig
-    from dicomql.service.endpoints import Endpoints
     from dicomql.service.security import check_settings, is_loopback
 
     auth_token = _auth_token(auth_token, auth_token_file)

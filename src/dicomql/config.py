@@ -12,7 +12,6 @@ from types import MappingProxyType
 from typing import Any
 
 from dicomql.errors import InterfaceError
-from dicomql.service.endpoints import Endpoints
 
 EMBEDDED = "embedded"
 ENDPOINT = "endpoint"
@@ -25,6 +24,43 @@ DEFAULT_PAGE_LIMIT = 20
 # The embedded service's profiles, as dicomql.service.conformance.PROFILES names them (the front
 # end does not import the service; a test pins the two equal).
 CONFORMANCE_PROFILES = ("google", "standard")
+
+
+#: An S3-compatible service other than AWS (MinIO, Ceph, moto) for ``s3://`` blob URLs.
+S3_ENDPOINT_ENV = "DICOMQL_S3_ENDPOINT_URL"
+#: A BigQuery-compatible endpoint (an emulator), reached without credentials.
+BIGQUERY_ENDPOINT_ENV = "DICOMQL_BIGQUERY_ENDPOINT"
+#: The project the BigQuery endpoint's client bills (``dicomql`` when unset).
+PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
+#: The Pub/Sub emulator (``host:port``), published to over plain HTTP without credentials.
+PUBSUB_EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the outside services a deployment points the embedded service at live: an
+    S3-compatible object store, a BigQuery-compatible endpoint, the Pub/Sub emulator; ``None``
+    means the real service (AWS S3, Google).
+
+    Like credentials these are deployment configuration, not part of a resource's URL, so they
+    come from the environment — read once, at the edge (``dicomql serve``, ``connect()``), and
+    carried in ``ServiceConfig.endpoints``; nothing below reads the environment.
+    """
+
+    s3_endpoint_url: str | None = None
+    bigquery_endpoint: str | None = None
+    bigquery_project: str = "dicomql"
+    pubsub_emulator_host: str | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Endpoints:
+        """The addresses ``environ`` names (empty values count as unset)."""
+        return cls(
+            s3_endpoint_url=environ.get(S3_ENDPOINT_ENV) or None,
+            bigquery_endpoint=environ.get(BIGQUERY_ENDPOINT_ENV) or None,
+            bigquery_project=environ.get(PROJECT_ENV) or "dicomql",
+            pubsub_emulator_host=environ.get(PUBSUB_EMULATOR_ENV) or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -116,7 +152,7 @@ class ConnectionConfig:
         ``~/.local/share/dicomql``). ``$DICOMQL_ENDPOINT`` and ``$DICOMQL_TOKEN`` fill in
         what was not given, ``$DICOMQL_CONFORMANCE`` the embedded service's profile,
         ``$DICOMQL_BLOB_URL`` its blob storage and the variables of
-        :mod:`dicomql.service.endpoints` its outside services: this is the one place a
+        :class:`Endpoints` its outside services: this is the one place a
         connection reads the environment.
 
         Raises:
@@ -144,13 +180,6 @@ class ConnectionConfig:
             database_url = database_url or env.get("DICOMQL_DATABASE_URL") or None
             conformance = conformance or env.get("DICOMQL_CONFORMANCE") or None
             blob_url = blob_url or env.get("DICOMQL_BLOB_URL") or None
-            if blob_url is not None:
-                from dicomql.store.object_blobs import check_blob_url
-
-                try:
-                    check_blob_url(blob_url)
-                except ValueError as exc:
-                    raise InterfaceError(str(exc)) from exc
         elif blob_url is not None or workers is not None:
             raise InterfaceError(
                 "blob_url and workers apply to the embedded backend; give them to `dicomql serve`"

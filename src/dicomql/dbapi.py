@@ -132,6 +132,13 @@ def connect(
         blob_url=blob_url,
         workers=workers,
     )
+    if config.blob_url is not None:
+        from dicomql.store.object_blobs import check_blob_url
+
+        try:
+            check_blob_url(config.blob_url)
+        except ValueError as exc:
+            raise InterfaceError(str(exc)) from exc
     return Connection(config)
 
 

@@ -17,16 +17,10 @@ def cell_text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if isinstance(value, str) and value[:1] in ("{", "["):
-        # JSON-valued columns travel as JSON text; print them compactly.
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            return value
-        if isinstance(parsed, dict | list):
-            return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)
+    # JSON-valued columns travel as JSON text; print them compactly.
+    parsed = _json_value(value)
+    if isinstance(parsed, dict | list):
+        return json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)
     if isinstance(value, bytes):
         return value.hex()
     return str(value)

@@ -26,10 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dicomql.config import Endpoints
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
-from dicomql.service.endpoints import Endpoints
 from ports import free_port
 
 pytest.importorskip("google.cloud.bigquery", reason="the cloud extra (google-cloud-bigquery)")

@@ -17,11 +17,11 @@ import pytest
 from dicomweb_support import make_instance
 from lro_support import make_stores, run, store_path, stow
 
+from dicomql.config import Endpoints
 from dicomql.provider.client import Client
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
-from dicomql.service.endpoints import Endpoints
 from dicomql.sql.engine import Engine
 from pubsub_double import PubsubDouble, running_pubsub_double
 

@@ -21,10 +21,10 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from dicomql.cli import main
+from dicomql.config import Endpoints
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
-from dicomql.service.endpoints import Endpoints
 from dicomql.store.blobs import CHUNK_SIZE, BlobStore, LocalBlobStore
 from dicomql.store.object_blobs import (
     FsspecBlobStore,

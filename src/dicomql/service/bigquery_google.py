@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dicomql.config import Endpoints
     from dicomql.service.bigquery_destination import TableUri
-    from dicomql.service.endpoints import Endpoints
 
 
 # DuckDB column types (bigquery_rows.column_type) → BigQuery field types.

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from dicomql.config import Endpoints
 from dicomql.dimse.settings import DimseSettings
 from dicomql.service.conformance import GOOGLE, profile
-from dicomql.service.endpoints import Endpoints
 from dicomql.service.local_files import resolve_roots
 from dicomql.store.space import DEFAULT_FLOOR, SpaceFloor, shortage
 from dicomql.viewer.dist import ViewerSettings

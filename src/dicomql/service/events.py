@@ -19,8 +19,8 @@ from typing import Any
 from anyio import to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
+from dicomql.config import Endpoints
 from dicomql.service.bigquery_google import BigQueryError, GoogleBigQuery
-from dicomql.service.endpoints import Endpoints
 from dicomql.service.pubsub import PublishError, PubsubPublisher
 from dicomql.store import events as outbox
 from dicomql.store.index import Index

@@ -8,8 +8,6 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from dicomql.cli_options import expand_home
-from dicomql.config import DEFAULT_DATA_DIR
 from dicomql.viewer.dist import OHIF_VERSION, default_viewer_dir
 
 
@@ -37,9 +35,10 @@ def viewer() -> None:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="DICOMQL_DATA_DIR",
-    default=DEFAULT_DATA_DIR,
-    callback=expand_home,
+    # As `dicomql serve`'s (cli_options, a module this leaf may not import).
+    default="~/.local/share/dicomql",
     show_default=True,
+    callback=lambda _ctx, _param, value: value.expanduser(),
     help="The data directory `dicomql serve` uses, where `serve --viewer` looks by default.",
 )
 @click.option("--force", is_flag=True, help="Install again over an installed viewer.")

@@ -3,7 +3,7 @@ they name; anything that does not exist is a 404 in Google's error shape."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -80,19 +80,21 @@ async def resolve_store_then(
 
     def lookup() -> tuple[StoreContext, T]:
         with service.index.connect() as conn:
-            store = find_dicom_store(
-                conn,
-                params["project"],
-                params["location"],
-                params["dataset"],
-                params["dicom_store"],
-            )
-            if store is None:
-                raise NotFound(f"DICOM store {name} not found.")
-            context = StoreContext(service, store, name, base_url)
+            context = StoreContext(service, require_store(conn, params), name, base_url)
             return context, then(conn, context)
 
     return await to_thread.run_sync(lookup)
+
+
+def require_store(conn: Connection, params: Mapping[str, str]) -> Row:
+    """The row of the store a DICOMweb path's parameters name, or NotFound."""
+    project, location = params["project"], params["location"]
+    dataset, dicom_store = params["dataset"], params["dicom_store"]
+    store = find_dicom_store(conn, project, location, dataset, dicom_store)
+    if store is None:
+        name = dicom_store_name(project, location, dataset, dicom_store)
+        raise NotFound(f"DICOM store {name} not found.")
+    return store
 
 
 def dicomweb_url(request: Request) -> str:

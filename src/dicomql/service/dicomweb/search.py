@@ -26,17 +26,15 @@ from dicomql.dicom.qido import QueryError, parse_search
 from dicomql.service.conformance import conformance_of
 from dicomql.service.context import service_of
 from dicomql.service.dicomweb.multipart import parse_accept
-from dicomql.service.dicomweb.paths import dicomweb_url
+from dicomql.service.dicomweb.paths import dicomweb_url, require_store
 from dicomql.service.dicomweb.responses import (
     DICOM_XML,
     DicomJsonResponse,
     DicomXmlResponse,
     MultipartRelatedResponse,
 )
-from dicomql.service.errors import DeadlineExceeded, InvalidArgument, NotAcceptable, NotFound
+from dicomql.service.errors import DeadlineExceeded, InvalidArgument, NotAcceptable
 from dicomql.store import search as index_search
-from dicomql.store.names import dicom_store_name
-from dicomql.store.resources import find_dicom_store
 
 _JSON_TYPES = frozenset({"application/dicom+json", "application/json", "*/*", "application/*"})
 
@@ -93,21 +91,7 @@ def _endpoint(level: Level) -> Callable[[Request], Awaitable[Response]]:
             # One worker-thread hop and one connection for the store lookup, the query and the
             # serialisation, which would otherwise block the event loop for large pages.
             with service.index.connect() as conn:
-                store = find_dicom_store(
-                    conn,
-                    params["project"],
-                    params["location"],
-                    params["dataset"],
-                    params["dicom_store"],
-                )
-                if store is None:
-                    name = dicom_store_name(
-                        params["project"],
-                        params["location"],
-                        params["dataset"],
-                        params["dicom_store"],
-                    )
-                    raise NotFound(f"DICOM store {name} not found.")
+                store = require_store(conn, params)
                 timeout = service.config.statement_timeout_seconds
                 try:
                     result = index_search.search(
