@@ -11,8 +11,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from dicomql.cli_options import connection_options, data_dir_option
-from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_PAGE_LIMIT
+from dicomql.cli_options import connection_options
+from dicomql.config import CONFORMANCE_PROFILES, DEFAULT_DATA_DIR, DEFAULT_PAGE_LIMIT
 from dicomql.viewer.dist import OHIF_VERSION
 
 if TYPE_CHECKING:
@@ -34,7 +34,15 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@data_dir_option("Holds the SQLite index (unless --database-url) and the instance blobs.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DICOMQL_DATA_DIR",  # read by click when the command runs
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    callback=lambda _ctx, _param, value: value.expanduser(),  # ~ in $DICOMQL_DATA_DIR too
+    help="Holds the SQLite index (unless --database-url) and the instance blobs.",
+)
 @click.option(
     "--database-url",
     envvar="DICOMQL_DATABASE_URL",

@@ -11,8 +11,6 @@ from typing import Any
 
 import click
 
-from dicomql.config import DEFAULT_DATA_DIR
-
 CONNECTION_OPTIONS = [
     click.option(
         "--data-dir",
@@ -51,22 +49,3 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(CONNECTION_OPTIONS):
         command = option(command)
     return command
-
-
-def _expand_home(_ctx: click.Context, _param: click.Parameter, value: Path) -> Path:
-    # ``~`` in $DICOMQL_DATA_DIR (a shell expands only the command line's).
-    return value.expanduser()
-
-
-def data_dir_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--data-dir`` of ``serve`` and ``viewer install``: ``$DICOMQL_DATA_DIR``, else
-    ``~/.local/share/dicomql`` — read by click when the command runs, not at import."""
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="DICOMQL_DATA_DIR",
-        default=DEFAULT_DATA_DIR,
-        callback=_expand_home,
-        show_default=True,
-        help=help,
-    )
