@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,34 @@ def _add_columns(
             present.add(name)
 
 
+@contextmanager
+def _opened(data_dir: Path, project: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The project's stand-in file, opened under its lock."""
+    path = database_path(data_dir, project)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path):
+        try:
+            db = duckdb.connect(str(path))
+        except duckdb.Error as exc:  # e.g. another process holds the file's write lock
+            raise OperationFailedError(
+                Code.FAILED_PRECONDITION, f"Cannot open the local BigQuery stand-in {path}: {exc}"
+            ) from exc
+        with db:
+            yield db
+
+
+@contextmanager
+def _transaction(db: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One DuckDB transaction: committed when the block ends, rolled back if it raises."""
+    db.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def export(
     data_dir: Path,
     uri: TableUri,
@@ -84,59 +113,34 @@ def export(
     """Write an export's rows (each keyed by :data:`ROW_KEY`) to the stand-in's table: staged
     a page at a time in ``staging_table``, which a resumed export keeps up to ``after``, then
     published in one DuckDB transaction, so a failed export leaves the table as it was."""
-    path = database_path(data_dir, uri.project)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(path):
+    with _opened(data_dir, uri.project) as db:
+        schema, staging = _quote(uri.dataset), _quote(staging_table)
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        if disposition == "WRITE_EMPTY":
+            _require_empty(db, uri)  # fail before the work; checked again when committing
+        base = ", ".join(f"{_quote(name)} {kind}" for name, kind in BASE_COLUMNS.items())
+        db.execute(f"CREATE TABLE IF NOT EXISTS main.{staging} ({_quote(ROW_KEY)} BIGINT, {base})")
+        # Rows a crashed run wrote after its last checkpoint are written again below.
+        db.execute(f"DELETE FROM main.{staging} WHERE {_quote(ROW_KEY)} > ?", [after])
+        columns = _columns(db, "main", staging[1:-1])
         try:
-            db = duckdb.connect(str(path))
-        except duckdb.Error as exc:  # e.g. another process holds the file's write lock
-            raise OperationFailedError(
-                Code.FAILED_PRECONDITION, f"Cannot open the local BigQuery stand-in {path}: {exc}"
-            ) from exc
-        with db:
-            _export(db, uri, disposition, staging_table, after, pages)
-
-
-def _export(
-    db: duckdb.DuckDBPyConnection,
-    uri: TableUri,
-    disposition: str,
-    staging_table: str,
-    after: int,
-    pages: Iterator[list[dict[str, Any]]],
-) -> None:
-    schema, staging = _quote(uri.dataset), _quote(staging_table)
-    db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    if disposition == "WRITE_EMPTY":
-        _require_empty(db, uri)  # fail before the work; checked again when committing
-    base = ", ".join(f"{_quote(name)} {kind}" for name, kind in BASE_COLUMNS.items())
-    db.execute(f"CREATE TABLE IF NOT EXISTS main.{staging} ({_quote(ROW_KEY)} BIGINT, {base})")
-    # Rows a crashed run wrote after its last checkpoint are written again below.
-    db.execute(f"DELETE FROM main.{staging} WHERE {_quote(ROW_KEY)} > ?", [after])
-    columns = _columns(db, "main", staging[1:-1])
-    try:
-        for rows in pages:
-            columns = _stage(db, staging, columns, rows)
-        db.execute("BEGIN TRANSACTION")
-        try:
-            _publish(db, uri, disposition, staging, columns)
-            db.execute(f"DROP TABLE main.{staging}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+            for rows in pages:
+                columns = _stage(db, staging, columns, rows)
+            with _transaction(db):
+                _publish(db, uri, disposition, staging, columns)
+                db.execute(f"DROP TABLE main.{staging}")
+        except (OperationFailedError, OperationCancelledError, duckdb.Error) as exc:
+            # The operation ends here: nothing resumes it, so its staged rows go. (On a worker
+            # stopping, they stay for the operation's next run.)
+            db.execute(f"DROP TABLE IF EXISTS main.{staging}")
+            if isinstance(exc, duckdb.Error):
+                # e.g. a WRITE_APPEND table whose column types cannot take the values.
+                raise OperationFailedError(
+                    Code.FAILED_PRECONDITION,
+                    f"Cannot write bq://{uri.project}.{uri.dataset}."
+                    f"{uri.table} in the local stand-in: {exc}",
+                ) from exc
             raise
-    except (OperationFailedError, OperationCancelledError, duckdb.Error) as exc:
-        # The operation ends here: nothing resumes it, so its staged rows go. (On a worker
-        # stopping, they stay for the operation's next run.)
-        db.execute(f"DROP TABLE IF EXISTS main.{staging}")
-        if isinstance(exc, duckdb.Error):
-            # e.g. a WRITE_APPEND table whose column types cannot take the values.
-            raise OperationFailedError(
-                Code.FAILED_PRECONDITION,
-                f"Cannot write bq://{uri.project}.{uri.dataset}."
-                f"{uri.table} in the local stand-in: {exc}",
-            ) from exc
-        raise
 
 
 def _stage(
@@ -144,14 +148,9 @@ def _stage(
 ) -> list[str]:
     """Append a page of rows to the staging table in one transaction; its columns after."""
     wanted = {name: column_type(name) for row in rows for name in row if name != ROW_KEY}
-    db.execute("BEGIN TRANSACTION")
-    try:
+    with _transaction(db):
         _add_columns(db, f"main.{staging}", columns, wanted)
         _insert_rows(db, f"main.{staging}", rows)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     return _columns(db, "main", staging[1:-1])
 
 
@@ -172,8 +171,7 @@ def append_rows(data_dir: Path, uri: TableUri, rows: list[dict[str, Any]]) -> No
     wanted = {name: column_type(name) for name in wanted}
     with _lock(path), duckdb.connect(str(path)) as db:
         db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        db.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(db):
             have = _columns(db, uri.dataset, uri.table)
             if not have:
                 definition = ", ".join(f"{_quote(name)} {kind}" for name, kind in wanted.items())
@@ -181,10 +179,6 @@ def append_rows(data_dir: Path, uri: TableUri, rows: list[dict[str, Any]]) -> No
             else:
                 _add_columns(db, target, have, wanted)
             _insert_rows(db, target, rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
 
 def _insert_rows(db: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, BinaryIO
 
 from anyio import to_thread
 from pydicom import Dataset, dcmread
@@ -300,6 +300,18 @@ _SAMPLES_PER_PIXEL = json_key("SamplesPerPixel")
 _FRAME_ELEMENTS = (PIXEL_DATA_KEY, _SAMPLES_PER_PIXEL)
 
 
+def _frames_location(
+    file: BinaryIO,
+    row: Row,
+    geometry: tuple[int | None, int | None, int | None, int | None, int | None],
+) -> tuple[int, int] | None:
+    """Where the stored instance's native frames start and how long each is; None when the
+    file does not hold them as the index says (see frame_data.native_frames_location)."""
+    return frame_data.native_frames_location(
+        file, row.size_bytes, row.transfer_syntax_uid, geometry
+    )
+
+
 def _native_frames(
     conn: Connection, blobs: BlobStore, row: Row, numbers: list[int]
 ) -> list[bytes] | None:
@@ -316,9 +328,7 @@ def _native_frames(
     if not isinstance(samples, int):
         return None
     with blobs.open(row.blob_key) as file:
-        found = frame_data.native_frames_location(
-            file, row.size_bytes, row.transfer_syntax_uid, geometry
-        )
+        found = _frames_location(file, row, geometry)
         if found is None:
             return None
         offset, frame_size = found
@@ -494,9 +504,7 @@ def _render_indexed(
         return None
     geometry = (row.rows, row.columns, row.bits_allocated, row.number_of_frames, 1)
     with blobs.open(row.blob_key) as file:
-        found = frame_data.native_frames_location(
-            file, row.size_bytes, row.transfer_syntax_uid, geometry
-        )
+        found = _frames_location(file, row, geometry)
         if found is None:
             return None
         offset, frame_size = found
