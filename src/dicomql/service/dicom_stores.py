@@ -18,9 +18,9 @@ from dicomql.service.errors import AlreadyExists, InvalidArgument, NotFound
 from dicomql.service.label_filter import Predicate, parse_filter
 from dicomql.service.paging import decode_token, encode_token, page_size
 from dicomql.service.validation import (
+    dataset_path,
     parse_update_mask,
     validate_labels,
-    validate_path_ids,
     validate_resource_id,
 )
 from dicomql.store import names
@@ -104,15 +104,9 @@ def _check_topic(topic: str, field: str) -> None:
         )
 
 
-def _path(request: Request) -> tuple[str, str, str]:
-    params = request.path_params
-    validate_path_ids(params)
-    return params["project"], params["location"], params["dataset"]
-
-
 async def create_dicom_store(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     params = query_params(request, METHOD + "create")
     store_id = validate_resource_id(params.get("dicomStoreId"), "dicomStoreId")
     body = await json_body(request, "DicomStore", "dicom_store", service.config.max_request_bytes)
@@ -139,7 +133,7 @@ async def create_dicom_store(request: Request) -> JSONResponse:
 
 async def get_dicom_store(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     dicom_store = request.path_params["dicom_store"]
     query_params(request, METHOD + "get")
 
@@ -153,7 +147,7 @@ async def get_dicom_store(request: Request) -> JSONResponse:
 
 async def list_dicom_stores(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     params = query_params(request, METHOD + "list")
     size = page_size(params.get("pageSize"))
     text = params.get("filter", "")
@@ -209,7 +203,7 @@ def _matching_stores(
 
 async def patch_dicom_store(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     dicom_store = request.path_params["dicom_store"]
     params = query_params(request, METHOD + "patch")
     paths = parse_update_mask(params.get("updateMask"), UPDATABLE)
@@ -231,7 +225,7 @@ async def patch_dicom_store(request: Request) -> JSONResponse:
 
 async def delete_dicom_store(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     dicom_store = request.path_params["dicom_store"]
     query_params(request, METHOD + "delete")
 
@@ -247,7 +241,7 @@ async def delete_dicom_store(request: Request) -> JSONResponse:
 
 async def get_dicom_store_metrics(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     dicom_store = request.path_params["dicom_store"]
     query_params(request, METHOD + "getDICOMStoreMetrics")
 

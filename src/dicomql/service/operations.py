@@ -21,7 +21,7 @@ from dicomql.service.datasets import require_dataset, service_of
 from dicomql.service.errors import InvalidArgument, NotFound
 from dicomql.service.label_filter import parse_filter
 from dicomql.service.paging import decode_token, encode_token, page_size
-from dicomql.service.validation import validate_path_ids
+from dicomql.service.validation import dataset_path
 from dicomql.store import names
 from dicomql.store import resources as store
 from dicomql.store.operations import operation_resource
@@ -30,15 +30,9 @@ METHOD = "healthcare.projects.locations.datasets.operations."
 _SCAN_BATCH = 500
 
 
-def _path(request: Request) -> tuple[str, str, str]:
-    params = request.path_params
-    validate_path_ids(params)
-    return params["project"], params["location"], params["dataset"]
-
-
 async def get_operation(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     operation = request.path_params["operation"]
     query_params(request, METHOD + "get")
     name = names.operation_name(project, location, dataset, operation)
@@ -63,7 +57,7 @@ def _filterable(resource: dict[str, Any]) -> dict[str, Any]:
 
 async def list_operations(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     params = query_params(request, METHOD + "list")
     if params.get("returnPartialSuccess"):
         # The discovery document: only meaningful across collections; UNIMPLEMENTED otherwise.
@@ -110,7 +104,7 @@ async def list_operations(request: Request) -> JSONResponse:
 
 async def cancel_operation(request: Request) -> JSONResponse:
     service = service_of(request)
-    project, location, dataset = _path(request)
+    project, location, dataset = dataset_path(request.path_params)
     operation = request.path_params["operation"]
     query_params(request, METHOD + "cancel")
     await json_body(request, "CancelOperationRequest", "", service.config.max_request_bytes)

@@ -147,3 +147,10 @@ def validate_path_ids(path_params: Mapping[str, str]) -> None:
                 f'Invalid {name} ID "{shown}" in the resource name: IDs are at most'
                 f" {MAX_RESOURCE_ID} characters, without control characters."
             )
+
+
+def dataset_path(path_params: Mapping[str, str]) -> tuple[str, str, str]:
+    """The project, location and dataset a request's path names, checked
+    (:func:`validate_path_ids`)."""
+    validate_path_ids(path_params)
+    return path_params["project"], path_params["location"], path_params["dataset"]

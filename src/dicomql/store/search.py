@@ -270,21 +270,28 @@ def search(
 
 # Attributes the index computes rather than stores, per level (PS3.18 Table 10.6.3-3), by tag
 # and by DICOM JSON key. Everything this service stores is ONLINE.
-_AVAILABILITY = Tag("InstanceAvailability")
-_MODALITIES = Tag("ModalitiesInStudy")
-_STUDY_SERIES = Tag("NumberOfStudyRelatedSeries")
-_STUDY_INSTANCES = Tag("NumberOfStudyRelatedInstances")
-_SERIES_INSTANCES = Tag("NumberOfSeriesRelatedInstances")
+_COMPUTED_KEYWORDS = (
+    "InstanceAvailability",
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "NumberOfSeriesRelatedInstances",
+)
+_AVAILABILITY, _MODALITIES, _STUDY_SERIES, _STUDY_INSTANCES, _SERIES_INSTANCES = (
+    Tag(keyword) for keyword in _COMPUTED_KEYWORDS
+)
 _COMPUTED = {
     Level.STUDY: frozenset({_AVAILABILITY, _MODALITIES, _STUDY_SERIES, _STUDY_INSTANCES}),
     Level.SERIES: frozenset({_SERIES_INSTANCES}),
     Level.INSTANCE: frozenset({_AVAILABILITY}),
 }
-_AVAILABILITY_KEY = json_key("InstanceAvailability")
-_MODALITIES_KEY = json_key("ModalitiesInStudy")
-_STUDY_SERIES_KEY = json_key("NumberOfStudyRelatedSeries")
-_STUDY_INSTANCES_KEY = json_key("NumberOfStudyRelatedInstances")
-_SERIES_INSTANCES_KEY = json_key("NumberOfSeriesRelatedInstances")
+(
+    _AVAILABILITY_KEY,
+    _MODALITIES_KEY,
+    _STUDY_SERIES_KEY,
+    _STUDY_INSTANCES_KEY,
+    _SERIES_INSTANCES_KEY,
+) = (json_key(keyword) for keyword in _COMPUTED_KEYWORDS)
 _RETRIEVE_URL = {
     Level.STUDY: lambda base, row: f"{base}/studies/{row['st_study_instance_uid']}",
     Level.SERIES: lambda base, row: (
