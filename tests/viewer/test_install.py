@@ -69,6 +69,7 @@ class Registry:
     def __init__(self, data: bytes, version: str = "3.13.2") -> None:
         self.data = data
         self.claimed = integrity(data)
+        self.downloads = 0
         registry = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,6 +92,7 @@ class Registry:
                         }
                     ).encode()
                 elif self.path == f"/@ohif/app/-/app-{version}.tgz":
+                    registry.downloads += 1
                     body = registry.data
                 else:
                     self.send_error(404)
@@ -159,6 +161,35 @@ def test_install_unpacks_dist_and_rewrites_it_for_viewer(registry: Registry, tmp
     again = install("--data-dir", str(tmp_path))
     assert again.exit_code == 0
     assert "already installed" in again.output
+
+
+def test_installs_at_the_same_moment_leave_one_viewer_downloaded_once(
+    registry: Registry, tmp_path: Path
+):
+    """Two CI jobs, or two test workers, installing into one data directory at once: each
+    returns the installed viewer, and the second waits for the first instead of racing it."""
+    from dicomql.viewer.install import install as install_viewer
+
+    target = tmp_path / "ohif" / "3.13.2"
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def one() -> None:
+        start.wait()
+        try:
+            install_viewer("3.13.2", target, npm=None)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    assert viewer_problem(target) is None
+    assert registry.downloads == 1
+    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".ohif-")] == []
 
 
 def test_install_through_npm(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

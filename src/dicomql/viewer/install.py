@@ -7,7 +7,8 @@ without it, straight from the registry over HTTPS. Either way its SHA-512 must e
 registry's ``dist.integrity`` before a byte is unpacked. The build names "/" as its base, so
 the few files that spell the base (index.html, the webpack runtimes, a stylesheet) are rewritten
 for /viewer/. The folder is filled under a temporary name and renamed into place at the end,
-so an interrupted install leaves no half-viewer behind. docs/viewer.md.
+so an interrupted install leaves no half-viewer behind; a lock on the parent folder makes a
+second install at the same moment wait, then find the first one's viewer. docs/viewer.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -293,6 +295,41 @@ def install(
         status(f"OHIF {version} is already installed in {target}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _installing(target):
+        # Another install may have finished while this one waited for the lock.
+        if (target / MARKER).is_file() and not force:
+            status(f"OHIF {version} is already installed in {target}")
+            return target
+        _install(version, target, npm=npm, progress=progress, status=status)
+    return target
+
+
+@contextmanager
+def _installing(target: Path) -> Iterator[None]:
+    """Held by one install into ``target``'s folder at a time (two CI jobs or test workers at
+    once would otherwise both move a folder into place, and one rename find the other's there)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; installs there are not run concurrently
+        yield
+        return
+    # The parent folder itself is locked: no lock file is left behind.
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _install(
+    version: str,
+    target: Path,
+    *,
+    npm: str | None,
+    progress: Progress | None,
+    status: Callable[[str], None],
+) -> None:
     with tempfile.TemporaryDirectory(prefix=".ohif-", dir=target.parent) as scratch:
         work = Path(scratch)
         if npm:
@@ -324,7 +361,6 @@ def install(
             # The old folder leaves with the scratch directory; the rename below is atomic.
             target.rename(work / "replaced")
         staged.rename(target)
-    return target
 
 
 def _write(path: Path, text: str) -> None:
