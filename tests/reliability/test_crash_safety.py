@@ -31,6 +31,9 @@ from reliability_support import (
     temporary_files,
 )
 
+# One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 KILLS = 10
 # Killing one server process: its replacement is killed young, which the parent answers with
 # a growing pause (docs/deployment.md); fewer kills keep the run short.

@@ -20,6 +20,9 @@ from reliability_support import (
 from deflated import deflate_bomb
 from dicomql.dicom.limits import MAX_INFLATED_BYTES
 
+# One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 PEAK_GROWTH_LIMIT = 150 * 1024 * 1024
 INFLATED = 400 * 1024 * 1024
 

@@ -40,6 +40,9 @@ from dicomql.service.errors import ServiceError
 from dicomql.sql.lexer import split_statements
 from dicomql.sql.parser import parse
 
+# On one worker: one service per backend, and fuzz.json counts every fuzzer (docs/development.md).
+pytestmark = pytest.mark.xdist_group("fuzz")
+
 EXAMPLES = int(os.environ.get("DICOMQL_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=EXAMPLES,

@@ -43,7 +43,8 @@ from dicomql.service.importer import FILES_PER_ITEM
 from dicomql.service.supervisor import ServeSettings, start_banner
 from pubsub_double import running_pubsub_double
 
-pytestmark = pytest.mark.slow
+# One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]
 
 DEADLINE = 60.0
 

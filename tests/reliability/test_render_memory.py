@@ -9,6 +9,7 @@ import struct
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
@@ -23,6 +24,9 @@ from reliability_support import (
 )
 
 from dicomql.dicom.render import MAX_RENDERED_PIXELS
+
+# One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
+pytestmark = pytest.mark.xdist_group("heavy")
 
 # Measured 2026-12-04 on the 2-core test machine: +138 MB for 6000 x 6000 as a full-size JPEG
 # (+330 MB before rendering went through an 8-bit lookup table).

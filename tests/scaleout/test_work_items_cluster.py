@@ -25,7 +25,8 @@ from dicomql.service.importer import FILES_PER_ITEM
 
 from .cluster import Cluster
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+# One worker runs the clusters (docs/development.md): one moto server, one cluster at a time.
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.xdist_group("scaleout")]
 
 LOCATION = "/v1/projects/p/locations/l"
 DATASET = f"{LOCATION}/datasets/d"

@@ -8,6 +8,9 @@ from dicomweb_support import stow_large_bench
 
 from dicomql.service.config import ServiceConfig
 
+# One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 RSS_BOUND_MB = 300
 
 

@@ -16,6 +16,9 @@ from pydicom.uid import generate_uid
 
 from dicomql.service.config import ServiceConfig
 
+# One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
+pytestmark = pytest.mark.xdist_group("heavy")
+
 GROWTH_BOUND_MB = 100
 ROWS = COLUMNS = 10_000  # 16-bit: 200 MB of Pixel Data
 BOUNDARY = "json-large"

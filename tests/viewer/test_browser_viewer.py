@@ -32,7 +32,9 @@ from viewer_data import CT, FRAMES, OTHERS, fill
 from dicomql.viewer.dist import OHIF_VERSION, default_viewer_dir, viewer_problem
 from ports import free_port
 
-pytestmark = pytest.mark.slow  # about 40 s: OHIF's 17 MB bundle in a software-rendered browser
+# About 40 s: OHIF's 17 MB bundle in a software-rendered browser. On one worker: one server and
+# one Chromium for the module (docs/development.md).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser-viewer")]
 
 TOKEN = "browser-viewer-token"
 SLICES = 12
