@@ -7,7 +7,7 @@ import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from pydicom.encaps import get_frame
 from pydicom.pixels import pixel_array
@@ -16,11 +16,19 @@ from pydicom.uid import JPEGBaseline8Bit
 from dicomql.dicom import transcode as ts
 from dicomql.dicom.parse import ParsedInstance
 from dicomql.dicom.tags import PIXEL_DATA_KEY
-from dicomql.store.blobs import BlobStore
 
 OCTET_STREAM = "application/octet-stream"
 _NATIVE_LITTLE = frozenset({ts.EXPLICIT_VR_LITTLE_ENDIAN, ts.IMPLICIT_VR_LITTLE_ENDIAN})
 _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+
+
+class StoredFile(Protocol):
+    """A stored DICOM file as the storage that holds it gives it (``store.blobs.StoredBlob``):
+    opened for reading, or read by byte range in chunks, so a frame is read without the rest."""
+
+    def open(self) -> BinaryIO: ...
+
+    def read_chunks(self, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -86,12 +94,10 @@ def jpeg_refusal(header: ParsedInstance) -> str | None:
     return None
 
 
-def frame_as_jpeg(
-    blobs: BlobStore, key: str, header: ParsedInstance, index: int
-) -> Iterator[bytes]:
+def frame_as_jpeg(stored: StoredFile, header: ParsedInstance, index: int) -> Iterator[bytes]:
     """Frame ``index`` decoded and re-encoded as JPEG baseline (unsigned 8-bit grey or
     colour data; see :func:`jpeg_refusal`)."""
-    with blobs.open(key) as file, warnings.catch_warnings():
+    with stored.open() as file, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frame = pixel_array(file, index=index)
     yield ts.encode_jpeg_baseline(frame)
@@ -146,7 +152,7 @@ _PIXEL_DATA_TAG = struct.pack("<HH", 0x7FE0, 0x0010)
 
 
 def frame_bytes(
-    blobs: BlobStore, key: str, header: ParsedInstance, index: int, as_stored: bool
+    stored: StoredFile, header: ParsedInstance, index: int, as_stored: bool
 ) -> Iterator[bytes]:
     """The bytes of frame ``index`` (from 0), streamed from the blob where they lie as stored."""
     ds = header.dataset
@@ -158,9 +164,9 @@ def frame_bytes(
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
         size = int(ds.Rows) * int(ds.Columns) * samples * bits // 8
         start = offset + index * size
-        yield from blobs.read_chunks(key, start, start + size)
+        yield from stored.read_chunks(start, start + size)
         return
-    with blobs.open(key) as file, warnings.catch_warnings():
+    with stored.open() as file, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if as_stored and offset is not None and header.pixel_data_length is None:
             file.seek(offset)
@@ -174,7 +180,7 @@ def frame_bytes(
 
 
 def bulkdata_chunks(
-    blobs: BlobStore, key: str, header: ParsedInstance, tag_path: str
+    stored: StoredFile, header: ParsedInstance, tag_path: str
 ) -> Iterator[bytes] | None:
     """The value bytes of the attribute at ``tag_path`` (``7FE00010``, ``00540016/0/00181072``),
     or None when there is no such binary attribute."""
@@ -184,8 +190,8 @@ def bulkdata_chunks(
             return None
         length = header.pixel_data_length
         if length is None:
-            length = _encapsulated_length(blobs, key, offset)
-        return blobs.read_chunks(key, offset, offset + length)
+            length = _encapsulated_length(stored, offset)
+        return stored.read_chunks(offset, offset + length)
     value: Any = header.dataset
     pieces = tag_path.split("/")
     try:
@@ -198,9 +204,9 @@ def bulkdata_chunks(
     return iter([bytes(value)])
 
 
-def _encapsulated_length(blobs: BlobStore, key: str, offset: int) -> int:
+def _encapsulated_length(stored: StoredFile, offset: int) -> int:
     # PS3.5 A.4: items (FFFE,E000) then the Sequence Delimitation Item (FFFE,E0DD).
-    with blobs.open(key) as file:
+    with stored.open() as file:
         file.seek(offset)
         position = offset
         while True:

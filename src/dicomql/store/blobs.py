@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -37,6 +38,21 @@ class BlobStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def remove_temporaries(self, older_than: timedelta | None = None) -> int: ...
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """One blob of a store, as ``dicom.frames`` reads a stored file (its ``StoredFile``):
+    opened for reading, or read by byte range in chunks."""
+
+    store: BlobStore
+    key: str
+
+    def open(self) -> BinaryIO:
+        return self.store.open(self.key)
+
+    def read_chunks(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        return self.store.read_chunks(self.key, start, end)
 
 
 class LocalBlobWriter:

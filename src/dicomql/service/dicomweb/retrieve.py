@@ -44,7 +44,7 @@ from dicomql.service.dicomweb.responses import (
 )
 from dicomql.service.errors import InvalidArgument, NotAcceptable, NotFound
 from dicomql.service.prometheus import count_instances
-from dicomql.store.blobs import BlobStore
+from dicomql.store.blobs import BlobStore, StoredBlob
 from dicomql.store.instances import find_instances, instance_attributes, instance_elements
 
 log = logging.getLogger("dicomql.service.wado")
@@ -270,20 +270,15 @@ async def retrieve_frames(request: Request) -> Response:
         )
     blobs = context.service.blobs
     header = await to_thread.run_sync(_header, blobs, row)
+    blob = StoredBlob(blobs, row.blob_key)
     if choice.jpeg:
         refusal = frame_data.jpeg_refusal(header)
         if refusal is not None:
             raise NotAcceptable(refusal)
-        parts = (
-            (part_headers(n), frame_data.frame_as_jpeg(blobs, row.blob_key, header, n - 1))
-            for n in numbers
-        )
+        parts = ((part_headers(n), frame_data.frame_as_jpeg(blob, header, n - 1)) for n in numbers)
         return MultipartRelatedResponse(parts, part_type=choice.media_type)
     parts = (
-        (
-            part_headers(number),
-            frame_data.frame_bytes(blobs, row.blob_key, header, number - 1, choice.as_stored),
-        )
+        (part_headers(number), frame_data.frame_bytes(blob, header, number - 1, choice.as_stored))
         for number in numbers
     )
     return MultipartRelatedResponse(parts, part_type=choice.media_type)
@@ -606,7 +601,7 @@ async def retrieve_bulkdata(request: Request) -> Response:
     tag_path = request.path_params["path"].strip("/")
     header = await to_thread.run_sync(_header, blobs, row)
     chunks = await to_thread.run_sync(
-        frame_data.bulkdata_chunks, blobs, row.blob_key, header, tag_path
+        frame_data.bulkdata_chunks, StoredBlob(blobs, row.blob_key), header, tag_path
     )
     if chunks is None:
         raise NotFound(f"No bulk data at {tag_path} in instance {row.sop_instance_uid}.")
@@ -667,6 +662,7 @@ def _bulkdata_parts(
     """One element's parts: its bytes (little endian) as application/octet-stream; compressed
     pixel data as one part a frame in the frame's own media type (PS3.18 8.7.3.3.2)."""
     stored = row.transfer_syntax_uid
+    blob = StoredBlob(blobs, row.blob_key)
     if tag_path.upper() == PIXEL_DATA_KEY and not ts.is_native(stored):
         media_type = ts.FRAME_MEDIA_TYPES.get(stored, OCTET_STREAM)
         for index in range(row.number_of_frames or 1):
@@ -674,9 +670,9 @@ def _bulkdata_parts(
                 "Content-Type": f"{media_type}; transfer-syntax={stored}",
                 "Content-Location": f"{url}/frames/{index + 1}",
             }
-            yield headers, frame_data.frame_bytes(blobs, row.blob_key, header, index, True)
+            yield headers, frame_data.frame_bytes(blob, header, index, True)
         return
-    chunks = frame_data.bulkdata_chunks(blobs, row.blob_key, header, tag_path)
+    chunks = frame_data.bulkdata_chunks(blob, header, tag_path)
     if chunks is not None:
         location = f"{url}/{BULKDATA_PATH}/{tag_path}"
         yield {"Content-Type": OCTET_STREAM, "Content-Location": location}, chunks
