@@ -135,6 +135,11 @@ class Ingest:
         # One slot per instance, in the order given; filled as outcomes become known.
         self._outcomes: list[InstanceOutcome | None] = []
         self._ready: list[tuple[int, InstanceRecord]] = []
+        # The thread work that overlaps receiving the next instance, as asyncio futures rather
+        # than tasks of an anyio task group: every one is awaited before the Ingest is left
+        # (collected, or by __aexit__'s shielded _abandon), so none outlives the request, and a
+        # task group held open across receive() calls would wrap the request's own error (a
+        # client gone, StoreNotFound) in an ExceptionGroup for the STOW handler to unwrap.
         self._preparing: (
             tuple[int, IncomingInstance, asyncio.Future[InstanceRecord | InstanceOutcome]] | None
         ) = None
