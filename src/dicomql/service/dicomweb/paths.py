@@ -42,9 +42,6 @@ class StoreContext:
     def study_url(self, study: str) -> str:
         return f"{self.base_url}/{dicomweb_path(study)}"
 
-    def series_url(self, study: str, series: str) -> str:
-        return f"{self.base_url}/{dicomweb_path(study, series)}"
-
     def instance_url(self, study: str, series: str, instance: str) -> str:
         return f"{self.base_url}/{dicomweb_path(study, series, instance)}"
 
