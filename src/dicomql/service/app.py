@@ -25,6 +25,7 @@ from dicomql.service.audit import AuditLogMiddleware
 from dicomql.service.config import ServiceConfig
 from dicomql.service.context import Service
 from dicomql.service.events import DeliverySettings, EventDeliverer
+from dicomql.service.handlers import default_handlers
 from dicomql.service.janitor import ServerPresence, recover_at_start, run_janitor
 from dicomql.service.prometheus import RequestMetricsMiddleware
 from dicomql.service.prometheus import routes as metrics_routes
@@ -51,14 +52,7 @@ def create_app(
         service = Service(config=config, index=index, blobs=blobs)
         presence = recover(service)
         # Handlers per api_method_name, built by the app (no module-global registry).
-        if operation_handlers is None:
-            # Deferred: the handler modules declare routes with the `rid` convertor, which
-            # service/routes.py registers when it is imported (above).
-            from dicomql.service.handlers import default_handlers
-
-            handlers = default_handlers()
-        else:
-            handlers = dict(operation_handlers)
+        handlers = default_handlers() if operation_handlers is None else dict(operation_handlers)
         service.workers = WorkerPool(
             service,
             handlers,

@@ -29,7 +29,6 @@ from dicomql.store.blobs import BlobStore, BlobWriter
 from dicomql.store.index import Index
 from dicomql.store.instances import (
     InstanceOutcome,
-    InstanceRecord,
     Outcome,
     StoreNotFound,
     discard_blob,
@@ -37,6 +36,7 @@ from dicomql.store.instances import (
     journal_blobs,
     unjournal_blobs,
 )
+from dicomql.store.records import InstanceRecord
 
 log = logging.getLogger("dicomql.store.ingest")
 
