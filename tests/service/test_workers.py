@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,17 +39,27 @@ class Runs:
     starts: list[str]
     lock: threading.Lock
     reached: threading.Event
+    pools: set[str] = field(default_factory=set)  # the pools that have started an operation
+    met: threading.Event = field(default_factory=threading.Event)
 
     def record(self, operation_id: str, item: int) -> None:
         with self.lock:
             self.items.append((operation_id, item))
 
 
-def counting_handler(runs: Runs, *, signal_after: int = 3) -> Handler:
+def counting_handler(runs: Runs, *, signal_after: int = 3, pool: str = "") -> Handler:
     """Counts ``request.items`` work items with ``request.sleep`` seconds each, resuming from its
-    checkpoint; sets ``runs.reached`` after ``signal_after`` items."""
+    checkpoint; sets ``runs.reached`` after ``signal_after`` items. With ``request.meet`` = N,
+    an operation starts counting only once N pools have started one (so that on a loaded
+    machine one pool cannot run them all before the other has looked)."""
 
     def handle(ctx: OperationContext) -> dict[str, Any]:
+        if "meet" in ctx.request:
+            with runs.lock:
+                runs.pools.add(pool)
+                if len(runs.pools) >= int(ctx.request["meet"]):
+                    runs.met.set()
+            runs.met.wait(DEADLINE)  # else the test's check of both pools says so
         total = int(ctx.request["items"])
         start = ctx.checkpoint or 0
         with runs.lock:
@@ -275,13 +285,15 @@ def test_two_pools_on_one_database_never_run_the_same_operation_twice(
     index_url: str, index: Index, tmp_path: Path, runs: Runs
 ) -> None:
     dataset_pk = add_dataset(index)
-    operation_ids = [add_operation(index, dataset_pk, items=2) for _ in range(24)]
+    operation_ids = [add_operation(index, dataset_pk, items=2, meet=2) for _ in range(24)]
     # Two engines stand for two server processes sharing the index.
     other_index = Index.open(index_url)
     try:
         pools = [
-            make_pool(index, tmp_path, counting_handler(runs), workers=3, worker_id="a"),
-            make_pool(other_index, tmp_path, counting_handler(runs), workers=3, worker_id="b"),
+            make_pool(index, tmp_path, counting_handler(runs, pool="a"), workers=3, worker_id="a"),
+            make_pool(
+                other_index, tmp_path, counting_handler(runs, pool="b"), workers=3, worker_id="b"
+            ),
         ]
         with PoolThread(*pools):
             for operation_id in operation_ids:
