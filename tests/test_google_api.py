@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from dicomql import google_api
@@ -79,3 +82,24 @@ def test_the_discovery_document_is_parsed_once_per_process() -> None:
     assert google_api.discovery() is google_api.discovery()
     assert google_api.discovery()["name"] == "healthcare"
     assert google_api.type_url("Dataset") == google_api.DATASET
+
+
+def _discovery_methods(resource: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from resource.get("methods", {}).values()
+    for child in resource.get("resources", {}).values():
+        yield from _discovery_methods(child)
+
+
+def test_every_api_method_name_is_a_long_running_method_of_the_discovery_document() -> None:
+    methods = {m["id"]: m for m in _discovery_methods(google_api.discovery())}
+    for api_method_name, method_id in google_api.DISCOVERY_METHOD_OF.items():
+        assert api_method_name.startswith("google.cloud.healthcare.v1.")
+        rpc = api_method_name.rsplit(".", 1)[1]
+        method = methods[method_id]
+        assert method["response"]["$ref"] == "Operation", method_id
+        # The discovery verb begins the RPC name (import → ImportDicomData), and a request
+        # message, where the method has its own, is named after the RPC.
+        assert rpc.lower().startswith(method_id.rsplit(".", 1)[1].lower()), api_method_name
+        request = method.get("request", {}).get("$ref", "")
+        if request.endswith("Request"):
+            assert request == f"{rpc}Request", api_method_name

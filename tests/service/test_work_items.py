@@ -23,9 +23,9 @@ from pydicom.uid import generate_uid
 from sqlalchemy import insert, select
 from worker_support import DEADLINE, Blobless, PoolThread
 
+from dicomql import google_api
 from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
 from dicomql.provider.transports import InProcessTransport
-from dicomql.service import lro
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.service.handlers import default_handlers
@@ -387,11 +387,13 @@ def test_an_import_item_rerun_after_its_worker_stored_files_counts_and_stores_th
         # A worker of another process planned the import, claimed its first item, stored the
         # item's files and died before reporting them.
         pool = WorkerPool(Blobless(index, blobs, service_config), default_handlers())
-        claim = work.claim_next(index, "dead:1/0", lease=timedelta(seconds=1), methods=[lro.IMPORT])
+        claim = work.claim_next(
+            index, "dead:1/0", lease=timedelta(seconds=1), methods=[google_api.IMPORT_DICOM_DATA]
+        )
         assert claim is not None
         pool.run_claim(claim)
         item = work.claim_item(
-            index, "dead:1/0", lease=timedelta(seconds=0.2), methods=[lro.IMPORT]
+            index, "dead:1/0", lease=timedelta(seconds=0.2), methods=[google_api.IMPORT_DICOM_DATA]
         )
         assert item is not None
         assert store_instances(
@@ -427,13 +429,19 @@ def test_a_deidentify_item_rerun_after_its_worker_stored_output_adds_no_second_c
         request = row.request
         pool = WorkerPool(Blobless(index, blobs, service_config), default_handlers())
         claim = work.claim_next(
-            index, "dead:1/0", lease=timedelta(seconds=1), methods=[lro.DEIDENTIFY]
+            index,
+            "dead:1/0",
+            lease=timedelta(seconds=1),
+            methods=[google_api.DEIDENTIFY_DICOM_STORE],
         )
         assert claim is not None
         pool.run_claim(claim)
         assert len(items_of(index, row.pk)) == 2  # 64 + 6 instances
         item = work.claim_item(
-            index, "dead:1/0", lease=timedelta(seconds=0.2), methods=[lro.DEIDENTIFY]
+            index,
+            "dead:1/0",
+            lease=timedelta(seconds=0.2),
+            methods=[google_api.DEIDENTIFY_DICOM_STORE],
         )
         assert item is not None
         # The dead worker de-identified and stored the item's first 20 instances, unreported.

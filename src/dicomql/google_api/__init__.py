@@ -6,6 +6,7 @@
   :func:`read_error` reads it; :func:`rpc_status` is the bare google.rpc.Status of an
   operation's ``error``.
 - ``type.googleapis.com/google.cloud.healthcare.v1.…`` type URLs of ``@type`` fields.
+- ``OperationMetadata.apiMethodName`` of the long-running methods dicomql runs.
 - The discovery document (``healthcare.v1.json`` beside this file), loaded once per process.
 
 Where it sits: a package at the bottom of ``dicomql``, next to ``errors.py``, importing nothing of
@@ -156,6 +157,34 @@ IMPORT_DICOM_DATA_RESPONSE = type_url("dicom.ImportDicomDataResponse")
 EXPORT_DICOM_DATA_RESPONSE = type_url("dicom.ExportDicomDataResponse")
 SET_BLOB_STORAGE_SETTINGS_RESPONSE = type_url("dicom.SetBlobStorageSettingsResponse")
 DEIDENTIFY_DICOM_STORE_SUMMARY = type_url("deidentify.DeidentifyDicomStoreSummary")
+
+
+# --- OperationMetadata.apiMethodName ------------------------------------------------------------
+
+# The RPC name Cloud Healthcare reports for the method that started an operation. The discovery
+# document names its methods otherwise (``…dicomStores.import``) and does not list these, so they
+# are spelled here; ``DISCOVERY_METHOD_OF`` pairs each with its discovery method (tested).
+RPC_PREFIX = "google.cloud.healthcare.v1."
+
+CREATE_DATASET = RPC_PREFIX + "dataset.DatasetService.CreateDataset"
+IMPORT_DICOM_DATA = RPC_PREFIX + "dicom.DicomService.ImportDicomData"
+EXPORT_DICOM_DATA = RPC_PREFIX + "dicom.DicomService.ExportDicomData"
+SET_BLOB_STORAGE_SETTINGS = RPC_PREFIX + "dicom.DicomService.SetBlobStorageSettings"
+DEIDENTIFY_DICOM_STORE = RPC_PREFIX + "deidentify.DeidentifyService.DeidentifyDicomStore"
+DELETE_STUDY = RPC_PREFIX + "dicomweb.DicomWebService.DeleteStudy"
+DELETE_SERIES = RPC_PREFIX + "dicomweb.DicomWebService.DeleteSeries"
+
+DISCOVERY_METHOD_OF = {
+    CREATE_DATASET: "healthcare.projects.locations.datasets.create",
+    IMPORT_DICOM_DATA: "healthcare.projects.locations.datasets.dicomStores.import",
+    EXPORT_DICOM_DATA: "healthcare.projects.locations.datasets.dicomStores.export",
+    SET_BLOB_STORAGE_SETTINGS: (
+        "healthcare.projects.locations.datasets.dicomStores.setBlobStorageSettings"
+    ),
+    DEIDENTIFY_DICOM_STORE: "healthcare.projects.locations.datasets.dicomStores.deidentify",
+    DELETE_STUDY: "healthcare.projects.locations.datasets.dicomStores.studies.delete",
+    DELETE_SERIES: "healthcare.projects.locations.datasets.dicomStores.studies.series.delete",
+}
 
 
 # --- the discovery document --------------------------------------------------------------------

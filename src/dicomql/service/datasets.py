@@ -28,8 +28,6 @@ from dicomql.store import operations as operation_store
 from dicomql.store import resources as store
 
 METHOD = "healthcare.projects.locations.datasets."
-# The RPC name Cloud Healthcare reports in OperationMetadata.apiMethodName for datasets.create.
-CREATE_METHOD_NAME = "google.cloud.healthcare.v1.dataset.DatasetService.CreateDataset"
 # Dataset fields a patch may name. encryptionSpec is fixed at creation (Healthcare API docs:
 # "the encryption settings cannot be changed after the dataset is created").
 UPDATABLE = ("timeZone",)
@@ -107,7 +105,7 @@ def _create(
             # Creating a dataset is instant here, but the API returns an Operation; record it
             # already done so operations.get and operations.list find it like any other.
             operation = operation_store.create_operation(
-                conn, row.pk, CREATE_METHOD_NAME, target=name
+                conn, row.pk, google_api.CREATE_DATASET, target=name
             )
             response = {"@type": google_api.DATASET, **dataset_resource(row, project, location)}
             operation_store.finish_operation(conn, operation.pk, response=response)

@@ -1,5 +1,5 @@
-"""The long-running DICOM store methods' shared parts: their api method names, their storage
-classes, and what a request selects (the resource paths of
+"""The long-running DICOM store methods' shared parts (their api method names are
+``google_api``'s): their storage classes, and what a request selects (the resource paths of
 ``DicomFilterConfig.resourcePathsGcsUri``, a work item's key range). The handler table is
 ``service.handlers``, URIs ``service.uris``, the selection's SQL ``store.selections``."""
 
@@ -15,12 +15,6 @@ from dicomql.service.uris import read_uri
 from dicomql.service.workers import ItemContext, OperationFailedError, WorkContext
 from dicomql.store.resources import dicom_store_exists
 from dicomql.store.selections import ResourcePath
-
-# OperationMetadata.apiMethodName as Cloud Healthcare reports these methods.
-IMPORT = "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"
-EXPORT = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
-SET_BLOB_STORAGE_SETTINGS = "google.cloud.healthcare.v1.dicom.DicomService.SetBlobStorageSettings"
-DEIDENTIFY = "google.cloud.healthcare.v1.deidentify.DeidentifyService.DeidentifyDicomStore"
 
 STORAGE_CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
 

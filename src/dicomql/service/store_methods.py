@@ -15,6 +15,7 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from dicomql import google_api
 from dicomql.dicom.deid.config import DeidentifyConfigError, parse_request
 from dicomql.google_api import SET_BLOB_STORAGE_SETTINGS_RESPONSE
 from dicomql.service import bigquery_destination, lro
@@ -114,7 +115,7 @@ async def import_dicom_data(request: Request) -> JSONResponse:
     body = await _body(request, "ImportDicomDataRequest", "import")
     _check_uri((body.get("gcsSource") or {}).get("uri"), "gcsSource.uri")
     _storage_class(body.get("blobStorageSettings"), "blobStorageSettings", required=False)
-    return await _start(request, lro.IMPORT, body)
+    return await _start(request, google_api.IMPORT_DICOM_DATA, body)
 
 
 async def export_dicom_data(request: Request) -> JSONResponse:
@@ -124,7 +125,7 @@ async def export_dicom_data(request: Request) -> JSONResponse:
         # Real BigQuery when it is reachable, else a local DuckDB table (bigquery_export.py).
         _check_bigquery(bigquery)
         _check_filter(body)
-        return await _start(request, lro.EXPORT, body)
+        return await _start(request, google_api.EXPORT_DICOM_DATA, body)
     destination = body.get("gcsDestination") or {}
     _check_uri(destination.get("uriPrefix"), "gcsDestination.uriPrefix")
     try:
@@ -132,7 +133,7 @@ async def export_dicom_data(request: Request) -> JSONResponse:
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from exc
     _check_filter(body)
-    return await _start(request, lro.EXPORT, body)
+    return await _start(request, google_api.EXPORT_DICOM_DATA, body)
 
 
 def _check_bigquery(destination: Any) -> None:
@@ -166,7 +167,7 @@ async def set_blob_storage_settings(request: Request) -> JSONResponse:
     scope = _scope(request)
     if scope["study"] is not None:
         await to_thread.run_sync(_require_scope, request, scope)
-    return await _start(request, lro.SET_BLOB_STORAGE_SETTINGS, body)
+    return await _start(request, google_api.SET_BLOB_STORAGE_SETTINGS, body)
 
 
 def _require_scope(request: Request, scope: dict[str, str | None]) -> None:
@@ -218,7 +219,7 @@ async def deidentify_dicom_store(request: Request) -> JSONResponse:
     # The operation's secret: kept with the request so that a resumed operation maps UIDs,
     # shifts dates and hashes exactly as the first attempt did.
     extra = {"destination_pk": pk, "operation_key": secrets.token_hex(32)}
-    return await _start(request, lro.DEIDENTIFY, body, extra)
+    return await _start(request, google_api.DEIDENTIFY_DICOM_STORE, body, extra)
 
 
 def run_set_blob_storage_settings(ctx: OperationContext) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from dicomql.google_api import DELETE_SERIES, DELETE_STUDY
 from dicomql.service.dicomweb.paths import StoreContext, resolve_store
 from dicomql.service.errors import NotFound
 from dicomql.store.instances import delete_instances, find_instances, lock_store
@@ -22,10 +23,9 @@ from dicomql.store.operations import (
 )
 from dicomql.store.resources import find_operation, release_blobs
 
-_API = "google.cloud.healthcare.v1.dicomweb.DicomWebService"
 # Cloud Healthcare: deleting a study or series is a long-running operation; dicomql finishes it
 # before answering, so the Operation comes back done. Deleting an instance answers ``{}``.
-_OPERATION_METHODS = {"Study": f"{_API}.DeleteStudy", "Series": f"{_API}.DeleteSeries"}
+_OPERATION_METHODS = {"Study": DELETE_STUDY, "Series": DELETE_SERIES}
 
 
 def _delete(context: StoreContext, params: dict[str, Any], level: str) -> dict[str, Any] | None:
