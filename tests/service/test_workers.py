@@ -10,12 +10,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 from worker_support import DEADLINE, Blobless, PoolThread
 
 from dicomql.service.app import create_app
@@ -279,6 +280,52 @@ def test_operation_that_keeps_dying_is_abandoned_with_a_clear_error(
     assert resource["error"]["code"] == 10  # ABORTED
     assert "3 attempts" in resource["error"]["message"]
     assert runs.starts == []
+
+
+def looks_at_operations(index: Index) -> list[float]:
+    """When each statement reading the operations table ran on ``index``, as they run."""
+    times: list[float] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM operations" in statement:
+            times.append(time.monotonic())
+
+    event.listen(index.engine, "before_cursor_execute", record)
+    return times
+
+
+def test_an_idle_pool_looks_for_work_less_and_less_often_up_to_its_bound(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    # Idle CPU: one look per wait, the wait doubling from poll_interval to max_poll_interval
+    # (not one look per worker every poll_interval). Waits are lower bounds on a loaded machine.
+    dataset_pk = add_dataset(index)
+    looks = looks_at_operations(index)
+    pool = make_pool(index, tmp_path, counting_handler(runs), workers=3, max_poll_interval=0.4)
+    with PoolThread(pool):
+        wait_until(lambda: len(looks) >= 9)  # 3 at start, then after 0.05, 0.1, 0.2, 0.4, …
+        gaps = [later - earlier for earlier, later in pairwise(looks[3:9])]
+        assert gaps[-2] >= 0.3 and gaps[-1] >= 0.3, gaps
+        assert gaps[0] < gaps[-1], gaps
+        # Work created elsewhere (nobody wakes this pool) is still found by polling.
+        operation_id = add_operation(index, dataset_pk, items=1)
+        assert wait_done(index, operation_id)["response"] == {"counted": 1}
+
+
+def test_a_wake_starts_an_operation_at_once_however_long_the_pool_would_wait(
+    index: Index, tmp_path: Path, runs: Runs
+) -> None:
+    dataset_pk = add_dataset(index)
+    looks = looks_at_operations(index)
+    # A pool that would not look again for an hour on its own.
+    pool = make_pool(
+        index, tmp_path, counting_handler(runs), poll_interval=3600, max_poll_interval=3600
+    )
+    with PoolThread(pool) as thread:
+        wait_until(lambda: len(looks) >= 2)  # both workers looked, found nothing, and wait
+        operation_id = add_operation(index, dataset_pk, items=1)
+        thread.wake(pool)
+        assert wait_done(index, operation_id)["response"] == {"counted": 1}
 
 
 def test_two_pools_on_one_database_never_run_the_same_operation_twice(

@@ -42,6 +42,10 @@ class PoolThread:
             asyncio.run_coroutine_threadsafe(pool.start(), self._loop).result(DEADLINE)
         return self
 
+    def wake(self, pool: WorkerPool) -> None:
+        """What an endpoint does after creating an operation, from the pools' event loop."""
+        self._loop.call_soon_threadsafe(pool.wake)
+
     def __exit__(self, *exc: object) -> None:
         for pool in self.pools:
             asyncio.run_coroutine_threadsafe(pool.stop(), self._loop).result(DEADLINE)

@@ -53,19 +53,21 @@ def create_app(
         presence = recover(service)
         # Handlers per api_method_name, built by the app (no module-global registry).
         handlers = default_handlers() if operation_handlers is None else dict(operation_handlers)
+        # Notifications and streaming of stored instances (issue 5; docs/notifications.md).
+        deliverer = EventDeliverer(
+            index, config.data_dir, DeliverySettings(endpoints=config.endpoints)
+        )
+        service.deliverer = deliverer
         service.workers = WorkerPool(
             service,
             handlers,
             workers=config.workers,
             lease=timedelta(seconds=config.lease_seconds),
             item_timeout=config.item_timeout_seconds,
+            after_run=service.instances_stored,
         )
         await service.workers.start()
         janitor = asyncio.create_task(run_janitor(service, presence), name="dicomql-janitor")
-        # Notifications and streaming of stored instances (issue 5; docs/notifications.md).
-        deliverer = EventDeliverer(
-            index, config.data_dir, DeliverySettings(endpoints=config.endpoints)
-        )
         await deliverer.start()
         dimse = None
         try:

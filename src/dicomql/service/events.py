@@ -11,8 +11,9 @@ import contextlib
 import logging
 import os
 import socket
+from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,10 @@ class DeliverySettings:
         endpoints: ``pubsub_emulator_host`` (``PUBSUB_EMULATOR_HOST``): publish there over plain
             HTTP without credentials; None publishes to pubsub.googleapis.com with Application
             Default Credentials. ``bigquery_endpoint``: stream to that BigQuery endpoint.
-        poll_interval: seconds between looks for due events when there were none.
+        poll_interval: seconds to the next look for due events after one that found some, or
+            after :meth:`EventDeliverer.soon` (instances were stored in this process).
+        max_poll_interval: each look that finds nothing doubles the wait, up to this: the
+            bound on how late an event stored by another process or server is delivered.
         batch: events claimed at once (then grouped per topic or table).
         lease: how long a claim hides events from other deliverers.
         backoff: the wait after a first failure; doubled per further failure, at most an hour.
@@ -46,6 +50,7 @@ class DeliverySettings:
 
     endpoints: Endpoints = field(default_factory=Endpoints)
     poll_interval: float = 0.5
+    max_poll_interval: float = 2.0
     batch: int = 500
     lease: timedelta = timedelta(seconds=120)
     backoff: timedelta = timedelta(seconds=1)
@@ -84,11 +89,33 @@ class EventDeliverer:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}/events"
         self._bigquery: GoogleBigQuery | bool | None = False  # False: not decided yet
         self._stopping: asyncio.Event | None = None
+        self._soon: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._stopping = asyncio.Event()
+        self._soon = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="dicomql-event-deliverer")
+
+    def soon(self) -> None:
+        """Instances were stored here and may have events: look within ``poll_interval``
+        rather than after a backed-off wait. From the event loop or any thread; only an
+        optimisation (the index's outbox is what counts), and at most one look per
+        ``poll_interval`` however many requests call it."""
+        loop, soon = self._loop, self._soon
+        if loop is None or soon is None:
+            return
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            soon.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody delivers here
+                loop.call_soon_threadsafe(soon.set)
 
     async def stop(self) -> None:
         """Stop after the batch in hand; undelivered events stay in the outbox for the next
@@ -101,17 +128,60 @@ class EventDeliverer:
         self.publisher.close()
 
     async def _run(self) -> None:
-        assert self._stopping is not None
+        assert self._stopping is not None and self._soon is not None
+        settings = self.settings
+        wait = settings.poll_interval
         while not self._stopping.is_set():
+            self._soon.clear()  # before looking: a soon() during the look is kept
             try:
-                claimed = await to_thread.run_sync(self.deliver_due)
+                claimed, due_in = await to_thread.run_sync(self._look)
             except SQLAlchemyError:
                 # The index is unreachable for a moment: try again after the poll interval.
                 log.exception("claiming instance events failed")
-                claimed = 0
-            if claimed < self.settings.batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.settings.poll_interval)
+                claimed, due_in = 0, None
+            if claimed >= settings.batch:
+                continue
+            # Nothing (more) due: wait longer after each empty look, so an idle server does
+            # not keep querying its index; events found start again at the shortest wait, and
+            # a retry not yet due is waited for exactly.
+            if claimed:
+                wait = settings.poll_interval
+            hinted = await self._wait(wait if due_in is None else min(wait, due_in))
+            wait = settings.poll_interval if hinted else min(wait * 2, settings.max_poll_interval)
+
+    async def _wait(self, longest: float) -> bool:
+        """Until ``longest`` has passed, or stop(); a soon() shortens it to ``poll_interval``
+        from the look (so a stream of stored instances costs at most one look that long).
+        Whether soon() was called."""
+        assert self._stopping is not None and self._soon is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        soon = asyncio.ensure_future(self._soon.wait())
+        try:
+            await asyncio.wait({stopping, soon}, timeout=longest, return_when=FIRST_COMPLETED)
+            if not soon.done():
+                return False
+            left = started + self.settings.poll_interval - loop.time()
+            if left > 0 and not stopping.done():
+                await asyncio.wait({stopping}, timeout=left)
+            return True
+        finally:
+            stopping.cancel()
+            soon.cancel()
+
+    def _look(self) -> tuple[int, float | None]:
+        """Deliver what is due (blocking): how many events were claimed, and in how many
+        seconds the earliest event left is due, when none was due now (None: not known, or
+        the outbox is empty). A cheap read first: an empty outbox, the usual idle state, and
+        one holding only retries not yet due cost no write transaction."""
+        earliest = outbox.next_attempt(self.index)
+        if earliest is None:
+            return 0, None
+        due_in = (earliest - datetime.now(UTC)).total_seconds()
+        if due_in > 0:
+            return 0, due_in
+        return self.deliver_due(), None
 
     def deliver_due(self) -> int:
         """Claim and deliver one batch of due events (blocking); how many were claimed."""

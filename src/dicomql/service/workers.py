@@ -30,7 +30,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 import anyio
@@ -47,9 +46,14 @@ _T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
-# Clients poll operations; a new one starts within this long even if no wake() reaches this
-# process (e.g. it was created by another server sharing PostgreSQL).
-DEFAULT_POLL_INTERVAL = 1.0
+# An operation created in this process starts at once (wake()). One created by another process
+# or server sharing the index is found by polling: the first look after work ran here comes
+# within DEFAULT_POLL_INTERVAL, and each fruitless look doubles the wait up to
+# DEFAULT_MAX_POLL_INTERVAL, so an idle server costs next to no CPU (docs/operations.md).
+DEFAULT_POLL_INTERVAL = 0.25
+DEFAULT_MAX_POLL_INTERVAL = 2.0
+# While a handler runs, how often its worker looks whether the operation was cancelled.
+_CANCEL_CHECK_INTERVAL = 1.0
 DEFAULT_LEASE = timedelta(seconds=60)
 # An operation that keeps killing its worker is given up after this many claims.
 DEFAULT_MAX_ATTEMPTS = 3
@@ -227,7 +231,11 @@ class WorkerPool:
             servers with different handler sets can share an index.
         workers: how many operations this process runs at once.
         lease: how long a claim lasts without a progress report or heartbeat.
-        poll_interval: how often idle workers look for work nobody woke them for.
+        poll_interval: the first wait of an idle pool before it looks again for work nobody
+            woke it for (created by another process or server); each fruitless look doubles
+            the wait, up to ``max_poll_interval``; work found or a wake() starts again here.
+        max_poll_interval: the longest wait between looks, so the bound on how late work
+            created elsewhere starts here.
         max_attempts: claims after which an operation that never finished is given up.
         worker_id: a name for ``claimed_by``; host and process ID by default.
         shutdown_timeout: how long ``stop()`` waits for running handlers to reach a progress
@@ -236,6 +244,8 @@ class WorkerPool:
             DEADLINE_EXCEEDED and the worker moves on (None: no limit).
         cancel_grace: how long a handler has to notice a cancellation at its next progress
             report before its worker ends the operation without it.
+        after_run: called on the event loop after each operation or work item ran here (the
+            app lets the event deliverer look soon: the work may have stored instances).
 
     A handler runs in a thread of its own, and its worker watches it: a handler blocked inside
     one read (a hung network file system, say) cannot be interrupted, but it no longer holds
@@ -251,21 +261,29 @@ class WorkerPool:
         workers: int = 2,
         lease: timedelta = DEFAULT_LEASE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         worker_id: str | None = None,
         shutdown_timeout: float = 30.0,
         item_timeout: float | None = 900.0,
         cancel_grace: float = 5.0,
+        after_run: Callable[[], None] | None = None,
     ) -> None:
         self.service = service
         self.handlers = dict(handlers)
         self.workers = workers
         self.lease = lease
         self.poll_interval = poll_interval
+        self.max_poll_interval = max(poll_interval, max_poll_interval)
+        # The idle pool's current wait between looks (see _idle).
+        self._idle_wait = poll_interval
+        # Whether an idle worker is the one that polls; the other idle workers wait for a wake.
+        self._polling = False
         self.max_attempts = max_attempts
         self.shutdown_timeout = shutdown_timeout
         self.item_timeout = item_timeout
         self.cancel_grace = cancel_grace
+        self.after_run = after_run
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         # Set from the event loop, read from handler threads: a threading.Event is safe for both.
         self.stopping = threading.Event()
@@ -292,7 +310,9 @@ class WorkerPool:
         return await to_thread.run_sync(function, *args, limiter=self._threads)
 
     def wake(self) -> None:
-        """Tell idle workers there is new work (call from the event loop after creating one)."""
+        """Tell idle workers there is new work (call from the event loop after creating one).
+
+        Only an optimisation: work nobody woke this pool for is still found by polling."""
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -322,37 +342,54 @@ class WorkerPool:
         while not self.stopping.is_set():
             # Cleared before looking, so a wake() during the claim query is not lost.
             self._wakeup.clear()
-            # New operations first (planning one is quick and lets every process share it),
-            # then items of operations planned here or elsewhere, oldest first.
-            claim: Claim | ItemClaim | None = await self._in_thread(
-                partial(
-                    work.claim_next,
-                    self.service.index,
-                    worker_id,
-                    lease=self.lease,
-                    methods=self.handlers.keys(),
-                )
-            )
+            claim = await self._in_thread(self._claim, worker_id)
             if claim is None:
-                claim = await self._in_thread(
-                    partial(
-                        work.claim_item,
-                        self.service.index,
-                        worker_id,
-                        lease=self.lease,
-                        methods=self.itemized_methods,
-                    )
-                )
-            if claim is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval)
+                await self._idle()
                 continue
+            # Work comes in runs: look again soon once idle.
+            self._idle_wait = self.poll_interval
             # Other idle workers may find more; a wake() could have covered several operations.
             self._wakeup.set()
             await self._run(claim)
+            if self.after_run is not None:
+                self.after_run()
             # A planned operation has items now: idle workers of this process claim them at
             # once (other processes find them at their next poll).
             self._wakeup.set()
+
+    def _claim(self, worker_id: str) -> Claim | ItemClaim | None:
+        """New operations first (planning one is quick and lets every process share it), then
+        items of operations planned here or elsewhere, oldest first; blocking, in a thread."""
+        index = self.service.index
+        if not work.any_unfinished(index):  # a cheap read first: idle polls cost next to nothing
+            return None
+        claim: Claim | ItemClaim | None = work.claim_next(
+            index, worker_id, lease=self.lease, methods=self.handlers.keys()
+        )
+        if claim is None:
+            claim = work.claim_item(
+                index, worker_id, lease=self.lease, methods=self.itemized_methods
+            )
+        return claim
+
+    async def _idle(self) -> None:
+        """Wait after a fruitless look. One idle worker polls, with a wait that doubles after
+        each fruitless look up to ``max_poll_interval``; the others wait for a wake (the
+        poller's own, when it finds work, or wake()), so an idle process runs one look per
+        interval, not one per worker."""
+        assert self._wakeup is not None
+        if self._polling:
+            await self._wakeup.wait()
+            return
+        self._polling = True
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout=self._idle_wait)
+        except TimeoutError:
+            self._idle_wait = min(self._idle_wait * 2, self.max_poll_interval)
+        else:
+            self._idle_wait = self.poll_interval
+        finally:
+            self._polling = False
 
     async def _run(self, claim: Claim | ItemClaim) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(claim))
@@ -372,7 +409,7 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         started = loop.time()
         cancel_seen: float | None = None
-        interval = min(self.poll_interval, self.lease.total_seconds() / 3, self.cancel_grace)
+        interval = min(_CANCEL_CHECK_INTERVAL, self.lease.total_seconds() / 3, self.cancel_grace)
         while True:
             await asyncio.wait({finished}, timeout=max(interval, 0.01))
             if finished.done():

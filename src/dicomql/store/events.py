@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from dicomql.dicom.attributes import Level
 from dicomql.store import names
@@ -340,3 +340,18 @@ def failed(
                 )
             )
     return abandoned
+
+
+# Built once: an idle deliverer runs it every few seconds.
+_NEXT_ATTEMPT = select(func.min(instance_events.c.next_attempt_time))
+
+
+def next_attempt(index: Index) -> datetime | None:
+    """When the outbox's earliest event is due (perhaps already), or None when it is empty: a
+    read of one index entry, much cheaper than :func:`claim_due`'s write transaction, that
+    lets an idle deliverer skip it, and a retrying one wait exactly until the retry."""
+    with index.connect() as conn:
+        earliest: datetime | None = conn.execute(_NEXT_ATTEMPT).scalar()
+    if earliest is not None and earliest.tzinfo is None:  # SQLite keeps UTC without its zone
+        earliest = earliest.replace(tzinfo=UTC)
+    return earliest

@@ -80,7 +80,10 @@ async def store_instances(request: Request) -> Response:
         raise NotFound(f"DICOM store {context.name} not found.") from exc
     if not outcomes:
         raise InvalidArgument("The request contains no DICOM instances.")
-    count_instances("stored", sum(result.outcome is Outcome.STORED for result in outcomes))
+    stored = sum(result.outcome is Outcome.STORED for result in outcomes)
+    count_instances("stored", stored)
+    if stored:
+        service.instances_stored()
     return _store_response(request, context, outcomes, path_study)
 
 
