@@ -178,6 +178,13 @@ def main() -> None:
     "DEADLINE_EXCEEDED.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Also answer GET /metrics, and only that, on this port of the same host, without the "
+    "token (for a Prometheus scraper); /metrics on the API port still needs the token; see "
+    "docs/deployment.md  [default: off].",
+)
+@click.option(
     "--dimse-port",
     type=click.IntRange(1, 65535),
     help="Also answer DIMSE (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE, Storage Commitment) on "
@@ -266,6 +273,7 @@ def serve(
     max_import_file_size: str,
     item_timeout_seconds: float,
     statement_timeout_seconds: float,
+    metrics_port: int | None,
     dimse_port: int | None,
     dimse_ae_title: str | None,
     dimse_store: str | None,
@@ -350,6 +358,7 @@ def serve(
             ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()
         ),
         endpoints=Endpoints.from_environment(os.environ),
+        metrics_port=metrics_port,
     )
     try:
         check_settings(config)
@@ -369,6 +378,13 @@ def serve(
     except OSError as exc:
         message = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         raise click.ClickException(message) from exc
+    if metrics_port:
+        try:
+            supervisor.bind_metrics(sock, metrics_port, listen=False).close()
+        except OSError as exc:
+            sock.close()
+            message = f"cannot listen on {host}:{metrics_port}: {exc.strerror or exc}"
+            raise click.ClickException(message) from exc
     sys.exit(supervisor.serve(config, settings, sock, banner=sys.stderr))
 
 

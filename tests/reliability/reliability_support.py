@@ -135,7 +135,8 @@ class ServerProcess:
                 if self.process.poll() is not None:
                     raise AssertionError(f"dicomql serve exited: {self.log.read_text()[-3000:]}")
                 try:
-                    if client.get(LOCATION).status_code == 200:
+                    # 401: up, and asking for the --auth-token it was given.
+                    if client.get(LOCATION).status_code in (200, 401):
                         return self
                 except httpx.TransportError:
                     pass

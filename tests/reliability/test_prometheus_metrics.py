@@ -19,6 +19,8 @@ from reliability_support import (
     stow,
 )
 
+from ports import free_port
+
 pytestmark = pytest.mark.slow
 
 STUDY = "1.2.826.0.1.3680043.8.498.7001"
@@ -107,3 +109,36 @@ def _check(before: dict, after: dict, parts: list[bytes], retrieved: httpx.Respo
     assert value(after, "dicomql_operations", method=delete_series, state="succeeded") == 1
     assert value(after, "dicomql_work_items_pending") == 0
     assert value(after, "dicomql_outbox_pending") == 0
+
+
+def test_the_metrics_port_answers_scrapes_without_the_token_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    token = "metrics-port-test-token"
+    metrics_port = free_port()
+    server = ServerProcess(
+        tmp_path / "data",
+        None,
+        *("--auth-token", token, "--metrics-port", str(metrics_port)),
+        processes=2,
+    ).start()
+    try:
+        api = httpx.Client(
+            base_url=server.url, timeout=30, headers={"authorization": f"Bearer {token}"}
+        )
+        scraper = httpx.Client(base_url=f"http://127.0.0.1:{metrics_port}", timeout=30)
+        with api, scraper:
+            create_dataset_and_store(api)
+            before = scrape(scraper)
+            assert stow(api, [make_instance(STUDY, SERIES, f"{SERIES}.1")]).status_code == 200
+            # Several scrapes, so both processes likely answer one: each sums both's counters.
+            for _ in range(4):
+                after = scrape(scraper)
+                stored = value(after, "dicomql_instances_total", direction="stored")
+                assert stored - value(before, "dicomql_instances_total", direction="stored") == 1
+            # The API port's /metrics still needs the token; the metrics port serves no API.
+            assert httpx.get(f"{server.url}/metrics").status_code == 401
+            assert api.get("/metrics").status_code == 200
+            assert scraper.get("/v1/projects/p/locations/l/datasets").status_code == 404
+    finally:
+        server.stop()

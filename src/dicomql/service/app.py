@@ -27,7 +27,7 @@ from dicomql.service.context import Service
 from dicomql.service.events import DeliverySettings, EventDeliverer
 from dicomql.service.handlers import default_handlers
 from dicomql.service.janitor import ServerPresence, recover_at_start, run_janitor
-from dicomql.service.prometheus import RequestMetricsMiddleware
+from dicomql.service.prometheus import MetricsPortMiddleware, RequestMetricsMiddleware
 from dicomql.service.prometheus import routes as metrics_routes
 from dicomql.service.routes import routes
 from dicomql.service.security import web_middleware
@@ -87,6 +87,12 @@ def create_app(
 
     all_routes = [*routes, *metrics_routes, *viewer_routes(config)]
     middleware = [
+        # --metrics-port: scrapes there skip everything below, the token included.
+        *(
+            [Middleware(MetricsPortMiddleware, port=config.metrics_port)]
+            if config.metrics_port
+            else []
+        ),
         # Outermost, so refusals (401, a wrong Host) are counted too (docs/deployment.md).
         Middleware(RequestMetricsMiddleware, routes=all_routes),
         *viewer_session_middleware(config),

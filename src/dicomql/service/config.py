@@ -90,6 +90,9 @@ class ServiceConfig:
     audit_log: Path | None = None
     # --viewer: the OHIF viewer served at /viewer/ (service.viewer, docs/viewer.md).
     viewer: ViewerSettings | None = None
+    # --metrics-port: a second port answering only GET /metrics, without the token
+    # (service.prometheus.MetricsPortMiddleware, docs/deployment.md).
+    metrics_port: int | None = None
     endpoints: Endpoints = field(default_factory=Endpoints)
 
     def __post_init__(self) -> None:

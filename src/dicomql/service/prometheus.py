@@ -128,6 +128,29 @@ async def metrics_endpoint(request: Request) -> Response:
 
 routes: list[BaseRoute] = [Route("/metrics", metrics_endpoint, methods=["GET"])]
 
+
+class MetricsPortMiddleware:
+    """``serve --metrics-port``: a request that arrived on that port gets ``GET /metrics``
+    without the token, and 404 for anything else; the API port is left as it is (``/metrics``
+    there still needs the token). Outermost, so neither authentication nor the Host
+    allow-list sees a scrape: the port is for a scraper the operator points at it."""
+
+    def __init__(self, app: ASGIApp, port: int) -> None:
+        self.app = app
+        self.port = port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] != "http" or not server or server[1] != self.port:
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
+            response = await metrics_endpoint(Request(scope, receive))
+        else:
+            response = Response("Only /metrics is served on this port.\n", 404)
+        await response(scope, receive, send)
+
+
 _CONVERTOR = re.compile(r":\w+}")
 
 

@@ -110,6 +110,28 @@ def bind(settings: ServeSettings) -> socket.socket:
     return sock
 
 
+def bind_metrics(api: socket.socket, port: int, *, listen: bool = True) -> socket.socket:
+    """The ``--metrics-port`` socket of one server process, on the API's host. Each process
+    binds its own with SO_REUSEPORT (the kernel spreads scrapes over them; any process sums
+    every process's counters), so the parent, which never opens the index, serves none. The
+    CLI binds it once without listening first, to refuse a port taken by another program.
+
+    Raises:
+        OSError: the port is taken by a program not using SO_REUSEPORT as this user.
+    """
+    sock = socket.socket(api.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((api.getsockname()[0], port))
+        if listen:
+            sock.listen(_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(
     config: ServiceConfig, settings: ServeSettings, sock: socket.socket, *, banner: IO[str]
 ) -> int:
@@ -187,6 +209,11 @@ def start_banner(config: ServiceConfig, settings: ServeSettings, sock: socket.so
         f"  token:     {token}\n"
         + (f"  dimse:     {config.dimse.describe()}\n" if config.dimse else "")
         + (f"  viewer:    http://{shown}:{port}/viewer/\n" if config.viewer else "")
+        + (
+            f"  metrics:   http://{shown}:{config.metrics_port}/metrics (no token)\n"
+            if config.metrics_port
+            else ""
+        )
     )
 
 
@@ -213,7 +240,10 @@ def run_server(config: ServiceConfig, settings: ServeSettings, sock: socket.sock
     # dying of the signal. They also cover a signal that arrives before uvicorn's are in place.
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
-    server.run(sockets=[sock])  # sys.exit(STARTUP_FAILURE) if the app's start-up fails
+    sockets = [sock]
+    if config.metrics_port:
+        sockets.append(bind_metrics(sock, config.metrics_port))
+    server.run(sockets=sockets)  # sys.exit(STARTUP_FAILURE) if the app's start-up fails
     return 0
 
 
