@@ -160,10 +160,10 @@ def _instance_facts(store_name: str, record: InstanceRecord, created: datetime) 
 
 def instance_name(facts: dict[str, Any]) -> str:
     """The instance's resource name, the notification's data (DicomNotificationConfig)."""
-    return (
-        f"{facts['storeName']}/dicomWeb/studies/{facts['studyInstanceUID']}"
-        f"/series/{facts['seriesInstanceUID']}/instances/{facts['sopInstanceUID']}"
+    path = names.dicomweb_path(
+        facts["studyInstanceUID"], facts["seriesInstanceUID"], facts["sopInstanceUID"]
     )
+    return f"{names.dicomweb_name(facts['storeName'])}/{path}"
 
 
 def pubsub_attributes(action: str, facts: dict[str, Any]) -> dict[str, str]:

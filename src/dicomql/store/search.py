@@ -23,6 +23,7 @@ from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import absolutize_bulkdata_uris, person_name_groups
 from dicomql.dicom.qido import SearchQuery
 from dicomql.dicom.tags import RETRIEVE_URL_KEY, SOP_INSTANCE_UID_KEY, json_key
+from dicomql.store.names import dicomweb_path
 from dicomql.store.qido_sql import match_conditions
 from dicomql.store.schema import instances, series, studies
 
@@ -293,13 +294,18 @@ _COMPUTED = {
     _SERIES_INSTANCES_KEY,
 ) = (json_key(keyword) for keyword in _COMPUTED_KEYWORDS)
 _RETRIEVE_URL = {
-    Level.STUDY: lambda base, row: f"{base}/studies/{row['st_study_instance_uid']}",
+    Level.STUDY: lambda base, row: f"{base}/{dicomweb_path(row['st_study_instance_uid'])}",
     Level.SERIES: lambda base, row: (
-        f"{base}/studies/{row['st_study_instance_uid']}/series/{row['se_series_instance_uid']}"
+        f"{base}/{dicomweb_path(row['st_study_instance_uid'], row['se_series_instance_uid'])}"
     ),
     Level.INSTANCE: lambda base, row: (
-        f"{base}/studies/{row['st_study_instance_uid']}"
-        f"/series/{row['se_series_instance_uid']}/instances/{row['in_sop_instance_uid']}"
+        base
+        + "/"
+        + dicomweb_path(
+            row["st_study_instance_uid"],
+            row["se_series_instance_uid"],
+            row["in_sop_instance_uid"],
+        )
     ),
 }
 
@@ -481,10 +487,8 @@ def instance_metadata(
         statement = statement.where(instances.c.pk == instance_pk)
     result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
     for row in result:
-        url = (
-            f"{dicomweb_url}/studies/{row.study_instance_uid}/series/{row.series_instance_uid}"
-            f"/instances/{row.sop_instance_uid}"
-        )
+        path = dicomweb_path(row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid)
+        url = f"{dicomweb_url}/{path}"
         yield absolutize_bulkdata_uris(_full_instance_json(row), url)
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from dicomql.service.context import Service
 from dicomql.service.errors import NotFound
 from dicomql.service.security import public_origin
-from dicomql.store.names import dicom_store_name, dicomweb_name, dicomweb_path
+from dicomql.store.names import dicom_store_name, dicomweb_name, dicomweb_path, dicomweb_suffix
 from dicomql.store.resources import find_dicom_store
 
 T = TypeVar("T")
@@ -100,5 +100,5 @@ def dicomweb_url(request: Request) -> str:
     ``service.security.public_origin``; ``""`` in-process, making them relative) and the path."""
     path = request.url.path
     # The store's ID ends the prefix: a dataset or UID segment may also read "dicomWeb".
-    marker = f"/dicomStores/{request.path_params['dicom_store']}/dicomWeb"
+    marker = "/" + dicomweb_suffix(request.path_params["dicom_store"])
     return public_origin(request) + path[: path.index(marker) + len(marker)]

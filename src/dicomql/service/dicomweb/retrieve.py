@@ -46,6 +46,7 @@ from dicomql.service.errors import InvalidArgument, NotAcceptable, NotFound
 from dicomql.service.prometheus import count_instances
 from dicomql.store.blobs import BlobStore, StoredBlob
 from dicomql.store.instances import find_instances, instance_attributes, instance_elements
+from dicomql.store.names import bulkdata_path, frame_path, rendered_frame_path
 
 log = logging.getLogger("dicomql.service.wado")
 
@@ -260,7 +261,7 @@ async def retrieve_frames(request: Request) -> Response:
         # PS3.18 10.4.3.3.5: each part names the frame it holds.
         return {
             "Content-Type": choice.part_content_type,
-            "Content-Location": f"{instance_url}/frames/{number}",
+            "Content-Location": frame_path(instance_url, number),
         }
 
     if contents is not None:
@@ -558,7 +559,7 @@ async def retrieve_rendered_many(request: Request) -> Response:
             for index in range(row.number_of_frames or 1):
                 headers = {
                     "Content-Type": options.media_type,
-                    "Content-Location": f"{url}/frames/{index + 1}/rendered",
+                    "Content-Location": rendered_frame_path(url, index + 1),
                 }
                 yield headers, [_render_row(blobs, row, index, options)]
 
@@ -606,7 +607,7 @@ async def retrieve_bulkdata(request: Request) -> Response:
     if chunks is None:
         raise NotFound(f"No bulk data at {tag_path} in instance {row.sop_instance_uid}.")
     accept = parse_accept(request.headers.get("accept"))
-    location = f"{_instance_url(context, row)}/bulkdata/{tag_path}"
+    location = bulkdata_path(_instance_url(context, row), tag_path)
     if accept and accept[0].type == OCTET_STREAM:
         return StreamingResponse(
             chunks, media_type=OCTET_STREAM, headers={"Content-Location": location}
@@ -668,11 +669,11 @@ def _bulkdata_parts(
         for index in range(row.number_of_frames or 1):
             headers = {
                 "Content-Type": f"{media_type}; transfer-syntax={stored}",
-                "Content-Location": f"{url}/frames/{index + 1}",
+                "Content-Location": frame_path(url, index + 1),
             }
             yield headers, frame_data.frame_bytes(blob, header, index, True)
         return
     chunks = frame_data.bulkdata_chunks(blob, header, tag_path)
     if chunks is not None:
-        location = f"{url}/{BULKDATA_PATH}/{tag_path}"
+        location = bulkdata_path(url, tag_path)
         yield {"Content-Type": OCTET_STREAM, "Content-Location": location}, chunks
