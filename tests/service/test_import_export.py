@@ -12,6 +12,7 @@ import httpx
 import pydicom
 import pytest
 from lro_support import counter, make_stores, run, start, store_path, stow, wait
+from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 from sqlalchemy import update
 
@@ -299,3 +300,34 @@ def test_import_and_export_go_through_fsspec_uris(embedded: httpx.Client, tmp_pa
     ct = pydicom.dcmread(CT_SMALL, stop_before_pixels=True)
     path = f"{bucket}/out/{ct.StudyInstanceUID}/{ct.SeriesInstanceUID}/{ct.SOPInstanceUID}.dcm"
     assert memory.cat(path) == CT_SMALL.read_bytes()
+
+
+def blob_errors(client: httpx.Client) -> float:
+    """``dicomql_errors_total{component="blob"}`` as a scrape of ``/metrics`` reads it."""
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "dicomql_errors_total" and sample.labels == {"component": "blob"}:
+                return sample.value
+    return 0.0
+
+
+def test_a_blob_that_vanished_before_an_export_read_it_is_a_failure_and_a_blob_error(
+    embedded: httpx.Client, service_config: ServiceConfig, tmp_path: Path
+) -> None:
+    make_stores(embedded, "s")
+    stow(embedded, "s", CT_SMALL.read_bytes())
+    stow(embedded, "s", MR_SMALL.read_bytes())
+    blobs = [path for path in service_config.blob_root.rglob("*") if path.is_file()]
+    assert len(blobs) == 2
+    blobs[0].unlink()  # lost behind the index's back (a disk fault, an operator's rm)
+    before = blob_errors(embedded)
+    out = tmp_path / "out"
+    exported = run(
+        embedded, f"{store_path('s')}:export", {"gcsDestination": {"uriPrefix": str(out)}}
+    )
+    assert counter(exported) == {"success": 1, "failure": 1}
+    assert len(exported_files(out)) == 1
+    # Counted where it happened, in the background, though no request was answered 500.
+    assert blob_errors(embedded) == before + 1

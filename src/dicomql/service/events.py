@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dicomql.config import Endpoints
 from dicomql.service.bigquery_google import BigQueryError, GoogleBigQuery
+from dicomql.service.prometheus import count_error
 from dicomql.service.pubsub import PublishError, PubsubPublisher
 from dicomql.store import events as outbox
 from dicomql.store.index import Index
@@ -135,9 +136,10 @@ class EventDeliverer:
             self._soon.clear()  # before looking: a soon() during the look is kept
             try:
                 claimed, due_in = await to_thread.run_sync(self._look)
-            except SQLAlchemyError:
+            except SQLAlchemyError as exc:
                 # The index is unreachable for a moment: try again after the poll interval.
                 log.exception("claiming instance events failed")
+                count_error(exc)
                 claimed, due_in = 0, None
             if claimed >= settings.batch:
                 continue

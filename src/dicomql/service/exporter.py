@@ -16,6 +16,7 @@ from dicomql.google_api import EXPORT_DICOM_DATA_RESPONSE
 from dicomql.service.bigquery_export import run_bigquery_export
 from dicomql.service.local_files import LocalFileRefused
 from dicomql.service.lro import item_range, require_store_pk, selection_paths
+from dicomql.service.prometheus import count_error
 from dicomql.service.uris import check_export_prefix, export_uri, write_uri
 from dicomql.service.workers import (
     ItemContext,
@@ -23,6 +24,7 @@ from dicomql.service.workers import (
     OperationContext,
     OperationFailedError,
 )
+from dicomql.store.blobs import BlobStore
 from dicomql.store.selections import iter_selected, plan_ranges
 
 log = logging.getLogger("dicomql.service.export")
@@ -94,17 +96,26 @@ def export_item(ctx: ItemContext) -> None:
             uri = export_uri(
                 prefix, row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid
             )
-            with service.blobs.open(row.blob_key) as file:
-                if syntax is None or syntax == row.transfer_syntax_uid:
-                    data = file.read()
-                else:
-                    data = transcode(io.BytesIO(file.read()), syntax)
+            data = _read_blob(service.blobs, row.blob_key)
+            if syntax is not None and syntax != row.transfer_syntax_uid:
+                data = transcode(io.BytesIO(data), syntax)
             write_uri(uri, data, service.config, prefix=prefix)
         except (OSError, TranscodeError, LocalFileRefused) as exc:
             log.warning("export of %s to %s failed: %s", row.sop_instance_uid, uri, exc)
             ctx.progress(failure=1, checkpoint=row.pk)
             continue
         ctx.progress(success=1, checkpoint=row.pk)
+
+
+def _read_blob(blobs: BlobStore, key: str) -> bytes:
+    """An indexed instance's blob; one the blob store cannot give (vanished, unreadable) counts
+    as a blob error in ``/metrics`` before the instance is counted as a failure."""
+    try:
+        with blobs.open(key) as file:
+            return file.read()
+    except OSError as exc:
+        count_error(exc)
+        raise
 
 
 EXPORT_METHOD = ItemizedMethod(

@@ -32,6 +32,8 @@ from anyio import to_thread
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from dicomql.service.prometheus import count_error
+
 if TYPE_CHECKING:
     from dicomql.service.config import ServiceConfig
     from dicomql.service.context import Service
@@ -200,8 +202,9 @@ async def run_janitor(service: Service, presence: ServerPresence) -> None:
         try:
             await to_thread.run_sync(presence.check)
             partial, unreferenced = await to_thread.run_sync(remove_leftovers, service, grace)
-        except Exception:  # the database or object store is down for now: try next round
+        except Exception as exc:  # the database or object store is down for now: next round
             log.warning("janitor pass failed", exc_info=True)
+            count_error(exc)
             continue
         if partial or unreferenced:
             log.info(

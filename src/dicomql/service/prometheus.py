@@ -72,7 +72,8 @@ BYTES = Counter(
 )
 ERRORS = Counter(
     "dicomql_errors",
-    "Unexpected errors answered with 500 or 507, by the part that failed (index, blob, other).",
+    "Unexpected errors, answered with 500 or 507 or met by background work (operations,"
+    " event delivery, the janitor), by the part that failed (index, blob, other).",
     ["component"],
     registry=_registry,
 )

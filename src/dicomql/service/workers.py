@@ -500,6 +500,7 @@ class WorkerPool:
             # The operation must end rather than stay "running": record the failure for the
             # caller (operations.get) and keep the traceback in the server log.
             logger.exception("operation %s failed", claim.operation_id)
+            _count_error(exc)
             work.complete(index, claim, error=internal_status(exc))
         else:
             if response is not None:
@@ -555,6 +556,7 @@ class WorkerPool:
             work.fail_item_operation(index, item, rpc_status(exc.code, exc.message))
         except Exception as exc:
             logger.exception("item %s of operation %s failed", item.seq, item.operation_id)
+            _count_error(exc)
             work.fail_item_operation(index, item, internal_status(exc))
 
 
@@ -584,6 +586,13 @@ def _in_own_thread(function: Callable[[Any], None], claim: Any) -> asyncio.Futur
 
     threading.Thread(target=body, name="dicomql-handler", daemon=True).start()
     return future
+
+
+def _count_error(exc: BaseException) -> None:
+    """An unexpected error in background work, counted in ``/metrics`` as a 500 is."""
+    from dicomql.service.prometheus import count_error  # prometheus-client only when needed
+
+    count_error(exc)
 
 
 def timeout_status(seconds: float) -> dict[str, Any]:
