@@ -18,12 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import N_EVENT_REPORT
 from pynetdicom.dsutils import encode
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, A_RELEASE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
@@ -178,6 +180,19 @@ class Commitment:
         self.local_title = local_title
 
     def start(self) -> None:
+        """Called by the N-ACTION's handler, before pynetdicom sends the N-ACTION response."""
+        # The report must follow that response, not interleave with it: pynetdicom marks its
+        # reactor paused while it serves a request (so pausing it does not wait for the
+        # response), and two messages sent at once mix their fragments on the wire. The
+        # first P-DATA sent after the request is its response.
+        self._answered = threading.Event()
+        answered = self._answered
+
+        def on_sent(event: Any) -> None:
+            if isinstance(event.pdu, P_DATA_TF):
+                answered.set()
+
+        self.assoc.bind(evt.EVT_PDU_SENT, on_sent)
         threading.Thread(target=self._run, name="dicomql-commitment", daemon=True).start()
 
     def _run(self) -> None:
@@ -216,6 +231,9 @@ class Commitment:
         aborted. This waits for the response while watching for a release or an abort.
         """
         assoc = self.assoc
+        while not self._answered.wait(0.01):
+            if not assoc.is_established or not assoc.dul.is_alive():
+                return False
         # pynetdicom's reactor serves the N-ACTION and sends its response before it pauses at
         # its checkpoint; wait for that pause, as its send_* methods do (kill() marks it
         # paused on every way out, so an association released meanwhile ends the wait too).
