@@ -21,6 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomql.dimse.handlers import Handlers
 from dicomql.dimse.settings import DimseSettings
 from dicomql.dimse.sop_classes import scp_contexts
+from dicomql.dimse.transport import request_handler
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class DimseServer:
                 (evt.EVT_N_ACTION, self.handlers.action),
             ],
             server_class=_SharedPortServer,
+            # Associations that wait for work instead of polling every millisecond.
+            request_handler=request_handler(),
         )
         server.contexts = _SharedContexts(server.contexts)
         ae._servers.append(server)  # so ae.shutdown() stops it, as ae.start_server does

@@ -1,0 +1,329 @@
+"""Blocking waits for pynetdicom's per-association threads, in place of its 1 ms polling.
+
+pynetdicom 3.0 runs two threads per accepted association: the upper layer's reactor
+(``DULServiceProvider.run_reactor``: reads PDUs, sends what the association queued) and the
+association's reactor (``Association._run_reactor``: serves DIMSE requests, notices release,
+abort and the network timeout). Both sleep 1 ms whenever they find nothing to do, so an idle
+association costs ~6 % of a core, and a C-STORE pays for the polls around it. pynetdicom has no
+setting for this (``_run_loop_delay`` only trades CPU for latency), so here each thread sleeps
+until something it would act on happens:
+
+- the upper layer in ``select`` on the connection and a wake-up socket that every put on its
+  two input queues (primitives from the association, state-machine events) and a kill write to,
+  with the ARTIM timer's remaining time as the timeout;
+- the association on an event that the upper layer sets for every DIMSE message and ACSE
+  primitive it hands up and when it stops, with the network (idle) timer's remaining time as
+  the timeout.
+
+Each loop's body is pynetdicom's own, unchanged, and every wait also ends after ``MAX_WAIT``
+seconds, so a condition these signals miss is still seen, late, rather than never. Only
+associations this server accepts use these classes (associations it requests for C-MOVE and
+storage commitment are pynetdicom's own), and only on the pynetdicom versions in
+``_SUPPORTED``; on any other, :func:`request_handler` returns pynetdicom's stock handler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import ssl
+import threading
+from copy import deepcopy
+from datetime import datetime
+from typing import Any, cast
+
+import pynetdicom
+from pynetdicom import evt
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket, RequestHandler
+
+log = logging.getLogger(__name__)
+# pynetdicom's own logger: the copied loops report as pynetdicom's do.
+_pynetdicom_log = logging.getLogger("pynetdicom")
+
+# The loops below copy pynetdicom 3.0's; another version keeps its own (polling) loops.
+_SUPPORTED = ("3.0.",)
+# Upper bound of one wait: a missed wake-up costs at most this much latency, and an idle
+# association wakes 2 / MAX_WAIT times a second instead of 2,000.
+MAX_WAIT = 0.5
+# A timer already expired (pynetdicom would check it every millisecond): wait at least this.
+_MIN_WAIT = 0.001
+
+
+def supported(version: str = pynetdicom.__version__) -> bool:
+    """Whether the blocking loops match this pynetdicom's (their bodies are copies of its)."""
+    return version.startswith(_SUPPORTED)
+
+
+def _timeout(remaining: float) -> float:
+    return min(MAX_WAIT, max(_MIN_WAIT, remaining))
+
+
+class _WakingQueue(queue.Queue[Any]):
+    """A queue that calls ``wake`` after each put, so its consumer need not poll it."""
+
+    def __init__(self, wake: Any) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+class _Checkpoint(threading.Event):
+    """The association reactor's checkpoint, calling ``wake`` when it is cleared."""
+
+    def __init__(self, wake: Any) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake()
+
+
+class _BlockingDUL(DULServiceProvider):
+    """The upper layer, sleeping in ``select`` between events instead of 1 ms at a time."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        # Socket objects rather than a pipe's descriptors: a write after close() raises
+        # instead of reaching whatever file reused the number.
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+        self.event_queue = _WakingQueue(self._wake)
+        self.to_provider_queue = _WakingQueue(self._wake)
+        self.to_user_queue = _WakingQueue(self._wake_association)
+
+    def _wake(self) -> None:
+        # Full: a wake-up is pending anyway. Closed: the reactor has stopped.
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+
+    def _wake_association(self) -> None:
+        work = getattr(self.assoc, "_work", None)
+        if work is not None:
+            work.set()
+
+    def _wait(self) -> None:
+        """Until the peer sent data, the association queued something, or the ARTIM timer is
+        due; what pynetdicom does is ``time.sleep(self._run_loop_delay)``."""
+        readers: list[Any] = [self._wake_reader]
+        transport = self.socket
+        if transport is not None and transport.socket is not None and transport._is_connected:
+            connection = transport.socket
+            # TLS may hold decrypted bytes that select cannot see (pynetdicom #528).
+            if isinstance(connection, ssl.SSLSocket) and connection.pending():
+                return
+            readers.append(connection)
+        try:
+            select.select(readers, [], [], _timeout(self.artim_timer.remaining))
+        except (OSError, ValueError):
+            return  # a closed connection: the loop's own check reports Evt17
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self._wake()
+
+    def stop_dul(self) -> bool:
+        if self.state_machine.current_state == "Sta1":
+            self._kill_thread = True
+            self._wake()
+        return super().stop_dul()
+
+    def run_reactor(self) -> None:
+        try:
+            self._run_blocking_reactor()
+        finally:
+            self._wake_association()  # the association notices that its upper layer stopped
+            self._wake_writer.close()
+            self._wake_reader.close()
+
+    def _run_blocking_reactor(self) -> None:
+        # pynetdicom 3.0's DULServiceProvider.run_reactor; only the sleep is replaced.
+        self._idle_timer.start()
+        self.socket = cast(AssociationSocket, self.socket)
+        sleep = False
+
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+                sleep = True
+
+            if sleep:
+                self._wait()
+
+            if self._kill_thread:
+                break
+
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+                    # The association's reactor waits on this timer: let it see the new one.
+                    self._wake_association()
+            except Exception as exc:
+                _pynetdicom_log.error("Exception in DUL.run(), aborting association")
+                _pynetdicom_log.exception(exc)
+                abort_pdu = A_ABORT_RQ()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                self.socket.send(abort_pdu.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                sleep = True
+                continue
+
+            self.state_machine.do_action(event)
+            sleep = False
+
+
+class _BlockingAssociation(Association):
+    """An accepted association whose reactor waits for work instead of polling for it."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        self._work = threading.Event()
+        super().__init__(ae, mode)
+        self.dul = _BlockingDUL(self)
+        self.dimse.msg_queue = _WakingQueue(self._work.set)
+        # A thread that pauses the reactor (send_* methods, the storage commitment report)
+        # clears the checkpoint and waits until the reactor is paused at it: wake it to get there.
+        self._reactor_checkpoint = _Checkpoint(self._work.set)
+        self._reactor_checkpoint.set()
+
+    def kill(self) -> None:
+        self._work.set()
+        super().kill()
+        self._work.set()
+
+    def _await_work(self) -> None:
+        """Until a DIMSE message or ACSE primitive arrives, the upper layer stops, the
+        association is killed or the network timer is due; pynetdicom sleeps 1 ms."""
+        self._work.clear()
+        if self._kill or not self.dimse.msg_queue.empty() or not self.dul.to_user_queue.empty():
+            return
+        if not self.dul.is_alive():
+            return
+        self._work.wait(_timeout(self.dul._idle_timer.remaining))
+
+    def _run_reactor(self) -> None:
+        # pynetdicom 3.0's Association._run_reactor; only the sleep is replaced.
+        self._is_paused = False
+        while not self._kill:
+            self._await_work()
+
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                _pynetdicom_log.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                log_msg = "Association Aborted"
+                if self.acse.is_aborted("a-p-abort"):
+                    log_msg += " (A-P-ABORT)"
+                _pynetdicom_log.info(log_msg)
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                _pynetdicom_log.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+
+                self.kill()
+                return
+
+
+class _BlockingRequestHandler(RequestHandler):
+    """pynetdicom's request handler, creating a :class:`_BlockingAssociation`."""
+
+    def _create_association(self) -> Association:
+        # pynetdicom 3.0's RequestHandler._create_association with the class replaced.
+        assoc = _BlockingAssociation(self.ae, MODE_ACCEPTOR)
+        assoc._server = self.server
+
+        timestamp = datetime.strftime(datetime.now(), "%Y%m%d%H%M%S")
+        assoc.name = f"AcceptorThread@{timestamp}"
+
+        sock = AssociationSocket(assoc, client_socket=self.request)
+        assoc.set_socket(sock)
+
+        assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
+        assoc.acceptor.ae_title = self.server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
+
+        assoc.requestor.address_info = self.remote
+
+        for event in self.server._handlers:
+            if event.is_intervention and self.server._handlers[event]:
+                assoc.bind(event, *self.server._handlers[event])
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in self.server._handlers[event]:
+                    handler = cast(evt._HandlerBase, handler)
+                    assoc.bind(event, handler[0], handler[1])
+
+        return assoc
+
+
+def request_handler() -> type[RequestHandler]:
+    """The request handler for the DIMSE server: blocking waits on a pynetdicom whose loops
+    they copy, pynetdicom's own handler (1 ms polling) on any other."""
+    if supported():
+        return _BlockingRequestHandler
+    log.warning(
+        "pynetdicom %s: its polling reactors are used (blocking waits need 3.0)",
+        pynetdicom.__version__,
+    )
+    return RequestHandler
