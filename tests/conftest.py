@@ -20,7 +20,7 @@ from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.store.index import Index, sqlite_url
-from ports import free_port
+from tests.support.ports import free_port
 
 
 def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:

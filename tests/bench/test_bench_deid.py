@@ -9,10 +9,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from bench import deid as bench_deid
 
-from bench import deid as bench_deid  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_tiny_run_reports_every_tool_and_the_ratio_to_dicognito(tmp_path: Path) -> None:

@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.client import multipart_body, percentile, split_multipart
+from bench.datagen import Corpus, ct_instance_size
 from pydicom import dcmread
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from bench.client import multipart_body, percentile, split_multipart  # noqa: E402
-from bench.datagen import Corpus, ct_instance_size  # noqa: E402
 
 PHASE_FIGURES = {
     "stow": ["stow.1conn.1per_request", "stow.2conn.2per_request"],

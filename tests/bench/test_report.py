@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 from typing import Any
-
-# The repository's bench/ package, not this tests/bench folder.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.phases import QUICK, SMOKE
 

@@ -6,20 +6,14 @@ truncated and damaged copies of them."""
 from __future__ import annotations
 
 import io
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from dicomql.dicom.header_reader import read_explicit_little
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
-from dicomweb_support import TEST_FILES
-
-sys.path.insert(0, str(Path(__file__).parents[2]))
 from bench import datagen
+from dicomql.dicom.header_reader import read_explicit_little
+from tests.support.dicomweb import TEST_FILES
 
 
 def _corpus() -> dict[str, bytes]:

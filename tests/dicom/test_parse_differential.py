@@ -6,24 +6,18 @@ every storable file of pydicom's test data and on the benchmark's generated inst
 from __future__ import annotations
 
 import io
-import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom import dcmread
 from pydicom.multival import MultiValue
 
+from bench import datagen
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
 from dicomql.dicom.parse import UnreadableInstance, read_header
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
-from dicomweb_support import uid_bearing_test_files
-
-sys.path.insert(0, str(Path(__file__).parents[2]))
-from bench import datagen
+from tests.support.dicomweb import uid_bearing_test_files
 
 _INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
 

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dimse_support import AE_TITLE, DICOMWEB, DimseServer, dcmtk, dimse_server, need_dcmtk
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from tests.support.dimse import AE_TITLE, DICOMWEB, DimseServer, dcmtk, dimse_server, need_dcmtk
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,8 @@ def test_a_dimse_port_another_program_holds_stops_serve_with_the_reason(tmp_path
     import socket
     import subprocess
 
-    from dimse_support import DICOMQL
-
-    from ports import free_port
+    from tests.support.dimse import DICOMQL
+    from tests.support.ports import free_port
 
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

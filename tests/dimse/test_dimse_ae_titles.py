@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dimse_support import LOCATION, DimseServer, dcmtk, dimse_server, need_dcmtk
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+
+from tests.support.dimse import LOCATION, DimseServer, dcmtk, dimse_server, need_dcmtk
 
 STORES = "projects/p/locations/l/datasets/d/dicomStores"
 CONFIG = f"""\

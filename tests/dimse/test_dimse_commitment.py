@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dimse_support import AE_TITLE, CT, DimseServer, dimse_server, stow_layout
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
@@ -18,7 +17,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StorageCommitmentPushModel,
 )
 
-from ports import free_port
+from tests.support.dimse import AE_TITLE, CT, DimseServer, dimse_server, stow_layout
+from tests.support.ports import free_port
 
 PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
 Report = tuple[int, Dataset, str]  # event type, event information, association it came on

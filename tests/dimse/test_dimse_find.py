@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dimse_support import AE_TITLE, DimseServer, dcmtk, dimse_server, need_dcmtk, stow_layout
 from pydicom import Dataset, dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
+
+from tests.support.dimse import AE_TITLE, DimseServer, dcmtk, dimse_server, need_dcmtk, stow_layout
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dimse_support import (
-    AE_TITLE,
-    DimseServer,
-    dataset_bytes,
-    dcmtk,
-    dimse_server,
-    need_dcmtk,
-    stow_layout,
-    values_of,
-)
 from pydicom import Dataset, dcmread
 from pynetdicom import AE, build_role
 from pynetdicom.association import Association
@@ -31,7 +21,17 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from ports import free_port
+from tests.support.dimse import (
+    AE_TITLE,
+    DimseServer,
+    dataset_bytes,
+    dcmtk,
+    dimse_server,
+    need_dcmtk,
+    stow_layout,
+    values_of,
+)
+from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="module")

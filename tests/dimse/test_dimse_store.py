@@ -9,7 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dimse_support import (
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from tests.support.dimse import (
     AE_TITLE,
     DICOMWEB,
     TEST_FILES,
@@ -20,10 +25,6 @@ from dimse_support import (
     need_dcmtk,
     values_of,
 )
-from pydicom import dcmread
-from pydicom.data import get_testdata_file
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 ANY_SYNTAX = {"accept": "application/dicom; transfer-syntax=*"}
 

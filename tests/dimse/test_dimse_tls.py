@@ -15,9 +15,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from dimse_support import AE_TITLE, DICOMWEB, DimseServer, dcmtk, dimse_server, need_dcmtk
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+
+from tests.support.dimse import AE_TITLE, DICOMWEB, DimseServer, dcmtk, dimse_server, need_dcmtk
 
 
 @dataclass

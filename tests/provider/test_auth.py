@@ -13,14 +13,6 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 from google.oauth2.credentials import Credentials as UserCredentials
-from google_double import (
-    CLIENT_EMAIL,
-    TOKEN_URI,
-    GoogleDouble,
-    google_error,
-    jwt_claims,
-    service_account_key,
-)
 
 from dicomql.auth import (
     CLOUD_PLATFORM_SCOPE,
@@ -29,6 +21,14 @@ from dicomql.auth import (
     load_google_credentials,
 )
 from dicomql.errors import OperationalError
+from tests.support.google_double import (
+    CLIENT_EMAIL,
+    TOKEN_URI,
+    GoogleDouble,
+    google_error,
+    jwt_claims,
+    service_account_key,
+)
 
 API = "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets"
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from google_double import TOKEN_URI, GoogleDouble, google_error, service_account_key
 
 import dicomql
 from dicomql.config import GOOGLE_ENDPOINT, ConnectionConfig
@@ -23,6 +22,7 @@ from dicomql.dbapi import Connection
 from dicomql.errors import ApiError, InterfaceError
 from dicomql.provider.backends import open_http
 from dicomql.service.config import ServiceConfig
+from tests.support.google_double import TOKEN_URI, GoogleDouble, google_error, service_account_key
 
 STORE = "v1/projects/my-project/locations/us-central1/datasets/ds/dicomStores"
 WHERE = "projectsId = 'my-project' AND locationsId = 'us-central1' AND datasetsId = 'ds'"

@@ -15,21 +15,21 @@ from typing import Any
 
 import httpx
 import pytest
-from google_double import GoogleDouble
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from recording import (
+
+from dicomql.dbapi import Connection
+from dicomql.errors import Error, ProgrammingError
+from tests.support.google_double import GoogleDouble
+from tests.support.recording import (
     RecordingTransport,
     embedded_connection,
     google_connection,
     instance_uids,
     segments,
 )
-
-from dicomql.dbapi import Connection
-from dicomql.errors import Error, ProgrammingError
 
 HOSTILE_IDS = [
     "..", ".", "", " ", "../..", "a/..", "a/b", "/", "%2F", "%2E%2E", "..%2F..", "%2e",

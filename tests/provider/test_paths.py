@@ -14,16 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from google_double import GoogleDouble
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from recording import (
-    RecordingTransport,
-    embedded_connection,
-    google_connection,
-    instance_uids,
-    segments,
-)
 
 from dicomql.cli import main
 from dicomql.dbapi import Connection
@@ -31,6 +23,14 @@ from dicomql.errors import ProgrammingError
 from dicomql.provider import paths
 from dicomql.provider.client import Client
 from dicomql.provider.registry import Registry
+from tests.support.google_double import GoogleDouble
+from tests.support.recording import (
+    RecordingTransport,
+    embedded_connection,
+    google_connection,
+    instance_uids,
+    segments,
+)
 
 REGISTRY = Registry.load()
 STORES = REGISTRY.resource("google.healthcare.dicom_stores")

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_support import ServerProcess
+
+from tests.support.reliability import ServerProcess
 
 
 @pytest.fixture

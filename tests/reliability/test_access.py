@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from reliability_support import DICOMQL, LOCATION, free_port
 from starlette.routing import BaseRoute, Mount, Route
 
 from dicomql.cli import main
@@ -23,6 +22,7 @@ from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.service.routes import routes
 from dicomql.sql.engine import Engine
+from tests.support.reliability import DICOMQL, LOCATION, free_port
 
 TOKEN = "s3cret-token"
 SAMPLE = {

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from reliability_support import LOCATION, create_dataset_and_store
 
 from dicomql.service.config import ServiceConfig
+from tests.support.reliability import LOCATION, create_dataset_and_store
 
 if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)
-    from conftest import LiveServer
+    from tests.conftest import LiveServer
 
 DATASETS = ("d1", "d2")
 STORES = ("s1", "s2", "s3")

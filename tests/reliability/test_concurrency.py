@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from reliability_support import (
+from sqlalchemy import create_engine, func, select
+
+from dicomql.service.config import ServiceConfig
+from dicomql.store.schema import blob_journal, instances, series, studies
+from tests.support.reliability import (
     ANY_SYNTAX,
     DICOMWEB,
     STORE,
@@ -25,10 +29,6 @@ from reliability_support import (
     referenced,
     stow,
 )
-from sqlalchemy import create_engine, func, select
-
-from dicomql.service.config import ServiceConfig
-from dicomql.store.schema import blob_journal, instances, series, studies
 
 CLIENTS = 8
 OPERATIONS = 30

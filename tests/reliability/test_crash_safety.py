@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reliability_support import (
+
+from tests.support.reliability import (
     ANY_SYNTAX,
     DICOMWEB,
     ServerProcess,

@@ -7,7 +7,10 @@ from __future__ import annotations
 import httpx
 import pytest
 from pydicom.uid import generate_uid
-from reliability_support import (
+
+from dicomql.dicom.limits import MAX_INFLATED_BYTES
+from tests.support.deflated import deflate_bomb
+from tests.support.reliability import (
     DICOMWEB,
     ServerProcess,
     create_dataset_and_store,
@@ -16,9 +19,6 @@ from reliability_support import (
     qido_instances,
     stow,
 )
-
-from deflated import deflate_bomb
-from dicomql.dicom.limits import MAX_INFLATED_BYTES
 
 # One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
 pytestmark = pytest.mark.xdist_group("heavy")

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from reliability_support import (
+
+from dicomql.service.config import ServiceConfig
+from dicomql.store.space import SpaceFloor, free_space
+from tests.support.reliability import (
     ANY_SYNTAX,
     DICOMWEB,
     STORE,
@@ -22,11 +25,8 @@ from reliability_support import (
     multipart,
 )
 
-from dicomql.service.config import ServiceConfig
-from dicomql.store.space import SpaceFloor, free_space
-
 if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)
-    from conftest import LiveServer
+    from tests.conftest import LiveServer
 
 OUT_OF_RESOURCES = 0xA700
 FLOOR = "8MB"

@@ -19,16 +19,6 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import (
-    DATASET,
-    DICOMWEB,
-    LOCATION,
-    STORE,
-    create_dataset_and_store,
-    make_instance,
-    multipart,
-    postgres_schema,
-)
 
 from dicomql.dicom.parse import UnreadableInstance, read_header
 from dicomql.errors import Error
@@ -39,6 +29,16 @@ from dicomql.service.dicomweb.multipart import parse_multipart
 from dicomql.service.errors import ServiceError
 from dicomql.sql.lexer import split_statements
 from dicomql.sql.parser import parse
+from tests.support.reliability import (
+    DATASET,
+    DICOMWEB,
+    LOCATION,
+    STORE,
+    create_dataset_and_store,
+    make_instance,
+    multipart,
+    postgres_schema,
+)
 
 # On one worker: one service per backend, and fuzz.json counts every fuzzer (docs/development.md).
 pytestmark = pytest.mark.xdist_group("fuzz")

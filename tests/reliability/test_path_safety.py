@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,20 +12,21 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from reliability_support import (
+
+from dicomql.provider.transports import InProcessTransport
+from dicomql.service.app import create_app
+from dicomql.service.config import ServiceConfig
+from tests.support.reliability import (
     ANY_SYNTAX,
     DATASET,
     DICOMWEB,
     LOCATION,
+    crafted_instance,
     create_dataset_and_store,
     make_instance,
     referenced,
     stow,
 )
-
-from dicomql.provider.transports import InProcessTransport
-from dicomql.service.app import create_app
-from dicomql.service.config import ServiceConfig
 
 OTHER = f"{DATASET}/dicomStores/t/dicomWeb"
 HOSTILE_UIDS = [
@@ -60,28 +60,13 @@ def workspace(tmp_path: Path, database_url: str | None) -> Iterator[tuple[httpx.
         yield client, tmp_path
 
 
-def _crafted(uid: str, seed: int) -> bytes:
-    """An instance whose three UIDs are ``uid`` byte for byte (pydicom would refuse to write an
-    invalid UID, so a valid placeholder of the same length is swapped in the encoded bytes)."""
-    raw = uid.encode()
-    length = len(raw) + len(raw) % 2
-    placeholders = [(str(n) * length)[:length] for n in (1, 2, 3)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warns of a UID over 64 characters
-        data = make_instance(*placeholders, seed=seed)
-    padded = raw + b"\x00" * (length - len(raw))
-    for placeholder in placeholders:
-        data = data.replace(placeholder.encode(), padded)
-    return data
-
-
 @pytest.mark.parametrize("uid", HOSTILE_UIDS)
 def test_crafted_uids_stay_inside_the_store_and_never_500(
     workspace: tuple[httpx.Client, Path], uid: str
 ) -> None:
     client, root = workspace
     before = _files(root)
-    response = stow(client, [_crafted(uid, seed=len(uid))])
+    response = stow(client, [crafted_instance(uid, seed=len(uid))])
     assert response.status_code < 500, response.text
     encoded = quote(uid, safe="")
     for path in (
@@ -204,7 +189,7 @@ def test_a_store_request_is_not_capped_at_10_mb(workspace: tuple[httpx.Client, P
     client, _ = workspace
     parts = [make_instance("1.9", "1.9.1", f"1.9.1.{n}", seed=n) for n in range(2)]
     padding = b"\x00" * (11 * 1024 * 1024)  # a multipart preamble is ignored (RFC 2046 5.1.1)
-    from reliability_support import multipart
+    from tests.support.reliability import multipart
 
     body, content_type = multipart(parts)
     response = client.post(

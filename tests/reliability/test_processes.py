@@ -18,7 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from reliability_support import (
+from sqlalchemy import create_engine, text
+
+from dicomql.service.config import ServiceConfig
+from dicomql.service.importer import FILES_PER_ITEM
+from dicomql.service.supervisor import ServeSettings, start_banner
+from tests.support.pubsub_double import running_pubsub_double
+from tests.support.reliability import (
     DATASET,
     DICOMWEB,
     LOCATION,
@@ -36,12 +42,6 @@ from reliability_support import (
     wait_for,
     wait_gone,
 )
-from sqlalchemy import create_engine, text
-
-from dicomql.service.config import ServiceConfig
-from dicomql.service.importer import FILES_PER_ITEM
-from dicomql.service.supervisor import ServeSettings, start_banner
-from pubsub_double import running_pubsub_double
 
 # One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from reliability_support import (
+
+from tests.support.ports import free_port
+from tests.support.reliability import (
     DICOMWEB,
     ServerProcess,
     create_dataset_and_store,
@@ -18,8 +20,6 @@ from reliability_support import (
     postgres_schema,
     stow,
 )
-
-from ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -15,15 +15,15 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless, generate_uid
-from reliability_support import (
+
+from dicomql.dicom.render import MAX_RENDERED_PIXELS
+from tests.support.reliability import (
     DICOMWEB,
     ServerProcess,
     create_dataset_and_store,
     peak_rss,
     stow,
 )
-
-from dicomql.dicom.render import MAX_RENDERED_PIXELS
 
 # One test of the heavy group at a time (docs/development.md): SIGKILLs, 200 MB bodies, peak RSS.
 pytestmark = pytest.mark.xdist_group("heavy")

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import create_dataset_and_store
+
+from tests.support.reliability import create_dataset_and_store
 
 schemathesis = pytest.importorskip("schemathesis")
 yaml = pytest.importorskip("yaml")  # a schemathesis dependency

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reliability_support import (
+
+from tests.support.reliability import (
     DICOMWEB,
     ServerProcess,
     create_dataset_and_store,

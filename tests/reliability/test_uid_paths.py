@@ -9,12 +9,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reliability_support import DICOMWEB, create_dataset_and_store, make_instance, multipart, stow
-from test_path_safety import _crafted
 
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from tests.support.reliability import (
+    DICOMWEB,
+    crafted_instance,
+    create_dataset_and_store,
+    make_instance,
+    multipart,
+    stow,
+)
 
 CANNOT_UNDERSTAND = 0xC000
 
@@ -46,7 +52,9 @@ def test_an_invalid_study_uid_in_the_stow_path_is_a_400(client: httpx.Client, st
 def test_an_instance_with_an_invalid_uid_fails_with_c000_and_is_not_stored(
     client: httpx.Client, uid: str
 ) -> None:
-    response = stow(client, [_crafted(uid, seed=1), make_instance("1.2.3", "1.2.3.4", "1.2.3.4.5")])
+    response = stow(
+        client, [crafted_instance(uid, seed=1), make_instance("1.2.3", "1.2.3.4", "1.2.3.4.5")]
+    )
     assert response.status_code == 202, response.text
     body = response.json()
     (failed,) = body["00081198"]["Value"]

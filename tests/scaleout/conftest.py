@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .cluster import Cluster, moto_s3_server, start_cluster
+from tests.support.cluster import Cluster, moto_s3_server, start_cluster
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from .cluster import Cluster, start_cluster
+from tests.support.cluster import Cluster, start_cluster
 
 # One worker runs the clusters (docs/development.md): one moto server, one cluster at a time.
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.xdist_group("scaleout")]

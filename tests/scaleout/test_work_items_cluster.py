@@ -22,8 +22,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from dicomql.service.importer import FILES_PER_ITEM
-
-from .cluster import Cluster
+from tests.support.cluster import Cluster
 
 # One worker runs the clusters (docs/development.md): one moto server, one cluster at a time.
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.xdist_group("scaleout")]

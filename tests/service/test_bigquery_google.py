@@ -19,7 +19,6 @@ import httpx
 import pydicom
 import pytest
 import uvicorn
-from lro_support import make_stores, run, store_path, stow
 from pydicom.data import get_testdata_file
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,7 +29,8 @@ from dicomql.config import Endpoints
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
-from ports import free_port
+from tests.support.lro import make_stores, run, store_path, stow
+from tests.support.ports import free_port
 
 pytest.importorskip("google.cloud.bigquery", reason="the cloud extra (google-cloud-bigquery)")
 

@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
-from lro_support import counter, make_stores, run, store_path, stow
 from pydicom.data import get_testdata_file
+
+from tests.support.lro import counter, make_stores, run, store_path, stow
 
 CT = pydicom.dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
 MR = pydicom.dcmread(get_testdata_file("MR_small.dcm"), stop_before_pixels=True)

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from dicomweb_support import STORE_PATH, create_store
 from playwright.sync_api import Browser, sync_playwright
 
 from dicomql.service.config import ServiceConfig
+from tests.support.dicomweb import STORE_PATH, create_store
 
 if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)
-    from conftest import LiveServer
+    from tests.conftest import LiveServer
 
 DATASETS = "/v1/projects/p/locations/l/datasets"
 

@@ -13,13 +13,6 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from dicomweb_client import DICOMwebClient
-from dicomweb_support import (
-    DICOMWEB,
-    DicomWebClient,
-    create_store,
-    make_instance,
-    read_multipart,
-)
 from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -27,6 +20,13 @@ from pydicom.uid import generate_uid
 from dicomql import config as client_config
 from dicomql.service import conformance
 from dicomql.service.config import ServiceConfig
+from tests.support.dicomweb import (
+    DICOMWEB,
+    DicomWebClient,
+    create_store,
+    make_instance,
+    read_multipart,
+)
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import warnings
 import httpx
 import pydicom
 import pytest
-from dicomweb_support import uid_bearing_test_files
-from lro_support import counter, make_stores, run, store_name, store_path
 
 from dicomql.dicom.deid.config import FILTER_PROFILES
+from tests.support.dicomweb import uid_bearing_test_files
+from tests.support.lro import counter, make_stores, run, store_name, store_path
 
 PROFILES = sorted(FILTER_PROFILES - {"TAG_FILTER_PROFILE_UNSPECIFIED"})
 # Files that store but cannot be de-identified, and the property of the file that is why.

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
-from lro_support import counter, make_stores, run, store_name, store_path, stow
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from dicomql.service import deidentify
+from tests.support.lro import counter, make_stores, run, store_name, store_path, stow
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 MR_SMALL = Path(get_testdata_file("MR_small.dcm"))

@@ -12,12 +12,12 @@ import duckdb
 import httpx
 import pydicom
 import pytest
-from lro_support import counter, make_stores, run, store_path, stow
 from pydicom.data import get_testdata_file
 
 from dicomql.provider.client import Client
 from dicomql.service.config import ServiceConfig
 from dicomql.sql.engine import Engine
+from tests.support.lro import counter, make_stores, run, store_path, stow
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 MR_SMALL = Path(get_testdata_file("MR_small.dcm"))

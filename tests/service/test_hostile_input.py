@@ -11,12 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dicomweb_support import DICOMWEB, DicomWebClient, failed, make_instance
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
 
-import deflated
 from dicomql.dicom.limits import (
     MAX_FUZZY_TOKENS,
     MAX_INFLATED_BYTES,
@@ -26,6 +24,8 @@ from dicomql.dicom.limits import (
 )
 from dicomql.dicom.structure import DEFLATED, LimitExceeded, inflated
 from dicomql.service.config import ServiceConfig
+from tests.support import deflated
+from tests.support.dicomweb import DICOMWEB, DicomWebClient, failed, make_instance
 
 LOCATION = "/v1/projects/p/locations/l"
 

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
-from lro_support import counter, make_stores, run, start, store_path, stow, wait
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom.data import get_testdata_file
 from sqlalchemy import update
@@ -21,6 +20,7 @@ from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.store.index import Index
 from dicomql.store.schema import operations
+from tests.support.lro import counter, make_stores, run, start, store_path, stow, wait
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 MR_SMALL = Path(get_testdata_file("MR_small.dcm"))

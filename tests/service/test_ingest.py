@@ -12,15 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dicomweb_support import (
-    DICOMWEB,
-    DicomWebClient,
-    create_store,
-    failed,
-    make_instance,
-    multipart,
-)
-from lro_support import counter, run, store_path
 from sqlalchemy import select
 
 from dicomql.service.config import ServiceConfig
@@ -30,6 +21,15 @@ from dicomql.store.ingest import Ingest, store_instances
 from dicomql.store.instances import CANNOT_UNDERSTAND, Outcome, StoreNotFound
 from dicomql.store.object_blobs import blob_store_for
 from dicomql.store.schema import blob_journal, dicom_stores, instances
+from tests.support.dicomweb import (
+    DICOMWEB,
+    DicomWebClient,
+    create_store,
+    failed,
+    make_instance,
+    multipart,
+)
+from tests.support.lro import counter, run, store_path
 
 STUDY, SERIES = "1.2.826.0.3.1", "1.2.826.0.3.1.1"
 VALID = make_instance(STUDY, SERIES, "1.2.826.0.3.1.1.1")

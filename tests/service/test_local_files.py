@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from lro_support import counter, make_stores, run, store_path, stow
 from pydicom.data import get_testdata_file
 from sqlalchemy import update
 
@@ -23,6 +22,7 @@ from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.store.index import Index
 from dicomql.store.schema import studies
+from tests.support.lro import counter, make_stores, run, store_path, stow
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 SECRET = "s3cret-line-that-must-not-leak"

@@ -14,8 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from dicomweb_support import make_instance
-from lro_support import make_stores, run, store_path, stow
 
 from dicomql.config import Endpoints
 from dicomql.provider.client import Client
@@ -23,7 +21,9 @@ from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.sql.engine import Engine
-from pubsub_double import PubsubDouble, running_pubsub_double
+from tests.support.dicomweb import make_instance
+from tests.support.lro import make_stores, run, store_path, stow
+from tests.support.pubsub_double import PubsubDouble, running_pubsub_double
 
 TOPIC = "projects/p/topics/dicom-events"
 LEGACY_TOPIC = "projects/p/topics/legacy"

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ports import free_port
+from tests.support.ports import free_port
 
 LOCATION = "/v1/projects/p/locations/us-central1"
 DATASET = f"{LOCATION}/datasets/ds"

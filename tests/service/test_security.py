@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from dicomweb_support import DICOMWEB, STORE_PATH, create_store, make_instance, multipart
 
 import dicomql.service.security
 from dicomql.cli import main
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from tests.support.dicomweb import DICOMWEB, STORE_PATH, create_store, make_instance, multipart
 
 if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)
-    from conftest import LiveServer
+    from tests.conftest import LiveServer
 
 DATASETS = "/v1/projects/p/locations/l/datasets"
 PAGE_ORIGIN = "http://127.0.0.1:9"  # a web page on another loopback origin

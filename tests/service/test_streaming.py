@@ -10,10 +10,10 @@ from typing import Any
 
 import duckdb
 import httpx
-from dicomweb_support import make_instance
-from lro_support import DATASET, LOCATION, make_stores, run, store_path, stow, wait
 
 from dicomql.service.config import ServiceConfig
+from tests.support.dicomweb import make_instance
+from tests.support.lro import DATASET, LOCATION, make_stores, run, store_path, stow, wait
 
 TABLE = "bq://my-project.streamed.instances"
 

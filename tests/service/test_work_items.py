@@ -21,7 +21,6 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from sqlalchemy import insert, select
-from worker_support import DEADLINE, Blobless, PoolThread
 
 from dicomql import google_api
 from dicomql.dicom.deid.engine import Deidentifier, deidentify_bytes
@@ -44,6 +43,7 @@ from dicomql.store.object_blobs import blob_store_for
 from dicomql.store.operations import create_operation, operation_resource
 from dicomql.store.schema import datasets, dicom_stores, instances, operations, work_items
 from dicomql.store.selections import iter_selected
+from tests.support.workers import DEADLINE, Blobless, PoolThread
 
 METHOD = "test.items"
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))

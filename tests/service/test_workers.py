@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import uvicorn
 from sqlalchemy import event, insert, select
-from worker_support import DEADLINE, Blobless, PoolThread
 
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
@@ -27,6 +26,7 @@ from dicomql.store.blobs import LocalBlobStore
 from dicomql.store.index import Index
 from dicomql.store.operations import create_operation, operation_resource
 from dicomql.store.schema import datasets, operations
+from tests.support.workers import DEADLINE, Blobless, PoolThread
 
 METHOD = "test.count"
 # Generous bound on waiting for a background worker; only reached if the pool is broken.

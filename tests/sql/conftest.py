@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqltest_support import Recorder
 
 from dicomql.provider.client import Client
 from dicomql.sql.engine import Engine
+from tests.support.sqltest import Recorder
 
 SCOPE = {"projectsId": "proj", "locationsId": "us-central1", "datasetsId": "ds1"}
 

@@ -3,9 +3,8 @@ registry alone (no API call is made)."""
 
 from __future__ import annotations
 
-from sqltest_support import Recorder
-
 from dicomql.sql.engine import Engine
+from tests.support.sqltest import Recorder
 
 
 def test_show_services(recording_engine: Engine, recorder: Recorder) -> None:

@@ -17,10 +17,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
-from sqltest_support import Recorder
 
 from dicomql.provider.client import Client
 from dicomql.sql.engine import Engine
+from tests.support.sqltest import Recorder
 
 STORE = "projectsId = 'proj' AND locationsId = 'us-central1' AND datasetsId = 'ds1'"
 AT = "@projectsId='proj', @locationsId='us-central1', @datasetsId='ds1'"

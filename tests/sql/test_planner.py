@@ -9,10 +9,10 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from sqltest_support import SEED, Recorder
 
 from dicomql.errors import ApiError, ProgrammingError
 from dicomql.sql.engine import Engine
+from tests.support.sqltest import SEED, Recorder
 
 PAIRS_FILE = Path(__file__).parent / "fixtures" / "planned_calls.txt"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from sqltest_support import NEW_PAGE, OLD_PAGE, SEED, sql_blocks
 
 from dicomql.errors import ApiError
 from dicomql.provider.registry import Registry
 from dicomql.sql.engine import Engine
+from tests.support.sqltest import NEW_PAGE, OLD_PAGE, SEED, sql_blocks
 
 EMPTY_STORE_FIELDS = {"name": "", "notificationConfig": "", "streamConfigs": "",
                       "notificationConfigs": ""}  # fmt: skip

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -29,9 +27,7 @@ from dicomql.store.instances import (
 from dicomql.store.records import InstanceRecord
 from dicomql.store.resources import release_blobs
 from dicomql.store.schema import blob_journal, dicom_stores, person_name_tokens, series, studies
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "service"))
-from dicomweb_support import create_store, make_instance
+from tests.support.dicomweb import create_store, make_instance
 
 STUDY = "1.2.826.0.8.1"
 

@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, Playwright, sync_playwright
-from viewer_data import CT, FRAMES, OTHERS, fill
 
 from dicomql.viewer.dist import OHIF_VERSION, default_viewer_dir, viewer_problem
-from ports import free_port
+from tests.support.ports import free_port
+from tests.support.viewer_data import CT, FRAMES, OTHERS, fill
 
 # About 40 s: OHIF's 17 MB bundle in a software-rendered browser. On one worker: one server and
 # one Chromium for the module (docs/development.md).

@@ -235,7 +235,7 @@ def test_a_version_range_is_refused(tmp_path: Path):
 
 
 def test_an_unreachable_registry_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from ports import free_port
+    from tests.support.ports import free_port
 
     monkeypatch.setenv("npm_config_registry", f"http://127.0.0.1:{free_port()}/")
     result = install("--dir", str(tmp_path / "ohif"))

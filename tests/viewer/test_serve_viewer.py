@@ -20,7 +20,7 @@ from dicomql.service.viewer import COOKIE, session_value
 from dicomql.viewer.dist import MARKER, ViewerSettings
 
 if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time
-    from conftest import LiveServer
+    from tests.conftest import LiveServer
 
 TOKEN = "viewer-test-token"
 INDEX = '<!doctype html><script>window.PUBLIC_URL="/viewer/"</script><p>OHIF stand-in</p>'
