@@ -16,13 +16,13 @@ import pytest
 
 from dicomql.service.config import ServiceConfig
 from dicomql.store.space import SpaceFloor, free_space
+from tests.support.dicomweb import multipart
 from tests.support.reliability import (
     ANY_SYNTAX,
     DICOMWEB,
     STORE,
     create_dataset_and_store,
     make_instance,
-    multipart,
 )
 
 if TYPE_CHECKING:  # conftest names differ by folder: never imported at run time (tests/ports.py)

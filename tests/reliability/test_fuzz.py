@@ -29,6 +29,7 @@ from dicomql.service.dicomweb.multipart import parse_multipart
 from dicomql.service.errors import ServiceError
 from dicomql.sql.lexer import split_statements
 from dicomql.sql.parser import parse
+from tests.support.dicomweb import multipart
 from tests.support.reliability import (
     DATASET,
     DICOMWEB,
@@ -36,7 +37,6 @@ from tests.support.reliability import (
     STORE,
     create_dataset_and_store,
     make_instance,
-    multipart,
     postgres_schema,
 )
 
@@ -116,8 +116,11 @@ async def _events(chunks: list[bytes], boundary: str) -> int:
     return count
 
 
+BOUNDARY = "reliability-b0undary"
+
+
 def _mutated_body() -> st.SearchStrategy[bytes]:
-    body, _ = multipart([SEED[:200], b"x" * 50])
+    body, _ = multipart([SEED[:200], b"x" * 50], BOUNDARY)
 
     @st.composite
     def build(draw: st.DrawFn) -> bytes:
@@ -125,7 +128,7 @@ def _mutated_body() -> st.SearchStrategy[bytes]:
         for _ in range(draw(st.integers(0, 6))):
             position = draw(st.integers(0, len(data)))
             action = draw(st.sampled_from(["insert", "delete", "flip"]))
-            chunk = draw(st.sampled_from([b"\r\n", b"--", b"reliability-b0undary", b"\r\n\r\n"]))
+            chunk = draw(st.sampled_from([b"\r\n", b"--", BOUNDARY.encode(), b"\r\n\r\n"]))
             if action == "insert":
                 data[position:position] = chunk
             elif action == "delete":
@@ -141,9 +144,7 @@ def _mutated_body() -> st.SearchStrategy[bytes]:
 @given(
     body=st.one_of(st.binary(max_size=400), _mutated_body()),
     # Header values reach the parser as latin-1 text (ASGI headers are bytes).
-    boundary=st.one_of(
-        st.just("reliability-b0undary"), st.text(st.characters(max_codepoint=255), max_size=80)
-    ),
+    boundary=st.one_of(st.just(BOUNDARY), st.text(st.characters(max_codepoint=255), max_size=80)),
     split=st.lists(st.integers(1, 64), max_size=8),
 )
 def test_the_multipart_parser_ends_or_raises_invalid_argument(

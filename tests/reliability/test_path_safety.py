@@ -189,7 +189,7 @@ def test_a_store_request_is_not_capped_at_10_mb(workspace: tuple[httpx.Client, P
     client, _ = workspace
     parts = [make_instance("1.9", "1.9.1", f"1.9.1.{n}", seed=n) for n in range(2)]
     padding = b"\x00" * (11 * 1024 * 1024)  # a multipart preamble is ignored (RFC 2046 5.1.1)
-    from tests.support.reliability import multipart
+    from tests.support.dicomweb import multipart
 
     body, content_type = multipart(parts)
     response = client.post(

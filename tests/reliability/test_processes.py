@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from dicomql.service.config import ServiceConfig
 from dicomql.service.importer import FILES_PER_ITEM
 from dicomql.service.supervisor import ServeSettings, start_banner
+from tests.support.dicomweb import multipart
 from tests.support.pubsub_double import running_pubsub_double
 from tests.support.reliability import (
     DATASET,
@@ -34,7 +35,6 @@ from tests.support.reliability import (
     create_dataset_and_store,
     indexed_blob_keys,
     make_instance,
-    multipart,
     qido_instances,
     referenced,
     stow,

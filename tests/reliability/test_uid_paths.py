@@ -13,12 +13,12 @@ import pytest
 from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
+from tests.support.dicomweb import multipart
 from tests.support.reliability import (
     DICOMWEB,
     crafted_instance,
     create_dataset_and_store,
     make_instance,
-    multipart,
     stow,
 )
 

@@ -21,7 +21,7 @@ from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.sql.engine import Engine
-from tests.support.dicomweb import make_instance
+from tests.support.dicomweb import make_instance, multipart
 from tests.support.lro import make_stores, run, store_path, stow
 from tests.support.pubsub_double import PubsubDouble, running_pubsub_double
 
@@ -189,21 +189,11 @@ def test_many_instances_of_one_stow_are_published_in_one_request(
     pubsub: PubsubDouble, service: httpx.Client
 ) -> None:
     make_stores(service, "s", notificationConfigs=[{"pubsubTopic": TOPIC}])
-    boundary = "b0undary"
-    parts = [make_instance("1.2", "1.2.3", f"1.2.3.{n}") for n in range(10)]
-    body = (
-        b"".join(
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part + b"\r\n"
-            for part in parts
-        )
-        + f"--{boundary}--\r\n".encode()
-    )
+    body, content_type = multipart([make_instance("1.2", "1.2.3", f"1.2.3.{n}") for n in range(10)])
     response = service.post(
         f"{store_path('s')}/dicomWeb/studies",
         content=body,
-        headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
-        },
+        headers={"Content-Type": content_type},
     )
     assert response.status_code == 200, response.text
     assert len(pubsub.wait_for(TOPIC, 10)) == 10

@@ -25,6 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import create_engine, select
 
 from dicomql.store.schema import instances
+from tests.support.dicomweb import multipart
 from tests.support.ports import free_port
 
 DICOMQL = Path(sys.executable).with_name("dicomql")
@@ -277,16 +278,6 @@ def make_instance(
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
-
-
-def multipart(parts: list[bytes], boundary: str = "reliability-b0undary") -> tuple[bytes, str]:
-    """A STOW body of ``application/dicom`` parts and its Content-Type."""
-    body = b"".join(
-        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
-        for part in parts
-    )
-    body += b"--" + boundary.encode() + b"--\r\n"
-    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
 def stow(client: httpx.Client, parts: list[bytes], path: str = DICOMWEB) -> httpx.Response:

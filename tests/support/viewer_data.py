@@ -15,6 +15,8 @@ import pydicom.data
 from pydicom import Dataset, dcmread
 from pydicom.uid import generate_uid
 
+from tests.support.dicomweb import multipart
+
 PROJECT, LOCATION, DATASET, STORE = "p", "l", "d", "s"
 STORE_NAME = f"projects/{PROJECT}/locations/{LOCATION}/datasets/{DATASET}/dicomStores/{STORE}"
 DICOMWEB = f"/v1/{STORE_NAME}/dicomWeb"
@@ -142,18 +144,9 @@ def fill(base_url: str, token: str | None, ct_slices: int) -> dict[str, str]:
         encoded = encoded_studies()
         parts = ct_series(ct_slices) + [single_image(study) for study in OTHERS]
         parts += [instance for _, _, instance in encoded]
-        boundary = "viewer-test-boundary"
-        body = b"".join(
-            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part + b"\r\n"
-            for part in parts
-        )
-        body += f"--{boundary}--\r\n".encode()
+        body, content_type = multipart(parts)
         response = client.post(
-            f"{DICOMWEB}/studies",
-            content=body,
-            headers={
-                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
-            },
+            f"{DICOMWEB}/studies", content=body, headers={"Content-Type": content_type}
         )
         response.raise_for_status()
     return {what: study for what, study, _ in encoded}
