@@ -1,7 +1,7 @@
 """Authentication flows: google-auth credentials refresh before use and once after a 401.
 
-Google's token endpoint and API are faked with ``httpx.MockTransport`` (see google_double.py);
-the credentials are real google-auth objects built offline.
+Google's token endpoint and API are faked with ``httpx.MockTransport`` (see
+tests/support/google_double.py); the credentials are real google-auth objects built offline.
 """
 
 from __future__ import annotations
