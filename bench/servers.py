@@ -1,7 +1,9 @@
 """Server processes under test: start, wait until they answer, read their peak memory, stop.
 
-``dicomql serve`` runs as its own process (uvicorn, one worker) so the load client never shares
-its interpreter; peak RSS is the kernel's VmHWM, reset between phases through ``clear_refs``.
+``dicomql serve`` runs as its own processes so the load client never shares its interpreter.
+Peak memory is read two ways (bench/README.md, "Peak memory"): each process's VmHWM, reset
+between phases through ``clear_refs``, summed; and the peak of the processes' summed PSS,
+sampled by a thread, which does not count pages shared after a fork once per process.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
@@ -130,6 +135,67 @@ class ServerProcess:
                 if key in values:
                     values[key] += int(rest.split()[0]) * 1024
         return values
+
+    def sample_peak_pss(self, interval: float = 0.1) -> PssSampler:
+        """A sampler of the summed PSS of the server's processes, for a ``with`` block."""
+        return PssSampler(self.pids, interval)
+
+
+def pss_bytes(pids: Iterable[int]) -> int | None:
+    """The processes' proportional set sizes summed, in bytes (the Pss line of
+    /proc/PID/smaps_rollup, Linux ≥ 4.14), or None when no process's could be read.
+
+    A page mapped by n processes counts 1/n in each, so the sum counts every page once, where
+    summed RSS counts the pages a forked worker shares with its parent once per process. A
+    process that has exited meanwhile adds nothing."""
+    total: int | None = None
+    for pid in pids:
+        for line in _read(Path(f"/proc/{pid}/smaps_rollup")).splitlines():
+            if line.startswith("Pss:"):
+                total = (total or 0) + int(line.split()[1]) * 1024
+                break
+    return total
+
+
+class PssSampler:
+    """The peak of summed PSS over ``pids()`` (looked up again at every sample, so a restarted
+    worker is counted), read every ``interval`` seconds by a thread while the ``with`` block
+    runs, and once when it starts and ends.
+
+    A lower bound on the true peak: a peak shorter than the interval falls between samples."""
+
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.1) -> None:
+        self._pids = pids
+        self.interval = interval
+        self.peak: int | None = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pss-sampler", daemon=True)
+
+    def sample(self) -> None:
+        total = pss_bytes(self._pids())
+        if total is not None:
+            self.samples += 1
+            self.peak = total if self.peak is None else max(self.peak, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> PssSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
 
 
 def process_tree(root: int) -> list[int]:
