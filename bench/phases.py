@@ -25,7 +25,7 @@ from bench.client import (
 )
 from bench.datagen import Corpus, StudyPlan, ct_instance_size
 from bench.findscu import DimseAddress, FindAssociation, identifier
-from bench.servers import ServerProcess
+from bench.servers import PssSampler, ServerProcess
 
 Figures = dict[str, Any]
 
@@ -237,8 +237,20 @@ def measure(target: Target, key: str, run: Callable[[], Figures]) -> None:
         target.errors[key] = f"{type(exc).__name__}: {exc}"
 
 
+def peak_memory(server: ServerProcess, pss: PssSampler) -> Figures:
+    """The server's peak memory since its VmHWM was reset: each process's peak RSS summed (an
+    upper bound: shared pages once per process, each process at its own peak) and the sampled
+    peak of the processes' summed PSS (a lower bound: a peak between samples is missed)."""
+    figures: Figures = {"peak_rss_mb": round(server.memory()["VmHWM"] / 1e6, 1)}
+    if pss.peak is not None:
+        figures["peak_pss_mb"] = round(pss.peak / 1e6, 1)
+        figures["pss_samples"] = pss.samples
+    return figures
+
+
 def large_study(target: Target, plan: Plan) -> None:
-    """Peak server RSS (VmHWM) while storing ``large_bytes`` of CT and retrieving that study."""
+    """Peak server memory (summed VmHWM, sampled summed PSS) while storing ``large_bytes`` of
+    CT and retrieving that study."""
     corpus = Corpus(seed=plan.seed - 1, patients=1)
     count = max(1, plan.large_bytes // ct_instance_size())
     study = corpus.study("CT", _series_sizes(count), patient=0)
@@ -247,17 +259,17 @@ def large_study(target: Target, plan: Plan) -> None:
     def store() -> Figures:
         before = server.memory()
         server.reset_peak_rss()
-        with ClientPool(target.dicomweb_url, 4) as pool:
+        with server.sample_peak_pss() as pss, ClientPool(target.dicomweb_url, 4) as pool:
             result = pool.store_batches(batched(corpus.ct_instances([study]), 25))
         return {
             **throughput_figures(result),
             "rss_before_mb": round(before["VmRSS"] / 1e6, 1),
-            "peak_rss_mb": round(server.memory()["VmHWM"] / 1e6, 1),
+            **peak_memory(server, pss),
         }
 
     def retrieve() -> Figures:
         server.reset_peak_rss()
-        with DicomWebClient(target.dicomweb_url) as client:
+        with server.sample_peak_pss() as pss, DicomWebClient(target.dicomweb_url) as client:
             start = time.perf_counter()
             received = client.retrieve_streamed(f"/studies/{study.study_instance_uid}")
             seconds = time.perf_counter() - start
@@ -265,7 +277,7 @@ def large_study(target: Target, plan: Plan) -> None:
             "megabytes": round(received / 1e6, 1),
             "seconds": round(seconds, 3),
             "mb_per_s": round(received / 1e6 / seconds, 1),
-            "peak_rss_mb": round(server.memory()["VmHWM"] / 1e6, 1),
+            **peak_memory(server, pss),
         }
 
     measure(target, "large.stow", store)

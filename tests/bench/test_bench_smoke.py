@@ -126,6 +126,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert (output / "smoke.md").read_text().startswith("# dicomql vs Orthanc")
     result: dict[str, Any] = json.loads(json_path.read_text())
     result["stdout"] = completed.stdout
+    result["markdown"] = (output / "smoke.md").read_text()
     return result
 
 
@@ -175,3 +176,18 @@ def test_smoke_run_c_find_answers_every_query_with_the_stored_matches(
     for key in PHASE_FIGURES["cfind"]:
         if key != "cfind.40.study_by_date_range":
             assert figures[key]["mean_results"] >= 1, (key, figures[key])
+
+
+@pytest.mark.parametrize("key", PHASE_FIGURES["large"])
+def test_smoke_run_reports_peak_memory_as_summed_rss_peaks_and_sampled_summed_pss(
+    smoke_run: dict[str, Any], key: str
+) -> None:
+    figures = smoke_run["targets"]["dicomql-sqlite"]["figures"][key]
+
+    # Each process's PSS is at most its RSS, which is at most its peak RSS: the summed PSS
+    # sampled at any moment cannot exceed the summed per-process peaks.
+    assert figures["pss_samples"] >= 2  # one at the start, one at the end, any in between
+    assert 0 < figures["peak_pss_mb"] <= figures["peak_rss_mb"]
+    for label in ("MB peak RSS (sum of per-process peaks)", "MB peak PSS (sum of processes)"):
+        phase = "Large STOW" if key == "large.stow" else "Large study retrieval"
+        assert f"| {phase} | {label} " in smoke_run["markdown"]
