@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -26,15 +25,6 @@ NO_SOP_UID = make_instance(STUDY, SERIES, "1.2.826.0.1.1.1.9").replace(
     b"1.2.826.0.1.1.1.9", b"                 "
 )
 GARBAGE = b"this is not DICOM at all" * 10
-
-
-@pytest.fixture
-def client(service_config: ServiceConfig) -> Iterator[DicomWebClient]:
-    client = DicomWebClient(service_config)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @dataclass

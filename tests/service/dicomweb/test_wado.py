@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pydicom
@@ -12,7 +11,6 @@ import pytest
 from PIL import Image
 from pydicom.encaps import generate_frames
 
-from dicomql.service.config import ServiceConfig
 from tests.support.dicomweb import (
     DICOMWEB,
     TEST_FILES,
@@ -22,15 +20,6 @@ from tests.support.dicomweb import (
 )
 
 MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
-
-
-@pytest.fixture
-def client(service_config: ServiceConfig) -> Iterator[DicomWebClient]:
-    client = DicomWebClient(service_config)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _read(name: str) -> pydicom.Dataset:

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterator
 
 import numpy as np
 import pydicom
-import pytest
 
 from dicomql.dicom.frames import native_frames_location
 from dicomql.dicom.parse import read_header
-from dicomql.service.config import ServiceConfig
 from tests.support.dicomweb import (
     DICOMWEB,
     TEST_FILES,
@@ -23,15 +20,6 @@ from tests.support.dicomweb import (
 )
 
 FRAMES = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-
-
-@pytest.fixture
-def client(service_config: ServiceConfig) -> Iterator[DicomWebClient]:
-    client = DicomWebClient(service_config)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _instance_path(data: bytes) -> str:
