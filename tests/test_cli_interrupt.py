@@ -91,6 +91,9 @@ class Terminal:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMQL_")}
         env["TERM"] = "xterm"
         env["PROMPT_TOOLKIT_NO_CPR"] = "1"  # no cursor-position request to answer
+        # rich reads COLUMNS before the terminal's size: an inherited value (pytest-xdist's
+        # workers have one) would override the pty's.
+        env["COLUMNS"], env["LINES"] = str(columns), "40"
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: sizes its terminal, then becomes dicomql
             # Sized here, before exec: sized by the parent after fork, a loaded machine could

@@ -79,7 +79,12 @@ def walk(ds: Dataset) -> Iterator[tuple[str, Any, str]]:
 
 def flatten(ds: Dataset, prefix: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], Any]]:
     """Every non-sequence element with its path (tags and item indexes from the top)."""
-    for element in ds:
+    # pydicom warns of the test files' invalid UIDs as it converts them; whether the warning
+    # raises depends on filters other tests in the same xdist worker left behind.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        elements = list(ds)
+    for element in elements:
         path = (*prefix, int(element.tag))
         if element.VR == "SQ":
             for index, item in enumerate(element.value or []):
