@@ -20,14 +20,14 @@ from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.store.index import Index, sqlite_url
+from tests.support.ids import set_id
 from tests.support.ports import free_port
 
 
 def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
-    """Sets in test IDs are spelled sorted: their repr follows hash randomisation, and
-    pytest-xdist refuses to run when its workers collect differently named tests."""
+    """Sets in test IDs are spelled sorted (tests.support.ids)."""
     if isinstance(val, (set, frozenset)):
-        return "{" + ", ".join(repr(v) for v in sorted(val, key=repr)) + "}" if val else "set()"
+        return set_id(val)
     return None
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support.dicomweb import DICOMWEB, read_multipart
+from tests.support.ids import set_id
 from tests.support.qido_corpus import (
     A1,
     A1_1,
@@ -119,10 +120,8 @@ STUDY_CASES = [
 
 
 def case_id(value: object) -> str:
-    """Sets spelled sorted: pytest-xdist's workers must name each test alike."""
-    if isinstance(value, set):
-        return "{" + ", ".join(sorted(value)) + "}"
-    return str(value)
+    """Criteria as they read; sets sorted, as the conftest hook spells them (tests.support.ids)."""
+    return set_id(value) if isinstance(value, set) else str(value)
 
 
 @pytest.mark.parametrize(("params", "expected"), STUDY_CASES, ids=case_id)
