@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from dicomql.errors import InterfaceError
 
@@ -21,6 +21,7 @@ BACKENDS = (EMBEDDED, ENDPOINT, GOOGLE)
 GOOGLE_ENDPOINT = "https://healthcare.googleapis.com/"
 DEFAULT_DATA_DIR = "~/.local/share/dicomql"
 DEFAULT_PAGE_LIMIT = 20
+DEFAULT_TIMEOUT = 60.0
 # The embedded service's profiles, as dicomql.service.conformance.PROFILES names them (the front
 # end does not import the service; a test pins the two equal).
 CONFORMANCE_PROFILES = ("google", "standard")
@@ -63,6 +64,26 @@ class Endpoints:
         )
 
 
+class ConnectOptions(TypedDict, total=False):
+    """The settings :func:`dicomql.connect` and :meth:`ConnectionConfig.build` take by keyword
+    besides ``data_dir`` (documented at ``connect``). One left out is read from the environment
+    where it has a variable, else defaulted: ``page_limit`` to ``DEFAULT_PAGE_LIMIT``
+    (``None``: every page), ``timeout`` to ``DEFAULT_TIMEOUT``, ``workers`` to 2."""
+
+    endpoint: str | None
+    token: str | None
+    backend: str | None
+    credentials: str | os.PathLike[str] | None
+    database_url: str | None
+    page_limit: int | None
+    variables: Mapping[str, Any] | None
+    timeout: float
+    conformance: str | None
+    import_roots: Iterable[str | os.PathLike[str]] | None
+    blob_url: str | None
+    workers: int | None
+
+
 @dataclass(frozen=True)
 class ConnectionConfig:
     """Where SQL statements are sent and with which defaults.
@@ -99,7 +120,7 @@ class ConnectionConfig:
     credentials: Path | None = None
     page_limit: int | None = DEFAULT_PAGE_LIMIT
     variables: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    timeout: float = 60.0
+    timeout: float = DEFAULT_TIMEOUT
     conformance: str = "google"
     import_roots: tuple[Path, ...] = ()
     blob_url: str | None = None
@@ -130,19 +151,8 @@ class ConnectionConfig:
         cls,
         *,
         data_dir: str | os.PathLike[str] | None = None,
-        database_url: str | None = None,
-        endpoint: str | None = None,
-        token: str | None = None,
-        backend: str | None = None,
-        credentials: str | os.PathLike[str] | None = None,
-        page_limit: int | None = DEFAULT_PAGE_LIMIT,
-        variables: Mapping[str, Any] | None = None,
-        timeout: float = 60.0,
-        conformance: str | None = None,
-        import_roots: Iterable[str | os.PathLike[str]] | None = None,
-        blob_url: str | None = None,
-        workers: int | None = None,
         environ: Mapping[str, str] | None = None,
+        **options: Unpack[ConnectOptions],
     ) -> ConnectionConfig:
         """Resolve explicit settings, then the environment, then defaults.
 
@@ -159,6 +169,14 @@ class ConnectionConfig:
             InterfaceError: the settings contradict each other.
         """
         env = os.environ if environ is None else environ
+        endpoint, token, backend = (
+            options.get("endpoint"),
+            options.get("token"),
+            options.get("backend"),
+        )
+        credentials, database_url = options.get("credentials"), options.get("database_url")
+        conformance, blob_url = options.get("conformance"), options.get("blob_url")
+        import_roots, workers = options.get("import_roots"), options.get("workers")
         if data_dir is not None and (endpoint or backend == GOOGLE):
             raise InterfaceError("give either a data directory or an endpoint/backend, not both")
         if backend is None:
@@ -200,9 +218,9 @@ class ConnectionConfig:
             endpoint=endpoint,
             token=token,
             credentials=Path(credentials).expanduser() if credentials is not None else None,
-            page_limit=page_limit,
-            variables=MappingProxyType(dict(variables or {})),
-            timeout=timeout,
+            page_limit=options.get("page_limit", DEFAULT_PAGE_LIMIT),
+            variables=MappingProxyType(dict(options.get("variables") or {})),
+            timeout=options.get("timeout", DEFAULT_TIMEOUT),
             conformance=conformance or "google",
             # Resolved now: the current directory is the caller's, not a later one's.
             import_roots=tuple(

@@ -7,11 +7,11 @@ Healthcare API has none), so ``commit`` does nothing and ``rollback`` is not sup
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from dicomql.config import DEFAULT_PAGE_LIMIT, ConnectionConfig
+from dicomql.config import ConnectionConfig, ConnectOptions
 from dicomql.errors import InterfaceError, NotSupportedError, ProgrammingError
 
 if TYPE_CHECKING:
@@ -72,22 +72,12 @@ def type_code(values: Iterator[Any]) -> str | None:
 
 
 def connect(
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    endpoint: str | None = None,
-    token: str | None = None,
-    backend: str | None = None,
-    credentials: str | os.PathLike[str] | None = None,
-    database_url: str | None = None,
-    page_limit: int | None = DEFAULT_PAGE_LIMIT,
-    variables: Mapping[str, Any] | None = None,
-    timeout: float = 60.0,
-    conformance: str | None = None,
-    import_roots: Iterable[str | os.PathLike[str]] | None = None,
-    blob_url: str | None = None,
-    workers: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None, **options: Unpack[ConnectOptions]
 ) -> Connection:
     """Open a connection to a DICOM store backend.
+
+    Every setting but ``data_dir`` is a keyword (``config.ConnectOptions`` types them once for
+    this function and ``ConnectionConfig.build``).
 
     Args:
         data_dir: run the embedded service over this directory (the default backend; also
@@ -97,9 +87,9 @@ def connect(
         backend: ``"google"`` for Google's Cloud Healthcare API.
         credentials: a Google key file; without it, Application Default Credentials.
         database_url: the embedded service's index (PostgreSQL, say) instead of SQLite.
-        page_limit: pages a list follows (``None``: all).
+        page_limit: pages a list follows (20 by default; ``None``: all).
         variables: ``{{ name }}`` template values for every statement.
-        timeout: seconds to wait for one HTTP exchange.
+        timeout: seconds to wait for one HTTP exchange (60 by default).
         conformance: the embedded service's profile: ``"google"`` (the default) serves what
             Cloud Healthcare's DICOM conformance statement documents, ``"standard"`` also what
             PS3.18 requires beyond it.
@@ -117,21 +107,7 @@ def connect(
         InterfaceError: the arguments contradict each other.
         OperationalError: Google credentials could not be loaded.
     """
-    config = ConnectionConfig.build(
-        data_dir=data_dir,
-        endpoint=endpoint,
-        token=token,
-        backend=backend,
-        credentials=credentials,
-        database_url=database_url,
-        page_limit=page_limit,
-        variables=variables,
-        timeout=timeout,
-        conformance=conformance,
-        import_roots=import_roots,
-        blob_url=blob_url,
-        workers=workers,
-    )
+    config = ConnectionConfig.build(data_dir=data_dir, **options)
     if config.blob_url is not None:
         from dicomql.store.object_blobs import check_blob_url
 
