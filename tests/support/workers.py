@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from dicomql.service.config import ServiceConfig
 from dicomql.service.workers import WorkerPool
@@ -33,22 +34,26 @@ class PoolThread:
 
     def __init__(self, *pools: WorkerPool) -> None:
         self.pools = pools
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._portal_context = start_blocking_portal(name="dicomql-test-pools")
+        self._portal: BlockingPortal | None = None
+        self._runs: list[Future[None]] = []
 
     def __enter__(self) -> PoolThread:
-        self._thread.start()
+        self._portal = self._portal_context.__enter__()
         for pool in self.pools:
-            asyncio.run_coroutine_threadsafe(pool.start(), self._loop).result(DEADLINE)
+            running, _ = self._portal.start_task(pool.run)
+            self._runs.append(running)
         return self
 
     def wake(self, pool: WorkerPool) -> None:
         """What an endpoint does after creating an operation, from the pools' event loop."""
-        self._loop.call_soon_threadsafe(pool.wake)
+        assert self._portal is not None
+        self._portal.call(pool.wake)
 
     def __exit__(self, *exc: object) -> None:
+        assert self._portal is not None
         for pool in self.pools:
-            asyncio.run_coroutine_threadsafe(pool.stop(), self._loop).result(DEADLINE)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(DEADLINE)
-        self._loop.close()
+            self._portal.call(pool.stop)
+        for running in self._runs:
+            running.result(DEADLINE)
+        self._portal_context.__exit__(None, None, None)

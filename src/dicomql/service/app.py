@@ -6,14 +6,13 @@ drives directly, so the SQL front end sees the same HTTP contract wherever the s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -66,22 +65,16 @@ def create_app(
             item_timeout=config.item_timeout_seconds,
             after_run=service.instances_stored,
         )
-        await service.workers.start()
-        janitor = asyncio.create_task(run_janitor(service, presence), name="dicomql-janitor")
-        await deliverer.start()
-        dimse = None
         try:
-            dimse = start_dimse(service)  # a port another program holds fails the start
-            app.state.service = service
-            yield
+            async with background_work(service, deliverer, presence):
+                dimse = start_dimse(service)  # a port another program holds fails the start
+                try:
+                    app.state.service = service
+                    yield
+                finally:
+                    if dimse is not None:
+                        dimse.stop()
         finally:
-            if dimse is not None:
-                dimse.stop()
-            janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await janitor
-            await deliverer.stop()
-            await service.workers.stop()
             presence.leave()
             index.close()
 
@@ -121,6 +114,34 @@ def create_app(
     # resource (an encoded "t%2FdicomWeb" store ID would be sent to store t).
     app.router.redirect_slashes = False
     return app
+
+
+@asynccontextmanager
+async def background_work(
+    service: Service, deliverer: EventDeliverer, presence: ServerPresence
+) -> AsyncIterator[None]:
+    """The operation workers, the janitor and the event deliverer, in one task group for as
+    long as the app runs; on the way out the deliverer and the workers stop cleanly (the
+    workers give their operations back) and the janitor is cancelled."""
+    assert service.workers is not None
+    failed: Exception | None = None
+    async with anyio.create_task_group() as background:
+        await background.start(service.workers.run)
+        background.start_soon(run_janitor, service, presence, name="dicomql-janitor")
+        await background.start(deliverer.run)
+        try:
+            yield
+        except Exception as exc:  # raised below as itself, not in the task group's ExceptionGroup
+            failed = exc
+        finally:
+            # Shielded from a cancelled lifespan: the workers' stop is bounded by their
+            # shutdown_timeout.
+            with anyio.CancelScope(shield=True):
+                await deliverer.stop()
+                await service.workers.stop()
+            background.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
 
 
 def viewer_session_middleware(config: ServiceConfig) -> list[Middleware]:

@@ -6,19 +6,19 @@ with exponential backoff on failure until a bound, after which they are logged a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import socket
-from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from anyio import to_thread
-from sqlalchemy.exc import SQLAlchemyError
+import anyio
+from anyio import from_thread, to_thread
+from anyio.abc import TaskStatus
+from anyio.lowlevel import EventLoopToken, current_token
 
 from dicomql.config import Endpoints
 from dicomql.service.bigquery_google import BigQueryError, GoogleBigQuery
@@ -63,7 +63,7 @@ class DeliveryError(Exception):
 
 
 class EventDeliverer:
-    """One asyncio task that delivers due events in a thread, started and stopped by the app.
+    """One task that delivers due events in a thread, started and stopped by the app.
 
     Args:
         index: the index holding the outbox.
@@ -89,43 +89,50 @@ class EventDeliverer:
         )
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}/events"
         self._bigquery: GoogleBigQuery | bool | None = False  # False: not decided yet
-        self._stopping: asyncio.Event | None = None
-        self._soon: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._stopping: anyio.Event | None = None
+        self._soon: anyio.Event | None = None
+        self._loop: EventLoopToken | None = None
+        self._stopped: anyio.Event | None = None
 
-    async def start(self) -> None:
-        self._stopping = asyncio.Event()
-        self._soon = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="dicomql-event-deliverer")
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Deliver until :meth:`stop`: the app's lifespan starts it in its task group."""
+        self._stopping = anyio.Event()
+        self._soon = anyio.Event()
+        self._loop = current_token()
+        self._stopped = anyio.Event()
+        task_status.started()
+        try:
+            await self._run()
+        finally:
+            self._stopped.set()
 
     def soon(self) -> None:
         """Instances were stored here and may have events: look within ``poll_interval``
         rather than after a backed-off wait. From the event loop or any thread; only an
         optimisation (the index's outbox is what counts), and at most one look per
         ``poll_interval`` however many requests call it."""
-        loop, soon = self._loop, self._soon
-        if loop is None or soon is None:
+        if self._loop is None:
             return
         try:
-            in_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            in_loop = False
-        if in_loop:
-            soon.set()
-        else:
+            current_token()
+        except RuntimeError:  # another thread: the event is set on the event loop
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody delivers here
-                loop.call_soon_threadsafe(soon.set)
+                from_thread.run_sync(self._hint, token=self._loop)
+        else:
+            self._hint()
+
+    def _hint(self) -> None:
+        if self._soon is not None:
+            self._soon.set()
 
     async def stop(self) -> None:
         """Stop after the batch in hand; undelivered events stay in the outbox for the next
         start or another server (a claim in flight expires with its lease)."""
         if self._stopping is not None:
             self._stopping.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            self._hint()  # ends a wait
+        if self._stopped is not None:
+            await self._stopped.wait()
         self.publisher.close()
 
     async def _run(self) -> None:
@@ -133,11 +140,15 @@ class EventDeliverer:
         settings = self.settings
         wait = settings.poll_interval
         while not self._stopping.is_set():
-            self._soon.clear()  # before looking: a soon() during the look is kept
+            # Cleared before looking, so a soon() during the look is kept (an anyio.Event cannot
+            # be cleared: a set one is replaced).
+            if self._soon.is_set():
+                self._soon = anyio.Event()
             try:
                 claimed, due_in = await to_thread.run_sync(self._look)
-            except SQLAlchemyError as exc:
-                # The index is unreachable for a moment: try again after the poll interval.
+            except Exception as exc:
+                # The index is unreachable for a moment (or a bug in one batch): try again
+                # after the poll interval rather than end delivery, and the server with it.
                 log.exception("claiming instance events failed")
                 count_error(exc)
                 claimed, due_in = 0, None
@@ -154,23 +165,17 @@ class EventDeliverer:
     async def _wait(self, longest: float) -> bool:
         """Until ``longest`` has passed, or stop(); a soon() shortens it to ``poll_interval``
         from the look (so a stream of stored instances costs at most one look that long).
-        Whether soon() was called."""
+        Whether soon() (or stop()) was called."""
         assert self._stopping is not None and self._soon is not None
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        soon = asyncio.ensure_future(self._soon.wait())
-        try:
-            await asyncio.wait({stopping, soon}, timeout=longest, return_when=FIRST_COMPLETED)
-            if not soon.done():
-                return False
-            left = started + self.settings.poll_interval - loop.time()
-            if left > 0 and not stopping.done():
-                await asyncio.wait({stopping}, timeout=left)
-            return True
-        finally:
-            stopping.cancel()
-            soon.cancel()
+        started = anyio.current_time()
+        soon = self._soon
+        with anyio.move_on_after(longest):
+            await soon.wait()
+        if not soon.is_set():
+            return False
+        with anyio.move_on_after(started + self.settings.poll_interval - anyio.current_time()):
+            await self._stopping.wait()
+        return True
 
     def _look(self) -> tuple[int, float | None]:
         """Deliver what is due (blocking): how many events were claimed, and in how many

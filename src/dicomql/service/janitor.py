@@ -19,7 +19,6 @@ upload starts and removed when it is indexed); one hour by default.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
@@ -28,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import anyio
 from anyio import to_thread
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool
@@ -198,7 +198,7 @@ async def run_janitor(service: Service, presence: ServerPresence) -> None:
     interval = service.config.janitor_interval_seconds
     grace = timedelta(seconds=service.config.orphan_grace_seconds)
     while True:
-        await asyncio.sleep(interval * random.uniform(0.5, 1.5))
+        await anyio.sleep(interval * random.uniform(0.5, 1.5))
         try:
             await to_thread.run_sync(presence.check)
             partial, unreferenced = await to_thread.run_sync(remove_leftovers, service, grace)

@@ -259,6 +259,9 @@ def _quiet_server_class() -> type[uvicorn.Server]:
         once, so stopping is as quick as before.
         """
 
+        # asyncio, not anyio: uvicorn's loop is asyncio, and should_exit is set from signal
+        # handlers, which only loop.call_soon_threadsafe may wake from (anyio's from_thread
+        # would block, in the loop's own thread).
         _exit_asked: asyncio.Event | None = None
         _loop: asyncio.AbstractEventLoop | None = None
 

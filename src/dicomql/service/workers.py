@@ -18,7 +18,6 @@ finishing the last item completes the operation.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
@@ -28,12 +27,14 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 import anyio
-from anyio import to_thread
+from anyio import from_thread, to_thread
+from anyio.abc import TaskStatus
+from anyio.lowlevel import current_token
 
 from dicomql.google_api import Code, rpc_status
 from dicomql.service.config import ServiceConfig
@@ -222,7 +223,7 @@ Handler: TypeAlias = OperationHandler | ItemizedMethod
 
 
 class WorkerPool:
-    """N asyncio tasks that claim operations and run their handlers in threads.
+    """N tasks that claim operations and run their handlers in threads.
 
     Args:
         service: the index and blobs handlers work on.
@@ -287,26 +288,32 @@ class WorkerPool:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         # Set from the event loop, read from handler threads: a threading.Event is safe for both.
         self.stopping = threading.Event()
-        self._wakeup: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._wakeup: anyio.Event | None = None
         self._threads: anyio.CapacityLimiter | None = None
+        self._workers: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None
 
-    async def start(self) -> None:
-        """Start the workers on the running event loop (the app's lifespan)."""
-        self._wakeup = asyncio.Event()
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the workers until :meth:`stop`: the app's lifespan starts it in its task group
+        (``await group.start(pool.run)``), which returns once the workers are started."""
+        self._wakeup = anyio.Event()
         # Their own thread tokens (a claim or report and a heartbeat per worker), so a burst of
         # requests holding anyio's default 40 cannot hold back a lease renewal.
         self._threads = anyio.CapacityLimiter(2 * max(self.workers, 1))
+        self._stopped = anyio.Event()
         self.stopping.clear()
-        if not self.handlers:
-            return
-        self._tasks = [
-            asyncio.create_task(self._worker(n), name=f"dicomql-worker-{n}")
-            for n in range(self.workers)
-        ]
+        try:
+            async with anyio.create_task_group() as workers:
+                self._workers = workers.cancel_scope
+                for n in range(self.workers if self.handlers else 0):
+                    workers.start_soon(self._worker, n, name=f"dicomql-worker-{n}")
+                task_status.started()
+        finally:
+            self._workers = None
+            self._stopped.set()
 
     async def _in_thread(self, function: Callable[..., _T], *args: Any) -> _T:
-        assert self._threads is not None, "start() first"
+        assert self._threads is not None, "run() first"
         return await to_thread.run_sync(function, *args, limiter=self._threads)
 
     def wake(self) -> None:
@@ -316,19 +323,25 @@ class WorkerPool:
         if self._wakeup is not None:
             self._wakeup.set()
 
+    def _clear_wakeup(self) -> None:
+        # An anyio.Event cannot be cleared: a set one is replaced (its waiters have been woken).
+        if self._wakeup is not None and self._wakeup.is_set():
+            self._wakeup = anyio.Event()
+
     async def stop(self) -> None:
         """Stop claiming, let running handlers reach their next progress report, and give their
         operations back unfinished so that the next start (or another process) resumes them."""
         self.stopping.set()
         self.wake()
-        if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=self.shutdown_timeout)
-            # A handler stuck inside one work item: stop waiting for it. Its thread finishes on
-            # its own; its lease expires, so the operation resumes on the next start.
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        if self._stopped is None:
+            return
+        with anyio.move_on_after(self.shutdown_timeout):
+            await self._stopped.wait()
+        # A handler stuck inside one work item: stop waiting for it. Its thread finishes on its
+        # own; its lease expires, so the operation resumes on the next start.
+        if self._workers is not None:
+            self._workers.cancel()
+        await self._stopped.wait()
 
     @property
     def itemized_methods(self) -> list[str]:
@@ -338,24 +351,28 @@ class WorkerPool:
 
     async def _worker(self, number: int) -> None:
         worker_id = f"{self.worker_id}/{number}"
-        assert self._wakeup is not None
         while not self.stopping.is_set():
             # Cleared before looking, so a wake() during the claim query is not lost.
-            self._wakeup.clear()
-            claim = await self._in_thread(self._claim, worker_id)
+            self._clear_wakeup()
+            try:
+                claim = await self._in_thread(self._claim, worker_id)
+            except Exception as exc:  # the index is unreachable for a moment: look again later
+                logger.exception("claiming work failed")
+                _count_error(exc)
+                claim = None
             if claim is None:
                 await self._idle()
                 continue
             # Work comes in runs: look again soon once idle.
             self._idle_wait = self.poll_interval
             # Other idle workers may find more; a wake() could have covered several operations.
-            self._wakeup.set()
+            self.wake()
             await self._run(claim)
             if self.after_run is not None:
                 self.after_run()
             # A planned operation has items now: idle workers of this process claim them at
             # once (other processes find them at their next poll).
-            self._wakeup.set()
+            self.wake()
 
     def _claim(self, worker_id: str) -> Claim | ItemClaim | None:
         """New operations first (planning one is quick and lets every process share it), then
@@ -383,39 +400,36 @@ class WorkerPool:
             return
         self._polling = True
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout=self._idle_wait)
-        except TimeoutError:
-            self._idle_wait = min(self._idle_wait * 2, self.max_poll_interval)
-        else:
-            self._idle_wait = self.poll_interval
+            with anyio.move_on_after(self._idle_wait) as waiting:
+                await self._wakeup.wait()
+            if waiting.cancelled_caught:
+                self._idle_wait = min(self._idle_wait * 2, self.max_poll_interval)
+            else:
+                self._idle_wait = self.poll_interval
         finally:
             self._polling = False
 
     async def _run(self, claim: Claim | ItemClaim) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(claim))
-        try:
-            if isinstance(claim, ItemClaim):
-                finished = _in_own_thread(self.run_item_claim, claim)
-            else:
-                finished = _in_own_thread(self.run_claim, claim)
-            await self._watch(finished, claim)
-        finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+        run = self.run_item_claim if isinstance(claim, ItemClaim) else self.run_claim
+        async with anyio.create_task_group() as beside:
+            beside.start_soon(self._heartbeat, claim)
+            await self._watch(_in_own_thread(run, claim), claim)
+            beside.cancel_scope.cancel()
 
-    async def _watch(self, finished: asyncio.Future[None], claim: Claim | ItemClaim) -> None:
+    async def _watch(self, finished: _ThreadEnd, claim: Claim | ItemClaim) -> None:
         """Wait for the handler's thread; give up on it when its operation is cancelled and it
         does not stop within ``cancel_grace``, or when a work item outlives ``item_timeout``."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = anyio.current_time()
         cancel_seen: float | None = None
         interval = min(_CANCEL_CHECK_INTERVAL, self.lease.total_seconds() / 3, self.cancel_grace)
         while True:
-            await asyncio.wait({finished}, timeout=max(interval, 0.01))
-            if finished.done():
-                finished.result()
+            with anyio.move_on_after(max(interval, 0.01)):
+                await finished.done.wait()
+            if finished.done.is_set():
+                if finished.error is not None:
+                    raise finished.error
                 return
-            now = loop.time()
+            now = anyio.current_time()
             if cancel_seen is None and await self._in_thread(
                 work.cancel_requested, self.service.index, claim.operation_pk
             ):
@@ -456,7 +470,7 @@ class WorkerPool:
         # its thread runs. Cancellation is still only acted upon between work items.
         interval = self.lease.total_seconds() / 3
         while True:
-            await asyncio.sleep(interval)
+            await anyio.sleep(interval)
             try:
                 if isinstance(claim, ItemClaim):
                     await self._in_thread(
@@ -466,6 +480,9 @@ class WorkerPool:
                     await self._in_thread(work.renew_lease, self.service.index, claim, self.lease)
             except LeaseLostError:
                 return
+            except Exception as exc:  # the index is unreachable for a moment: renew next time
+                logger.warning("renewing the lease on %s failed", claim.operation_id, exc_info=True)
+                _count_error(exc)
 
     def run_claim(self, claim: Claim) -> None:
         """Run one claimed operation to its end, plan its items, or give it back; blocking, in
@@ -560,32 +577,31 @@ class WorkerPool:
             work.fail_item_operation(index, item, internal_status(exc))
 
 
-def _in_own_thread(function: Callable[[Any], None], claim: Any) -> asyncio.Future[None]:
-    """Run ``function(claim)`` in a new daemon thread; a future of its end. Not the event
-    loop's shared executor: a handler blocked for good must not take a thread that claims,
-    heartbeats and requests need."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
+@dataclass
+class _ThreadEnd:
+    """The end of a handler's thread: ``done`` is set on the event loop, with what it raised."""
 
-    def settle(error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: BaseException | None = None
+
+
+def _in_own_thread(function: Callable[[Any], None], claim: Any) -> _ThreadEnd:
+    """Run ``function(claim)`` in a new daemon thread. Not one of anyio's worker threads: a
+    handler blocked for good must neither take a thread that claims, heartbeats and requests
+    need nor, being a non-daemon thread, keep the process from exiting."""
+    end = _ThreadEnd()
+    loop = current_token()
 
     def body() -> None:
-        error: BaseException | None = None
         try:
             function(claim)
         except BaseException as exc:  # handed to the awaiting worker, as to_thread would
-            error = exc
+            end.error = exc
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, error)
+            from_thread.run_sync(end.done.set, token=loop)
 
     threading.Thread(target=body, name="dicomql-handler", daemon=True).start()
-    return future
+    return end
 
 
 def _count_error(exc: BaseException) -> None:
