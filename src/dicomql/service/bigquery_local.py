@@ -32,12 +32,19 @@ def database_path(data_dir: Path, project: str) -> Path:
     return data_dir / "bigquery" / f"{project}.duckdb"
 
 
-def _lock(path: Path) -> ProcessLock:
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """The database file's lock, held for the block. Its lock file is closed once no thread
+    holds it (opened again next time) rather than left open for the process's life."""
     with _LOCKS_GUARD:
         lock = _LOCKS.get(path)
         if lock is None:
             lock = _LOCKS[path] = ProcessLock(path.with_name(path.name + ".lock"))
-        return lock
+    try:
+        with lock:
+            yield
+    finally:
+        lock.close()
 
 
 def _quote(name: str) -> str:
@@ -79,7 +86,7 @@ def _opened(data_dir: Path, project: str) -> Iterator[duckdb.DuckDBPyConnection]
     """The project's stand-in file, opened under its lock."""
     path = database_path(data_dir, project)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(path):
+    with _locked(path):
         try:
             db = duckdb.connect(str(path))
         except duckdb.Error as exc:  # e.g. another process holds the file's write lock
@@ -169,7 +176,7 @@ def append_rows(data_dir: Path, uri: TableUri, rows: list[dict[str, Any]]) -> No
     wanted: dict[str, str] = dict.fromkeys(BASE_COLUMNS, "")
     wanted.update({name: "" for row in rows for name in row})
     wanted = {name: column_type(name) for name in wanted}
-    with _lock(path), duckdb.connect(str(path)) as db:
+    with _locked(path), duckdb.connect(str(path)) as db:
         db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         with _transaction(db):
             have = _columns(db, uri.dataset, uri.table)
