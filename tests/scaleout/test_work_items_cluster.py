@@ -139,12 +139,12 @@ def test_three_servers_share_one_store_and_finish_an_import_when_one_is_killed_m
         assert time.monotonic() < deadline, "the third server never held an item mid-way"
         if unfinished_items_of_third():
             os.kill(third.pid, signal.SIGSTOP)
-            time.sleep(0.2)  # a commit already sent reaches PostgreSQL
+            wait_for(lambda: cluster.settled(third), "PostgreSQL to apply what it was sent")
             held = unfinished_items_of_third()
             if held:
                 break
             os.kill(third.pid, signal.SIGCONT)
-        time.sleep(0.05)
+        time.sleep(0.05)  # paces the look
     third.kill()
 
     finished = operation_done(first.http, operation_name)

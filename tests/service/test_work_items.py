@@ -291,7 +291,7 @@ def test_an_item_that_keeps_killing_its_worker_is_abandoned(index: Index, tmp_pa
             index, f"dying:{attempt}", lease=timedelta(microseconds=1), methods=[METHOD]
         )
         assert item is not None and item.seq == 0
-        time.sleep(0.01)
+        time.sleep(0.01)  # past the 1 µs lease, whatever the clock's resolution
     with PoolThread(pool):
         resource = wait_done(index, pk)
     assert resource["error"]["code"] == 10  # ABORTED

@@ -274,7 +274,7 @@ def test_operation_that_keeps_dying_is_abandoned_with_a_clear_error(
             index, f"dying:{attempt}", lease=timedelta(microseconds=1), methods=[METHOD]
         )
         assert claim is not None
-        time.sleep(0.01)
+        time.sleep(0.01)  # past the 1 µs lease, whatever the clock's resolution
     with PoolThread(make_pool(index, tmp_path, counting_handler(runs), max_attempts=3)):
         resource = wait_done(index, operation_id)
     assert resource["error"]["code"] == 10  # ABORTED

@@ -21,6 +21,7 @@ two cores shared by many processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -292,6 +293,21 @@ class Cluster:
             if not path.endswith("/")
         )
 
+    def settled(self, server: ClusterServer) -> bool:
+        """Whether PostgreSQL has done all a stopped (SIGSTOP) server asked of it: PostgreSQL has
+        read all it sent, and each of its backends waits for it (or for a
+        lock: in a transaction, that alone commits nothing). Then what the index says of the
+        server's work stays so while it is stopped."""
+        ports = _postgres_client_ports(server.pid)
+        postgres = int(self.database_url.rpartition(":")[2].partition("/")[0])
+        if _sent_to_postgres_unread(ports, postgres):
+            return False
+        waits = self.query(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE client_port = ANY(%(ports)s)",
+            {"ports": sorted(ports)},
+        )
+        return all(wait in ("Client", "Lock") for (wait,) in waits)
+
     def errors_logged(self) -> str:
         """Every server's log that holds a traceback, concatenated ('' when none does)."""
         return "".join(
@@ -299,6 +315,38 @@ class Cluster:
             for server in self.servers
             if (text := server.errors_logged())
         )
+
+
+def _tcp_sockets() -> Iterator[tuple[int, int, int, int, str]]:
+    """(local port, remote port, bytes not yet sent on, bytes not yet read, inode) of every TCP
+    socket."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            unsent, unread = (int(queue, 16) for queue in fields[4].split(":"))
+            local, remote = (int(address.rpartition(":")[2], 16) for address in fields[1:3])
+            yield local, remote, unsent, unread, fields[9]
+
+
+def _postgres_client_ports(pid: int) -> set[int]:
+    """The local ports of process ``pid``'s TCP connections (its index's among them)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    return {local for local, *_, inode in _tcp_sockets() if inode in inodes}
+
+
+def _sent_to_postgres_unread(ports: set[int], postgres: int) -> bool:
+    """Whether bytes sent from ``ports`` to PostgreSQL have not all been read by it yet (what
+    PostgreSQL sent the other way may wait unread: a stopped client does not read)."""
+    return any(
+        (local in ports and remote == postgres and unsent)
+        or (local == postgres and remote in ports and unread)
+        for local, remote, unsent, unread, _ in _tcp_sockets()
+    )
 
 
 def _s3_keys() -> dict[str, str]:
