@@ -3,8 +3,11 @@ and storescu and by pynetdicom as the SCU for statuses dcmtk does not show."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,11 +33,21 @@ ANY_SYNTAX = {"accept": "application/dicom; transfer-syntax=*"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DimseServer]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dimse") / "data"
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path) -> Iterator[DimseServer]:
     need_dcmtk()
     # Two processes: both bind the DIMSE port (SO_REUSEPORT) and either may take a sender.
-    with dimse_server(tmp_path_factory.mktemp("dimse") / "data", processes=2) as running:
+    with dimse_server(data_dir, processes=2) as running:
         yield running
+
+
+def journaled_keys(data_dir: Path) -> int:
+    with contextlib.closing(sqlite3.connect(data_dir / "index.sqlite3")) as conn:
+        return int(conn.execute("SELECT count(*) FROM blob_journal").fetchone()[0])
 
 
 def c_store(server: DimseServer, dataset: object) -> int:
@@ -74,7 +87,7 @@ def storescu(server: DimseServer, *arguments: str) -> None:
 
 
 def test_storescu_of_a_folder_is_retrievable_byte_identical_over_wado(
-    server: DimseServer, tmp_path: Path
+    server: DimseServer, tmp_path: Path, data_dir: Path
 ) -> None:
     server.create_store()
     folder = tmp_path / "send"
@@ -105,6 +118,12 @@ def test_storescu_of_a_folder_is_retrievable_byte_identical_over_wado(
         assert values_of(stored) == values_of(ds), path.name
     # The same files again: an identical instance stored again is a success.
     storescu(server, "+sd", str(folder / "uncompressed"))
+    # The blob keys the associations journaled ahead and left unused are forgotten when each
+    # association's connection closes (just after storescu exits).
+    deadline = time.monotonic() + 10
+    while journaled_keys(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert journaled_keys(data_dir) == 0
 
 
 def test_what_c_store_received_is_what_wado_returns_byte_for_byte(

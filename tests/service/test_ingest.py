@@ -16,9 +16,10 @@ from sqlalchemy import select
 
 from dicomql.service.config import ServiceConfig
 from dicomql.store import events
+from dicomql.store import ingest as ingest_module
 from dicomql.store.index import Index
-from dicomql.store.ingest import Ingest, store_instances
-from dicomql.store.instances import CANNOT_UNDERSTAND, Outcome, StoreNotFound
+from dicomql.store.ingest import BlobKeys, Ingest, store_instances
+from dicomql.store.instances import CANNOT_UNDERSTAND, Outcome, StoreNotFound, journal_blobs
 from dicomql.store.object_blobs import blob_store_for
 from dicomql.store.schema import blob_journal, dicom_stores, instances
 from tests.support.dicomweb import (
@@ -224,3 +225,43 @@ def _blob_files(config: ServiceConfig) -> list[Path]:
         for path in root.rglob("*")
         if path.is_file() and path.relative_to(root).parts[0] != "tmp"
     ]
+
+
+def _journal(index: Index) -> list[str]:
+    with index.connect() as conn:
+        return list(conn.execute(select(blob_journal.c.blob_key)).scalars())
+
+
+def test_units_of_work_sharing_blob_keys_journal_a_batch_and_release_the_rest(
+    store: tuple[Index, int], service_config: ServiceConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DIMSE association's C-STOREs: keys journaled a batch at a time stay journaled between
+    instances, keys held too long are forgotten in the next index commit, release() forgets
+    the rest."""
+    index, store_pk = store
+    blobs = blob_store_for(service_config)
+    keys = BlobKeys(index, blobs)
+    journaled: list[int] = []
+
+    def journal(index: Index, keys: list[str]) -> None:
+        journaled.append(len(keys))
+        journal_blobs(index, keys)
+
+    monkeypatch.setattr(ingest_module, "journal_blobs", journal)
+    for number in range(1, 5):
+        instance = make_instance(STUDY, SERIES, f"1.2.826.0.3.1.1.{number}")
+        [outcome] = Ingest(index, blobs, store_pk, keys=keys).store([instance])
+        assert outcome.outcome is Outcome.STORED
+    assert journaled == [1, ingest_module._KEY_BATCH]  # one key first, then a batch
+    assert len(_journal(index)) == ingest_module._KEY_BATCH - 3  # the batch's unused keys
+    held = set(_journal(index))
+    monkeypatch.setattr(ingest_module, "_KEY_MAX_AGE", 0.0)
+    instance = make_instance(STUDY, SERIES, "1.2.826.0.3.1.1.5")
+    [outcome] = Ingest(index, blobs, store_pk, keys=keys).store([instance])
+    assert outcome.outcome is Outcome.STORED
+    # The old batch was given up and forgotten in the index commit; a fresh one is held.
+    assert held.isdisjoint(_journal(index))
+    assert len(_journal(index)) == ingest_module._KEY_BATCH - 1
+    keys.release()
+    assert _journal(index) == []
+    assert len(_blob_files(service_config)) == 5

@@ -122,6 +122,7 @@ class DimseServer:
                 (evt.EVT_C_GET, self.handlers.get),
                 (evt.EVT_C_MOVE, self.handlers.move),
                 (evt.EVT_N_ACTION, self.handlers.action),
+                (evt.EVT_CONN_CLOSE, self.handlers.closed),
             ],
             server_class=_SharedPortServer,
             # Associations that wait for work instead of polling every millisecond.

@@ -97,6 +97,17 @@ class GroupCommit:
                 return
 
     def _commit(self, group: list[_Work[Any]]) -> None:
+        if len(group) == 1:
+            # Alone (a DIMSE association's C-STORE, most STOW requests): no savepoint to keep
+            # others' works from a failure; the transaction rolls back and the error is its own.
+            [item] = group
+            try:
+                with self._begin() as conn:
+                    item.result = item.work(conn)
+            except BaseException as exc:
+                item.error = exc
+            item.done.set()
+            return
         try:
             with self._begin() as conn:
                 for item in group:

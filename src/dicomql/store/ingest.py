@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import BinaryIO
 
@@ -46,6 +47,11 @@ _FLUSH_BYTES = 1024 * 1024
 # a request with a second instance usually carries many (doubling from 1 to 16 cost five journal
 # commits for 25 instances; keys left unused are forgotten in the last index commit).
 _KEY_BATCH = 32
+# Seconds a journaled key is handed out for at most. Recovery removes the blob of an entry older
+# than its grace period (an hour by default) that no instance references, so a key must be used
+# well before that; keys held longer (a slow sender on a long association) are given up, and
+# forgotten in the next index commit.
+_KEY_MAX_AGE = 60.0
 # Instances indexed per index transaction at most (group commit); each has its own savepoint.
 _INDEX_BATCH = 64
 _READ_SIZE = 1024 * 1024
@@ -90,6 +96,59 @@ class IncomingInstance:
             self.flush()
 
 
+class BlobKeys:
+    """Blob keys journaled ahead of their writes: one journal commit for a batch of instances
+    rather than one each. Each :class:`Ingest` has its own unless given one to share with the
+    units of work after it (a DIMSE association stores one instance per C-STORE): then the keys
+    it leaves unused stay journaled for the next, and :meth:`release` forgets them at the end.
+    Not thread-safe: one unit of work uses it at a time."""
+
+    def __init__(self, index: Index, blobs: BlobStore) -> None:
+        self.index = index
+        self.blobs = blobs
+        self._free: list[str] = []
+        self._given_up: list[str] = []  # journaled, never to be used: forget them
+        self._batch = 1  # one key first (most STOW requests carry one instance), then more
+        self._journaled_at = 0.0
+
+    def ready(self) -> bool:
+        """Whether :meth:`take` would hand out a key without a commit."""
+        return bool(self._free) and time.monotonic() - self._journaled_at < _KEY_MAX_AGE
+
+    def take(self) -> str:
+        """A journaled key (committed to the journal before its file exists, so a crash in
+        between leaves it to recovery)."""
+        if not self.ready():
+            self._given_up += self._free
+            keys = [self.blobs.new_key("instances") for _ in range(self._batch)]
+            journal_blobs(self.index, keys)
+            self._free = keys
+            self._journaled_at = time.monotonic()
+            self._batch = _KEY_BATCH
+        return self._free.pop()
+
+    def unused(self, *, all_free: bool) -> list[str]:
+        """The keys to forget in an index commit: those given up, and with ``all_free`` those
+        not handed out too (the last commit of a unit of work that owns the keys). Put them
+        back with :meth:`restore` if that commit fails."""
+        unused, self._given_up = self._given_up, []
+        if all_free:
+            unused, self._free = unused + self._free, []
+        return unused
+
+    def restore(self, keys: list[str]) -> None:
+        """Keys :meth:`unused` returned that are still journaled (their commit failed)."""
+        self._given_up += keys
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._free or self._given_up)
+
+    def release(self) -> None:
+        """Forget every key not handed out (one commit, none when there are none)."""
+        unjournal_blobs(self.index, self.unused(all_free=True))
+
+
 class Ingest:
     """Stores instances into one DICOM store: the one place that journals, writes, parses,
     indexes and discards them, and turns a file that cannot be read into a refusal.
@@ -110,6 +169,8 @@ class Ingest:
         space_shortage: says why there is no room for another instance (below the data
             directory's free-space floor), or None; each instance that meets a shortage is
             refused with OUT_OF_RESOURCES before anything of it is written.
+        keys: journaled keys shared with other units of work, which the caller releases;
+            by default the Ingest journals its own and forgets those left unused.
     """
 
     def __init__(
@@ -122,6 +183,7 @@ class Ingest:
         action: str = events.STORE_INSTANCES,
         storage_class: str | None = None,
         space_shortage: Callable[[], str | None] | None = None,
+        keys: BlobKeys | None = None,
     ) -> None:
         self.index = index
         self.blobs = blobs
@@ -130,8 +192,8 @@ class Ingest:
         self.action = action
         self.storage_class = storage_class
         self.space_shortage = space_shortage
-        self._free_keys: list[str] = []
-        self._key_batch = 1  # one key first (most STOW requests carry one instance), then more
+        self._keys = BlobKeys(index, blobs) if keys is None else keys
+        self._own_keys = keys is None
         # One slot per instance, in the order given; filled as outcomes become known.
         self._outcomes: list[InstanceOutcome | None] = []
         self._ready: list[tuple[int, InstanceRecord]] = []
@@ -172,7 +234,8 @@ class Ingest:
                     self._index_ready()
             self._index_ready(last=True)
         finally:
-            self._release_keys()
+            if self._own_keys:
+                self._keys.release()
         return self._results()
 
     # --- asynchronous: STOW-RS -----------------------------------------------------------
@@ -184,8 +247,9 @@ class Ingest:
         with anyio.CancelScope(shield=True):
             if exc_type is not None:
                 await self._abandon()
-            if self._free_keys:  # finish() forgets them in its last commit: usually none left
-                await to_thread.run_sync(self._release_keys)
+            # finish() forgets them in its last commit: usually none are left.
+            if self._own_keys and self._keys.holding:
+                await to_thread.run_sync(self._keys.release)
 
     async def receive(self, chunks: AsyncIterable[bytes]) -> None:
         """Take one instance's bytes; its blob is committed and parsed in the background while
@@ -228,8 +292,8 @@ class Ingest:
         return self._results()
 
     async def _take_async(self) -> IncomingInstance:
-        if self._free_keys:
-            return self._open(self._free_keys.pop())
+        if self._keys.ready():
+            return self._open(self._keys.take())
         return await to_thread.run_sync(self._take)
 
     async def _collect_prepared(self) -> None:
@@ -272,22 +336,12 @@ class Ingest:
     # --- the protocol, step by step (each step runs in the calling thread) -----------------
 
     def _take(self) -> IncomingInstance:
-        """A writer under a journaled key: the key is committed to the journal before the file
-        exists, so a crash in between leaves it to recovery. One key first, then ``_KEY_BATCH``
-        at a time: one journal commit per batch, not per instance."""
-        if not self._free_keys:
-            keys = [self.blobs.new_key("instances") for _ in range(self._key_batch)]
-            journal_blobs(self.index, keys)
-            self._free_keys = keys
-            self._key_batch = _KEY_BATCH
-        return self._open(self._free_keys.pop())
+        """A writer under a journaled key (:class:`BlobKeys`: one key first, then
+        ``_KEY_BATCH`` at a time, one journal commit per batch)."""
+        return self._open(self._keys.take())
 
     def _open(self, key: str) -> IncomingInstance:
         return IncomingInstance(self.blobs, key)
-
-    def _release_keys(self) -> None:
-        keys, self._free_keys = self._free_keys, []
-        unjournal_blobs(self.index, keys)
 
     def _abort(self, incoming: IncomingInstance) -> None:
         incoming.writer.abort()
@@ -364,9 +418,7 @@ class Ingest:
         stored (duplicates, conflicts). If the transaction fails, every blob goes. The last
         batch also forgets the journaled keys left unused, in the same commit."""
         records = [record for _, record in ready]
-        unused: list[str] = []
-        if last:
-            unused, self._free_keys = self._free_keys, []
+        unused = self._keys.unused(all_free=last and self._own_keys)
         try:
             outcomes = index_instances(
                 self.index,
@@ -377,7 +429,7 @@ class Ingest:
                 unjournal=unused,
             )
         except BaseException:
-            self._free_keys += unused  # still journaled: released at the end
+            self._keys.restore(unused)  # still journaled: released at the end
             for record in records:
                 self._discard_after_error(record.blob_key)
             raise
@@ -431,4 +483,4 @@ def _copy(source: bytes | BinaryIO, incoming: IncomingInstance) -> None:
         incoming.write(chunk)
 
 
-__all__ = ["IncomingInstance", "Ingest", "StoreNotFound", "store_instances"]
+__all__ = ["BlobKeys", "IncomingInstance", "Ingest", "StoreNotFound", "store_instances"]
