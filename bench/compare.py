@@ -2,6 +2,7 @@
 client, same loopback; prints the table and writes ``bench/results/{latest|quick}.{md,json}``.
 
     python bench/compare.py [--quick] [--instances N] [--no-orthanc] [--targets a,b]
+                            [--phases stow,wado,large,qido,cfind] [--work-dir D [--keep|--loaded]]
 
 Orthanc listens on every interface, so as root the command re-executes itself under
 ``unshare -n`` (a network namespace whose only interface is ``lo``) and runs every server and the
@@ -39,6 +40,8 @@ NETNS_MARK = "DICOMQL_BENCH_NETNS"
 POSTGRES_HOST = "DICOMQL_BENCH_POSTGRES_HOST"
 POSTGRES_TCP = "postgresql://postgres@127.0.0.1:5432/test"
 ALL_TARGETS = ("orthanc", "dicomql-sqlite", "dicomql-postgresql")
+# qido and cfind share the QIDO scales' loading; either alone still loads.
+ALL_PHASES = ("stow", "wado", "large", "qido", "cfind")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -60,7 +63,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "temporary directory on /var/tmp, removed afterwards)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    return parser.parse_args(argv)
+    parser.add_argument("--phases", help=f"comma-separated subset of {','.join(ALL_PHASES)}")
+    parser.add_argument(
+        "--loaded",
+        action="store_true",
+        help="--work-dir holds every QIDO scale's instances from an earlier run of the same "
+        "plan with --keep: load nothing, time the searches at the largest scale",
+    )
+    args = parser.parse_args(argv)
+    if args.loaded and not args.work_dir:
+        parser.error("--loaded needs --work-dir")
+    return args
+
+
+def chosen(text: str | None, every: tuple[str, ...], what: str) -> list[str]:
+    """The comma-separated names of ``text`` (all of ``every`` without it); exits on others."""
+    names = text.split(",") if text else list(every)
+    unknown = set(names) - set(every)
+    if unknown:
+        sys.exit(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return names
 
 
 def choose_plan(args: argparse.Namespace) -> phases.Plan:
@@ -71,10 +93,7 @@ def choose_plan(args: argparse.Namespace) -> phases.Plan:
 
 
 def choose_targets(args: argparse.Namespace) -> list[str]:
-    targets = args.targets.split(",") if args.targets else list(ALL_TARGETS)
-    unknown = set(targets) - set(ALL_TARGETS)
-    if unknown:
-        sys.exit(f"unknown targets: {', '.join(sorted(unknown))}")
+    targets = chosen(args.targets, ALL_TARGETS, "targets")
     if args.no_orthanc:
         targets = [name for name in targets if name != "orthanc"]
     return targets
@@ -148,9 +167,15 @@ def load_average() -> str:
 
 
 def run_target(
-    name: str, plan: phases.Plan, work_dir: Path, log: Callable[[str], None]
+    name: str,
+    plan: phases.Plan,
+    work_dir: Path,
+    log: Callable[[str], None],
+    wanted: list[str],
+    loaded: bool = False,
 ) -> dict[str, Any]:
-    """Start one server, run every phase against it, stop it; errors are recorded per phase."""
+    """Start one server, run the ``wanted`` phases against it, stop it; errors are recorded per
+    phase. ``loaded``: its data in ``work_dir`` is kept from an earlier run."""
     directory = work_dir / name
     directory.mkdir(parents=True, exist_ok=True)
     database: FreshDatabase | None = None
@@ -178,7 +203,8 @@ def run_target(
             server.start("/v1/projects/bench/locations")
             dimse = DimseAddress(DIMSE_AE_TITLE, dimse_port)
             target = phases.Target(name, "dicomql", server, server.dicomweb_url, dimse)
-            server.create_store()
+            if not loaded:
+                server.create_store()
     except (ServerError, OSError) as exc:
         result["errors"]["setup"] = str(exc)
         if database:
@@ -190,13 +216,16 @@ def run_target(
         def do_stow() -> None:
             stored.extend(phases.stow(target, plan))
 
+        searches = {"qido": "qido" in wanted, "cfind": "cfind" in wanted}
         steps: list[tuple[str, Callable[[], None]]] = [
             ("stow", do_stow),
             ("wado", lambda: phases.wado(target, plan, stored)),
             ("large", lambda: phases.large_study(target, plan)),
-            ("qido", lambda: phases.qido_scale(target, plan)),
+            ("qido", lambda: phases.qido_scale(target, plan, load=not loaded, **searches)),
         ]
         for phase, step in steps:
+            if phase not in wanted and not (phase == "qido" and any(searches.values())):
+                continue
             log(f"  {name}: {phase} (load {load_average()})")
             try:
                 step()
@@ -250,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = choose_plan(args)
     names = choose_targets(args)
+    wanted = chosen(args.phases, ALL_PHASES, "phases")
     enter_namespace(argv, names)
     bring_up_loopback()
 
@@ -260,22 +290,25 @@ def main(argv: list[str] | None = None) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     try:
-        log(f"{plan.name} run into {work_dir}; limits…")
+        # The ceilings are fractions' denominators for throughputs; searches need none.
+        ceilings = bool({"stow", "wado", "large"} & set(wanted))
+        log(f"{plan.name} run into {work_dir}" + ("; limits…" if ceilings else ""))
         corpus = Corpus(seed=plan.seed, patients=10)
         payloads = list(corpus.ct_instances([corpus.study("CT", [40 if not args.smoke else 4])]))
-        measured = limits.measure(work_dir, payloads, plan.http_limit_bytes)
+        measured = limits.measure(work_dir, payloads, plan.http_limit_bytes) if ceilings else []
         targets = {}
         for name in names:
             log(f"{name}…")
-            targets[name] = run_target(name, plan, work_dir, log)
-        log("limits again…")
-        # On a shared machine one measurement can land in a busy moment; a ceiling is the best
-        # the machine managed, so keep the better of the two.
-        again = limits.measure(work_dir, payloads, plan.http_limit_bytes)
-        measured = [
-            max(first, second, key=lambda limit: limit.megabytes_per_second)
-            for first, second in zip(measured, again, strict=True)
-        ]
+            targets[name] = run_target(name, plan, work_dir, log, wanted, args.loaded)
+        if ceilings:
+            log("limits again…")
+            # On a shared machine one measurement can land in a busy moment; a ceiling is the
+            # best the machine managed, so keep the better of the two.
+            again = limits.measure(work_dir, payloads, plan.http_limit_bytes)
+            measured = [
+                max(first, second, key=lambda limit: limit.megabytes_per_second)
+                for first, second in zip(measured, again, strict=True)
+            ]
         result = {
             "started": started,
             "plan": dataclasses.asdict(plan),
@@ -285,9 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         result["environment"] = environment(targets, work_dir)
         # Only the full run at its own scale is ``latest``; other runs never overwrite it.
-        stem = "latest" if plan.name == "full" and not args.instances else plan.name
+        whole = plan.name == "full" and not args.instances and wanted == list(ALL_PHASES)
+        stem = "latest" if whole else plan.name
         if args.instances:
             stem += f"-{args.instances}"
+        if wanted != list(ALL_PHASES):
+            stem += "-" + "-".join(wanted)
         md_path, json_path = report.write(result, args.output, stem)
         print(report.terminal(result))
         log(f"wrote {md_path} and {json_path}")

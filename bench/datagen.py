@@ -336,6 +336,14 @@ class Corpus:
                 for number in range(1, series.size + 1):
                     yield render(template, small_pixels(), study, series, self.uid(), number)
 
+    def skip_small_instances(self, plans: list[StudyPlan]) -> None:
+        """Advance as :meth:`small_instances` would, rendering nothing: the studies planned next
+        are then those of a run that stored these instances (``compare.py --loaded``)."""
+        for study in plans:
+            for series in study.series:
+                for _ in range(series.size):
+                    self.uid()
+
     def ct_instances(self, plans: list[StudyPlan]) -> Iterator[bytes]:
         """CT-like 512x512 16-bit instances (about 0.5 MB each) of the planned studies."""
         template = ct_template()

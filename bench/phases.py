@@ -329,40 +329,56 @@ QIDO_QUERIES: dict[str, Callable[[StudyPlan, str, random.Random], QidoRequest]] 
 }
 
 
-def qido_scale(target: Target, plan: Plan) -> None:
-    """Grow the store with small instances to each scale and time the searches users run."""
+def qido_scale(
+    target: Target, plan: Plan, *, qido: bool = True, cfind: bool = True, load: bool = True
+) -> None:
+    """Grow the store with small instances to each scale and time the searches users run:
+    QIDO (``qido``) and C-FIND (``cfind``, when the target has a DICOM server). Without
+    ``load`` the store already holds every scale's instances (a kept work directory) and the
+    searches are only timed, at the largest scale."""
     corpus = Corpus(seed=plan.seed + 100, patients=max(50, plan.qido_scales[-1] // 150))
     loaded: list[StudyPlan] = []
     stored = 0
     for scale in plan.qido_scales:
         studies = corpus.studies(scale - stored)
-        cpu_before = target.server.cpu_seconds()
-        with ClientPool(target.dicomweb_url, 4) as pool:
-            result = pool.store_batches(batched(corpus.small_instances(studies), 25))
-        target.figures[f"qido.{scale}.load"] = with_server_cpu(
-            throughput_figures(result), target.server.cpu_seconds() - cpu_before
-        )
         loaded += studies
         stored = scale
-        rnd = random.Random(plan.seed + scale)
-        with DicomWebClient(target.dicomweb_url) as client:
-            for query, build in QIDO_QUERIES.items():
-
-                def run(
-                    build: Callable[[StudyPlan, str, random.Random], QidoRequest] = build,
-                    client: DicomWebClient = client,
-                    studies: list[StudyPlan] = loaded,
-                    rnd: random.Random = rnd,
-                ) -> Figures:
-                    def call() -> int:
-                        path, params = build(rnd.choice(studies), target.flavor, rnd)
-                        return len(client.search(path, params))
-
-                    return latency_figures(*_sample(call, plan.qido_repeats))
-
-                measure(target, f"qido.{scale}.{query}", run)
-        if target.dimse is not None:
+        if not load:
+            corpus.skip_small_instances(studies)
+            if scale != plan.qido_scales[-1]:
+                continue
+        else:
+            cpu_before = target.server.cpu_seconds()
+            with ClientPool(target.dicomweb_url, 4) as pool:
+                result = pool.store_batches(batched(corpus.small_instances(studies), 25))
+            target.figures[f"qido.{scale}.load"] = with_server_cpu(
+                throughput_figures(result), target.server.cpu_seconds() - cpu_before
+            )
+        if qido:
+            qido_searches(target, plan, scale, loaded)
+        if cfind and target.dimse is not None:
             cfind_latency(target, plan, scale, loaded)
+
+
+def qido_searches(target: Target, plan: Plan, scale: int, loaded: list[StudyPlan]) -> None:
+    """p50/p95 of each QIDO search, each built from a random study of ``loaded``."""
+    rnd = random.Random(plan.seed + scale)
+    with DicomWebClient(target.dicomweb_url) as client:
+        for query, build in QIDO_QUERIES.items():
+
+            def run(
+                build: Callable[[StudyPlan, str, random.Random], QidoRequest] = build,
+                client: DicomWebClient = client,
+                studies: list[StudyPlan] = loaded,
+                rnd: random.Random = rnd,
+            ) -> Figures:
+                def call() -> int:
+                    path, params = build(rnd.choice(studies), target.flavor, rnd)
+                    return len(client.search(path, params))
+
+                return latency_figures(*_sample(call, plan.qido_repeats))
+
+            measure(target, f"qido.{scale}.{query}", run)
 
 
 # Return keys of each level's C-FIND: what a viewer's study, series and image lists show
