@@ -249,9 +249,14 @@ class Handlers:
 
     def find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         store = self.called(event).store
+        syntax = event.context.transfer_syntax  # the answers' encoding
         try:
             for answer in find_in_store(
-                self.index, store, event.identifier, lambda: event.is_cancelled
+                self.index,
+                store,
+                event.identifier,
+                lambda: event.is_cancelled,
+                (syntax.is_implicit_VR, syntax.is_little_endian),
             ):
                 if event.is_cancelled:  # checked per match too, not only per page read
                     break

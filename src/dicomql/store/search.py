@@ -8,6 +8,7 @@ the counters ingest maintains, never from COUNT(*) on the request path.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -101,16 +102,18 @@ class SearchResult:
     more: bool  # more results exist past this page
 
 
-def _columns(level: Level, attributes_as_text: bool = False) -> list[Any]:
-    """The level's columns, labelled; ``attributes_as_text`` fetches its DICOM JSON unparsed,
-    so it is parsed only for the rows that need it (see ``_LevelPlan.apply``)."""
+@functools.cache
+def _columns(level: Level) -> tuple[Any, ...]:
+    """The level's columns, labelled (built once: every search selects them). Its DICOM JSON
+    is fetched unparsed, so it is parsed only for the rows that need it (``_LevelPlan.apply``);
+    a search answering the level's indexed columns only never parses it."""
     table = {Level.STUDY: studies, Level.SERIES: series, Level.INSTANCE: instances}[level]
-    return [
+    return tuple(
         cast(c, Text).label(_PREFIX[level] + c.name)
-        if attributes_as_text and c.name == "attributes"
+        if c.name == "attributes"
         else c.label(_PREFIX[level] + c.name)
         for c in table.c
-    ]
+    )
 
 
 def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: str) -> Select:
@@ -158,7 +161,7 @@ def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: s
             select(
                 *_columns(Level.STUDY),
                 *_columns(Level.SERIES),
-                *_columns(Level.INSTANCE, attributes_as_text=True),
+                *_columns(Level.INSTANCE),
             )
             .select_from(
                 instances.join(series, series.c.pk == instances.c.series_pk).join(
@@ -243,12 +246,16 @@ def search(
     dicomweb_url: str,
     *,
     timeout: float | None = None,
+    defaults: bool = True,
 ) -> SearchResult:
     """Run a QIDO-RS search and render its page of results as DICOM JSON objects.
 
     Args:
         dicomweb_url: the absolute ``…/dicomWeb`` URL of the store, for RetrieveURL.
         timeout: seconds the query (and fetching its rows) may take, else QueryTimeout.
+        defaults: with each level's default attributes (PS3.18 Table 10.6.3-3); without, only
+            the matched, returned and included ones and the parent UIDs (a C-FIND answers
+            with the requested keys only, so it need not build the rest).
     """
     statement = search_statement(query, scope, store_pk, conn.dialect.name)
     with statement_timeout(conn, timeout):
@@ -256,7 +263,7 @@ def search(
         labels = list(result.keys())
         rows = [dict(zip(labels, row, strict=True)) for row in result]
     more = len(rows) > query.limit
-    plans = _plans(query, scope)
+    plans = _plans(query, scope, defaults)
     retrieve = _RETRIEVE_URL[query.level]
     matches = []
     for row in rows[: query.limit]:
@@ -395,30 +402,34 @@ def _level_plan(
     )
 
 
-def _plans(query: SearchQuery, scope: Scope) -> tuple[_LevelPlan, ...]:
+def _plans(query: SearchQuery, scope: Scope, defaults: bool = True) -> tuple[_LevelPlan, ...]:
     """The levels each result is built from, highest first; the searched level last.
 
     PS3.18 10.6.3.3: a series found outside a study carries its study's attributes, an
     instance found outside a series its series' (and outside a study its study's). Parent
-    UIDs are always returned so results can be addressed.
+    UIDs are always returned so results can be addressed. Without ``defaults``, no level adds
+    its default attributes.
     """
     matched = frozenset(match.attribute.tag for match in query.matches)
     wanted = matched | query.returned_tags | query.include_tags
     everything = query.include_all
     level = query.level
+    study_defaults, series_defaults, instance_defaults = (
+        (STUDY_DEFAULTS, SERIES_DEFAULTS, INSTANCE_DEFAULTS) if defaults else (frozenset(),) * 3
+    )
     if level is Level.STUDY:
-        return (_level_plan(Level.STUDY, STUDY_DEFAULTS | wanted, everything, True),)
+        return (_level_plan(Level.STUDY, study_defaults | wanted, everything, True),)
     study_tags = wanted | {0x0020000D}
     if scope.study_instance_uid is None:
-        study_tags |= STUDY_DEFAULTS - {RETRIEVE_URL}
+        study_tags |= study_defaults - {RETRIEVE_URL}
     study = _level_plan(Level.STUDY, study_tags - {RETRIEVE_URL}, everything, False)
     if level is Level.SERIES:
-        return (study, _level_plan(Level.SERIES, SERIES_DEFAULTS | wanted, everything, True))
+        return (study, _level_plan(Level.SERIES, series_defaults | wanted, everything, True))
     series_tags = wanted | {0x0020000E}
     if scope.series_instance_uid is None:
-        series_tags |= SERIES_DEFAULTS - {RETRIEVE_URL}
+        series_tags |= series_defaults - {RETRIEVE_URL}
     series_plan = _level_plan(Level.SERIES, series_tags - {RETRIEVE_URL}, everything, False)
-    instance = _level_plan(Level.INSTANCE, INSTANCE_DEFAULTS | wanted, everything, True)
+    instance = _level_plan(Level.INSTANCE, instance_defaults | wanted, everything, True)
     return (study, series_plan, instance)
 
 
