@@ -1,6 +1,6 @@
-"""A C-FIND answer's elements, encoded up front (dimse.find.answer_identifier), read back as
-pydicom's own conversion of the match's DICOM JSON does, in every encoding a presentation
-context can have."""
+"""C-FIND answers (dimse.answers): encoded up front and written without pydicom's writer, they
+read back as pydicom's own conversion of the match's DICOM JSON does, and are the bytes pydicom
+writes for them, in every encoding a presentation context can have."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pynetdicom.dsutils import encode
 
-from dicomql.dimse.find import answer_identifier
+from dicomql.dimse import answers
+from dicomql.dimse.answers import answer_identifier
 
 MATCH: dict[str, Any] = {
     "00080020": {"vr": "DA", "Value": ["20240105"]},
@@ -35,6 +36,7 @@ MATCH: dict[str, Any] = {
     },
 }
 WANTED_KEYS = [*MATCH, "00081090", "00280106"]  # the last two absent: empty answers
+ENCODINGS = [(True, True), (False, True), (False, False)]
 
 
 def _reference(match: dict[str, Any], wanted: list[str], level: str) -> Dataset:
@@ -53,13 +55,13 @@ def _decoded(data: bytes, implicit: bool, little: bool) -> Dataset:
     return read_dataset(DicomBytesIO(data), implicit, little)
 
 
-@pytest.mark.parametrize(
-    ("implicit", "little"), [(True, True), (False, True), (False, False)], ids=str
-)
+@pytest.mark.parametrize(("implicit", "little"), ENCODINGS, ids=str)
 def test_answer_encodes_as_pydicom_converts(implicit: bool, little: bool) -> None:
     wanted = [(Tag(key), key) for key in WANTED_KEYS]
     answer = answer_identifier(MATCH, wanted, "STUDY", (implicit, little))
-    encoded = encode(answer, implicit, little)
+    encoded = answers.encode(answer, implicit, little)
+    # Byte for byte what pydicom's writer makes of the same answer.
+    assert encoded == encode(answer, implicit, little)
     expected = encode(_reference(MATCH, WANTED_KEYS, "STUDY"), implicit, little)
     assert encoded is not None and expected is not None
     got, want = _decoded(encoded, implicit, little), _decoded(expected, implicit, little)
@@ -72,3 +74,12 @@ def test_answer_encodes_as_pydicom_converts(implicit: bool, little: bool) -> Non
     assert answer.ModalitiesInStudy == ["CT", "MR"]
     assert answer.Rows == 512
     assert answer.SeriesNumber == 7
+
+
+def test_other_datasets_and_other_encodings_go_to_pynetdicom() -> None:
+    wanted = [(Tag(key), key) for key in WANTED_KEYS]
+    answer = answer_identifier(MATCH, wanted, "STUDY", (True, True))
+    assert answers.encode(answer, False, True) == encode(answer, False, True)
+    assert answers.encode(answer, False, True, True) == encode(answer, False, True, True)
+    plain = _reference(MATCH, WANTED_KEYS, "STUDY")
+    assert answers.encode(plain, True, True) == encode(plain, True, True)

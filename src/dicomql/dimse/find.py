@@ -13,19 +13,15 @@ is a study search answered once per distinct Patient ID (the index has no patien
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag
 from sqlalchemy import Connection
 
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.qido import MAX_LIMIT, QueryError, SearchQuery, parse_search
+from dicomql.dimse.answers import EXPLICIT_LITTLE, Encoding, answer_identifier
 from dicomql.dimse.settings import StoreName
 from dicomql.store import search as index_search
 from dicomql.store.index import Index
@@ -40,11 +36,6 @@ LEVELS = {
 # Keys of the identifier that are about the query, not matching or return keys.
 _NOT_KEYS = frozenset({0x00080005, 0x00080052, 0x00080056, 0x00080054})
 _PATIENT_ID_KEY = "00100020"
-
-
-# How an answer's elements are encoded: (implicit VR, little endian), the presentation context's.
-Encoding = tuple[bool, bool]
-EXPLICIT_LITTLE: Encoding = (False, True)
 
 
 class FindError(ValueError):
@@ -169,90 +160,3 @@ def _store_pk(conn: Connection, store: StoreName | None) -> int:
 def _first_value(match: dict[str, Any], key: str) -> str:
     values = match.get(key, {}).get("Value") or [""]
     return str(values[0])
-
-
-def answer_identifier(
-    match: dict[str, Any], wanted: list[tuple[BaseTag, str]], level_name: str, encoding: Encoding
-) -> Dataset:
-    """The requested keys of a match (DICOM JSON), empty where the match has none.
-
-    Text and integer values become raw elements already encoded in ``encoding`` (UTF-8 text, as
-    Specific Character Set says), which pydicom writes out as they are: building and encoding a
-    pydicom element per value was most of a match's cost. Anything else (sequences, binary and
-    decimal values, bulk data) is converted by pydicom, as is a value read back from the answer.
-    """
-    implicit, little = encoding
-    answer = Dataset()
-    answer.set_original_encoding(implicit, little, _UTF8)
-    answer.SpecificCharacterSet = "ISO_IR 192"  # DICOM JSON values are Unicode
-    answer.QueryRetrieveLevel = level_name
-    for tag, key in wanted:
-        item = match.get(key)
-        if item is None:
-            answer[tag] = RawDataElement(tag, _vr_of(tag), 0, b"", 0, implicit, little)
-            continue
-        vr = item["vr"]
-        value = _encoded(vr, item["Value"], little) if "Value" in item else None
-        if value is None and len(item) == 1:  # present without a value
-            value = b""
-        if value is None:
-            answer[tag] = Dataset.from_json({key: item})[tag]
-        else:
-            answer[tag] = RawDataElement(tag, vr, len(value), value, 0, implicit, little)
-    return answer
-
-
-_UTF8 = convert_encodings("ISO_IR 192")
-_TEXT_VRS = frozenset(
-    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
-)
-_INTEGER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "UV": "Q", "SV": "q"}
-_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
-
-
-def _encoded(vr: str, values: list[Any], little: bool) -> bytes | None:
-    """A DICOM JSON Value (PS3.18 F.2) as the bytes of the element's value; None for what only
-    pydicom converts here (sequences, floating point and decimal numbers, AT)."""
-    if not values:
-        return b""
-    if vr in _TEXT_VRS:
-        if not all(isinstance(value, str | None) for value in values):
-            return None
-        text = "\\".join(value or "" for value in values)
-    elif vr == "PN":
-        if not all(isinstance(value, dict | None) for value in values):
-            return None
-        text = "\\".join(_person_name(value or {}) for value in values)
-    elif vr in ("IS", "DS"):
-        if not all(value is None or type(value) in (int, str) for value in values):
-            return None  # a float: pydicom formats decimal strings
-        text = "\\".join("" if value is None else str(value) for value in values)
-    elif vr in _INTEGER_FORMATS:
-        if not all(type(value) is int for value in values):
-            return None
-        try:
-            return struct.pack(
-                ("<" if little else ">") + _INTEGER_FORMATS[vr] * len(values), *values
-            )
-        except struct.error:
-            return None  # out of range: pydicom reports it as it does for any bad value
-    else:
-        return None
-    data = text.encode("utf-8")
-    if len(data) % 2:
-        data += b"\x00" if vr == "UI" else b" "
-    return data
-
-
-def _person_name(value: dict[str, str]) -> str:
-    """A DICOM JSON person name as PN text: its groups joined by ``=``, trailing empties
-    dropped (PS3.18 F.2.2)."""
-    return "=".join(value.get(group) or "" for group in _PN_GROUPS).rstrip("=")
-
-
-def _vr_of(tag: Any) -> str:
-    """The dictionary VR of a tag; the first of an ambiguous pair (the value is empty)."""
-    try:
-        return str(dictionary_VR(tag)).split(" or ")[0]
-    except KeyError:
-        return "UN"

@@ -31,6 +31,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomql.dimse.answers import use_for_answers
 from dicomql.dimse.commitment import Commitment, RequestError, parse_request, stored_classes
 from dicomql.dimse.find import FindError, find_in_store
 from dicomql.dimse.retrieve import (
@@ -147,6 +148,7 @@ class Handlers:
             weakref.WeakKeyDictionary()
         )
         self._sessions_lock = threading.Lock()
+        use_for_answers()  # C-FIND answers encoded without pydicom's writer (dimse/answers.py)
 
     def requested(self, event: Event) -> None:
         """An A-ASSOCIATE-RQ: rejected (permanent, by the service user, PS3.8 7.1.1.9) when
