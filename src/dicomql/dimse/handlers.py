@@ -206,7 +206,7 @@ class Handlers:
             except Exception:  # left to recovery, which forgets journaled keys without a blob
                 log.exception("releasing the blob keys of an association failed")
 
-    def store(self, event: Event) -> Dataset:
+    def store(self, event: Event) -> Dataset | int:
         # The PS3.10 file as received (file meta from the presentation context's transfer
         # syntax), not a re-encoding: what WADO returns is byte for byte what was sent.
         request = event.request
@@ -246,7 +246,9 @@ class Handlers:
                 except Exception:
                     log.exception("C-STORE into %s failed", self.called(event).store)
                     return status(PROCESSING_FAILURE, "Internal error storing the instance")
-                return status(outcome.failure_reason or SUCCESS, outcome.message)
+                code = outcome.failure_reason or SUCCESS
+                # A bare status needs no Dataset built for pynetdicom to read back.
+                return status(code, outcome.message) if outcome.message else code
         raise AssertionError("unreachable")
 
     def find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:

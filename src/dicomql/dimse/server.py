@@ -72,6 +72,14 @@ class _SharedPortServer(ThreadedAssociationServer):
             )
         return client, address
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            super().process_request(request, client_address)  # a thread for the handshake
+            return
+        # Without TLS nothing here waits for the peer: the association (which starts its own
+        # threads) is set up in the accept loop rather than in a thread started for that alone.
+        self.process_request_thread(request, client_address)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         if isinstance(request, ssl.SSLSocket):
             try:

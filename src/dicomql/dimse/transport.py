@@ -189,14 +189,20 @@ class _BlockingDUL(DULServiceProvider):
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
-        self.event_queue = _WakingQueue(self._wake)
-        self.to_provider_queue = _WakingQueue(self._wake)
+        self.event_queue = _WakingQueue(self._wake_for_put)
+        self.to_provider_queue = _WakingQueue(self._wake_for_put)
         self.to_user_queue = _WakingQueue(self._wake_association)
 
     def _wake(self) -> None:
         # Full: a wake-up is pending anyway. Closed: the reactor has stopped.
         with contextlib.suppress(OSError):
             self._wake_writer.send(b"\0")
+
+    def _wake_for_put(self) -> None:
+        # The reactor's own puts (the event of a PDU it read, those of its actions) come before
+        # it looks at its queues again, so only another thread's need a wake-up (a system call).
+        if threading.current_thread() is not self:
+            self._wake()
 
     def _wake_association(self) -> None:
         work = getattr(self.assoc, "_work", None)
