@@ -1,10 +1,12 @@
-"""What the DIMSE server encodes itself instead of through pynetdicom's pydicom Datasets is
-byte for byte what pynetdicom would have sent: the file meta a C-STORE's instance is stored
-under, and the command sets of C-ECHO, C-STORE and C-FIND responses."""
+"""What the DIMSE server encodes and decodes itself instead of through pynetdicom's pydicom
+Datasets is what pynetdicom would have: byte for byte, the file meta a C-STORE's instance is
+stored under and the command sets of C-ECHO, C-STORE and C-FIND responses; value for value,
+the requests of those services."""
 
 from __future__ import annotations
 
 import io
+import queue
 from typing import Any
 
 import pytest
@@ -12,10 +14,11 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomql.dimse.handlers import part10_header
-from dicomql.dimse.transport import _DIMSE, command_set
+from dicomql.dimse.transport import _DIMSE, command_set, request
 
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 
@@ -112,3 +115,116 @@ def test_what_is_not_encoded_here_is_left_to_pynetdicom() -> None:
     request.MessageID = 3
     assert command_set(request) is None
     assert command_set(_store(0xC000, "não ASCII")) is None
+
+
+class _Requestor(_Assoc):
+    """An association that sends requests: their P-DATA, as pynetdicom sends them."""
+
+    is_requestor = True
+
+    def __init__(self, max_pdu: int) -> None:
+        super().__init__(max_pdu)
+        self.acceptor = self.requestor
+
+
+def _request_pdata(primitive: Any, max_pdu: int) -> list[Any]:
+    assoc = _Requestor(max_pdu)
+    DIMSEServiceProvider(assoc).send_msg(primitive, 5)  # type: ignore[arg-type]
+    pdatas = []
+    for fragments in assoc.dul.sent:
+        pdata = P_DATA()
+        pdata.presentation_data_value_list = [list(fragment) for fragment in fragments]
+        pdatas.append(pdata)
+    return pdatas
+
+
+class _Receiver(_Assoc):
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.dul.event_queue = queue.Queue()  # type: ignore[attr-defined]
+
+
+def _received(provider: type[DIMSEServiceProvider], pdatas: list[Any]) -> tuple[Any, ...]:
+    assoc = _Receiver()
+    dimse = provider(assoc)  # type: ignore[arg-type]
+    for pdata in pdatas:
+        dimse.receive_primitive(pdata)
+    context_id, message = dimse.msg_queue.get_nowait()
+    assert dimse.msg_queue.empty()
+    data = getattr(message, "DataSet", None) or getattr(message, "Identifier", None)
+    return (
+        type(message),
+        context_id,
+        message._context_id,
+        message.MessageID,
+        message.AffectedSOPClassUID,
+        getattr(message, "AffectedSOPInstanceUID", None),
+        getattr(message, "Priority", None),
+        getattr(message, "MoveOriginatorApplicationEntityTitle", None),
+        None if data is None else data.getvalue(),
+    )
+
+
+def _store_request(instance: str = "1.2.3.45", move_originator: str | None = None) -> C_STORE:
+    rq = C_STORE()
+    rq.MessageID = 12
+    rq.AffectedSOPClassUID = CTImageStorage
+    rq.AffectedSOPInstanceUID = instance
+    rq.Priority = 1
+    rq.DataSet = io.BytesIO(b"\x08\x00\x18\x00\x08\x00\x00\x001.2.3.4\x00" * 300)
+    if move_originator is not None:
+        rq.MoveOriginatorApplicationEntityTitle = move_originator
+        rq.MoveOriginatorMessageID = 3
+    return rq
+
+
+def _echo_request() -> C_ECHO:
+    rq = C_ECHO()
+    rq.MessageID = 1
+    rq.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    return rq
+
+
+def _find_request() -> C_FIND:
+    rq = C_FIND()
+    rq.MessageID = 2
+    rq.AffectedSOPClassUID = FIND
+    rq.Priority = 2
+    rq.Identifier = io.BytesIO(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
+    return rq
+
+
+REQUESTS = {
+    "C-ECHO": (_echo_request, True),
+    "C-STORE": (_store_request, True),
+    "C-STORE even UID": (lambda: _store_request("1.2.3.4"), True),
+    "C-FIND": (_find_request, True),
+    "C-STORE of a C-MOVE": (lambda: _store_request(move_originator="MOVER"), False),
+}
+
+
+@pytest.mark.parametrize(("make", "decoded_here"), REQUESTS.values(), ids=REQUESTS.keys())
+@pytest.mark.parametrize("max_pdu", [0, 16384, 100])
+def test_requests_are_read_as_pynetdicom_reads_them(
+    make: Any, decoded_here: bool, max_pdu: int
+) -> None:
+    pdatas = _request_pdata(make(), max_pdu)
+    if max_pdu != 100:  # a command set split over PDUs is always pynetdicom's to read
+        command = pdatas[0].presentation_data_value_list[0][1][1:]
+        assert (request(command) is not None) == decoded_here
+    assert _received(_DIMSE, pdatas) == _received(DIMSEServiceProvider, pdatas)
+
+
+def test_a_request_with_a_value_it_refuses_ends_the_association() -> None:
+    pdatas = _request_pdata(_store_request(), 0)
+    command = bytearray(pdatas[0].presentation_data_value_list[0][1])
+    priority = command.index(b"\x00\x00\x00\x07\x02\x00\x00\x00") + 8
+    command[priority] = 9  # Priority 9: not 0, 1 or 2
+    pdatas[0].presentation_data_value_list = [[5, bytes(command)]]
+    for provider in (_DIMSE, DIMSEServiceProvider):
+        assoc = _Receiver()
+        dimse = provider(assoc)  # type: ignore[arg-type]
+        for pdata in pdatas:
+            dimse.receive_primitive(pdata)
+        assert assoc.dul.event_queue.get_nowait() == "Evt19"  # type: ignore[attr-defined]
+        assert dimse.msg_queue.empty()

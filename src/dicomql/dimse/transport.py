@@ -17,7 +17,8 @@ until something it would act on happens:
 
 Each association also encodes its C-ECHO, C-STORE and C-FIND responses' command sets itself
 (:func:`command_set`): pynetdicom builds a pydicom Dataset of every element for each and encodes
-it twice (once to learn the group length), a tenth of a C-STORE's CPU.
+it twice (once to learn the group length), a tenth of a C-STORE's CPU. Likewise it decodes the
+command sets of those requests itself (:func:`request`) rather than through a pydicom Dataset.
 
 Each loop's body is pynetdicom's own, unchanged, and every wait also ends after ``MAX_WAIT``
 seconds, so a condition these signals miss is still seen, late, rather than never. Only
@@ -29,6 +30,7 @@ storage commitment are pynetdicom's own), and only on the pynetdicom versions in
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import queue
 import select
@@ -41,7 +43,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import pynetdicom
-from pynetdicom import evt
+from pynetdicom import _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -146,8 +148,136 @@ def command_set(primitive: Any) -> bytes | None:
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
+# The requests decoded here: Command Field -> primitive, and its data set's parameter, if any.
+_REQUESTS: dict[int, tuple[type[Any], str | None]] = {
+    0x0001: (C_STORE, "DataSet"),
+    0x0020: (C_FIND, "Identifier"),
+    0x0030: (C_ECHO, None),
+}
+# The command elements of those requests: element -> parameter (None: read here, not set).
+_REQUEST_ELEMENTS: dict[int, str | None] = {
+    0x0000: None,  # Command Group Length
+    0x0002: "AffectedSOPClassUID",
+    0x0100: None,  # Command Field
+    0x0110: "MessageID",
+    0x0700: "Priority",
+    0x0800: None,  # Command Data Set Type
+    0x1000: "AffectedSOPInstanceUID",
+}
+_UID_ELEMENTS = (0x0002, 0x1000)
+
+
+def request(encoded: bytes) -> tuple[Any, str | None] | None:
+    """A C-ECHO, C-STORE or C-FIND request's primitive from its command set (without its data
+    set) and the parameter its data set goes to (None: it has none), as pynetdicom's
+    ``decode_msg`` and ``message_to_primitive`` make it; None for anything else (another
+    message, another element such as a C-MOVE's originator, a value pynetdicom would convert
+    otherwise), left to pynetdicom.
+
+    Raises:
+        ValueError: a value the primitive refuses (pynetdicom's "invalid DIMSE message").
+    """
+    values: dict[int, bytes] = {}
+    position = 0
+    while position < len(encoded):
+        if len(encoded) - position < 8:
+            return None
+        group, element, length = struct.unpack_from("<HHI", encoded, position)
+        value = encoded[position + 8 : position + 8 + length]
+        if group != 0x0000 or element not in _REQUEST_ELEMENTS or len(value) != length:
+            return None
+        if not value or (element not in _UID_ELEMENTS and element != 0x0000 and length != 2):
+            return None
+        values[element] = value
+        position += 8 + length
+    command = values.get(0x0100)
+    found = None if command is None else _REQUESTS.get(struct.unpack("<H", command)[0])
+    kind = values.get(0x0800)
+    if found is None or kind is None:
+        return None
+    primitive_class, parameter = found
+    primitive = primitive_class()
+    for element, value in values.items():
+        name = _REQUEST_ELEMENTS[element]
+        if name is None:
+            continue
+        if not hasattr(primitive, name):
+            return None  # an element this request does not have: pynetdicom's
+        if element in _UID_ELEMENTS:
+            if not value.isascii() or b"\\" in value:
+                return None  # pydicom would decode it otherwise, or as several values
+            text = value.decode("ascii").rstrip("\0 ")
+            if not text:
+                return None
+            setattr(primitive, name, text)
+        else:
+            setattr(primitive, name, struct.unpack("<H", value)[0])
+    has_data_set = struct.unpack("<H", kind)[0] != _NO_DATA_SET
+    if has_data_set and parameter is None:
+        return None
+    return primitive, parameter if has_data_set else None
+
+
 class _DIMSE(DIMSEServiceProvider):
-    """pynetdicom's DIMSE provider, sending responses :func:`command_set` encodes itself."""
+    """pynetdicom's DIMSE provider, sending responses :func:`command_set` encodes itself and
+    reading requests :func:`request` decodes itself."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        # The request whose data set is being received: (primitive, its parameter, context
+        # ID, the data set so far).
+        self._receiving: tuple[Any, str, int, io.BytesIO] | None = None
+
+    def receive_primitive(self, primitive: Any) -> None:
+        if self._receiving is not None:
+            self._receive_data_set(primitive.presentation_data_value_list)
+        elif (
+            self.message is not None  # pynetdicom's message in progress
+            or _config.STORE_RECV_CHUNKED_DATASET
+            or self.assoc.get_handlers(evt.EVT_DIMSE_RECV)  # expects pynetdicom's message
+            or not self._start(primitive)
+        ):
+            super().receive_primitive(primitive)
+
+    def _start(self, primitive: Any) -> bool:
+        """Take a P-DATA that begins with a whole command set of a request decoded here."""
+        fragments = primitive.presentation_data_value_list
+        if not fragments or fragments[0][1][:1] != b"\x03":  # the last command fragment
+            return False
+        context_id, data = fragments[0]
+        try:
+            decoded = request(data[1:])
+        except Exception as exc:  # what pynetdicom's receive_primitive does with it
+            _pynetdicom_log.error("Received an invalid DIMSE message")
+            _pynetdicom_log.exception(exc)
+            self.dul.event_queue.put("Evt19")
+            return True
+        if decoded is None:
+            return False
+        message, parameter = decoded
+        message._context_id = context_id
+        if parameter is None:
+            self.msg_queue.put((context_id, message))
+        else:
+            self._receiving = (message, parameter, context_id, io.BytesIO())
+            self._receive_data_set(fragments[1:])
+        return True
+
+    def _receive_data_set(self, fragments: list[tuple[int, bytes]]) -> None:
+        assert self._receiving is not None
+        message, parameter, context_id, data_set = self._receiving
+        for _, data in fragments:
+            if data[0] & 1:  # a command fragment before the data set ended
+                _pynetdicom_log.error("Received an invalid DIMSE message")
+                self._receiving = None
+                self.dul.event_queue.put("Evt19")
+                return
+            data_set.write(data[1:])
+            if data[0] & 2:  # the last data set fragment
+                self._receiving = None
+                setattr(message, parameter, data_set)
+                self.msg_queue.put((context_id, message))
+                return
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         encoded = command_set(primitive)
