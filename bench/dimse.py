@@ -1,8 +1,10 @@
 """DIMSE C-STORE throughput: dcmtk's ``storescu`` of N small instances (one association) into
 ``dicomql serve --dimse-port`` and into Orthanc's DICOM server, one after the other, on the
-same generated files; instances/s and server CPU per instance.
+same generated files; instances/s and server CPU per instance. Then the cost of an association
+alone: M runs of ``echoscu`` (associate, C-ECHO, release), server CPU per association.
 
-    sudo python bench/dimse.py [--instances 1000] [--no-orthanc]   -> bench/results/dimse.{md,json}
+    sudo python bench/dimse.py [--instances 1000] [--associations 200] [--no-orthanc]
+        -> bench/results/dimse.{md,json}
 
 Orthanc binds every interface, so as in ``compare.py`` the run re-executes itself under
 ``unshare -n`` (root) and every server and the client share a loopback-only namespace.
@@ -67,25 +69,56 @@ def storescu(server: ServerProcess, ae_title: str, port: int, folder: Path, coun
     }
 
 
-def run_dicomql(work: Path, folder: Path, count: int) -> dict:
+def echoscu(server: ServerProcess, ae_title: str, port: int, count: int) -> dict:
+    """``count`` associations, each with one C-ECHO; the server's CPU per association."""
+    cpu = server.cpu_seconds()
+    start = time.perf_counter()
+    for _ in range(count):
+        done = subprocess.run(
+            ["echoscu", "-aec", ae_title, "127.0.0.1", str(port)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TCP_NODELAY": "1"},
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"echoscu to {server.name} failed: {done.stderr[-2000:]}")
+    wall = time.perf_counter() - start
+    used = server.cpu_seconds() - cpu
+    return {
+        "associations": count,
+        "seconds": round(wall, 3),
+        "server_cpu_ms_per_association": round(used * 1000 / count, 3),
+    }
+
+
+def measure(
+    server: ServerProcess, ae_title: str, port: int, folder: Path, count: int, associations: int
+) -> dict:
+    figures = storescu(server, ae_title, port, folder, count)
+    if associations:
+        figures["echo"] = echoscu(server, ae_title, port, associations)
+    return figures
+
+
+def run_dicomql(work: Path, folder: Path, count: int, associations: int) -> dict:
     port = free_port()
     server = DicomqlServer("dicomql-sqlite", work / "dicomql", None, work / "dicomql.log", port)
     server.command += ["--processes", "1"]
     server.start("/v1/projects/bench/locations/local")
     try:
         server.create_store()
-        return storescu(server, DIMSE_AE_TITLE, port, folder, count)
+        return measure(server, DIMSE_AE_TITLE, port, folder, count, associations)
     finally:
         server.stop()
 
 
-def run_orthanc(work: Path, folder: Path, count: int) -> dict:
+def run_orthanc(work: Path, folder: Path, count: int, associations: int) -> dict:
     port = free_port()
     (work / "orthanc").mkdir()
     server = orthanc.OrthancServer(work / "orthanc", dicom_port=port)
     server.start()
     try:
-        return storescu(server, orthanc.DICOM_AE_TITLE, port, folder, count)
+        return measure(server, orthanc.DICOM_AE_TITLE, port, folder, count, associations)
     finally:
         server.stop()
 
@@ -93,6 +126,7 @@ def run_orthanc(work: Path, folder: Path, count: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--associations", type=int, default=200, help="echoscu runs; 0: none")
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -112,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = work / "instances"
         folder.mkdir()
         size = write_instances(folder, args.instances)
-        results["dicomql-sqlite"] = run_dicomql(work, folder, args.instances)
+        results["dicomql-sqlite"] = run_dicomql(work, folder, args.instances, args.associations)
         if not args.no_orthanc:
-            results["orthanc"] = run_orthanc(work, folder, args.instances)
+            results["orthanc"] = run_orthanc(work, folder, args.instances, args.associations)
     lines = [
         f"# DIMSE C-STORE: storescu of {args.instances} instances "
         f"({size // args.instances // 1024} KB each), one association",
@@ -127,6 +161,19 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {figures['seconds']} | {figures['instances_per_second']} "
             f"| {figures['server_cpu_ms_per_instance']} |"
         )
+    if args.associations:
+        lines += [
+            "",
+            f"# Associations: echoscu {args.associations} times (associate, C-ECHO, release)",
+            "",
+            "| server | seconds | server CPU ms/association |",
+            "|---|---|---|",
+        ]
+        for name, figures in results.items():
+            echo = figures["echo"]
+            lines.append(
+                f"| {name} | {echo['seconds']} | {echo['server_cpu_ms_per_association']} |"
+            )
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
