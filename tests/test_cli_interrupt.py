@@ -99,15 +99,22 @@ class Terminal:
             # Sized here, before exec: sized by the parent after fork, a loaded machine could
             # run the child's start first, and it read an unsized terminal (80 columns).
             fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+            # A terminal starts a program with no signal blocked or ignored; the test process
+            # may have either (a signal mask and SIG_IGN survive exec), and Ctrl-C would be lost.
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(sys.executable, [sys.executable, "-m", "dicomql.cli", *args], env)
         self.output = ""
 
-    def expect(self, text: str, after: int = 0) -> int:
-        """Wait until ``text`` is printed after offset ``after``; return the offset past it."""
+    def expect(self, text: str, after: int = 0, context: str = "") -> int:
+        """Wait until ``text`` is printed after offset ``after``; return the offset past it.
+        ``context`` is added to the failure message."""
         deadline = time.monotonic() + DEADLINE
         while (found := self.output.find(text, after)) < 0:
             remaining = deadline - time.monotonic()
-            assert remaining > 0, f"never printed {text!r}; printed: {self.output[-3000:]!r}"
+            assert remaining > 0, (
+                f"never printed {text!r}{context}; printed: {self.output[-3000:]!r}"
+            )
             ready, _, _ = select.select([self.fd], [], [], remaining)
             if ready:
                 try:
@@ -115,9 +122,20 @@ class Terminal:
                 except OSError:  # EIO: the process has ended
                     chunk = b""
                 if not chunk:
-                    assert text in self.output[after:], f"ended before {text!r}: {self.output!r}"
+                    assert text in self.output[after:], (
+                        f"ended before {text!r}{context}: {self.output[-3000:]!r}"
+                    )
                 self.output += chunk.decode(errors="replace")
         return found + len(text)
+
+    def signal_state(self) -> str:
+        """The process's pending, blocked, ignored and caught signals (for a failure message)."""
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                lines = [line.strip() for line in status if line.startswith(("Sig", "ShdPnd"))]
+        except OSError:
+            return ""
+        return " (signals after Ctrl-C: " + ", ".join(lines) + ")"
 
     def send(self, keys: str) -> None:
         os.write(self.fd, keys.encode())
@@ -152,7 +170,10 @@ def test_ctrl_c_during_await_names_the_operation_and_how_to_await_it(
     try:
         terminal.expect("ImportDicomData")  # the AWAIT's progress bar: it is polling
         os.kill(terminal.pid, signal.SIGINT)
-        after = terminal.expect("Interrupted: operation projects/p/locations/us/datasets/ds/")
+        state = terminal.signal_state()
+        after = terminal.expect(
+            "Interrupted: operation projects/p/locations/us/datasets/ds/", context=state
+        )
         terminal.expect("EXEC /*+ AWAIT */ google.healthcare.operations.get", after)
         assert terminal.wait() == 130
         assert "Traceback" not in terminal.output
@@ -173,7 +194,7 @@ def test_ctrl_c_in_the_shell_cancels_the_statement_and_returns_to_the_prompt(
         terminal.send(import_statement(folder, True) + ";\r")
         at = terminal.expect("ImportDicomData", at)
         terminal.send("\x03")  # Ctrl-C, as the terminal's line discipline turns it into SIGINT
-        at = terminal.expect("Interrupted: operation", at)
+        at = terminal.expect("Interrupted: operation", at, context=terminal.signal_state())
         at = terminal.expect("dicomql>", at)
         terminal.send("SHOW SERVICES;\r")
         at = terminal.expect("google.healthcare,Cloud Healthcare API,v1", at)
