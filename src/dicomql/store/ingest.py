@@ -16,8 +16,11 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import anyio
@@ -363,8 +366,15 @@ class Ingest:
         """Commit (fsync) the blob and read its header: a record to index, or a refusal (whose
         blob is discarded here). The one place a file that cannot be read becomes a refusal."""
         held = incoming.flush(last=True)
-        incoming.writer.commit()
-        incoming.committed = True
+        committing = None
+        if held is None:
+            incoming.writer.commit()
+            incoming.committed = True
+        else:
+            # Held whole, it is parsed from memory while another thread waits for the disk
+            # (the fsyncs release the GIL); nothing is indexed before the commit is done.
+            committing = _blob_commits().submit(incoming.writer.commit)
+        unreadable: UnreadableInstance | None = None
         try:
             # An instance held whole is parsed from memory: reading it back from its file cost
             # a system call (and a GIL hand-over) per element (pydicom asks the file's position
@@ -373,10 +383,19 @@ class Ingest:
                 parsed = read_header(file)
             model = parsed.dicom_json()
         except UnreadableInstance as exc:
+            unreadable = exc
+        finally:
+            if committing is not None:
+                committing.result()  # the commit's error, if any, is the instance's
+                incoming.committed = True
+        if unreadable is not None:
             discard_blob(self.index, self.blobs, incoming.key)
             # With the UIDs the file has, for the Failed SOP Sequence (PS3.18 10.5.3).
             return InstanceOutcome(
-                Outcome.UNREADABLE, str(exc), exc.sop_class_uid, exc.sop_instance_uid
+                Outcome.UNREADABLE,
+                str(unreadable),
+                unreadable.sop_class_uid,
+                unreadable.sop_instance_uid,
             )
         study = self.study_instance_uid
         if study is not None and parsed.study_instance_uid != study:
@@ -459,6 +478,22 @@ class Ingest:
                     outcome.message,
                 )
         return results
+
+
+# The process's pool of threads that commit blobs, and the process it was made in (a process
+# forked after making it has none of its threads).
+_commits: tuple[int, ThreadPoolExecutor] | None = None
+_commits_lock = threading.Lock()
+
+
+def _blob_commits() -> ThreadPoolExecutor:
+    """The threads that commit (fsync) blobs while their instances are parsed."""
+    global _commits
+    with _commits_lock:
+        if _commits is None or _commits[0] != os.getpid():
+            pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicomql-blob-commit")
+            _commits = (os.getpid(), pool)
+        return _commits[1]
 
 
 def store_instances(
