@@ -6,8 +6,10 @@ PatientName is PHI and never written) and ``status``. Never a body, a header val
 value. ``caller`` is ``token`` (the configured bearer token was given), ``anonymous`` (no token
 is configured) or ``unauthenticated`` (a token is configured and was not given).
 
-Each line is one ``write`` to a descriptor opened with ``O_APPEND``, so the processes of
-``--processes N`` (and servers sharing the file) never interleave within a line.
+A request's line is written before the last byte of its response is sent, so a client that has
+its answer finds it audited. Each line is one ``write`` to a descriptor opened with
+``O_APPEND``, so the processes of ``--processes N`` (and servers sharing the file) never
+interleave within a line.
 """
 
 from __future__ import annotations
@@ -48,17 +50,28 @@ class AuditLogMiddleware:
             await self.app(scope, receive, send)
             return
         status = 500
+        written = False
+
+        def write() -> None:
+            nonlocal written
+            if not written:
+                written = True
+                self._write(scope, template, route is not None, status)
 
         async def noting_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Before the response's last byte: a client that has its answer finds the
+                # request audited, even if the process dies the next moment.
+                write()
             await send(message)
 
         try:
             await self.app(scope, receive, noting_send)
         finally:
-            self._write(scope, template, route is not None, status)
+            write()  # no complete response (an error, a client gone): audited all the same
 
     def _caller(self, scope: Scope) -> str:
         if self.expected is None:
