@@ -18,14 +18,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.tag import Tag
-from sqlalchemy import Connection, Select, Table, Text, cast, exc, literal_column, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Select,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    exc,
+    literal_column,
+    select,
+)
+from sqlalchemy.sql.elements import BindParameter
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import absolutize_bulkdata_uris, person_name_groups
 from dicomql.dicom.qido import SearchQuery
 from dicomql.dicom.tags import RETRIEVE_URL_KEY, SOP_INSTANCE_UID_KEY, json_key
 from dicomql.store.names import dicomweb_path
-from dicomql.store.qido_sql import match_conditions
+from dicomql.store.qido_sql import STORE_PK, MatchShape, bind_matches, match_conditions
 from dicomql.store.schema import instances, series, studies
 
 # PS3.18 Table 10.6.3-3: attributes returned by default at each level (plus
@@ -102,49 +114,104 @@ class SearchResult:
     more: bool  # more results exist past this page
 
 
+# Columns a search reads besides the level's indexed attributes: the stored DICOM JSON and the
+# counters of the computed attributes.
+_READ_COLUMNS = frozenset(
+    {"attributes", "modalities_in_study", "number_of_series", "number_of_instances"}
+)
+
+
 @functools.cache
 def _columns(level: Level) -> tuple[Any, ...]:
-    """The level's columns, labelled (built once: every search selects them). Its DICOM JSON
-    is fetched unparsed, so it is parsed only for the rows that need it (``_LevelPlan.apply``);
-    a search answering the level's indexed columns only never parses it."""
+    """The level's columns a result is built from, labelled (built once: every search selects
+    them); not the rest (keys, sizes, times), which would cost their decoding on every row.
+    Its DICOM JSON is fetched unparsed, so it is parsed only for the rows that need it
+    (``_LevelPlan.apply``); a search answering the level's indexed columns only never parses it.
+    """
     table = {Level.STUDY: studies, Level.SERIES: series, Level.INSTANCE: instances}[level]
+    read = _READ_COLUMNS | {a.column for a in _COLUMNS[level]}
     return tuple(
         cast(c, Text).label(_PREFIX[level] + c.name)
         if c.name == "attributes"
         else c.label(_PREFIX[level] + c.name)
         for c in table.c
+        if c.name in read
     )
 
 
+# Bind parameters of every search statement besides the store and the matches' values.
+_LIMIT: BindParameter[int] = bindparam("page_limit", type_=Integer)
+_OFFSET: BindParameter[int] = bindparam("page_offset", type_=Integer)
+_SCOPE_STUDY: BindParameter[str] = bindparam("scope_study_instance_uid")
+_SCOPE_SERIES: BindParameter[str] = bindparam("scope_series_instance_uid")
+
+
 def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: str) -> Select:
-    """The SELECT for one page of a QIDO search (one row past the page, to detect more).
+    """The SELECT for one page of a QIDO search, its values bound (as :func:`search` runs it)."""
+    statement, values = _bound_search(query, scope, store_pk, dialect)
+    return statement.params(values)
+
+
+def _bound_search(
+    query: SearchQuery, scope: Scope, store_pk: int, dialect: str
+) -> tuple[Select, dict[str, Any]]:
+    """The statement of the query's shape (built once per shape) and its bind parameters."""
+    shapes, values = bind_matches(query, dialect)
+    values[STORE_PK.key] = store_pk
+    values[_LIMIT.key] = query.limit + 1
+    values[_OFFSET.key] = query.offset
+    if scope.study_instance_uid is not None:
+        values[_SCOPE_STUDY.key] = scope.study_instance_uid
+    if scope.series_instance_uid is not None:
+        values[_SCOPE_SERIES.key] = scope.series_instance_uid
+    statement = _shaped_statement(
+        query.level,
+        shapes,
+        scope.study_instance_uid is not None,
+        scope.series_instance_uid is not None,
+        dialect,
+    )
+    return statement, values
+
+
+# Bounded: a shape is the level, the scope's UIDs given, each match's attribute and rule and its
+# number of values; clients use a few, but a UID list or fuzzy name of any length is a new one.
+@functools.lru_cache(maxsize=256)
+def _shaped_statement(
+    level: Level,
+    shapes: tuple[MatchShape, ...],
+    study_scoped: bool,
+    series_scoped: bool,
+    dialect: str,
+) -> Select:
+    """The SELECT for one page of a QIDO search (one row past the page, to detect more), with
+    the bind parameters of :func:`_bound_search`.
 
     The level searched is driven from the most selective constraint: its own matched columns,
     else its parent's rows (``series.study_pk IN (matching studies)``), else the store's
     ``(store_pk, pk)`` index. A plain join would let the planner walk every instance of the
     store in pk order looking for the few whose study matches.
     """
-    level = query.level
-    by_level = match_conditions(query, store_pk, dialect)
+    by_level = match_conditions(shapes, dialect)
     study_filters = list(by_level[Level.STUDY])
-    if scope.study_instance_uid is not None:
-        study_filters.append(studies.c.study_instance_uid == scope.study_instance_uid)
+    if study_scoped:
+        study_filters.append(studies.c.study_instance_uid == _SCOPE_STUDY)
     series_filters = list(by_level[Level.SERIES])
-    if scope.series_instance_uid is not None:
-        series_filters.append(series.c.series_instance_uid == scope.series_instance_uid)
-    matching_studies = select(studies.c.pk).where(studies.c.store_pk == store_pk, *study_filters)
+    if series_scoped:
+        series_filters.append(series.c.series_instance_uid == _SCOPE_SERIES)
+    matching_studies = select(studies.c.pk).where(studies.c.store_pk == STORE_PK, *study_filters)
 
     # With a filter, SQLite may still prefer walking (store_pk, pk) to skip the sort; the unary
     # plus (SQLite's documented way to disqualify an ORDER BY term from index use) keeps the
     # filter's index in charge. Without a filter, the walk is exactly right.
-    narrowed = bool(query.matches) or scope != Scope()
+    narrowed = bool(shapes) or study_scoped or series_scoped
 
     def order(table: Table) -> Any:
         return literal_column(f"+{table.name}.pk") if narrowed else table.c.pk
 
     if level is Level.STUDY:
         statement = select(*_columns(Level.STUDY)).order_by(order(studies))
-        conditions = [studies.c.store_pk == store_pk, *study_filters]
+        conditions = [studies.c.store_pk == STORE_PK, *study_filters]
     elif level is Level.SERIES:
         statement = (
             select(*_columns(Level.STUDY), *_columns(Level.SERIES))
@@ -153,7 +220,7 @@ def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: s
         )
         conditions = [*series_filters]
         if series_filters or not study_filters:
-            conditions.append(series.c.store_pk == store_pk)
+            conditions.append(series.c.store_pk == STORE_PK)
         if study_filters:
             conditions.append(series.c.study_pk.in_(matching_studies))
     else:
@@ -172,19 +239,19 @@ def search_statement(query: SearchQuery, scope: Scope, store_pk: int, dialect: s
         )
         conditions = list(by_level[Level.INSTANCE])
         if conditions:
-            conditions.append(instances.c.store_pk == store_pk)
+            conditions.append(instances.c.store_pk == STORE_PK)
         if series_filters:
             matching_series = (
                 select(series.c.pk)
                 .select_from(series.join(studies, studies.c.pk == series.c.study_pk))
-                .where(series.c.store_pk == store_pk, *series_filters, *study_filters)
+                .where(series.c.store_pk == STORE_PK, *series_filters, *study_filters)
             )
             conditions.append(instances.c.series_pk.in_(matching_series))
         elif study_filters:
             conditions.append(instances.c.study_pk.in_(matching_studies))
         if not conditions:
-            conditions.append(instances.c.store_pk == store_pk)
-    return statement.where(*conditions).limit(query.limit + 1).offset(query.offset)
+            conditions.append(instances.c.store_pk == STORE_PK)
+    return statement.where(*conditions).limit(_LIMIT).offset(_OFFSET)
 
 
 class QueryTimeout(Exception):
@@ -257,9 +324,9 @@ def search(
             the matched, returned and included ones and the parent UIDs (a C-FIND answers
             with the requested keys only, so it need not build the rest).
     """
-    statement = search_statement(query, scope, store_pk, conn.dialect.name)
+    statement, values = _bound_search(query, scope, store_pk, conn.dialect.name)
     with statement_timeout(conn, timeout):
-        result = conn.execute(statement)
+        result = conn.execute(statement, values)
         labels = list(result.keys())
         rows = [dict(zip(labels, row, strict=True)) for row in result]
     more = len(rows) > query.limit
@@ -411,22 +478,39 @@ def _plans(query: SearchQuery, scope: Scope, defaults: bool = True) -> tuple[_Le
     its default attributes.
     """
     matched = frozenset(match.attribute.tag for match in query.matches)
-    wanted = matched | query.returned_tags | query.include_tags
-    everything = query.include_all
-    level = query.level
+    return _plans_of(
+        query.level,
+        matched | query.returned_tags | query.include_tags,
+        query.include_all,
+        scope.study_instance_uid is not None,
+        scope.series_instance_uid is not None,
+        defaults,
+    )
+
+
+# Bounded: the tags wanted are those a client asks for, of any number.
+@functools.lru_cache(maxsize=256)
+def _plans_of(
+    level: Level,
+    wanted: frozenset[int],
+    everything: bool,
+    study_scoped: bool,
+    series_scoped: bool,
+    defaults: bool,
+) -> tuple[_LevelPlan, ...]:
     study_defaults, series_defaults, instance_defaults = (
         (STUDY_DEFAULTS, SERIES_DEFAULTS, INSTANCE_DEFAULTS) if defaults else (frozenset(),) * 3
     )
     if level is Level.STUDY:
         return (_level_plan(Level.STUDY, study_defaults | wanted, everything, True),)
     study_tags = wanted | {0x0020000D}
-    if scope.study_instance_uid is None:
+    if not study_scoped:
         study_tags |= study_defaults - {RETRIEVE_URL}
     study = _level_plan(Level.STUDY, study_tags - {RETRIEVE_URL}, everything, False)
     if level is Level.SERIES:
         return (study, _level_plan(Level.SERIES, series_defaults | wanted, everything, True))
     series_tags = wanted | {0x0020000E}
-    if scope.series_instance_uid is None:
+    if not series_scoped:
         series_tags |= series_defaults - {RETRIEVE_URL}
     series_plan = _level_plan(Level.SERIES, series_tags - {RETRIEVE_URL}, everything, False)
     instance = _level_plan(Level.INSTANCE, instance_defaults | wanted, everything, True)
