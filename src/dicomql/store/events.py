@@ -12,13 +12,14 @@ Pub/Sub itself delivers).
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
 from dicomql.dicom.attributes import Level
 from dicomql.store import names
@@ -43,6 +44,10 @@ _PUBSUB_ACTIONS = frozenset({STORE_INSTANCES, IMPORT_DICOM_DATA, SET_BLOB_SETTIN
 _STREAM_ACTIONS = frozenset({STORE_INSTANCES, IMPORT_DICOM_DATA, DEIDENTIFY})
 
 _LAST_ERROR_LENGTH = 1024
+# The keys of a DicomStore resource that name event destinations (notificationConfig and
+# notificationConfigs, streamConfigs): a resource whose JSON text has neither has none.
+_DESTINATION_KEYS = ("notificationConfig", "streamConfigs")
+_RESOURCE = select(dicom_stores.c.resource).where(dicom_stores.c.pk == bindparam("store"))
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,19 @@ class Destinations:
     tables: list[dict[str, Any]] = field(default_factory=list)
 
 
-def destinations(conn: Connection, store_pk: int, action: str) -> Destinations | None:
+def destinations(
+    conn: Connection, store_pk: int, action: str, resource_text: str | None = None
+) -> Destinations | None:
     """The store's event destinations for ``action``; None when there are none (the common case,
-    which costs this one primary-key lookup)."""
-    resource = conn.execute(
-        select(dicom_stores.c.resource).where(dicom_stores.c.pk == store_pk)
-    ).scalar()
+    which costs this one primary-key lookup, or nothing when the caller read the store's
+    ``resource_text``, the JSON text of its resource, already: an indexing transaction does as
+    it locks the store)."""
+    if resource_text is None:
+        resource = conn.execute(_RESOURCE, {"store": store_pk}).scalar()
+    elif not any(key in resource_text for key in _DESTINATION_KEYS):
+        return None  # names no destination: not even decoded
+    else:
+        resource = json.loads(resource_text)
     if not resource:
         return None
     topics: list[tuple[str, bool]] = []
@@ -113,6 +125,7 @@ def enqueue_stored(
     *,
     action: str,
     storage_class: str | None = None,
+    resource: str | None = None,
 ) -> None:
     """Write the outbox rows announcing ``records``, just indexed in this transaction.
 
@@ -120,8 +133,10 @@ def enqueue_stored(
         action: the Pub/Sub ``action`` attribute (StoreInstances, ImportDicomData, …).
         storage_class: the class the caller gives the instances (import's
             ``blobStorageSettings``); STANDARD when None.
+        resource: the store's resource as JSON text, read in this transaction; looked up
+            when None.
     """
-    found = destinations(conn, store_pk, action)
+    found = destinations(conn, store_pk, action, resource)
     if found is None:
         return
     keys = [record.blob_key for record in records]

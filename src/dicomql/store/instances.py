@@ -23,7 +23,10 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
+    null,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -209,21 +212,35 @@ def index_instances(
             was indexed.
     """
 
+    # One instance (a C-STORE, most STOW requests) is indexed without a savepoint of its own:
+    # a collision or a value the index cannot hold rolls back its whole transaction (or the
+    # group commit's savepoint around it), and it runs again the careful way, with savepoints.
+    alone = len(records) == 1
+
     def work(conn: Connection) -> list[InstanceOutcome]:
         if unjournal:
             conn.execute(delete(blob_journal).where(blob_journal.c.blob_key.in_(unjournal)))
-        if not lock_store(conn, store_pk):
+        # The store's row locked, and its resource read for the notifications in one go.
+        resource = conn.execute(_LOCK_STORE_RESOURCE, {"store": store_pk}).scalar()
+        if resource is None:
             raise StoreNotFound(f"DICOM store {store_pk} no longer exists.")
-        results = [
-            _index_with_savepoint(conn, store_pk, record, storage_class) for record in records
-        ]
-        _announce_stored(conn, store_pk, records, results, action, storage_class)
+        if alone:
+            results = [_index_instance(conn, store_pk, records[0], storage_class)]
+        else:
+            results = [
+                _index_with_savepoint(conn, store_pk, record, storage_class) for record in records
+            ]
+        _announce_stored(conn, store_pk, resource, records, results, action, storage_class)
         return results
 
     for attempt in range(_RETRIES):
         try:
             # With other writers of this process, in one commit (store/group_commit.py).
             return index.writes.run(work)
+        except (IntegrityError, DataError):
+            if not alone:
+                raise
+            alone = False  # nothing of it was committed: again, under a savepoint
         except DBAPIError as exc:
             # PostgreSQL deadlock (40P01) or serialization failure (40001) between writers
             # updating the same counters: retry, the transaction left nothing behind.
@@ -236,6 +253,7 @@ def index_instances(
 def _announce_stored(
     conn: Connection,
     store_pk: int,
+    resource: str,
     records: list[InstanceRecord],
     results: list[InstanceOutcome],
     action: str,
@@ -243,14 +261,17 @@ def _announce_stored(
 ) -> None:
     """Outbox rows for the store's notificationConfig(s) and streamConfigs, in the transaction
     that indexes the instances, so a committed instance never misses its notification; nothing
-    but one primary-key lookup when the store has none (see :mod:`dicomql.store.events`)."""
+    more when the store's ``resource`` (its JSON text) names none (:mod:`dicomql.store.events`).
+    """
     stored = [
         record
         for record, result in zip(records, results, strict=True)
         if result.outcome is Outcome.STORED
     ]
     if stored:
-        events.enqueue_stored(conn, store_pk, stored, action=action, storage_class=storage_class)
+        events.enqueue_stored(
+            conn, store_pk, stored, action=action, storage_class=storage_class, resource=resource
+        )
 
 
 def lock_store(conn: Connection, store_pk: int) -> bool:
@@ -266,6 +287,12 @@ def lock_store(conn: Connection, store_pk: int) -> bool:
 
 _LOCK_STORE = (
     select(dicom_stores.c.pk).where(dicom_stores.c.pk == bindparam("store")).with_for_update()
+)
+# The text, not the decoded JSON: the notifications need it only when it names a destination.
+_LOCK_STORE_RESOURCE = (
+    select(cast(dicom_stores.c.resource, Text))
+    .where(dicom_stores.c.pk == bindparam("store"))
+    .with_for_update()
 )
 
 
@@ -298,15 +325,25 @@ def _index_instance(
 ) -> InstanceOutcome:
     parsed = record.parsed
     moment = now()
-    existing = conn.execute(
-        _EXISTING_INSTANCE, {"store": store_pk, "uid": parsed.sop_instance_uid}
-    ).first()
+    found = {
+        row.kind: row
+        for row in conn.execute(
+            _EXISTING,
+            {
+                "store": store_pk,
+                "instance": parsed.sop_instance_uid,
+                "series": parsed.series_instance_uid,
+                "study": parsed.study_instance_uid,
+            },
+        )
+    }
+    existing = found.get(_INSTANCE)
     if existing is not None:
         same_place = (
             existing.series_instance_uid == parsed.series_instance_uid
             and existing.study_instance_uid == parsed.study_instance_uid
         )
-        if same_place and existing.sha256 == record.sha256:
+        if same_place and existing.detail == record.sha256:
             return InstanceOutcome.of(parsed, Outcome.DUPLICATE)
         return InstanceOutcome.of(
             parsed,
@@ -314,9 +351,7 @@ def _index_instance(
             f"An instance with SOPInstanceUID {parsed.sop_instance_uid} already exists with"
             " different content.",
         )
-    series_row = conn.execute(
-        _EXISTING_SERIES, {"store": store_pk, "uid": parsed.series_instance_uid}
-    ).first()
+    series_row = found.get(_SERIES)
     if series_row is not None and series_row.study_instance_uid != parsed.study_instance_uid:
         return InstanceOutcome.of(
             parsed,
@@ -324,14 +359,12 @@ def _index_instance(
             f"Series {parsed.series_instance_uid} already exists in another study.",
         )
     new_series = series_row is None
-    study_row = conn.execute(
-        _EXISTING_STUDY, {"store": store_pk, "uid": parsed.study_instance_uid}
-    ).first()
+    study_row = found.get(_STUDY)
     if study_row is None:
         study_pk = _insert_study(conn, store_pk, record, moment)
         modalities = None
     else:
-        study_pk, modalities = study_row.pk, study_row.modalities_in_study
+        study_pk, modalities = study_row.pk, study_row.detail
     if series_row is None:
         columns = parsed.columns[Level.SERIES]
         series_pk = conn.execute(
@@ -383,10 +416,15 @@ def _index_instance(
 # The ingest statements, built once with bound parameters: building Core statements and their
 # cache keys per instance cost more CPU than SQLite spends running them (docs/service.md,
 # "Performance"). Parameter names differ from column names, which UPDATE … SET reserves.
-_EXISTING_INSTANCE = (
+# Whether the instance, its series and its study exist, in one round trip: a row of each kind
+# found (``kind``), with the instance's sha256 or the study's modalities as ``detail`` and the
+# UIDs of the study and series it is in.
+_INSTANCE, _SERIES, _STUDY = 0, 1, 2
+_EXISTING = union_all(
     select(
+        literal_column(str(_INSTANCE)).label("kind"),
         instances.c.pk,
-        instances.c.sha256,
+        instances.c.sha256.label("detail"),
         series.c.series_instance_uid,
         studies.c.study_instance_uid,
     )
@@ -394,18 +432,30 @@ _EXISTING_INSTANCE = (
     .join(studies, studies.c.pk == instances.c.study_pk)
     .where(
         instances.c.store_pk == bindparam("store"),
-        instances.c.sop_instance_uid == bindparam("uid"),
+        instances.c.sop_instance_uid == bindparam("instance"),
+    ),
+    select(
+        literal_column(str(_SERIES)),
+        series.c.pk,
+        null(),
+        series.c.series_instance_uid,
+        studies.c.study_instance_uid,
     )
-)
-_EXISTING_SERIES = (
-    select(series.c.pk, series.c.study_pk, studies.c.study_instance_uid)
     .join(studies, studies.c.pk == series.c.study_pk)
     .where(
-        series.c.store_pk == bindparam("store"), series.c.series_instance_uid == bindparam("uid")
-    )
-)
-_EXISTING_STUDY = select(studies.c.pk, studies.c.modalities_in_study).where(
-    studies.c.store_pk == bindparam("store"), studies.c.study_instance_uid == bindparam("uid")
+        series.c.store_pk == bindparam("store"),
+        series.c.series_instance_uid == bindparam("series"),
+    ),
+    select(
+        literal_column(str(_STUDY)),
+        studies.c.pk,
+        studies.c.modalities_in_study,
+        null(),
+        studies.c.study_instance_uid,
+    ).where(
+        studies.c.store_pk == bindparam("store"),
+        studies.c.study_instance_uid == bindparam("study"),
+    ),
 )
 _INSERT_STUDY = insert(studies).returning(studies.c.pk)
 _INSERT_SERIES = insert(series).returning(series.c.pk)
