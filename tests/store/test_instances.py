@@ -7,13 +7,16 @@ import hashlib
 import io
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from dicomql.dicom.jsonmodel import split_by_level
 from dicomql.dicom.parse import read_header
 from dicomql.service.config import ServiceConfig
+from dicomql.store import instances as instances_module
 from dicomql.store.blobs import LocalBlobStore
 from dicomql.store.index import Index
 from dicomql.store.instances import (
@@ -110,6 +113,36 @@ def test_duplicate_and_conflict_are_told_apart_by_content(store) -> None:  # typ
     with index.connect() as conn:
         assert conn.execute(select(studies.c.number_of_instances)).scalar_one() == 1
         assert conn.execute(select(func.count()).select_from(studies)).scalar() == 1
+
+
+@pytest.mark.parametrize("error", [IntegrityError, DataError])
+def test_one_instance_failing_without_a_savepoint_runs_again_with_one(
+    store,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    error: type[DBAPIError],
+) -> None:
+    """An instance indexed alone has no savepoint: a collision (or a value the index cannot
+    hold) after its rows were written rolls back the whole transaction, and the second run,
+    under a savepoint, counts it once."""
+    index, blobs, store_pk = store
+    real = instances_module._index_instance
+    calls: list[int] = []
+
+    def collide_once(*args: Any) -> Any:
+        outcome = real(*args)
+        calls.append(1)
+        if len(calls) == 1:
+            raise error("INSERT …", {}, Exception("a concurrent writer won"))
+        return outcome
+
+    monkeypatch.setattr(instances_module, "_index_instance", collide_once)
+    data = make_instance(STUDY, f"{STUDY}.1", f"{STUDY}.1.1")
+    assert _ingest(index, blobs, store_pk, data) is Outcome.STORED
+    assert len(calls) == 2
+    with index.connect() as conn:
+        assert conn.execute(select(studies.c.number_of_instances)).scalar_one() == 1
+        assert conn.execute(select(series.c.number_of_instances)).scalar_one() == 1
+        assert conn.execute(select(func.count()).select_from(blob_journal)).scalar() == 0
 
 
 def test_delete_then_crash_before_blob_removal_is_finished_by_recovery(store) -> None:  # type: ignore[no-untyped-def]
