@@ -140,14 +140,14 @@ def _walk(
     bulk_threshold: int,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    # A BaseTag is an int with int's hash and equality, so plain int keys find its elements.
     elements = cast("dict[int, DataElement | RawDataElement]", ds._dict)
-    for tag in sorted(map(int, elements)):  # plain ints sort far faster than pydicom Tags
+    # Plain ints sort far faster than pydicom Tags, and pairs with the elements spare a lookup
+    # by tag (BaseTag's equality is Python code, once an element).
+    for tag, element in sorted(zip(map(int, elements), elements.values(), strict=True)):
         if not tag & 0xFFFF or tag >> 16 == 0x0002 or tag == 0xFFFCFFFC:
             # Group lengths; file meta (it belongs to the Part 10 file, not the dataset); and
             # Data Set Trailing Padding, which carries no information (PS3.10 7.2).
             continue
-        element = elements[tag]
         key = f"{tag:08X}"
         attribute = None
         if type(element) is RawDataElement and element.is_little_endian:

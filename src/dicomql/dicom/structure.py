@@ -3,6 +3,7 @@ recurse too deep or inflate too much (see :mod:`dicomql.dicom.limits`), before p
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -26,6 +27,23 @@ _CHUNK = 1024 * 1024
 
 class LimitExceeded(ValueError):
     """The instance is beyond one of dicomql's limits; the message names it."""
+
+
+class _MemoryReader:
+    """Bytes of a data set held in memory (not deflated): slices of it, no buffering."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        self.data = file.getvalue()  # the bytes it was made of, not a copy
+        self.position = file.tell()
+
+    def read(self, size: int) -> bytes:
+        start = self.position
+        data = self.data[start : start + size]
+        self.position = start + len(data)
+        return data
+
+    def skip(self, size: int) -> None:
+        self.position += size
 
 
 class _Reader:
@@ -90,7 +108,13 @@ def check_structure(file: BinaryIO) -> None:
     try:
         transfer_syntax = skip_file_meta(file)
         if transfer_syntax is not None:
-            _walk(_Reader(file, transfer_syntax == DEFLATED), transfer_syntax)
+            deflated = transfer_syntax == DEFLATED
+            if isinstance(file, io.BytesIO) and not deflated:
+                # In memory (STOW-RS, C-STORE): slices of it, without _Reader's buffering (the
+                # walk was a third of the parse's CPU, docs/performance.md).
+                _walk(_MemoryReader(file), transfer_syntax)
+            else:
+                _walk(_Reader(file, deflated), transfer_syntax)
     except (zlib.error, struct.error):
         pass  # damaged: pydicom's own reading reports it
     finally:
@@ -155,8 +179,13 @@ def inflated(file: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _walk(reader: _Reader, transfer_syntax: str) -> None:
+def _walk(reader: _Reader | _MemoryReader, transfer_syntax: str) -> None:
     order = ">" if transfer_syntax == _BIG_ENDIAN else "<"
+    # Built once a walk, not once an element (the format strings and struct's cache lookups
+    # were a fifth of the walk).
+    tag_of = struct.Struct(f"{order}HH").unpack_from
+    long_of = struct.Struct(f"{order}I").unpack_from
+    short_of = struct.Struct(f"{order}H").unpack_from
     base_explicit = transfer_syntax != _IMPLICIT
     # Open containers: (is a sequence, end position or None when undefined, explicit VR inside).
     open_: list[tuple[bool, int | None, bool]] = []
@@ -168,11 +197,11 @@ def _walk(reader: _Reader, transfer_syntax: str) -> None:
         header = reader.read(8)
         if len(header) < 8:
             return
-        group, element = struct.unpack(f"{order}HH", header[:4])
+        group, element = tag_of(header)
         tag = group << 16 | element
         explicit = open_[-1][2] if open_ else base_explicit
         if group == 0xFFFE:
-            (length,) = struct.unpack(f"{order}I", header[4:8])
+            (length,) = long_of(header, 4)
             if tag == _ITEM and open_ and open_[-1][0]:
                 end = None if length == _UNDEFINED else reader.position + length
                 open_.append((False, end, explicit))
@@ -193,11 +222,11 @@ def _walk(reader: _Reader, transfer_syntax: str) -> None:
         if explicit:
             vr = header[4:6]
             if vr in _LONG_VRS:
-                (length,) = struct.unpack(f"{order}I", reader.read(4))
+                (length,) = long_of(reader.read(4))
             else:
-                (length,) = struct.unpack(f"{order}H", header[6:8])
+                (length,) = short_of(header, 6)
         else:
-            (length,) = struct.unpack(f"{order}I", header[4:8])
+            (length,) = long_of(header, 4)
             vr = b"SQ" if _dictionary_vr(tag) == "SQ" else b"UN"
         if tag == _PIXEL_DATA and length == _UNDEFINED:
             _skip_fragments(reader, order)
@@ -216,7 +245,7 @@ def _walk(reader: _Reader, transfer_syntax: str) -> None:
         reader.skip(length)
 
 
-def _skip_fragments(reader: _Reader, order: str) -> None:
+def _skip_fragments(reader: _Reader | _MemoryReader, order: str) -> None:
     """Encapsulated pixel data (PS3.5 A.4): items of defined length up to the delimiter."""
     while True:
         header = reader.read(8)
