@@ -48,13 +48,23 @@ _NUMBER_FORMATS = {
     "SV": "q",
     "UV": "Q",
 }
-_NUMBER_SIZES = {vr: struct.calcsize(code) for vr, code in _NUMBER_FORMATS.items()}
 # PS3.5 6.2: these VRs carry one value and keep leading spaces; backslash is not a delimiter.
 _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
 # PS3.5 6.1.2.3: only these VRs are affected by (0008,0005) Specific Character Set.
 _CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", *_CHARSET_VRS, "UR"})
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+_NUMBER_STRUCTS = {vr: struct.Struct(f"<{code}") for vr, code in _NUMBER_FORMATS.items()}
+# How _raw_attribute decodes a raw value of each VR; SQ, UN and the rest pydicom converts.
+_TEXT, _CHARSET_TEXT, _BINARY, _NUMBER, _TAGS = "text", "charset text", "binary", "number", "AT"
+_RAW_KINDS = {
+    **dict.fromkeys(_TEXT_VRS - _CHARSET_VRS, _TEXT),
+    **dict.fromkeys(_CHARSET_VRS, _CHARSET_TEXT),
+    **dict.fromkeys(_BINARY_VRS - {"UN"}, _BINARY),
+    **dict.fromkeys(_NUMBER_FORMATS, _NUMBER),
+    "AT": _TAGS,
+}
 
 _vr_cache: dict[int, str | None] = {}
 
@@ -184,34 +194,34 @@ def _raw_attribute(
     """The JSON of a raw element decoded from its bytes, or None to let pydicom convert it."""
     vr = element.VR or _vr_of(element.tag)
     raw = element.value
-    if vr is None or " " in vr or vr in ("SQ", "UN") or not isinstance(raw, bytes):
-        # Private, ambiguous (US or SS), sequence, deferred, or UN that pydicom may resolve to the
-        # dictionary VR (PS3.5 6.2.2): pydicom decides.
-        return None
+    if vr is None or not isinstance(raw, bytes):
+        return None  # private or deferred: pydicom decides
+    # One lookup says how this VR is decoded (STOW and C-STORE decode ~250 elements an instance).
+    kind = _RAW_KINDS.get(vr)
+    if kind is None:
+        # Ambiguous (US or SS), sequence, or UN that pydicom may resolve to the dictionary VR
+        # (PS3.5 6.2.2): pydicom decides, unless the value is empty.
+        return None if raw or " " in vr or vr in ("SQ", "UN") else {"vr": vr}
     if not raw:
         return {"vr": vr}
-    if vr in _TEXT_VRS:
-        if vr in _CHARSET_VRS:
-            if encoding is None:
-                return None
-            text = raw.decode(encoding, "replace")
-        else:
-            text = raw.decode("latin-1")
-        return _text_attribute(vr, text)
-    if vr in _BINARY_VRS:
+    if kind is _TEXT:
+        return _text_attribute(vr, raw.decode("latin-1"))
+    if kind is _CHARSET_TEXT:
+        return None if encoding is None else _text_attribute(vr, raw.decode(encoding, "replace"))
+    if kind is _BINARY:
         return _binary_attribute(vr, raw, key, prefix, element.tag, bulkdata_uri, bulk_threshold)
-    code = _NUMBER_FORMATS.get(vr)
-    if code is not None:
-        count = len(raw) // _NUMBER_SIZES[vr]
-        if count * _NUMBER_SIZES[vr] != len(raw):
+    if kind is _NUMBER:
+        single = _NUMBER_STRUCTS[vr]
+        if len(raw) == single.size:  # one value, the common case
+            return {"vr": vr, "Value": list(single.unpack(raw))}
+        count = len(raw) // single.size
+        if count * single.size != len(raw):
             return None
-        return {"vr": vr, "Value": list(struct.unpack(f"<{count}{code}", raw))}
-    if vr == "AT":
-        count = len(raw) // 4
-        pairs = struct.unpack(f"<{count * 2}H", raw[: count * 4])
-        values = [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)]
-        return {"vr": vr, "Value": values}
-    return None
+        return {"vr": vr, "Value": list(struct.unpack(f"<{count}{_NUMBER_FORMATS[vr]}", raw))}
+    count = len(raw) // 4  # AT
+    pairs = struct.unpack(f"<{count * 2}H", raw[: count * 4])
+    values = [f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2)]
+    return {"vr": vr, "Value": values}
 
 
 def _text_attribute(vr: str, text: str) -> dict[str, Any]:
@@ -225,7 +235,10 @@ def _text_attribute(vr: str, text: str) -> dict[str, Any]:
         single = text.strip(" \x00")
         if not single:
             return {"vr": vr}
-        value = _ONE_VALUE.get(vr, _as_text)(single)
+        convert = _ONE_VALUE.get(vr)
+        if convert is None:  # text as it is, by far the most common
+            return {"vr": vr, "Value": [single]}
+        value = convert(single)
         return {"vr": vr} if value is None else {"vr": vr, "Value": [value]}
     parts = [part.strip(" \x00") for part in text.split("\\")]
     if vr == "PN":
@@ -242,10 +255,6 @@ def _text_attribute(vr: str, text: str) -> dict[str, Any]:
     if values.count(None) == len(values):
         return {"vr": vr}
     return {"vr": vr, "Value": values}
-
-
-def _as_text(text: str) -> str | None:
-    return text or None
 
 
 def _person_name(text: str) -> dict[str, str] | None:
