@@ -41,6 +41,7 @@ from dicomql.dimse.retrieve import (
     sub_operations,
 )
 from dicomql.dimse.settings import CalledAE, Destination, DimseSettings
+from dicomql.dimse.transport import uid_value
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.ingest import BlobKeys, Ingest
@@ -73,13 +74,10 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
-def _uid(value: str) -> bytes:
-    encoded = value.encode("ascii")
-    return encoded + b"\0" if len(encoded) % 2 else encoded
-
-
 # The file meta elements after the three of each instance (PS3.10 7.1), as pynetdicom writes them.
-_IMPLEMENTATION = _meta_element(0x0012, b"UI", _uid(PYNETDICOM_IMPLEMENTATION_UID)) + _meta_element(
+_IMPLEMENTATION = _meta_element(
+    0x0012, b"UI", uid_value(PYNETDICOM_IMPLEMENTATION_UID)
+) + _meta_element(
     0x0013,
     b"SH",
     PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")
@@ -93,9 +91,9 @@ def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid
     builds and encodes a pydicom FileMetaDataset for each instance (a tenth of a C-STORE's CPU)."""
     elements = (
         _meta_element(0x0001, b"OB", b"\0\1")
-        + _meta_element(0x0002, b"UI", _uid(sop_class_uid))
-        + _meta_element(0x0003, b"UI", _uid(sop_instance_uid))
-        + _meta_element(0x0010, b"UI", _uid(transfer_syntax_uid))
+        + _meta_element(0x0002, b"UI", uid_value(sop_class_uid))
+        + _meta_element(0x0003, b"UI", uid_value(sop_instance_uid))
+        + _meta_element(0x0010, b"UI", uid_value(transfer_syntax_uid))
         + _IMPLEMENTATION
     )
     length = _meta_element(0x0000, b"UL", struct.pack("<I", len(elements)))

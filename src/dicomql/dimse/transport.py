@@ -110,7 +110,8 @@ def _element(tag: int, value: bytes) -> bytes:
     return struct.pack("<HHI", 0x0000, tag, len(value)) + value
 
 
-def _uid(value: object) -> bytes:
+def uid_value(value: object) -> bytes:
+    """A UID as the bytes of its element's value: ASCII, padded with NUL to an even length."""
     encoded = str(value).encode("ascii")
     return encoded + b"\0" if len(encoded) % 2 else encoded
 
@@ -132,7 +133,7 @@ def command_set(primitive: Any) -> bytes | None:
     identifier = getattr(primitive, "Identifier", None)
     elements = []
     if primitive.AffectedSOPClassUID is not None:
-        elements.append(_element(0x0002, _uid(primitive.AffectedSOPClassUID)))
+        elements.append(_element(0x0002, uid_value(primitive.AffectedSOPClassUID)))
     elements += [
         _element(0x0100, struct.pack("<H", command)),
         _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
@@ -143,7 +144,7 @@ def command_set(primitive: Any) -> bytes | None:
     if comment is not None:
         elements.append(_element(0x0902, comment + b" " * (len(comment) % 2)))
     if getattr(primitive, "AffectedSOPInstanceUID", None) is not None:
-        elements.append(_element(0x1000, _uid(primitive.AffectedSOPInstanceUID)))
+        elements.append(_element(0x1000, uid_value(primitive.AffectedSOPInstanceUID)))
     body = b"".join(elements)
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
