@@ -97,20 +97,15 @@ class GroupCommit:
                 return
 
     def _commit(self, group: list[_Work[Any]]) -> None:
-        if len(group) == 1:
-            # Alone (a DIMSE association's C-STORE, most STOW requests): no savepoint to keep
-            # others' works from a failure; the transaction rolls back and the error is its own.
-            [item] = group
-            try:
-                with self._begin() as conn:
-                    item.result = item.work(conn)
-            except BaseException as exc:
-                item.error = exc
-            item.done.set()
-            return
+        # Alone (a DIMSE association's C-STORE, most STOW requests), a work needs no savepoint
+        # to keep others' works from its failure: the transaction rolls back, the error its own.
+        alone = len(group) == 1
         try:
             with self._begin() as conn:
                 for item in group:
+                    if alone:
+                        item.result = item.work(conn)
+                        continue
                     savepoint = conn.begin_nested()
                     try:
                         item.result = item.work(conn)
