@@ -3,12 +3,16 @@
 same generated files; instances/s and server CPU per instance. Then the cost of an association
 alone: M runs of ``echoscu`` (associate, C-ECHO, release), server CPU per association.
 
-    sudo python bench/dimse.py [--instances 1000] [--associations 200] [--no-orthanc]
+    sudo python bench/dimse.py [--instances 1000] [--associations 200] [--rounds 3]
+                               [--no-orthanc]
         -> bench/results/dimse.{md,json}
 
 Orthanc binds every interface, so as in ``compare.py`` the run re-executes itself under
 ``unshare -n`` (root) and every server and the client share a loopback-only namespace.
-Both servers fsync each instance before answering (Orthanc: ``SyncStorageArea``).
+Both servers fsync each instance before answering (Orthanc: ``SyncStorageArea``). The machine
+is shared and noisy, so each server runs ``--rounds`` times on a fresh data directory, the two
+alternating which goes first, and the medians are reported beside each figure's range. Each
+server stores 20 other instances first, not measured (its setup, paid once in its life).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,11 +38,14 @@ from bench.datagen import Corpus  # noqa: E402
 from bench.servers import DIMSE_AE_TITLE, DicomqlServer, ServerProcess, free_port  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+# The folder, beside the measured instances', of the instances each server stores first.
+WARM_UP = "warm-up"
+WARM_UP_INSTANCES = 20
 
 
-def write_instances(folder: Path, count: int) -> int:
+def write_instances(folder: Path, count: int, seed: int = 7) -> int:
     """``count`` CT_small-sized instances from the benchmark corpus; their total size."""
-    corpus = Corpus(seed=7)
+    corpus = Corpus(seed=seed)
     total = 0
     for number, data in enumerate(corpus.small_instances(corpus.studies(count))):
         (folder / f"{number:06d}.dcm").write_bytes(data)
@@ -94,9 +102,14 @@ def echoscu(server: ServerProcess, ae_title: str, port: int, count: int) -> dict
 def measure(
     server: ServerProcess, ae_title: str, port: int, folder: Path, count: int, associations: int
 ) -> dict:
+    # Other instances first, not measured: a server's first C-STOREs pay for what it sets up
+    # once in its life (for dicomql's Python, ~0.2 s of CPU: imports, compiled statements).
+    warm_up = folder.parent / WARM_UP
+    storescu(server, ae_title, port, warm_up, len(list(warm_up.iterdir())))
     figures = storescu(server, ae_title, port, folder, count)
     if associations:
         figures["echo"] = echoscu(server, ae_title, port, associations)
+    figures["load_average"] = round(os.getloadavg()[0], 1)
     return figures
 
 
@@ -110,6 +123,7 @@ def run_dicomql(work: Path, folder: Path, count: int, associations: int) -> dict
         return measure(server, DIMSE_AE_TITLE, port, folder, count, associations)
     finally:
         server.stop()
+        shutil.rmtree(work / "dicomql", ignore_errors=True)
 
 
 def run_orthanc(work: Path, folder: Path, count: int, associations: int) -> dict:
@@ -121,6 +135,52 @@ def run_orthanc(work: Path, folder: Path, count: int, associations: int) -> dict
         return measure(server, orthanc.DICOM_AE_TITLE, port, folder, count, associations)
     finally:
         server.stop()
+        shutil.rmtree(work / "orthanc", ignore_errors=True)
+
+
+RUNNERS = {"dicomql-sqlite": run_dicomql, "orthanc": run_orthanc}
+
+
+def run_rounds(
+    work: Path, folder: Path, count: int, associations: int, rounds: int, servers: list[str]
+) -> dict[str, list[dict]]:
+    """``rounds`` runs of each server on a fresh data directory, alternating which goes first,
+    so that the machine's load (it is shared and noisy) falls on both alike."""
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    for number in range(rounds):
+        order = servers if number % 2 == 0 else servers[::-1]
+        for name in order:
+            figures = RUNNERS[name](work, folder, count, associations)
+            runs[name].append(figures)
+            print(
+                f"round {number + 1} {name}: {figures['instances_per_second']} inst/s, "
+                f"{figures['server_cpu_ms_per_instance']} ms CPU/instance "
+                f"(load {figures['load_average']})",
+                file=sys.stderr,
+            )
+    return runs
+
+
+def summary(runs: list[dict]) -> dict:
+    """The median of each figure over the rounds, and the rounds themselves."""
+    figures = {
+        key: round(statistics.median(run[key] for run in runs), 3)
+        for key in ("seconds", "instances_per_second", "server_cpu_ms_per_instance")
+    }
+    figures["instances"] = runs[0]["instances"]
+    if "echo" in runs[0]:
+        figures["echo"] = {
+            key: round(statistics.median(run["echo"][key] for run in runs), 3)
+            for key in ("seconds", "server_cpu_ms_per_association")
+        }
+        figures["echo"]["associations"] = runs[0]["echo"]["associations"]
+    figures["rounds"] = runs
+    return figures
+
+
+def _range(runs: list[dict], key: str, inner: str | None = None) -> str:
+    values = [run[inner][key] if inner else run[key] for run in runs]
+    return f"{min(values)}–{max(values)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--associations", type=int, default=200, help="echoscu runs; 0: none")
     parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of each server, alternating; medians reported"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if shutil.which("storescu") is None:
@@ -140,26 +203,35 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else argv
         os.execvpe("unshare", ["unshare", "-n", "--", sys.executable, __file__, *argv], env)
     bring_up_loopback()
-    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="dicomql-bench-dimse-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         folder = work / "instances"
         folder.mkdir()
         size = write_instances(folder, args.instances)
-        results["dicomql-sqlite"] = run_dicomql(work, folder, args.instances, args.associations)
-        if not args.no_orthanc:
-            results["orthanc"] = run_orthanc(work, folder, args.instances, args.associations)
+        (work / WARM_UP).mkdir()
+        write_instances(work / WARM_UP, WARM_UP_INSTANCES, seed=8)
+        servers = ["dicomql-sqlite"] if args.no_orthanc else ["dicomql-sqlite", "orthanc"]
+        runs = run_rounds(
+            work, folder, args.instances, args.associations, max(1, args.rounds), servers
+        )
+        results = {name: summary(server_runs) for name, server_runs in runs.items()}
     lines = [
         f"# DIMSE C-STORE: storescu of {args.instances} instances "
         f"({size // args.instances // 1024} KB each), one association",
+        "",
+        f"Medians of {max(1, args.rounds)} rounds, the servers alternating which goes first; "
+        "the range over the rounds in brackets.",
         "",
         "| server | seconds | instances/s | server CPU ms/instance |",
         "|---|---|---|---|",
     ]
     for name, figures in results.items():
+        runs = figures["rounds"]
         lines.append(
-            f"| {name} | {figures['seconds']} | {figures['instances_per_second']} "
-            f"| {figures['server_cpu_ms_per_instance']} |"
+            f"| {name} | {figures['seconds']} "
+            f"| {figures['instances_per_second']} ({_range(runs, 'instances_per_second')}) "
+            f"| {figures['server_cpu_ms_per_instance']} "
+            f"({_range(runs, 'server_cpu_ms_per_instance')}) |"
         )
     if args.associations:
         lines += [
@@ -171,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for name, figures in results.items():
             echo = figures["echo"]
+            spread = _range(figures["rounds"], "server_cpu_ms_per_association", "echo")
             lines.append(
-                f"| {name} | {echo['seconds']} | {echo['server_cpu_ms_per_association']} |"
+                f"| {name} | {echo['seconds']} "
+                f"| {echo['server_cpu_ms_per_association']} ({spread}) |"
             )
     text = "\n".join(lines) + "\n"
     print(text)
