@@ -8,6 +8,7 @@ run only when the database is not stamped with the newest revision).
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -16,6 +17,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
@@ -147,10 +149,25 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         lock.close()
 
 
+def json_text(value: Any) -> str:
+    """The JSON columns' text: compact UTF-8 JSON as orjson writes it (the DICOM JSON of an
+    instance took ~0.15 ms with the json module, ~10 % of a C-STORE's CPU, and ~0.01 ms so).
+    Readers parse it (SQLAlchemy, psycopg, SQLite's JSON functions) or pass it on as a DICOMweb
+    body, which the service writes compact and unescaped too. A NaN or infinity becomes null
+    (valid JSON; the json module wrote ``NaN``, which PostgreSQL refuses). Values orjson does
+    not take (integers beyond 64 bits, non-text keys, unpaired surrogates) are written by the
+    json module, as before."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def _create_engine(url: str, ping_after_idle: float) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
+            json_serializer=json_text,
             connect_args={"check_same_thread": False, "timeout": 30},
             # A pooled connection per thread keeps SQLite's page cache warm between requests.
             pool_size=8,
@@ -162,6 +179,7 @@ def _create_engine(url: str, ping_after_idle: float) -> Engine:
     if url.startswith("postgresql"):
         engine = create_engine(
             url,
+            json_serializer=json_text,
             # Eight stay open: four STOW clients keep about that many in use. Overflow reaches
             # 48, what anyio's default 40 threads (requests, event delivery, the janitor) plus
             # the operation workers' own (a claim or report, a heartbeat and a handler thread
@@ -178,7 +196,7 @@ def _create_engine(url: str, ping_after_idle: float) -> Engine:
         event.listen(engine.pool, "checkin", _note_checkin)
         event.listen(engine.pool, "checkout", _ping_if_idle(engine, ping_after_idle))
         return engine
-    return create_engine(url, poolclass=NullPool)
+    return create_engine(url, poolclass=NullPool, json_serializer=json_text)
 
 
 def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:

@@ -37,6 +37,7 @@ from dicomql.store import events
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.operations import now
+from dicomql.store.prepared import Prepared
 from dicomql.store.records import InstanceRecord
 from dicomql.store.schema import blob_journal, dicom_stores, instances, series, studies
 from dicomql.store.schema import person_name_tokens as name_tokens
@@ -146,7 +147,7 @@ def discard_blob(index: Index, blobs: BlobStore, key: str, *, unless_indexed: bo
         if referenced is not None:
             return
     blobs.delete(key)
-    index.writes.run(lambda conn: conn.execute(_UNJOURNAL, {"key": key}))
+    index.writes.run(lambda conn: _UNJOURNAL.run(conn, {"key": key}))
 
 
 def recover_journal(index: Index, blobs: BlobStore, older_than: timedelta | None = None) -> int:
@@ -221,7 +222,7 @@ def index_instances(
         if unjournal:
             conn.execute(delete(blob_journal).where(blob_journal.c.blob_key.in_(unjournal)))
         # The store's row locked, and its resource read for the notifications in one go.
-        resource = conn.execute(_LOCK_STORE_RESOURCE, {"store": store_pk}).scalar()
+        resource = _LOCK_STORE_RESOURCE.scalar(conn, {"store": store_pk})
         if resource is None:
             raise StoreNotFound(f"DICOM store {store_pk} no longer exists.")
         if alone:
@@ -289,7 +290,7 @@ _LOCK_STORE = (
     select(dicom_stores.c.pk).where(dicom_stores.c.pk == bindparam("store")).with_for_update()
 )
 # The text, not the decoded JSON: the notifications need it only when it names a destination.
-_LOCK_STORE_RESOURCE = (
+_LOCK_STORE_RESOURCE = Prepared(
     select(cast(dicom_stores.c.resource, Text))
     .where(dicom_stores.c.pk == bindparam("store"))
     .with_for_update()
@@ -325,10 +326,11 @@ def _index_instance(
 ) -> InstanceOutcome:
     parsed = record.parsed
     moment = now()
+    # Rows of (kind, pk, detail, series UID, study UID): see _EXISTING.
     found = {
-        row.kind: row
-        for row in conn.execute(
-            _EXISTING,
+        row[0]: row
+        for row in _EXISTING.rows(
+            conn,
             {
                 "store": store_pk,
                 "instance": parsed.sop_instance_uid,
@@ -339,11 +341,11 @@ def _index_instance(
     }
     existing = found.get(_INSTANCE)
     if existing is not None:
+        _, _, sha256, series_uid, study_uid = existing
         same_place = (
-            existing.series_instance_uid == parsed.series_instance_uid
-            and existing.study_instance_uid == parsed.study_instance_uid
+            series_uid == parsed.series_instance_uid and study_uid == parsed.study_instance_uid
         )
-        if same_place and existing.detail == record.sha256:
+        if same_place and sha256 == record.sha256:
             return InstanceOutcome.of(parsed, Outcome.DUPLICATE)
         return InstanceOutcome.of(
             parsed,
@@ -352,7 +354,7 @@ def _index_instance(
             " different content.",
         )
     series_row = found.get(_SERIES)
-    if series_row is not None and series_row.study_instance_uid != parsed.study_instance_uid:
+    if series_row is not None and series_row[4] != parsed.study_instance_uid:
         return InstanceOutcome.of(
             parsed,
             Outcome.CONFLICT,
@@ -364,11 +366,11 @@ def _index_instance(
         study_pk = _insert_study(conn, store_pk, record, moment)
         modalities = None
     else:
-        study_pk, modalities = study_row.pk, study_row.detail
+        _, study_pk, modalities, _, _ = study_row
     if series_row is None:
         columns = parsed.columns[Level.SERIES]
-        series_pk = conn.execute(
-            _INSERT_SERIES,
+        series_pk = _INSERT_SERIES.scalar(
+            conn,
             {
                 "store_pk": store_pk,
                 "study_pk": study_pk,
@@ -378,11 +380,11 @@ def _index_instance(
                 "update_time": moment,
                 **_fit(series, columns),
             },
-        ).scalar_one()
+        )
     else:
-        series_pk = series_row.pk
-    conn.execute(
-        _INSERT_INSTANCE,
+        series_pk = series_row[1]
+    _INSERT_INSTANCE.run(
+        conn,
         {
             "store_pk": store_pk,
             "study_pk": study_pk,
@@ -398,7 +400,7 @@ def _index_instance(
             **_fit(instances, parsed.columns[Level.INSTANCE]),
         },
     )
-    conn.execute(_COUNT_IN_SERIES, {"row": series_pk, "added": record.size, "moment": moment})
+    _COUNT_IN_SERIES.run(conn, {"row": series_pk, "added": record.size, "moment": moment})
     study_values: dict[str, Any] = {"row": study_pk, "added": record.size, "moment": moment}
     statement = _COUNT_IN_STUDY
     if new_series:
@@ -408,19 +410,20 @@ def _index_instance(
         if modality and modality not in known:
             statement = _COUNT_SERIES_AND_MODALITY_IN_STUDY
             study_values["modalities"] = "\\".join([*known, modality])[:256]
-    conn.execute(statement, study_values)
-    conn.execute(_UNJOURNAL, {"key": record.blob_key})
+    statement.run(conn, study_values)
+    _UNJOURNAL.run(conn, {"key": record.blob_key})
     return InstanceOutcome.of(parsed, Outcome.STORED)
 
 
-# The ingest statements, built once with bound parameters: building Core statements and their
-# cache keys per instance cost more CPU than SQLite spends running them (docs/service.md,
+# The ingest statements, built once with bound parameters and compiled once per dialect
+# (store/prepared.py): building Core statements and their cache keys per instance, and
+# SQLAlchemy's execution of them, cost more CPU than SQLite spends running them (docs/service.md,
 # "Performance"). Parameter names differ from column names, which UPDATE … SET reserves.
 # Whether the instance, its series and its study exist, in one round trip: a row of each kind
 # found (``kind``), with the instance's sha256 or the study's modalities as ``detail`` and the
 # UIDs of the study and series it is in.
 _INSTANCE, _SERIES, _STUDY = 0, 1, 2
-_EXISTING = union_all(
+_EXISTING_ROWS = union_all(
     select(
         literal_column(str(_INSTANCE)).label("kind"),
         instances.c.pk,
@@ -457,11 +460,19 @@ _EXISTING = union_all(
         studies.c.study_instance_uid == bindparam("study"),
     ),
 )
-_INSERT_STUDY = insert(studies).returning(studies.c.pk)
-_INSERT_SERIES = insert(series).returning(series.c.pk)
-_INSERT_INSTANCE = insert(instances)
+_EXISTING = Prepared(_EXISTING_ROWS)
+
+
+def _settable(table: Table) -> list[str]:
+    """The columns an INSERT sets: every one but the key."""
+    return [column.key for column in table.columns if not column.primary_key]
+
+
+_INSERT_STUDY = Prepared(insert(studies).returning(studies.c.pk), keys=_settable(studies))
+_INSERT_SERIES = Prepared(insert(series).returning(series.c.pk), keys=_settable(series))
+_INSERT_INSTANCE = Prepared(insert(instances), keys=_settable(instances))
 _INSERT_NAME_TOKENS = insert(name_tokens)
-_COUNT_IN_SERIES = (
+_COUNT_IN_SERIES_UPDATE = (
     update(series)
     .where(series.c.pk == bindparam("row"))
     .values(
@@ -470,7 +481,7 @@ _COUNT_IN_SERIES = (
         update_time=bindparam("moment"),
     )
 )
-_COUNT_IN_STUDY = (
+_COUNT_IN_STUDY_UPDATE = (
     update(studies)
     .where(studies.c.pk == bindparam("row"))
     .values(
@@ -479,29 +490,41 @@ _COUNT_IN_STUDY = (
         update_time=bindparam("moment"),
     )
 )
-_COUNT_SERIES_IN_STUDY = _COUNT_IN_STUDY.values(number_of_series=studies.c.number_of_series + 1)
-_COUNT_SERIES_AND_MODALITY_IN_STUDY = _COUNT_SERIES_IN_STUDY.values(
-    modalities_in_study=bindparam("modalities")
+_COUNT_SERIES_IN_STUDY_UPDATE = _COUNT_IN_STUDY_UPDATE.values(
+    number_of_series=studies.c.number_of_series + 1
 )
-_UNJOURNAL = delete(blob_journal).where(blob_journal.c.blob_key == bindparam("key"))
+_COUNT_IN_SERIES = Prepared(_COUNT_IN_SERIES_UPDATE)
+_COUNT_IN_STUDY = Prepared(_COUNT_IN_STUDY_UPDATE)
+_COUNT_SERIES_IN_STUDY = Prepared(_COUNT_SERIES_IN_STUDY_UPDATE)
+_COUNT_SERIES_AND_MODALITY_IN_STUDY = Prepared(
+    _COUNT_SERIES_IN_STUDY_UPDATE.values(modalities_in_study=bindparam("modalities"))
+)
+_UNJOURNAL = Prepared(delete(blob_journal).where(blob_journal.c.blob_key == bindparam("key")))
 
 
 def _fit(table: Table, values: dict[str, Any]) -> dict[str, Any]:
     """Values cut to their column's length: DICOM allows longer values than some columns
     hold in practice (and files break the limits); PostgreSQL would refuse them."""
+    lengths = _lengths(table)
     fitted = {}
     for name, value in values.items():
-        length = getattr(table.c[name].type, "length", None)
-        if isinstance(value, str) and length is not None and len(value) > length:
+        length = lengths.get(name)
+        if length is not None and isinstance(value, str) and len(value) > length:
             value = value[:length]
         fitted[name] = value
     return fitted
 
 
+@functools.cache
+def _lengths(table: Table) -> dict[str, int]:
+    lengths = {column.key: getattr(column.type, "length", None) for column in table.columns}
+    return {name: length for name, length in lengths.items() if length is not None}
+
+
 def _insert_study(conn: Connection, store_pk: int, record: InstanceRecord, moment: Any) -> int:
     parsed = record.parsed
-    study_pk: int = conn.execute(
-        _INSERT_STUDY,
+    study_pk: int = _INSERT_STUDY.scalar(
+        conn,
         {
             "store_pk": store_pk,
             "number_of_series": 0,
@@ -512,7 +535,7 @@ def _insert_study(conn: Connection, store_pk: int, record: InstanceRecord, momen
             "update_time": moment,
             **_fit(studies, parsed.columns[Level.STUDY]),
         },
-    ).scalar_one()
+    )
     rows = [
         {"study_pk": study_pk, "store_pk": store_pk, "keyword": keyword, "token": token[:324]}
         for keyword, name in parsed.person_names.items()

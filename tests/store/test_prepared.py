@@ -1,0 +1,94 @@
+"""Prepared statements (the ingest's hot path) store what ``Connection.execute`` of the same Core
+statement stores, and fail with the same SQLAlchemy errors, on SQLite and PostgreSQL; the JSON
+columns' text (orjson) reads back as the values written."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from dicomql.store.index import Index, json_text
+from dicomql.store.prepared import Prepared
+from dicomql.store.schema import blob_journal, datasets, series
+
+MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+_JOURNAL = Prepared(insert(blob_journal), keys=["blob_key", "create_time"])
+_RENAME = Prepared(
+    update(datasets)
+    .where(datasets.c.pk == bindparam("row"))
+    .values(dataset_id=datasets.c.dataset_id + "-renamed", resource=bindparam("resource"))
+    .returning(datasets.c.dataset_id)
+)
+
+
+def test_a_prepared_insert_stores_what_core_stores(index: Index) -> None:
+    with index.begin() as conn:
+        _JOURNAL.run(conn, {"blob_key": "prepared", "create_time": MOMENT})
+        conn.execute(insert(blob_journal), {"blob_key": "core", "create_time": MOMENT})
+    with index.connect() as conn:
+        found = select(blob_journal.c.blob_key, blob_journal.c.create_time)
+        times = {key: moment for key, moment in conn.execute(found)}
+        texts = conn.exec_driver_sql("SELECT blob_key, CAST(create_time AS TEXT) FROM blob_journal")
+        raw = {key: text for key, text in texts}
+    assert times["prepared"] == times["core"]
+    assert times["prepared"].replace(tzinfo=UTC) == MOMENT
+    assert raw["prepared"] == raw["core"]
+
+
+def test_a_prepared_update_uses_its_literals_processes_json_and_returns_rows(
+    index: Index,
+) -> None:
+    resource = {"name": "Zoë", "labels": {"a": [1, 2.5, None]}}
+    with index.begin() as conn:
+        pk = conn.execute(
+            insert(datasets).returning(datasets.c.pk),
+            {
+                "project": "p",
+                "location": "l",
+                "dataset_id": "a",
+                "resource": {},
+                "create_time": MOMENT,
+            },
+        ).scalar_one()
+        assert _RENAME.rows(conn, {"row": pk, "resource": resource}) == [("a-renamed",)]
+        assert _RENAME.scalar(conn, {"row": -1, "resource": resource}) is None
+    with index.connect() as conn:
+        found = select(datasets.c.dataset_id, datasets.c.resource).where(datasets.c.pk == pk)
+        assert tuple(conn.execute(found).one()) == ("a-renamed", resource)
+
+
+def test_a_collision_raises_sqlalchemys_integrity_error(index: Index) -> None:
+    # index_instances retries on IntegrityError (another writer stored the same study first).
+    with pytest.raises(IntegrityError), index.begin() as conn:
+        _JOURNAL.run(conn, {"blob_key": "twice", "create_time": MOMENT})
+        _JOURNAL.run(conn, {"blob_key": "twice", "create_time": MOMENT})
+    with index.connect() as conn:
+        assert conn.execute(select(blob_journal.c.blob_key)).all() == []
+
+
+def test_an_insert_leaving_out_a_defaulted_column_is_refused(index: Index) -> None:
+    # SQLAlchemy's execution fills in Python-side defaults; a Prepared statement bypasses it.
+    keys = [c.key for c in series.columns if not c.primary_key and c.key != "size_bytes"]
+    with pytest.raises(ValueError, match="every column with a default"), index.begin() as conn:
+        Prepared(insert(series), keys=keys).run(conn, {})
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"a": "Zoë", "b": [1, 2.5]}, '{"a":"Zoë","b":[1,2.5]}'),
+        ([float("nan"), float("inf")], "[null,null]"),  # JSON has neither
+        ([2**70], "[1180591620717411303424]"),  # beyond orjson's 64 bits: the json module
+        ({1: "x"}, '{"1": "x"}'),  # a key that is not text: the json module
+    ],
+)
+def test_json_text_is_compact_json_of_the_value(value: object, text: str) -> None:
+    assert json_text(value) == text
+    expected = json.loads(json.dumps(value).replace("NaN", "null").replace("Infinity", "null"))
+    assert json.loads(json_text(value)) == expected
