@@ -5,14 +5,16 @@ columns' text (orjson) reads back as the values written."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from dicomql.store.index import Index, json_text
-from dicomql.store.prepared import Prepared
+from dicomql.store.index import Index, json_text, sqlite_url
+from dicomql.store.prepared import Prepared, sqlite_execute
 from dicomql.store.schema import blob_journal, datasets, series
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -92,3 +94,14 @@ def test_json_text_is_compact_json_of_the_value(value: object, text: str) -> Non
     assert json_text(value) == text
     expected = json.loads(json.dumps(value).replace("NaN", "null").replace("Infinity", "null"))
     assert json.loads(json_text(value)) == expected
+
+
+def test_sqlite_errors_are_sqlalchemys(tmp_path: Path) -> None:
+    # As from Connection.execute: callers catch SQLAlchemy's classes and read the original.
+    index = Index.open(sqlite_url(tmp_path))
+    try:
+        with pytest.raises(OperationalError) as caught, index.connect() as conn:
+            sqlite_execute(conn, "SELECT * FROM no_such_table")
+        assert isinstance(caught.value.orig, sqlite3.OperationalError)
+    finally:
+        index.close()

@@ -23,6 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from dicomql.store.group_commit import GroupCommit
 from dicomql.store.locks import ProcessLock
+from dicomql.store.prepared import sqlite_execute
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 
@@ -267,5 +268,6 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def _begin_sqlite(connection: Connection) -> None:
     # Writers take the write lock up front (IMMEDIATE) so they queue on busy_timeout instead of
     # failing with SQLITE_BUSY on lock upgrade; readers stay DEFERRED and never block in WAL mode.
+    # On the sqlite3 connection: exec_driver_sql's execution cost 14 µs of CPU a transaction.
     write = connection.get_execution_options().get("dicomql_write", False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    sqlite_execute(connection, "BEGIN IMMEDIATE" if write else "BEGIN")

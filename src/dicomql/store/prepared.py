@@ -37,7 +37,6 @@ class _Compiled:
     processors: tuple[Callable[[Any], Any] | None, ...]
     literals: dict[str, Any]  # the statement's own values (``count + 1``)
     positional: bool
-    dbapi_error: type[Exception]
 
 
 class Prepared:
@@ -78,15 +77,8 @@ class Prepared:
         if dialect.name != "sqlite":
             result = conn.exec_driver_sql(form.sql, parameters)
             return list(result.all()) if result.returns_rows else []
-        try:
-            cursor = conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                form.sql, parameters
-            )
-            return cursor.fetchall() if cursor.description else []
-        except form.dbapi_error as error:
-            raise exc.DBAPIError.instance(
-                form.sql, parameters, error, form.dbapi_error, dialect=dialect
-            ) from error
+        cursor = sqlite_execute(conn, form.sql, parameters)
+        return cursor.fetchall() if cursor.description else []
 
     def run(self, conn: Connection, values: Mapping[str, Any]) -> None:
         """Run it in ``conn``'s transaction, for its effect."""
@@ -119,7 +111,17 @@ class Prepared:
                 if not bind.required
             },
             positional=positional,
-            dbapi_error=dialect.loaded_dbapi.Error,
         )
         self._forms[dialect] = form
         return form
+
+
+def sqlite_execute(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -> Any:
+    """``sql`` run on ``conn``'s sqlite3 connection (its cursor), failing with SQLAlchemy's
+    errors as ``Connection.execute`` would (the original as ``orig``)."""
+    try:
+        return conn.connection.dbapi_connection.execute(sql, parameters)  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            sql, parameters, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from error
