@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -278,6 +279,11 @@ def _quiet_server_class() -> type[uvicorn.Server]:
                     loop.call_soon_threadsafe(asked.set)
 
         async def main_loop(self) -> None:
+            # Started: what start-up made (modules, SQLAlchemy's tables and compiled
+            # statements, pydicom's dictionaries, the app) lives as long as the process. Out of
+            # the cyclic GC's way, whose full collections walked all ~130,000 objects again
+            # (~55 ms of CPU each, a few every few hundred C-STOREs; docs/performance.md).
+            gc.freeze()
             self._exit_asked = asyncio.Event()
             self._loop = asyncio.get_running_loop()
             counter = 0
