@@ -21,7 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomql.dimse.handlers import Handlers
 from dicomql.dimse.settings import DimseSettings
 from dicomql.dimse.sop_classes import scp_contexts
-from dicomql.dimse.transport import request_handler
+from dicomql.dimse.transport import SupportedContexts, request_handler
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,6 @@ log = logging.getLogger(__name__)
 MAX_ASSOCIATIONS = 32
 # Seconds without a PDU before an association is aborted (a vanished peer frees its thread).
 NETWORK_TIMEOUT = 60
-
-
-class _SharedContexts(list[Any]):
-    """The supported presentation contexts, shared by every association: pynetdicom deep-copies
-    the server's list for each one (~60 ms of CPU for every storage SOP class × every transfer
-    syntax, most of an association's cost), though negotiation only reads it."""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedContexts:
-        return self
 
 
 def _quiet_pynetdicom() -> None:
@@ -142,7 +133,7 @@ class DimseServer:
             # Associations that wait for work instead of polling every millisecond.
             request_handler=request_handler(),
         )
-        server.contexts = _SharedContexts(server.contexts)
+        server.contexts = SupportedContexts(server.contexts)
         ae._servers.append(server)  # so ae.shutdown() stops it, as ae.start_server does
         server.daemon_threads = True
         self._ae = ae

@@ -38,20 +38,25 @@ import socket
 import ssl
 import struct
 import threading
+import weakref
 from copy import deepcopy
 from datetime import datetime
+from functools import partial
 from typing import Any, cast
 
 import pynetdicom
 from pynetdicom import _config, evt
-from pynetdicom._globals import MODE_ACCEPTOR
-from pynetdicom.association import Association
+from pynetdicom._globals import MODE_ACCEPTOR, MODE_REQUESTOR
+from pynetdicom.acse import ACSE
+from pynetdicom.association import Association, ServiceUser
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AssociationSocket, RequestHandler
+from pynetdicom.utils import make_target
 
 log = logging.getLogger(__name__)
 # pynetdicom's own logger: the copied loops report as pynetdicom's do.
@@ -62,6 +67,9 @@ _SUPPORTED = ("3.0.",)
 # Upper bound of one wait: a missed wake-up costs at most this much latency, and an idle
 # association wakes 2 / MAX_WAIT times a second instead of 2,000.
 MAX_WAIT = 0.5
+# How long an ended association's thread waits for its upper layer to stop (it has been told
+# to: within one wait) before releasing their references to each other.
+_RELEASE_WAIT = 4 * MAX_WAIT
 # A timer already expired (pynetdicom would check it every millisecond): wait at least this.
 _MIN_WAIT = 0.001
 
@@ -433,15 +441,46 @@ class _BlockingAssociation(Association):
     """An accepted association whose reactor waits for work instead of polling for it."""
 
     def __init__(self, ae: Any, mode: str) -> None:
+        # pynetdicom 3.0's Association.__init__ with the upper layer, the DIMSE provider and
+        # the reactor's checkpoint replaced: built once each, not built by it and then replaced
+        # (a tenth of setting up an association).
         self._work = threading.Event()
-        super().__init__(ae, mode)
+        self._ae = ae
+        self.mode = mode
+        self._server = None
+        self.requestor = ServiceUser(self, MODE_REQUESTOR)
+        self.acceptor = ServiceUser(self, MODE_ACCEPTOR)
+        self.is_established = False
+        self.is_rejected = False
+        self.is_aborted = False
+        self.is_released = False
+        self._sent_abort = False
+        self._sent_release = False
+        self._accepted_cx = {}
+        self._rejected_cx = []
+        self.acse = ACSE(self)
         self.dul = _BlockingDUL(self)
         self.dimse = _DIMSE(self)
         self.dimse.msg_queue = _WakingQueue(self._work.set)
+        self.acse_timeout = ae.acse_timeout
+        self.connection_timeout = ae.connection_timeout
+        self.dimse_timeout = ae.dimse_timeout
+        self.network_timeout = ae.network_timeout
+        self.network_timeout_response = "A-ABORT"
+        self._handlers = {}
+        self._bind_defaults()
+        self._kill = False
+        self._started_dul = False
+        self._dul_ready = threading.Event()
         # A thread that pauses the reactor (send_* methods, the storage commitment report)
         # clears the checkpoint and waits until the reactor is paused at it: wake it to get there.
         self._reactor_checkpoint = _Checkpoint(self._work.set)
         self._reactor_checkpoint.set()
+        self._is_paused = False
+        self._timer_resolution = _config.WINDOWS_TIMER_RESOLUTION
+        # The reactor, then the release of the object graph's cycles once it is done.
+        threading.Thread.__init__(self, target=make_target(partial(_serve_then_release, self)))
+        self.daemon = True
 
     def kill(self) -> None:
         self._work.set()
@@ -511,6 +550,44 @@ class _BlockingAssociation(Association):
                 return
 
 
+class SupportedContexts(list[PresentationContext]):
+    """The server's supported presentation contexts, shared by every association: pynetdicom
+    deep-copies the server's list for each one (~60 ms of CPU for every storage SOP class ×
+    every transfer syntax), though negotiation only reads it. Each association negotiates over
+    those of its requested abstract syntaxes only (:func:`_offer_requested_contexts`)."""
+
+    def __init__(self, contexts: list[PresentationContext]) -> None:
+        super().__init__(contexts)
+        # As negotiate_as_acceptor indexes them: the last context of an abstract syntax wins.
+        self.by_abstract_syntax = {context.abstract_syntax: context for context in self}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SupportedContexts:
+        return self
+
+
+def _offer_requested_contexts(event: evt.Event) -> None:
+    """Before negotiation (EVT_REQUESTED): the acceptor's supported contexts narrowed to the
+    abstract syntaxes the A-ASSOCIATE-RQ proposes. ``negotiate_as_acceptor`` only looks those
+    up, so the outcome is the same, without indexing every supported context per association.
+    The full list stays when none is supported (pynetdicom answers that case apart) and for
+    pynetdicom's unrestricted storage service, which accepts what is not in the list."""
+    assoc = event.assoc
+    supported = assoc.acceptor._contexts
+    request = assoc.requestor.primitive
+    if not isinstance(supported, SupportedContexts) or request is None:
+        return
+    if _config.UNRESTRICTED_STORAGE_SERVICE:
+        return
+    by_abstract_syntax = supported.by_abstract_syntax
+    offered: dict[int, PresentationContext] = {}
+    for context in request.presentation_context_definition_list:
+        match = by_abstract_syntax.get(context.abstract_syntax)
+        if match is not None:
+            offered[id(match)] = match
+    if offered:
+        assoc.acceptor._contexts = list(offered.values())
+
+
 class _BlockingRequestHandler(RequestHandler):
     """pynetdicom's request handler, creating a :class:`_BlockingAssociation`."""
 
@@ -533,7 +610,8 @@ class _BlockingRequestHandler(RequestHandler):
         assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
 
         assoc.requestor.address_info = self.remote
-
+        # Bound first, so it runs before the server's own EVT_REQUESTED handlers.
+        assoc.bind(evt.EVT_REQUESTED, _offer_requested_contexts)
         for event in self.server._handlers:
             if event.is_intervention and self.server._handlers[event]:
                 assoc.bind(event, *self.server._handlers[event])
@@ -543,6 +621,38 @@ class _BlockingRequestHandler(RequestHandler):
                     assoc.bind(event, handler[0], handler[1])
 
         return assoc
+
+
+def _serve_then_release(assoc: Association) -> None:
+    """Serve the association, then make its parts' references back to it (and to the upper
+    layer) weak once its upper layer has stopped: reference counting then frees the few hundred
+    objects of each association when the last holder lets go, instead of the cyclic collector
+    walking them (measured: collections' CPU ~0.3 -> ~0.15 ms per association). An upper layer
+    that does not stop (the reactor failed) is left as it is, to the collector."""
+    try:
+        assoc.run_reactor()
+    finally:
+        dul = assoc.dul
+        dul.join(_RELEASE_WAIT)
+        if dul.is_alive():
+            return
+        referent = weakref.proxy(assoc)
+        dul._assoc = assoc.acse._assoc = assoc.dimse._assoc = referent
+        assoc.requestor.assoc = assoc.acceptor.assoc = referent
+        if dul.socket is not None:
+            dul.socket._assoc = referent
+        dul.state_machine.dul = weakref.proxy(dul)
+        for waking in (dul.event_queue, dul.to_provider_queue, dul.to_user_queue):
+            if isinstance(waking, _WakingQueue):
+                waking._wake = _nothing  # nothing waits on a stopped upper layer
+        # ACSE restores the blocking abort as an instance attribute (a bound method: a cycle);
+        # the class's abort() is the same call.
+        if assoc.__dict__.get("abort") == assoc._abort_blocking:
+            del assoc.__dict__["abort"]
+
+
+def _nothing() -> None:
+    pass
 
 
 def request_handler() -> type[RequestHandler]:

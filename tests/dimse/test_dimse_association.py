@@ -1,0 +1,143 @@
+"""Association setup of the DIMSE listener: negotiation over many proposed contexts gives what
+pynetdicom's negotiation over every supported context gives, against a real ``dicomql serve``;
+and an association's objects are freed once it ends, without the cyclic garbage collector."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+
+import pytest
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    MRImageStorage,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
+
+from dicomql.dimse.server import _quiet_pynetdicom, _SharedPortServer
+from dicomql.dimse.sop_classes import scp_contexts
+from dicomql.dimse.transport import SupportedContexts, request_handler
+from tests.support.dimse import AE_TITLE, DimseServer, dimse_server
+
+# A SOP class no server supports, and a transfer syntax pynetdicom does not know.
+UNKNOWN_SOP_CLASS = "1.2.826.0.1.3680043.8.498.1.99"
+UNKNOWN_SYNTAX = "1.2.826.0.1.3680043.8.498.1.98"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DimseServer]:
+    with dimse_server(tmp_path_factory.mktemp("association") / "data") as running:
+        yield running
+
+
+def many_contexts() -> tuple[AE, list[SCP_SCU_RoleSelectionNegotiation]]:
+    """An SCU proposing 128 contexts (the most one association may): storage SOP classes in
+    one, several or no supported transfer syntax, an unknown SOP class, the same SOP class
+    twice, C-GET and Verification; with SCP/SCU role selection for some of them."""
+    ae = AE(ae_title="MANYSCU")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(UNKNOWN_SOP_CLASS)
+    ae.add_requested_context(CTImageStorage, [UNKNOWN_SYNTAX])  # no transfer syntax accepted
+    ae.add_requested_context(CTImageStorage)  # the same SOP class again, accepted
+    for number, context in enumerate(AllStoragePresentationContexts[: 128 - 5]):
+        syntaxes = [UNKNOWN_SYNTAX, ALL_TRANSFER_SYNTAXES[number % len(ALL_TRANSFER_SYNTAXES)]]
+        ae.add_requested_context(context.abstract_syntax, syntaxes)
+    roles = [
+        build_role(CTImageStorage, scp_role=True),
+        build_role(MRImageStorage, scu_role=True, scp_role=True),
+        build_role(AllStoragePresentationContexts[7].abstract_syntax, scu_role=True),
+    ]
+    return ae, roles
+
+
+def outcome(contexts: list[PresentationContext]) -> list[tuple[object, ...]]:
+    return sorted(
+        (cx.context_id, cx.abstract_syntax, cx.result, tuple(cx.transfer_syntax))
+        + ((cx.as_scu, cx.as_scp) if cx.result == 0x00 else ())
+        for cx in contexts
+    )
+
+
+def test_many_proposed_contexts_get_the_results_and_roles_of_negotiating_over_every_supported(
+    server: DimseServer,
+) -> None:
+    ae, roles = many_contexts()
+    requested = ae.requested_contexts
+    assert len(requested) == 128
+    assoc = ae.associate("127.0.0.1", server.dimse_port, ae_title=AE_TITLE, ext_neg=roles)
+    assert assoc.is_established
+    try:
+        got = outcome(assoc.accepted_contexts + assoc.rejected_contexts)
+        got_roles = sorted(
+            (str(uid), item.scu_role, item.scp_role)
+            for uid, item in assoc.acceptor.role_selection.items()
+        )
+    finally:
+        assoc.release()
+    # What pynetdicom's own negotiation gives over the server's full list, as the acceptor.
+    for number, context in enumerate(requested):
+        context.context_id = 2 * number + 1
+    expected, expected_roles = negotiate_as_acceptor(
+        requested,
+        scp_contexts(),
+        {role.sop_class_uid: (role.scu_role, role.scp_role) for role in roles},
+    )
+    # The requestor's view of SCU/SCP is the acceptor's reversed.
+    assert got == [
+        entry if entry[2] != 0x00 else (*entry[:4], entry[5], entry[4])
+        for entry in outcome(expected)
+    ]
+    assert got_roles == sorted(
+        (str(role.sop_class_uid), role.scu_role, role.scp_role) for role in expected_roles
+    )
+    results = {entry[2] for entry in got}
+    assert results == {0x00, 0x03, 0x04}  # accepted, SOP class and transfer syntax rejected
+
+
+def test_an_ended_association_is_freed_without_the_cyclic_garbage_collector() -> None:
+    """Each association's few hundred objects go when it ends, by reference counting, rather
+    than as cyclic garbage a collection has to find (its CPU is paid per association)."""
+    _quiet_pynetdicom()
+    ae = AE(ae_title=AE_TITLE)
+    ae.add_supported_context(Verification)
+    accepted: list[weakref.ref[object]] = []
+    ended = threading.Event()
+    server = ae.make_server(
+        ("127.0.0.1", 0),
+        evt_handlers=[
+            (evt.EVT_ACCEPTED, lambda event: accepted.append(weakref.ref(event.assoc))),
+            (evt.EVT_CONN_CLOSE, lambda event: ended.set()),
+        ],
+        server_class=_SharedPortServer,
+        request_handler=request_handler(),
+    )
+    server.contexts = SupportedContexts(server.contexts)
+    ae._servers.append(server)  # so ae.shutdown() stops it, as DimseServer does
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        requestor = AE(ae_title="ECHOSCU")
+        requestor.add_requested_context(Verification)
+        assoc = requestor.associate("127.0.0.1", server.server_address[1], ae_title=AE_TITLE)
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+        assert ended.wait(10)
+        deadline = time.monotonic() + 10
+        while accepted[0]() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)  # its thread releases the last references as it ends
+        assert accepted[0]() is None
+    finally:
+        if collecting:
+            gc.enable()
+        ae.shutdown()
