@@ -55,7 +55,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.transport import AssociationSocket, RequestHandler
+from pynetdicom.transport import AddressInformation, AssociationSocket, RequestHandler
 from pynetdicom.utils import make_target
 
 log = logging.getLogger(__name__)
@@ -604,8 +604,8 @@ class _BlockingRequestHandler(RequestHandler):
 
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.ae_title
-        assoc.acceptor.address_info = self.local
-        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.address_info = self._local()
+        # (The acceptor's Implementation Class UID is the AE's already: ServiceUser sets it.)
         assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
         assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
 
@@ -622,6 +622,14 @@ class _BlockingRequestHandler(RequestHandler):
 
         return assoc
 
+    def _local(self) -> AddressInformation:
+        """The server's address, resolved once (``self.local`` resolves it per association)."""
+        local = getattr(self.server, "_dicomql_local", None)
+        if local is None:
+            local = self.local
+            setattr(self.server, "_dicomql_local", local)  # noqa: B010 (not an attribute of its class)
+        return cast(AddressInformation, local)
+
 
 def _serve_then_release(assoc: Association) -> None:
     """Serve the association, then make its parts' references back to it (and to the upper
@@ -632,23 +640,27 @@ def _serve_then_release(assoc: Association) -> None:
     try:
         assoc.run_reactor()
     finally:
-        dul = assoc.dul
-        dul.join(_RELEASE_WAIT)
-        if dul.is_alive():
-            return
-        referent = weakref.proxy(assoc)
-        dul._assoc = assoc.acse._assoc = assoc.dimse._assoc = referent
-        assoc.requestor.assoc = assoc.acceptor.assoc = referent
-        if dul.socket is not None:
-            dul.socket._assoc = referent
-        dul.state_machine.dul = weakref.proxy(dul)
-        for waking in (dul.event_queue, dul.to_provider_queue, dul.to_user_queue):
-            if isinstance(waking, _WakingQueue):
-                waking._wake = _nothing  # nothing waits on a stopped upper layer
-        # ACSE restores the blocking abort as an instance attribute (a bound method: a cycle);
-        # the class's abort() is the same call.
-        if assoc.__dict__.get("abort") == assoc._abort_blocking:
-            del assoc.__dict__["abort"]
+        _release(assoc)
+
+
+def _release(assoc: Association) -> None:
+    dul = assoc.dul
+    dul.join(_RELEASE_WAIT)
+    if dul.is_alive():
+        return
+    referent = weakref.proxy(assoc)
+    dul._assoc = assoc.acse._assoc = assoc.dimse._assoc = referent
+    assoc.requestor.assoc = assoc.acceptor.assoc = referent
+    if dul.socket is not None:
+        dul.socket._assoc = referent
+    dul.state_machine.dul = weakref.proxy(dul)
+    for waking in (dul.event_queue, dul.to_provider_queue, dul.to_user_queue):
+        if isinstance(waking, _WakingQueue):
+            waking._wake = _nothing  # nothing waits on a stopped upper layer
+    # ACSE restores the blocking abort as an instance attribute (a bound method: a cycle); the
+    # class's abort() is the same call.
+    if assoc.__dict__.get("abort") == assoc._abort_blocking:
+        del assoc.__dict__["abort"]
 
 
 def _nothing() -> None:
