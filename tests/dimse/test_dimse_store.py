@@ -126,6 +126,32 @@ def test_storescu_of_a_folder_is_retrievable_byte_identical_over_wado(
     assert journaled_keys(data_dir) == 0
 
 
+def test_an_instance_split_over_few_or_many_pdus_is_stored_the_same(
+    server: DimseServer, tmp_path: Path
+) -> None:
+    server.create_store()
+    # The server receives PDUs of up to 16382 bytes (pynetdicom's default), so storescu sends
+    # the 38 KB CT below in three P-DATA-TFs by default and in ~10 with --max-send-pdu 4096.
+    source = get_testdata_file("CT_small.dcm")
+    assert source is not None
+    stored = []
+    for number, pdu_option in enumerate(([], ["--max-send-pdu", "4096"])):
+        ds = dcmread(source)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.3.998.{number}"
+        path = tmp_path / f"{number}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        storescu(server, *pdu_option, str(path))
+        response = server.http.get(
+            f"{DICOMWEB}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}",
+            headers=ANY_SYNTAX,
+        )
+        assert response.status_code == 200, response.text
+        stored.append(dataset_bytes(response.content))
+    # Byte-identical but for the SOP Instance UID each was given (same length).
+    assert stored[0].replace(b"1.2.3.998.0", b"1.2.3.998.1") == stored[1]
+
+
 def test_what_c_store_received_is_what_wado_returns_byte_for_byte(
     server: DimseServer, tmp_path: Path
 ) -> None:
