@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from dicomql.store import resources
 from dicomql.store.index import Index, json_text, sqlite_url
 from dicomql.store.prepared import Prepared, sqlite_execute
 from dicomql.store.schema import blob_journal, datasets, series
@@ -105,3 +106,19 @@ def test_sqlite_errors_are_sqlalchemys(tmp_path: Path) -> None:
         assert isinstance(caught.value.orig, sqlite3.OperationalError)
     finally:
         index.close()
+
+
+def test_a_dicom_store_pk_is_the_row_find_dicom_store_finds(index: Index) -> None:
+    with index.begin() as conn:
+        dataset = resources.insert_dataset(conn, "p", "l", "ds", {})
+        other = resources.insert_dataset(conn, "p", "l", "other", {})
+        resources.insert_dicom_store(conn, other.pk, "decoy", {})
+        store = resources.insert_dicom_store(conn, dataset.pk, "st", {})
+    with index.connect() as conn:
+        found = resources.dicom_store_pk(conn, "p", "l", "ds", "st")
+        assert found == store.pk == resources.find_dicom_store(conn, "p", "l", "ds", "st").pk
+        # Each part of the name counts: another dataset's store, or a name off by one part.
+        assert resources.dicom_store_pk(conn, "p", "l", "other", "st") is None
+        assert resources.dicom_store_pk(conn, "p", "l", "ds", "decoy") is None
+        assert resources.dicom_store_pk(conn, "q", "l", "ds", "st") is None
+        assert resources.dicom_store_pk(conn, "p", "m", "ds", "st") is None

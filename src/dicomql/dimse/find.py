@@ -25,7 +25,7 @@ from dicomql.dimse.answers import EXPLICIT_LITTLE, Encoding, answer_identifier
 from dicomql.dimse.settings import StoreName
 from dicomql.store import search as index_search
 from dicomql.store.index import Index
-from dicomql.store.resources import find_dicom_store
+from dicomql.store.resources import dicom_store_pk
 
 LEVELS = {
     "PATIENT": Level.STUDY,
@@ -149,12 +149,12 @@ def _find(
 
 
 def _store_pk(conn: Connection, store: StoreName | None) -> int:
-    row = None
+    pk = None
     if store is not None:
-        row = find_dicom_store(conn, store.project, store.location, store.dataset, store.store)
-    if row is None:
+        pk = dicom_store_pk(conn, store.project, store.location, store.dataset, store.store)
+    if pk is None:
         raise FindError(f"No DICOM store {store or '(none set)'}")
-    return int(row.pk)
+    return pk
 
 
 def _first_value(match: dict[str, Any], key: str) -> str:

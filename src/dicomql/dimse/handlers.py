@@ -46,7 +46,7 @@ from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.ingest import BlobKeys, Ingest
 from dicomql.store.instances import PROCESSING_FAILURE, StoreNotFound
-from dicomql.store.resources import find_dicom_store
+from dicomql.store.resources import dicom_store_pk
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +181,7 @@ class Handlers:
         if name is None:
             return None
         with self.index.connect() as conn:
-            row = find_dicom_store(conn, name.project, name.location, name.dataset, name.store)
-        return None if row is None else int(row.pk)
+            return dicom_store_pk(conn, name.project, name.location, name.dataset, name.store)
 
     def no_store(self, event: Event) -> str:
         return f"No DICOM store {self.called(event).store or '(none set)'}"

@@ -21,6 +21,7 @@ from sqlalchemy import (
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.operations import now
+from dicomql.store.prepared import Prepared
 from dicomql.store.schema import (
     blob_journal,
     datasets,
@@ -88,6 +89,22 @@ def find_dicom_store(
         _FIND_DICOM_STORE,
         {"project": project, "location": location, "dataset_id": dataset_id, "store_id": store_id},
     ).first()
+
+
+# A DIMSE request's store, looked up by every C-FIND and association: run as a Prepared
+# statement, as SQLAlchemy's execution of the statement above cost several times SQLite's work.
+_DICOM_STORE_PK = Prepared(_FIND_DICOM_STORE.with_only_columns(dicom_stores.c.pk))
+
+
+def dicom_store_pk(
+    conn: Connection, project: str, location: str, dataset_id: str, store_id: str
+) -> int | None:
+    """The store's primary key, or None if the dataset or store does not exist."""
+    pk = _DICOM_STORE_PK.scalar(
+        conn,
+        {"project": project, "location": location, "dataset_id": dataset_id, "store_id": store_id},
+    )
+    return None if pk is None else int(pk)
 
 
 def dicom_store_exists(conn: Connection, store_pk: int) -> bool:
