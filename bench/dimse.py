@@ -105,7 +105,7 @@ def measure(
     # Other instances first, not measured: a server's first C-STOREs pay for what it sets up
     # once in its life (for dicomql's Python, ~0.2 s of CPU: imports, compiled statements).
     warm_up = folder.parent / WARM_UP
-    storescu(server, ae_title, port, warm_up, len(list(warm_up.iterdir())))
+    storescu(server, ae_title, port, warm_up, WARM_UP_INSTANCES)
     figures = storescu(server, ae_title, port, folder, count)
     if associations:
         figures["echo"] = echoscu(server, ae_title, port, associations)

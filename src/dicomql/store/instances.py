@@ -472,7 +472,7 @@ _INSERT_STUDY = Prepared(insert(studies).returning(studies.c.pk), keys=_settable
 _INSERT_SERIES = Prepared(insert(series).returning(series.c.pk), keys=_settable(series))
 _INSERT_INSTANCE = Prepared(insert(instances), keys=_settable(instances))
 _INSERT_NAME_TOKENS = insert(name_tokens)
-_COUNT_IN_SERIES_UPDATE = (
+_COUNT_IN_SERIES = Prepared(
     update(series)
     .where(series.c.pk == bindparam("row"))
     .values(
@@ -493,7 +493,6 @@ _COUNT_IN_STUDY_UPDATE = (
 _COUNT_SERIES_IN_STUDY_UPDATE = _COUNT_IN_STUDY_UPDATE.values(
     number_of_series=studies.c.number_of_series + 1
 )
-_COUNT_IN_SERIES = Prepared(_COUNT_IN_SERIES_UPDATE)
 _COUNT_IN_STUDY = Prepared(_COUNT_IN_STUDY_UPDATE)
 _COUNT_SERIES_IN_STUDY = Prepared(_COUNT_SERIES_IN_STUDY_UPDATE)
 _COUNT_SERIES_AND_MODALITY_IN_STUDY = Prepared(
