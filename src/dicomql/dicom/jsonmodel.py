@@ -55,7 +55,10 @@ _CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", *_CHARSET_VRS, "UR"})
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
-_NUMBER_STRUCTS = {vr: struct.Struct(f"<{code}") for vr, code in _NUMBER_FORMATS.items()}
+# Looked up by a raw element's VR, which is None for one read in implicit VR.
+_NUMBER_STRUCTS: dict[str | None, struct.Struct] = {
+    vr: struct.Struct(f"<{code}") for vr, code in _NUMBER_FORMATS.items()
+}
 # How _raw_attribute decodes a raw value of each VR; SQ, UN and the rest pydicom converts.
 _TEXT, _CHARSET_TEXT, _BINARY, _NUMBER, _TAGS = "text", "charset text", "binary", "number", "AT"
 _RAW_KINDS = {
@@ -67,6 +70,16 @@ _RAW_KINDS = {
 }
 
 _vr_cache: dict[int, str | None] = {}
+# The JSON key of each tag met, built once; bounded, since a file may name any of 2**32 tags.
+_json_keys: dict[int, str] = {}
+_MAX_JSON_KEYS = 65536
+
+
+def _new_json_key(tag: int) -> str:
+    key = f"{tag:08X}"
+    if len(_json_keys) < _MAX_JSON_KEYS:
+        _json_keys[tag] = key
+    return key
 
 
 def relative_bulkdata_uri(tag_path: str) -> str:
@@ -153,14 +166,26 @@ def _walk(
     elements = cast("dict[int, DataElement | RawDataElement]", ds._dict)
     # Plain ints sort far faster than pydicom Tags, and pairs with the elements spare a lookup
     # by tag (BaseTag's equality is Python code, once an element).
+    keys = _json_keys
     for tag, element in sorted(zip(map(int, elements), elements.values(), strict=True)):
         if not tag & 0xFFFF or tag >> 16 == 0x0002 or tag == 0xFFFCFFFC:
             # Group lengths; file meta (it belongs to the Part 10 file, not the dataset); and
             # Data Set Trailing Padding, which carries no information (PS3.10 7.2).
             continue
-        key = f"{tag:08X}"
+        key = keys.get(tag) or _new_json_key(tag)
         attribute = None
         if type(element) is RawDataElement and element.is_little_endian:
+            # The common raw values, one number or text, decoded here: _raw_attribute's call
+            # and its choice of a decoding, once an element, were a fifth of the walk.
+            vr, raw = element.VR, element.value
+            number = _NUMBER_STRUCTS.get(vr)
+            if number is not None and type(raw) is bytes and len(raw) == number.size:
+                out[key] = {"vr": vr, "Value": list(number.unpack(raw))}
+                continue
+            codec = encoding if vr in _CHARSET_VRS else "latin-1"
+            if vr in _TEXT_VRS and type(raw) is bytes and raw and codec is not None:
+                out[key] = _text_attribute(vr, raw.decode(codec, "replace"))
+                continue
             attribute = _raw_attribute(element, key, prefix, encoding, bulkdata_uri, bulk_threshold)
         if attribute is None:
             attribute = _element_attribute(
