@@ -17,6 +17,7 @@ from bench import datagen
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
 from dicomql.dicom.parse import UnreadableInstance, read_header
+from dicomql.dicom.uids import uid_problem
 from tests.support.dicomweb import uid_bearing_test_files
 
 _INTEGER_VRS = {"IS", "US", "UL", "SS", "SL"}
@@ -130,3 +131,62 @@ def test_index_values_and_dicom_json_match_pydicoms_full_read(name: str) -> None
             assert (
                 parsed.person_names[attribute.keyword] == columns[attribute.level][attribute.column]
             )
+
+
+def _written_anew(data: bytes, value: bytes, new_value: bytes) -> bytes:
+    """``data`` with the last occurrence of ``value`` (the data set's, not the file meta's)
+    replaced by ``new_value`` of the same length."""
+    assert len(new_value) == len(value)
+    at = data.rindex(value)
+    return data[:at] + new_value + data[at + len(value) :]
+
+
+def _odd_uid_instances() -> dict[str, bytes]:
+    """The benchmark's small CT instance with its SOP Instance UID or SOP Class UID written
+    oddly: padded, with whitespace pydicom's UID strips, two values, a leading NUL."""
+    data = datagen.small_template("CT").header + datagen.small_pixels()
+    sop = datagen.UID_ROOT.encode() + b"3" * 30  # the template's SOP Instance UID
+    sop_class = datagen.SOP_CLASSES["CT"].encode() + b"\x00"
+    odd = {
+        "padded": (sop, sop[:-2] + b" \x00"),
+        "leading space": (sop, b" " + sop[:-1]),
+        "trailing tab": (sop, sop[:-1] + b"\t"),
+        "two values": (sop, sop[:27] + b"\\" + sop[28:]),
+        "leading NUL": (sop, b"\x00" + sop[1:]),
+        "class leading space": (sop_class, b" " + sop_class[:-1]),
+        "class trailing newline": (sop_class, sop_class[:-1] + b"\n"),
+        "class two values": (sop_class, sop_class[:10] + b"\\" + sop_class[11:]),
+        "class leading NUL": (sop_class, b"\x00" + sop_class[:-1]),
+    }
+    return {name: _written_anew(data, *values) for name, values in odd.items()}
+
+
+ODD_UIDS = _odd_uid_instances()
+_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+@pytest.mark.parametrize("name", sorted(ODD_UIDS))
+def test_uids_read_from_the_bytes_are_pydicoms_or_refused_as_pydicoms(name: str) -> None:
+    data = ODD_UIDS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = dcmread(io.BytesIO(data))
+        uids = [str(ds.get(keyword)).strip() for keyword in _UID_KEYWORDS]
+        sop_class = str(ds.SOPClassUID).strip()
+        problems = [
+            f"{keyword}: {uid_problem(uid)}"
+            for keyword, uid in zip(_UID_KEYWORDS, uids, strict=True)
+            if uid_problem(uid) is not None
+        ]
+        if problems:
+            with pytest.raises(UnreadableInstance) as refused:
+                read_header(io.BytesIO(data))
+            assert str(refused.value) == problems[0]
+            return
+        parsed = read_header(io.BytesIO(data))
+        model = parsed.dicom_json()
+        reference_model = _reference(data)[1]
+    read = [parsed.study_instance_uid, parsed.series_instance_uid, parsed.sop_instance_uid]
+    assert read == uids
+    assert parsed.sop_class_uid == sop_class
+    assert model == reference_model

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.tag import BaseTag
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.header_reader import read_explicit_little
@@ -159,11 +161,11 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
         if ds is None:
             ds = dcmread(file, stop_before_pixels=True)
         # Force the lazily parsed elements now, while errors still mean "unreadable".
-        uids = [ds.get(keyword) for keyword in _UID_KEYWORDS]
+        uids = [_uid(ds, keyword) for keyword in _UID_KEYWORDS]
     except InvalidDicomError as exc:
         raise UnreadableInstance(f"Not a DICOM PS3.10 file: {exc}") from exc
     meta = getattr(ds, "file_meta", None)
-    sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
+    sop_class = _uid(ds, "SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
     # What the file names itself, for the refusals below (a STOW-RS Failed SOP item).
     names = (_uid_or_none(sop_class), _uid_or_none(uids[2]))
     transfer_syntax = meta.get("TransferSyntaxUID") if meta is not None else None
@@ -193,6 +195,26 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
 
 
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_UID_TAGS = {
+    "StudyInstanceUID": BaseTag(0x0020000D),
+    "SeriesInstanceUID": BaseTag(0x0020000E),
+    "SOPInstanceUID": BaseTag(0x00080018),
+    "SOPClassUID": BaseTag(0x00080016),
+}
+
+
+def _uid(ds: Dataset, keyword: str) -> Any:
+    """The UID ``ds.get(keyword)`` gives, taken from the element's bytes when they hold one
+    plain UID (pydicom's conversion was an eighth of the header read), pydicom's otherwise.
+
+    Plain: a raw UI element's one value with no whitespace but its padding, which pydicom's
+    UID would strip (then the DICOM JSON of the raw and of the converted element differ)."""
+    element = ds._dict.get(_UID_TAGS[keyword])
+    if type(element) is RawDataElement and element.VR == "UI" and type(element.value) is bytes:
+        text = element.value.decode("latin-1").rstrip("\x00 ")
+        if "\\" not in text and text == text.strip():
+            return text
+    return ds.get(keyword)
 
 
 def _uid_or_none(value: Any) -> str | None:
