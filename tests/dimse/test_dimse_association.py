@@ -4,19 +4,24 @@ and an association's objects are freed once it ends, without the cyclic garbage 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import time
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from pydicom import Dataset, dcmread
+from pydicom.data import get_testdata_file
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     MRImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
@@ -102,42 +107,111 @@ def test_many_proposed_contexts_get_the_results_and_roles_of_negotiating_over_ev
     assert results == {0x00, 0x03, 0x04}  # accepted, SOP class and transfer syntax rejected
 
 
-def test_an_ended_association_is_freed_without_the_cyclic_garbage_collector() -> None:
-    """Each association's few hundred objects go when it ends, by reference counting, rather
-    than as cyclic garbage a collection has to find (its CPU is paid per association)."""
+@contextlib.contextmanager
+def listener(
+    contexts: list[str], handlers: list[tuple[evt.EventType, Any]]
+) -> Iterator[tuple[AE, int]]:
+    """A bare listener with this server's association classes (no store): its AE and port."""
     _quiet_pynetdicom()
     ae = AE(ae_title=AE_TITLE)
-    ae.add_supported_context(Verification)
-    accepted: list[weakref.ref[object]] = []
-    ended = threading.Event()
+    for context in contexts:
+        ae.add_supported_context(context)
     server = ae.make_server(
         ("127.0.0.1", 0),
-        evt_handlers=[
-            (evt.EVT_ACCEPTED, lambda event: accepted.append(weakref.ref(event.assoc))),
-            (evt.EVT_CONN_CLOSE, lambda event: ended.set()),
-        ],
+        evt_handlers=handlers,
         server_class=_SharedPortServer,
         request_handler=request_handler(),
     )
     server.contexts = SupportedContexts(server.contexts)
     ae._servers.append(server)  # so ae.shutdown() stops it, as DimseServer does
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    collecting = gc.isenabled()
-    gc.collect()
-    gc.disable()
     try:
-        requestor = AE(ae_title="ECHOSCU")
-        requestor.add_requested_context(Verification)
-        assoc = requestor.associate("127.0.0.1", server.server_address[1], ae_title=AE_TITLE)
-        assert assoc.is_established
-        assert assoc.send_c_echo().Status == 0x0000
-        assoc.release()
-        assert ended.wait(10)
-        deadline = time.monotonic() + 10
-        while accepted[0]() is not None and time.monotonic() < deadline:
-            time.sleep(0.01)  # its thread releases the last references as it ends
-        assert accepted[0]() is None
+        yield ae, server.server_address[1]
     finally:
-        if collecting:
-            gc.enable()
         ae.shutdown()
+
+
+def test_an_ended_association_is_freed_without_the_cyclic_garbage_collector() -> None:
+    """Each association's few hundred objects go when it ends, by reference counting, rather
+    than as cyclic garbage a collection has to find (its CPU is paid per association)."""
+    accepted: list[weakref.ref[object]] = []
+    ended = threading.Event()
+    handlers = [
+        (evt.EVT_ACCEPTED, lambda event: accepted.append(weakref.ref(event.assoc))),
+        (evt.EVT_CONN_CLOSE, lambda event: ended.set()),
+    ]
+    with listener([Verification], handlers) as (_, port):
+        collecting = gc.isenabled()
+        gc.collect()
+        gc.disable()
+        try:
+            requestor = AE(ae_title="ECHOSCU")
+            requestor.add_requested_context(Verification)
+            assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
+            assert assoc.is_established
+            assert assoc.send_c_echo().Status == 0x0000
+            assoc.release()
+            assert ended.wait(10)
+            deadline = time.monotonic() + 10
+            while accepted[0]() is not None and time.monotonic() < deadline:
+                time.sleep(0.01)  # its thread releases the last references as it ends
+            assert accepted[0]() is None
+        finally:
+            if collecting:
+                gc.enable()
+
+
+def test_c_store_and_c_echo_are_served_by_the_thread_that_read_them_c_find_by_the_reactor() -> None:
+    """A C-STORE or C-ECHO is answered without handing it to the association's reactor thread
+    and its response back (two thread wake-ups a request); a C-FIND stays on the reactor, so
+    the upper layer goes on reading (a C-CANCEL) while it runs. Answers stay in order."""
+    served: list[tuple[str, str]] = []
+
+    def which(kind: str, status: int) -> Any:
+        def handler(event: evt.Event) -> Any:
+            thread = threading.current_thread()
+            served.append((kind, "upper layer" if thread is event.assoc.dul else "reactor"))
+            if kind == "find":
+                return iter([(0x0000, None)])
+            return status
+
+        return handler
+
+    handlers = [
+        (evt.EVT_C_ECHO, which("echo", 0x0000)),
+        (evt.EVT_C_STORE, which("store", 0x0000)),
+        (evt.EVT_C_FIND, which("find", 0x0000)),
+    ]
+    with listener(
+        [Verification, CTImageStorage, StudyRootQueryRetrieveInformationModelFind], handlers
+    ) as (_, port):
+        requestor = AE(ae_title="SCU")
+        for context in (Verification, CTImageStorage, StudyRootQueryRetrieveInformationModelFind):
+            requestor.add_requested_context(context)
+        assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
+        assert assoc.is_established
+        try:
+            instance = dcmread(get_testdata_file("CT_small.dcm"))
+            query = Dataset()
+            query.QueryRetrieveLevel = "STUDY"
+            query.StudyInstanceUID = ""
+            statuses = [
+                assoc.send_c_echo().Status,
+                assoc.send_c_store(instance).Status,
+                [
+                    status.Status
+                    for status, _ in assoc.send_c_find(
+                        query, StudyRootQueryRetrieveInformationModelFind
+                    )
+                ],
+                assoc.send_c_store(instance).Status,
+            ]
+        finally:
+            assoc.release()
+    assert statuses == [0x0000, 0x0000, [0x0000], 0x0000]
+    assert served == [
+        ("echo", "upper layer"),
+        ("store", "upper layer"),
+        ("find", "reactor"),
+        ("store", "upper layer"),
+    ]

@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomql.dimse.find import find
 from dicomql.dimse.settings import Destination
+from dicomql.dimse.transport import exclusive_use
 from dicomql.store.index import Index
 
 log = logging.getLogger(__name__)
@@ -241,48 +242,55 @@ class Commitment:
         try:
             while not assoc._is_paused:
                 time.sleep(0.001)
-            context = next(
-                (
-                    cx
-                    for cx in assoc.accepted_contexts
-                    if cx.abstract_syntax == StorageCommitmentPushModel
-                ),
-                None,
-            )
-            if not assoc.is_established or context is None or _leaving(assoc):
-                return False
-            context_id = context.context_id
-            if context_id is None:  # an accepted context always has its ID
-                return False
-            syntax = context.transfer_syntax[0]
-            request = N_EVENT_REPORT()
-            request.MessageID = 1  # the first (only) request this side sends on it
-            request.AffectedSOPClassUID = StorageCommitmentPushModel
-            request.AffectedSOPInstanceUID = PUSH_MODEL_INSTANCE
-            request.EventTypeID = event_type
-            encoded = encode(
-                information, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
-            )
-            if encoded is None:
-                return False
-            request.EventInformation = BytesIO(encoded)
-            assoc.dimse.send_msg(request, context_id)
-            deadline = time.monotonic() + RESPONSE_TIMEOUT
-            while time.monotonic() < deadline:
-                # The response, if it came before a release request (the peer's order).
-                leaving = not assoc.is_established or _leaving(assoc)
-                _, message = assoc.dimse.peek_msg()
-                if message is not None:
-                    if not isinstance(message, N_EVENT_REPORT) or message.Status is None:
-                        return False  # another request: the reactor serves it; report elsewhere
-                    assoc.dimse.get_msg(block=False)
-                    return int(message.Status) == SUCCESS
-                if leaving:
-                    return False
-                time.sleep(0.005)
-            return False
+            # A C-STORE served on the upper layer's thread may still be answering (it does
+            # not pass the checkpoint): the association is this thread's once it is done.
+            with exclusive_use(assoc):
+                return self._report(assoc, event_type, information)
         finally:
             assoc._reactor_checkpoint.set()
+
+    def _report(self, assoc: Association, event_type: int, information: Dataset) -> bool:
+        """Send the report and await its response, the association this thread's alone."""
+        context = next(
+            (
+                cx
+                for cx in assoc.accepted_contexts
+                if cx.abstract_syntax == StorageCommitmentPushModel
+            ),
+            None,
+        )
+        if not assoc.is_established or context is None or _leaving(assoc):
+            return False
+        context_id = context.context_id
+        if context_id is None:  # an accepted context always has its ID
+            return False
+        syntax = context.transfer_syntax[0]
+        request = N_EVENT_REPORT()
+        request.MessageID = 1  # the first (only) request this side sends on it
+        request.AffectedSOPClassUID = StorageCommitmentPushModel
+        request.AffectedSOPInstanceUID = PUSH_MODEL_INSTANCE
+        request.EventTypeID = event_type
+        encoded = encode(
+            information, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+        )
+        if encoded is None:
+            return False
+        request.EventInformation = BytesIO(encoded)
+        assoc.dimse.send_msg(request, context_id)
+        deadline = time.monotonic() + RESPONSE_TIMEOUT
+        while time.monotonic() < deadline:
+            # The response, if it came before a release request (the peer's order).
+            leaving = not assoc.is_established or _leaving(assoc)
+            _, message = assoc.dimse.peek_msg()
+            if message is not None:
+                if not isinstance(message, N_EVENT_REPORT) or message.Status is None:
+                    return False  # another request: the reactor serves it; report elsewhere
+                assoc.dimse.get_msg(block=False)
+                return int(message.Status) == SUCCESS
+            if leaving:
+                return False
+            time.sleep(0.005)
+        return False
 
     def _send_on_new_association(self, event_type: int, information: Dataset) -> bool:
         assert self.destination is not None

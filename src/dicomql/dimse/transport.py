@@ -107,6 +107,10 @@ class _Checkpoint(threading.Event):
         self._wake()
 
 
+# The requests served on the thread that read them (_BlockingAssociation.serve_here): short,
+# and never waiting for the peer (a C-FIND waits on it, and reads its C-CANCEL meanwhile).
+_SERVED_HERE = (C_STORE, C_ECHO)
+
 # PS3.7 E.1 Command Field of each response encoded here.
 _RESPONSE_COMMANDS: dict[type[Any], int] = {C_STORE: 0x8001, C_FIND: 0x8020, C_ECHO: 0x8030}
 _NO_DATA_SET = 0x0101  # Command Data Set Type (0000,0800): no data set follows
@@ -266,7 +270,7 @@ class _DIMSE(DIMSEServiceProvider):
         message, parameter = decoded
         message._context_id = context_id
         if parameter is None:
-            self.msg_queue.put((context_id, message))
+            self._deliver(context_id, message)
         else:
             self._receiving = (message, parameter, context_id, io.BytesIO())
             self._receive_data_set(fragments[1:])
@@ -285,8 +289,20 @@ class _DIMSE(DIMSEServiceProvider):
             if data[0] & 2:  # the last data set fragment
                 self._receiving = None
                 setattr(message, parameter, data_set)
-                self.msg_queue.put((context_id, message))
+                self._deliver(context_id, message)
                 return
+
+    def _deliver(self, context_id: int, message: Any) -> None:
+        """A whole request: a C-STORE or C-ECHO served here when the association lets it
+        (:meth:`_BlockingAssociation.serve_here`), anything else to the association's reactor."""
+        assoc = self.assoc
+        served_here = (
+            isinstance(message, _SERVED_HERE)
+            and isinstance(assoc, _BlockingAssociation)
+            and assoc.serve_here(message, context_id)
+        )
+        if not served_here:
+            self.msg_queue.put((context_id, message))
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         encoded = command_set(primitive)
@@ -412,8 +428,8 @@ class _BlockingDUL(DULServiceProvider):
                     pass
                 elif self._is_transport_event():
                     self._idle_timer.restart()
-                    # The association's reactor waits on this timer: let it see the new one.
-                    self._wake_association()
+                    # (Not waking the association's reactor, which waits on this timer: it wakes
+                    # when the timer was due, finds it restarted and waits again.)
             except Exception as exc:
                 _pynetdicom_log.error("Exception in DUL.run(), aborting association")
                 _pynetdicom_log.exception(exc)
@@ -477,6 +493,9 @@ class _BlockingAssociation(Association):
         self._reactor_checkpoint = _Checkpoint(self._work.set)
         self._reactor_checkpoint.set()
         self._is_paused = False
+        # Held by whichever thread serves a request: the reactor, or the upper layer's for a
+        # C-STORE or C-ECHO (serve_here); and by another thread using the paused association.
+        self.service_lock = threading.Lock()
         self._timer_resolution = _config.WINDOWS_TIMER_RESOLUTION
         # The reactor, then the release of the object graph's cycles once it is done.
         threading.Thread.__init__(self, target=make_target(partial(_serve_then_release, self)))
@@ -486,6 +505,40 @@ class _BlockingAssociation(Association):
         self._work.set()
         super().kill()
         self._work.set()
+
+    def serve_here(self, message: Any, context_id: int) -> bool:
+        """Serve a whole C-STORE or C-ECHO request on the calling thread, the upper layer's,
+        which read it: no hand-off to the reactor and back for the response (two thread
+        wake-ups a request). False, leaving it to the reactor, unless no other request is
+        being served or waiting (requests are served one at a time, in order), no other thread
+        has paused the reactor to use the association (a storage commitment report), and its
+        context was accepted (else pynetdicom's answer is a blocking abort, which would wait
+        for this very thread to stop).
+        """
+        if context_id not in self._accepted_cx or self._kill or self._sent_release:
+            return False
+        if not self.service_lock.acquire(blocking=False):
+            return False
+        try:
+            if not self._reactor_checkpoint.is_set() or not self.dimse.msg_queue.empty():
+                return False
+            # pynetdicom aborts when a service fails unexpectedly: not blocking here.
+            blocking = self.__dict__.get("abort")
+            self.abort = self._abort_nonblocking  # type: ignore[method-assign]
+            try:
+                self._serve_request(message, context_id)
+            finally:
+                if blocking is None:
+                    del self.abort
+                else:
+                    self.abort = blocking  # type: ignore[method-assign]
+            # Served, so not idle: a long C-STORE must not leave the network timer expired.
+            self.dul._idle_timer.restart()
+        finally:
+            self.service_lock.release()
+        if self._sent_abort:
+            self._work.set()  # the reactor ends the association (this thread cannot wait for it)
+        return True
 
     def _await_work(self) -> None:
         """Until a DIMSE message or ACSE primitive arrives, the upper layer stops, the
@@ -507,9 +560,14 @@ class _BlockingAssociation(Association):
             self._reactor_checkpoint.wait()
             self._is_paused = False
 
-            context_id, msg = self.dimse.get_msg(block=False)
-            if msg:
-                self._serve_request(msg, cast(int, context_id))
+            with self.service_lock:  # (not in pynetdicom's loop; see serve_here)
+                context_id, msg = self.dimse.get_msg(block=False)
+                if msg:
+                    self._serve_request(msg, cast(int, context_id))
+
+            if self._sent_abort:  # (not in pynetdicom's loop) aborted in serve_here
+                self.kill()
+                return
 
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
@@ -536,7 +594,8 @@ class _BlockingAssociation(Association):
                 self.kill()
                 return
 
-            if self.dul.idle_timer_expired():
+            # (Not while the upper layer's thread serves a request: see serve_here.)
+            if self.dul.idle_timer_expired() and not self.service_lock.locked():
                 _pynetdicom_log.error("Network timeout reached")
                 if self.network_timeout_response == "A-RELEASE":
                     self._is_paused = True
@@ -641,6 +700,15 @@ def _serve_then_release(assoc: Association) -> None:
         assoc.run_reactor()
     finally:
         _release(assoc)
+
+
+def exclusive_use(assoc: Association) -> contextlib.AbstractContextManager[Any]:
+    """Held by a thread that sends on an association whose reactor it paused, so that no
+    request is served on the upper layer's thread meanwhile (:meth:`_BlockingAssociation.
+    serve_here`); nothing for pynetdicom's own associations, whose reactor serves them all."""
+    if isinstance(assoc, _BlockingAssociation):
+        return assoc.service_lock
+    return contextlib.nullcontext()
 
 
 def _release(assoc: Association) -> None:
