@@ -609,6 +609,27 @@ class _BlockingAssociation(Association):
                 return
 
 
+class _AssociationSocket(AssociationSocket):
+    """pynetdicom's socket, reading a PDU in up to 64 KiB at a time rather than 4 KiB: one
+    system call for most P-DATA PDUs instead of four or more (a C-STORE of 38 KB: ~15 -> ~6).
+    Still read as it arrives, so a peer announcing a huge PDU holds no buffer it did not send."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        connection = cast(socket.socket, self.socket)
+        received = bytearray()
+        while len(received) < nr_bytes:
+            data = connection.recv(min(nr_bytes - len(received), _RECEIVE_SIZE))
+            if not data:  # the connection broke: what was read, as pynetdicom's
+                break
+            received += data
+        return received
+
+
+# Bytes asked of one recv: below the allocator's mmap threshold (128 KiB), so each call's
+# buffer is not mapped and unmapped again.
+_RECEIVE_SIZE = 65536
+
+
 class SupportedContexts(list[PresentationContext]):
     """The server's supported presentation contexts, shared by every association: pynetdicom
     deep-copies the server's list for each one (~60 ms of CPU for every storage SOP class ×
@@ -658,7 +679,7 @@ class _BlockingRequestHandler(RequestHandler):
         timestamp = datetime.strftime(datetime.now(), "%Y%m%d%H%M%S")
         assoc.name = f"AcceptorThread@{timestamp}"
 
-        sock = AssociationSocket(assoc, client_socket=self.request)
+        sock = _AssociationSocket(assoc, client_socket=self.request)
         assoc.set_socket(sock)
 
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
