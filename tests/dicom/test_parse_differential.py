@@ -6,6 +6,7 @@ every storable file of pydicom's test data and on the benchmark's generated inst
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from typing import Any
 
@@ -16,7 +17,9 @@ from pydicom.multival import MultiValue
 from bench import datagen
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.jsonmodel import dataset_to_dicom_json, relative_bulkdata_uri
+from dicomql.dicom.limits import MAX_SEQUENCE_DEPTH
 from dicomql.dicom.parse import UnreadableInstance, read_header
+from dicomql.dicom.structure import DEFLATED, LimitExceeded, check_structure
 from dicomql.dicom.uids import uid_problem
 from tests.support.dicomweb import uid_bearing_test_files
 
@@ -190,3 +193,125 @@ def test_uids_read_from_the_bytes_are_pydicoms_or_refused_as_pydicoms(name: str)
     assert read == uids
     assert parsed.sop_class_uid == sop_class
     assert model == reference_model
+
+
+# The structure check runs in step with the in-memory header read (dicom/header_reader.py)
+# instead of walking the file first: it must refuse exactly what the walk alone refuses, with
+# the same message, also where the two part ways on a damaged file and past the pixel data.
+
+_LEAF = b"\x08\x00\x00\x01SH\x02\x00X "  # (0008,0100) Code Value
+
+
+def _nest(depth: int, defined: bool) -> bytes:
+    """(0040,A730) Content Sequence nested ``depth`` deep, of defined or undefined lengths."""
+    body = _LEAF
+    for _ in range(depth):
+        if defined:
+            item = struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+            body = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, len(item)) + item
+        else:
+            body = (
+                struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF)
+                + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+                + body
+                + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+                + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+            )
+    return body
+
+
+def _nested_instances() -> dict[str, bytes]:
+    template = datagen.small_template("CT")
+    header, pixels = template.header, datagen.small_pixels()
+    pixel_element = len(header) - 12  # (7FE0,0010) OW: a 12-byte element header
+    before, after = header[:pixel_element], header[pixel_element:] + pixels
+    too_deep = MAX_SEQUENCE_DEPTH + 1
+    # An element of an unknown VR: the walk skips its 2-byte length, pydicom reads it otherwise.
+    unknown_vr = b"\x09\x00\x10\x10ZZ\x02\x00AB"
+    # An SV element: the walk reads its length as 2 bytes (the reserved ones), then 0xFFFF.
+    signed_very_long = struct.pack("<HH2s2xI8s", 0x0009, 0x1011, b"SV", 8, b"\xff" * 8)
+    # An item tag at the top level: the walk reads a 4-byte length, the reader a VR (UL).
+    stray_item = struct.pack("<HH2sH4x", 0xFFFE, 0xE000, b"UL", 4)
+    # Encapsulated pixel data (undefined length, one fragment): pydicom's read stops there.
+    encapsulated = (
+        struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
+        + struct.pack("<HHI4x", 0xFFFE, 0xE000, 4)
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    )
+    # A 1-byte File Meta Information Group Length: pydicom's file meta read fails.
+    group_length = before.index(b"\x02\x00\x00\x00UL\x04\x00")
+    bad_meta = before[:group_length] + b"\x02\x00\x00\x00UL\x01\x00\x00"
+    bad_meta += before[group_length + 12 :]
+    # A transfer syntax the walk reads as implicit VR (it strips NULs) and pydicom as explicit.
+    explicit = b"1.2.840.10008.1.2.1\x00"
+    read_otherwise = before.replace(explicit, b"\x00\x00\x001.2.840.10008.1.2", 1)
+    return {
+        "defined, at the limit": before + _nest(MAX_SEQUENCE_DEPTH, True) + after,
+        "defined, too deep": before + _nest(too_deep, True) + after,
+        "undefined, at the limit": before + _nest(MAX_SEQUENCE_DEPTH, False) + after,
+        "undefined, too deep": before + _nest(too_deep, False) + after,
+        "too deep past the pixel data": before + after + _nest(too_deep, True),
+        "too deep after an unknown VR": before + unknown_vr + _nest(too_deep, True) + after,
+        "too deep, truncated": before + _nest(too_deep, True)[:-6],
+        "nest after an SV element": before + signed_very_long + _nest(too_deep, True) + after,
+        "nest after a stray item": before + stray_item + _nest(too_deep, True) + after,
+        "too deep past encapsulated pixel data": before + encapsulated + _nest(too_deep, True),
+        "too deep, file meta unreadable": bad_meta + _nest(too_deep, True) + after,
+        "nest, transfer syntax read otherwise": read_otherwise + _nest(too_deep, True) + after,
+    }
+
+
+def _damaged(data: bytes) -> list[bytes]:
+    """``data`` cut short, and with a byte flipped, at several places."""
+    places = [200, 340, 700, 1100, 1500, len(data) // 3, len(data) - 12]
+    cut = [data[:place] for place in places if place < len(data)]
+    flipped = [
+        data[:place] + bytes([data[place] ^ 0xFF]) + data[place + 1 :]
+        for place in places
+        if place < len(data)
+    ]
+    return [data, *cut, *flipped]
+
+
+# Not the deflated file: the check walks it alone, and a damaged deflated stream escapes
+# read_header as zlib.error (with the walk alone as well).
+IN_STEP = {
+    f"{name} #{index}": variant
+    for name, data in {**_nested_instances(), **STORABLE}.items()
+    if DEFLATED.encode() not in data[:1024]
+    for index, variant in enumerate(_damaged(data))
+}
+
+
+def _limit_of_the_walk_alone(data: bytes) -> str | None:
+    try:
+        check_structure(io.BytesIO(data))
+    except LimitExceeded as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(IN_STEP))
+def test_the_check_in_step_with_the_header_read_refuses_what_the_walk_alone_refuses(
+    name: str,
+) -> None:
+    data = IN_STEP[name]
+    refusal = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            read_header(io.BytesIO(data)).dicom_json()
+        except UnreadableInstance as exc:
+            refusal = str(exc)
+    limit = _limit_of_the_walk_alone(data)
+    if limit is not None:
+        assert refusal == limit
+    else:
+        assert refusal is None or "the most dicomql accepts" not in refusal
+
+
+def test_the_nested_instances_are_refused_where_too_deep() -> None:
+    refused = {
+        name for name in _nested_instances() if _limit_of_the_walk_alone(IN_STEP[f"{name} #0"])
+    }
+    assert refused == {name for name in _nested_instances() if "too deep" in name}

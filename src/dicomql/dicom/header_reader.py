@@ -26,6 +26,13 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from pydicom.values import convert_string
 
+from dicomql.dicom.structure import (
+    LONG_VRS,
+    check_structure,
+    data_set_start,
+    walk_explicit_little,
+)
+
 try:  # pydicom's reading steps; a pydicom without them falls back to dcmread
     from pydicom.filereader import (
         _at_pixel_data,
@@ -48,6 +55,11 @@ _HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
 _KNOWN_VRS = {vr.value.encode(default_encoding): vr.value for vr in VR}
 _LONG_VRS = frozenset(vr.value.encode(default_encoding) for vr in EXPLICIT_VR_LENGTH_32)
+# What the structure check skips over just as _elements reads it: an element of one of these
+# VRs (no sequence, the same length field: the check reads SV's and UV's as 2 bytes).
+_SKIPPED_ALIKE = frozenset(
+    vr for vr in _KNOWN_VRS if vr != b"SQ" and (vr in _LONG_VRS) == (vr in LONG_VRS)
+)
 _STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _ITEM_DELIMITER = 0xFFFEE00D
 _CHARSET = 0x00080005
@@ -85,8 +97,14 @@ def read_explicit_little(file: io.BytesIO) -> FileDataset | None:
     if _is_implicit_vr(file, False, True, _at_pixel_data, False):
         file.seek(start)  # a file that says explicit VR but is not: pydicom's heuristics
         return None
+    # The structure check walks in step with the read below when it would start its walk
+    # where pydicom starts reading; otherwise alone, first, as check_structure.
+    in_step = data_set_start(data, start) == dataset_start
+    if not in_step:
+        file.seek(start)
+        check_structure(file)
     file.seek(dataset_start)
-    elements = _elements(file, data, dataset_start)
+    elements = _elements(file, data, dataset_start, in_step)
     dataset = Dataset(elements, parent_encoding=default_encoding)
     encoding: str | MutableSequence[str] = default_encoding
     if _CHARSET in elements:
@@ -108,9 +126,19 @@ def _default_settings() -> bool:
     )
 
 
-def _elements(file: io.BytesIO, data: bytes, position: int) -> dict[BaseTag, Any]:
+def _elements(file: io.BytesIO, data: bytes, position: int, check: bool) -> dict[BaseTag, Any]:
     """The elements from ``position`` to the pixel data (or the end); ``file`` is left at the
-    first element not read."""
+    first element not read.
+
+    With ``check``, check_structure's walk (dicom/structure.py) runs in step: it would only
+    skip over a plain element that is no sequence, so it walks every other element, before
+    pydicom's recursive read of it, and the rest of the data set once the read stops (past
+    the pixel data). Where the two part ways on an element's end (a damaged file), it walks
+    the rest alone from its own end.
+
+    Raises:
+        LimitExceeded: the check found sequences nested too deep.
+    """
     elements: dict[BaseTag, Any] = {}
     encoding: str | MutableSequence[str] = default_encoding
     end = len(data)
@@ -135,37 +163,63 @@ def _elements(file: io.BytesIO, data: bytes, position: int) -> dict[BaseTag, Any
             else:
                 length = unpack_long(data, value_at)[0]
                 value_at += 4
-        if vr is None or tag == _ITEM_DELIMITER or length == 0xFFFFFFFF or value_at + length > end:
-            # Not a plain element: pydicom's generator reads exactly this one (or stops, and
-            # leaves the file where it stopped, as it would).
-            file.seek(position)
-            generator = data_element_generator(file, False, True, _at_pixel_data, None, encoding)
-            try:
-                element = next(generator, None)
-            except EOFError:
-                if config.settings.reading_validation_mode == config.RAISE:
-                    raise
-                return elements  # read_dataset keeps what it read before
-            except NotImplementedError:
-                return elements
-            if element is None:
-                return elements
-            elements[element.tag] = element
-            position = file.tell()
-            generator.close()  # type: ignore[attr-defined]
-            continue
-        if tag in _STOP_TAGS:
-            break
-        value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
-        if tag == _CHARSET:
-            text = convert_string(value or b"", True)  # type: ignore[arg-type]
-            encoding = convert_encodings(text)
-        key = BaseTag(tag)
-        # RawDataElement(key, vr, length, value, value_at, False, True), built as the tuple it
-        # is: its generated __new__ was a twentieth of STOW's CPU.
-        elements[key] = new_tuple(
-            RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
+        plain = not (
+            vr is None or tag == _ITEM_DELIMITER or length == 0xFFFFFFFF or value_at + length > end
         )
-        position = value_at + length
+        checked_to = None
+        if check and not (plain and vr_bytes in _SKIPPED_ALIKE and group != 0xFFFE):
+            checked_to = walk_explicit_little(data, position, 1)
+            check = checked_to is not None  # else the check's walk ended in this element
+        if not plain:
+            # pydicom's generator reads exactly this one (or stops, and leaves the file where
+            # it stopped, as it would).
+            element, next_position = _pydicom_element(file, position, encoding)
+            if element is None:
+                if checked_to is not None:
+                    walk_explicit_little(data, checked_to)
+                return elements  # read_dataset keeps what it read before
+            elements[element.tag] = element
+        elif tag in _STOP_TAGS:
+            break
+        else:
+            value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
+            if tag == _CHARSET:
+                text = convert_string(value or b"", True)  # type: ignore[arg-type]
+                encoding = convert_encodings(text)
+            key = BaseTag(tag)
+            # RawDataElement(key, vr, length, value, value_at, False, True), built as the tuple
+            # it is: its generated __new__ was a twentieth of STOW's CPU.
+            elements[key] = new_tuple(
+                RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
+            )
+            next_position = value_at + length
+        if checked_to is not None and checked_to != next_position:
+            walk_explicit_little(data, checked_to)
+            check = False
+        position = next_position
+    if check:
+        walk_explicit_little(data, position)
     file.seek(position)
     return elements
+
+
+def _pydicom_element(
+    file: io.BytesIO, position: int, encoding: str | MutableSequence[str]
+) -> tuple[Any, int]:
+    """The element at ``position`` as pydicom's generator reads it and the position after it;
+    None where read_dataset would stop reading (``file`` left where the generator left it)."""
+    file.seek(position)
+    generator = data_element_generator(file, False, True, _at_pixel_data, None, encoding)
+    try:
+        element = next(generator, None)
+    except EOFError:
+        if config.settings.reading_validation_mode == config.RAISE:
+            raise
+        return None, position
+    except NotImplementedError:
+        return None, position
+    if element is None:
+        return None, position
+    next_position = file.tell()
+    generator.close()  # type: ignore[attr-defined]
+    return element, next_position

@@ -136,7 +136,6 @@ def read_header(source: Path | BinaryIO) -> ParsedInstance:
         # them as they are (Google's does too), so the warnings are noise here.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            check_structure(file)
             return _read_header(file)
     except UnreadableInstance:
         raise
@@ -155,11 +154,7 @@ def read_header(source: Path | BinaryIO) -> ParsedInstance:
 
 def _read_header(file: BinaryIO) -> ParsedInstance:
     try:
-        # The same header, read faster when it is in memory and explicit VR little endian
-        # (dicom/header_reader.py); dcmread otherwise.
-        ds = read_explicit_little(file) if isinstance(file, io.BytesIO) else None
-        if ds is None:
-            ds = dcmread(file, stop_before_pixels=True)
+        ds = _read_checked(file)
         # Force the lazily parsed elements now, while errors still mean "unreadable".
         uids = [_uid(ds, keyword) for keyword in _UID_KEYWORDS]
     except InvalidDicomError as exc:
@@ -192,6 +187,32 @@ def _read_header(file: BinaryIO) -> ParsedInstance:
         pixel_data_vr=pixel_vr,
         pixel_data_length=pixel_length,
     )
+
+
+def _read_checked(file: BinaryIO) -> Dataset:
+    """The header up to the pixel data, its structure checked first (dicom/structure.py), or
+    in step with a faster read of the same header when it is in memory and explicit VR little
+    endian (dicom/header_reader.py).
+
+    Raises:
+        LimitExceeded: the check refused the file; before any error of pydicom's, as when the
+            check ran first.
+    """
+    if isinstance(file, io.BytesIO):
+        start = file.tell()
+        try:
+            ds = read_explicit_little(file)
+        except LimitExceeded:
+            raise
+        except Exception:
+            # Maybe before the check walked the rest: the whole walk decides first.
+            file.seek(start)
+            check_structure(file)
+            raise
+        if ds is not None:
+            return ds
+    check_structure(file)
+    return dcmread(file, stop_before_pixels=True)
 
 
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")

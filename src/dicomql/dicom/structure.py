@@ -19,7 +19,7 @@ _IMPLICIT = "1.2.840.10008.1.2"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _UNDEFINED = 0xFFFFFFFF
 # PS3.5 7.1.2: explicit VRs whose length is 4 bytes after 2 reserved ones.
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 _PIXEL_DATA = 0x7FE00010
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _CHUNK = 1024 * 1024
@@ -32,9 +32,9 @@ class LimitExceeded(ValueError):
 class _MemoryReader:
     """Bytes of a data set held in memory (not deflated): slices of it, no buffering."""
 
-    def __init__(self, file: io.BytesIO) -> None:
-        self.data = file.getvalue()  # the bytes it was made of, not a copy
-        self.position = file.tell()
+    def __init__(self, data: bytes, position: int) -> None:
+        self.data = data
+        self.position = position
 
     def read(self, size: int) -> bytes:
         start = self.position
@@ -112,13 +112,49 @@ def check_structure(file: BinaryIO) -> None:
             if isinstance(file, io.BytesIO) and not deflated:
                 # In memory (STOW-RS, C-STORE): slices of it, without _Reader's buffering (the
                 # walk was a third of the parse's CPU, docs/performance.md).
-                _walk(_MemoryReader(file), transfer_syntax)
+                # getvalue(): the bytes the file was made of, not a copy.
+                _walk(_MemoryReader(file.getvalue(), file.tell()), transfer_syntax)
             else:
                 _walk(_Reader(file, deflated), transfer_syntax)
     except (zlib.error, struct.error):
         pass  # damaged: pydicom's own reading reports it
     finally:
         file.seek(start)
+
+
+def walk_explicit_little(data: bytes, position: int, elements: int | None = None) -> int | None:
+    """Walk the explicit VR little endian data set in ``data`` from ``position``, where a
+    top-level element starts, as :func:`check_structure` walks it: ``elements`` top-level
+    elements (with all they nest), or all of them. Lets a reader of the same bytes run the
+    check in step with its own walk (dicom/header_reader.py).
+
+    Returns:
+        The position after those elements; None when the walk ended before (the end of the
+        data, or damage that pydicom's reading reports).
+
+    Raises:
+        LimitExceeded: sequences nested deeper than ``MAX_SEQUENCE_DEPTH``.
+    """
+    reader = _MemoryReader(data, position)
+    try:
+        walked_all = _walk(reader, ExplicitVRLittleEndian, elements)
+    except struct.error:
+        return None  # damaged: check_structure's walk ends here too
+    return reader.position if walked_all else None
+
+
+def data_set_start(data: bytes, start: int) -> int | None:
+    """Where :func:`check_structure` starts walking the PS3.10 file at ``start`` in ``data``
+    as explicit VR little endian (not deflated); None when it walks it otherwise, or not."""
+    file = io.BytesIO(data)
+    file.seek(start)
+    try:
+        transfer_syntax = skip_file_meta(file)
+    except struct.error:
+        return None  # check_structure walks nothing of such a file
+    if transfer_syntax is None or transfer_syntax in (DEFLATED, _IMPLICIT, _BIG_ENDIAN):
+        return None
+    return file.tell()
 
 
 def skip_file_meta(file: BinaryIO) -> str | None:
@@ -145,7 +181,7 @@ def _file_meta_elements(file: BinaryIO) -> Iterator[tuple[int, bytes, bytes]]:
         if group != 0x0002:
             file.seek(position)
             return
-        if header[4:6] in _LONG_VRS:
+        if header[4:6] in LONG_VRS:
             (length,) = struct.unpack("<I", file.read(4))
         else:
             (length,) = struct.unpack("<H", header[6:8])
@@ -169,7 +205,7 @@ def inflated(file: BinaryIO) -> Iterator[bytes]:
             continue  # group length: recomputed below
         if element == 0x0010:
             value = ExplicitVRLittleEndian.encode("ascii") + b"\x00"  # UI padded to even length
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             meta += struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
         else:
             meta += struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
@@ -179,7 +215,11 @@ def inflated(file: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _walk(reader: _Reader | _MemoryReader, transfer_syntax: str) -> None:
+def _walk(
+    reader: _Reader | _MemoryReader, transfer_syntax: str, elements: int | None = None
+) -> bool:
+    """Walk the data set from the reader's position: ``elements`` top-level elements, or all.
+    True when it walked them all, False when the data ended first."""
     order = ">" if transfer_syntax == _BIG_ENDIAN else "<"
     # Built once a walk, not once an element (the format strings and struct's cache lookups
     # were a fifth of the walk).
@@ -190,13 +230,18 @@ def _walk(reader: _Reader | _MemoryReader, transfer_syntax: str) -> None:
     # Open containers: (is a sequence, end position or None when undefined, explicit VR inside).
     open_: list[tuple[bool, int | None, bool]] = []
     depth = 0
+    left = -1 if elements is None else elements  # top-level elements still to walk
     while True:
         while open_ and open_[-1][1] is not None and reader.position >= (open_[-1][1] or 0):
             if open_.pop()[0]:
                 depth -= 1
+        if not open_:
+            if left == 0:
+                return True
+            left -= 1
         header = reader.read(8)
         if len(header) < 8:
-            return
+            return False
         group, element = tag_of(header)
         tag = group << 16 | element
         explicit = open_[-1][2] if open_ else base_explicit
@@ -221,7 +266,7 @@ def _walk(reader: _Reader | _MemoryReader, transfer_syntax: str) -> None:
             continue
         if explicit:
             vr = header[4:6]
-            if vr in _LONG_VRS:
+            if vr in LONG_VRS:
                 (length,) = long_of(reader.read(4))
             else:
                 (length,) = short_of(header, 6)
