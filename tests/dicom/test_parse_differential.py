@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.multival import MultiValue
 
 from bench import datagen
@@ -65,6 +65,7 @@ def _reference(data: bytes) -> tuple[dict[Level, dict[str, Any]], dict[str, Any]
             columns[attribute.level][f"{attribute.column}_key"] = (
                 value.casefold() if value else None
             )
+    _convert_sequences(ds)
     pixel_vr = ds["PixelData"].VR if "PixelData" in ds else None
     for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010):
         if tag in ds:
@@ -74,6 +75,19 @@ def _reference(data: bytes) -> tuple[dict[Level, dict[str, Any]], dict[str, Any]
     if pixel_vr is not None:
         model["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": relative_bulkdata_uri("7FE00010")}
     return columns, model
+
+
+def _convert_sequences(ds: Dataset) -> None:
+    """Every element of ``ds`` converted by pydicom, sequences at every depth (the JSON walk
+    decodes raw elements, and reads a sequence of defined length, itself)."""
+    for tag in list(ds.keys()):
+        try:
+            element = ds[tag]
+        except (ValueError, TypeError, KeyError):
+            continue  # a value pydicom cannot convert: the JSON walk decides
+        if element.VR == "SQ":
+            for item in element.value:
+                _convert_sequences(item)
 
 
 def _benchmark_instances() -> dict[str, bytes]:
@@ -100,7 +114,82 @@ def _storable() -> dict[str, bytes]:
     return {**storable, **_benchmark_instances()}
 
 
+def _element(group: int, number: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian element (PS3.5 7.1.2)."""
+    if vr in (b"OB", b"OW", b"SQ", b"SV", b"UN", b"UT"):
+        return struct.pack("<HH2s2xI", group, number, vr, len(value)) + value
+    return struct.pack("<HH2sH", group, number, vr, len(value)) + value
+
+
+def _item(body: bytes) -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+
+
+def _sequence_instances() -> dict[str, bytes]:
+    """The benchmark's small CT instance with its one sequence, Other Patient IDs Sequence
+    (defined lengths), written anew: items the JSON walk reads itself, and others it leaves
+    to pydicom (the character set and pixel representation items inherit, delimiters)."""
+    data = datagen.small_template("CT").header + datagen.small_pixels()
+    at = data.index(b"\x10\x00\x02\x10SQ\x00\x00")
+    (length,) = struct.unpack_from("<I", data, at + 8)
+    before, after = data[:at], data[at + 12 + length :]
+    plain = _item(_element(0x0010, 0x0020, b"LO", b"ID1 ") + _element(0x0010, 0x0022, b"CS", b"X "))
+    japanese = b"\x1b$B\x3b\x33\x45\x44\x1b(B "  # 山田 in ISO 2022 IR 87, padded
+    items = {
+        "plain items": plain + plain,
+        "an empty item": _item(b"") + plain,
+        "an ambiguous VR as UN": _item(_element(0x0028, 0x0106, b"UN", b"\xff\xff")),
+        "its own character set": _item(
+            _element(0x0008, 0x0005, b"CS", b"ISO_IR 192")
+            + _element(0x0010, 0x0020, b"LO", "Ünï ".encode())
+        ),
+        "a nested sequence": _item(
+            _element(0x0008, 0x1110, b"SQ", _item(_element(0x0008, 0x1150, b"UI", b"1.2\x00")))
+        ),
+        "an ambiguous VR as UN, nested": _item(
+            _element(0x0008, 0x1110, b"SQ", _item(_element(0x0028, 0x0106, b"UN", b"\xff\xff")))
+        ),
+        "icon pixel data": _item(
+            _element(0x0028, 0x0010, b"US", b"\x02\x00")
+            + _element(0x0028, 0x0011, b"US", b"\x02\x00")
+            + _element(0x7FE0, 0x0010, b"OW", bytes(8))
+        ),
+        "a 64-bit value": _item(_element(0x0009, 0x1011, b"SV", struct.pack("<q", -2))),
+        "a sequence delimiter between items": plain
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        + plain,
+        "an item of undefined length": struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+        + _element(0x0010, 0x0020, b"LO", b"ID1 ")
+        + struct.pack("<HHI", 0xFFFE, 0xE00D, 0),
+        "no items": b"",
+    }
+    instances = {
+        name: before + _element(0x0010, 0x1002, b"SQ", value) + after
+        for name, value in items.items()
+    }
+    # A parent whose character set the walk leaves to pydicom (ISO 2022): items inherit it.
+    charset = _element(0x0008, 0x0005, b"CS", b"ISO_IR 100")
+    iso_2022 = _element(0x0008, 0x0005, b"CS", b"\\ISO 2022 IR 87 ")
+    text = _item(_element(0x0010, 0x0020, b"LO", japanese))
+    instances["ISO 2022 inherited"] = (
+        before.replace(charset, iso_2022) + _element(0x0010, 0x1002, b"SQ", text) + after
+    )
+    return instances
+
+
 STORABLE = _storable()
+SEQUENCES = _sequence_instances()
+
+
+@pytest.mark.parametrize("name", sorted(SEQUENCES))
+def test_sequences_read_by_the_json_walk_are_pydicoms(name: str) -> None:
+    data = SEQUENCES[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = read_header(io.BytesIO(data)).dicom_json()
+        reference_model = _reference(data)[1]
+    assert model["00101002"] == reference_model["00101002"]
+    assert model == reference_model
 
 
 def test_the_corpus_covers_pydicoms_test_files_and_the_benchmark_data() -> None:

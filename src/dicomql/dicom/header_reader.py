@@ -6,7 +6,9 @@ every plain element (a known VR, a defined length, its value wholly present) bec
 ``RawDataElement`` pydicom's ``data_element_generator`` would yield; anything else (a sequence
 or item of undefined length, an unknown VR, a truncated element) is handed, one element at a
 time, to pydicom's own generator, and the dataset is put together as ``read_partial`` does. Other
-transfer syntaxes (implicit VR, big endian, deflated, private) are left to ``dcmread``.
+transfer syntaxes (implicit VR, big endian, deflated, private) are left to ``dcmread``. The
+items of a sequence of defined length holding plain elements only are read the same way for the
+DICOM JSON walk (``read_items``), instead of pydicom's ``read_sequence``.
 ``tests/dicom/test_parse_differential.py`` holds the two to the same DICOM JSON and index values.
 """
 
@@ -62,6 +64,8 @@ _SKIPPED_ALIKE = frozenset(
 )
 _STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _ITEM_DELIMITER = 0xFFFEE00D
+_ITEM = 0xFFFEE000
+_ITEM_HEADER = struct.Struct("<HHL")
 _CHARSET = 0x00080005
 # The transfer syntaxes read_partial reads in a way of its own; every other one is explicit VR
 # little endian there, as here.
@@ -223,3 +227,63 @@ def _pydicom_element(
     next_position = file.tell()
     generator.close()  # type: ignore[attr-defined]
     return element, next_position
+
+
+def read_items(value: bytes, encoding: str | MutableSequence[str]) -> list[Dataset] | None:
+    """The items of an explicit VR little endian sequence's value of defined length, read as
+    pydicom's ``read_sequence`` reads them, when each is an item of defined length whose
+    elements are all plain (see _plain_elements); None otherwise, for pydicom to read.
+    ``encoding``: the parent data set's original one, which items inherit (when empty,
+    pydicom would look for the parent's Specific Character Set: None)."""
+    if not encoding:
+        return None
+    items = []
+    position, end = 0, len(value)
+    while position < end:
+        if end - position < 8:
+            return None
+        group, number, length = _ITEM_HEADER.unpack_from(value, position)
+        item_end = position + 8 + length
+        if (group << 16 | number) != _ITEM or item_end > end:  # also an undefined length
+            return None
+        elements = _plain_elements(value, position + 8, item_end)
+        if elements is None:
+            return None
+        # As read_dataset makes an item.
+        item = Dataset(elements, parent_encoding=encoding)
+        item.set_original_encoding(False, True, encoding)
+        items.append(item)
+        position = item_end
+    return items
+
+
+def _plain_elements(data: bytes, position: int, end: int) -> dict[BaseTag, Any] | None:
+    """The elements from ``position`` to exactly ``end`` when all are plain and need nothing
+    of their parent's to convert (pydicom passes an item its parent's pixel representation,
+    for ambiguous VRs, and character set): a known VR but SQ and UN, no item tag, a length
+    within ``end``, no Specific Character Set of their own; None otherwise. Their value_tell
+    is relative to ``data``."""
+    elements: dict[BaseTag, Any] = {}
+    while position < end:
+        if end - position < 8:
+            return None
+        group, number, vr_bytes, length = _HEADER.unpack_from(data, position)
+        vr = _KNOWN_VRS.get(vr_bytes)
+        value_at = position + 8
+        if vr_bytes in _LONG_VRS:
+            if end - value_at < 4:
+                return None
+            length = _LONG_LENGTH.unpack_from(data, value_at)[0]
+            value_at += 4
+        if vr is None or vr in ("SQ", "UN") or group == 0xFFFE or value_at + length > end:
+            return None
+        tag = group << 16 | number
+        if tag == _CHARSET:
+            return None
+        value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
+        key = BaseTag(tag)
+        elements[key] = tuple.__new__(
+            RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
+        )
+        position = value_at + length
+    return elements

@@ -11,8 +11,10 @@ WADO-RS metadata rewrites them to absolute URLs of the request's base with
 
 The walker reads pydicom's raw elements directly instead of calling ``Dataset.to_json_dict``
 (about 53 datasets/s on CT_small, see NOTES.md): values of common VRs are decoded straight from
-their bytes, and only ambiguous VRs, private tags, sequences and ISO 2022 character sets go through
-pydicom's own element conversion (about 1,000 CT_small headers/s on one core).
+their bytes, the items of a sequence of defined length read as the header was
+(:func:`dicomql.dicom.header_reader.read_items`), and only ambiguous VRs, private tags, other
+sequences and ISO 2022 character sets go through pydicom's own element conversion (about 1,000
+CT_small headers/s on one core).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from pydicom import Dataset
@@ -31,6 +33,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
+from dicomql.dicom.header_reader import read_items
 from dicomql.dicom.tags import json_key
 
 BULKDATA_PATH = "bulkdata"
@@ -186,6 +189,15 @@ def _walk(
             if vr in _TEXT_VRS and type(raw) is bytes and raw and codec is not None:
                 out[key] = _text_attribute(vr, raw.decode(codec, "replace"))
                 continue
+            if vr == "SQ" and type(raw) is bytes and not element.is_implicit_VR:
+                # A sequence of defined length, its items read as the header was (pydicom's
+                # read of it was a sixth of the walk's time).
+                items = read_items(raw, ds.original_character_set)
+                if items is not None:
+                    out[key] = _sequence_attribute(
+                        items, key, prefix, encoding, bulkdata_uri, bulk_threshold
+                    )
+                    continue
             attribute = _raw_attribute(element, key, prefix, encoding, bulkdata_uri, bulk_threshold)
         if attribute is None:
             attribute = _element_attribute(
@@ -360,12 +372,7 @@ def _element_attribute(
     vr = element.VR
     value = element.value
     if vr == "SQ":
-        items = []
-        for index, item in enumerate(value or ()):
-            item_prefix = f"{prefix}{key}/{index}/"
-            item_encoding = _encoding_of(item, encoding)
-            items.append(_walk(item, item_prefix, item_encoding, bulkdata_uri, bulk_threshold))
-        return {"vr": vr, "Value": items} if items else {"vr": vr}
+        return _sequence_attribute(value or (), key, prefix, encoding, bulkdata_uri, bulk_threshold)
     if value is None or value == "" or value == b"":
         return {"vr": vr}
     if vr in _BINARY_VRS or isinstance(value, bytes | bytearray):
@@ -387,6 +394,22 @@ def _element_attribute(
         return {"vr": vr, "Value": [str(value).rstrip(" \x00")]}
     texts = [str(item).strip(" \x00") if item != "" else None for item in values]
     return {"vr": vr, "Value": texts}
+
+
+def _sequence_attribute(
+    items: Iterable[Dataset],
+    key: str,
+    prefix: str,
+    encoding: str | None,
+    bulkdata_uri: Callable[[str], str] | None,
+    bulk_threshold: int,
+) -> dict[str, Any]:
+    values = []
+    for index, item in enumerate(items):
+        item_prefix = f"{prefix}{key}/{index}/"
+        item_encoding = _encoding_of(item, encoding)
+        values.append(_walk(item, item_prefix, item_encoding, bulkdata_uri, bulk_threshold))
+    return {"vr": "SQ", "Value": values} if values else {"vr": "SQ"}
 
 
 def _person_name_value(name: Any) -> dict[str, str] | None:
