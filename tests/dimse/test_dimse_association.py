@@ -18,6 +18,7 @@ from pydicom.data import get_testdata_file
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
+from pynetdicom.service_class import VerificationServiceClass
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     MRImageStorage,
@@ -215,3 +216,50 @@ def test_c_store_and_c_echo_are_served_by_the_thread_that_read_them_c_find_by_th
         ("find", "reactor"),
         ("store", "upper layer"),
     ]
+
+
+def test_a_request_sent_right_after_the_a_associate_ac_is_answered() -> None:
+    """The requestor may send its first request as soon as it has the A-ASSOCIATE-AC, before
+    the acceptor has marked the association established (pynetdicom does so after its
+    EVT_ACCEPTED handlers, made slow here): the request waits for that, and is answered."""
+    handlers = [(evt.EVT_ACCEPTED, lambda event: time.sleep(0.3))]
+    with listener([Verification], handlers) as (_, port):
+        requestor = AE(ae_title="ECHOSCU")
+        requestor.add_requested_context(Verification)
+        requestor.dimse_timeout = 5
+        assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
+        assert assoc.is_established
+        try:
+            assert assoc.send_c_echo().Status == 0x0000
+        finally:
+            assoc.release()
+
+
+def test_a_service_failing_unexpectedly_aborts_the_association_and_its_threads_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pynetdicom aborts an association whose service raised; served on the upper layer's
+    thread, that abort must not wait for the very thread it runs on: the requestor sees the
+    abort, and both of the association's threads end."""
+
+    def broken(self: object, request: object, context: object) -> None:
+        raise RuntimeError("a service bug")
+
+    monkeypatch.setattr(VerificationServiceClass, "SCP", broken)
+    accepted: list[Any] = []
+    handlers = [(evt.EVT_ACCEPTED, lambda event: accepted.append(event.assoc))]
+    with listener([Verification], handlers) as (_, port):
+        requestor = AE(ae_title="ECHOSCU")
+        requestor.add_requested_context(Verification)
+        requestor.dimse_timeout = 5
+        assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
+        assert assoc.is_established
+        assoc.send_c_echo()
+        deadline = time.monotonic() + 10
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert assoc.is_aborted
+        served = accepted[0]
+        served.join(10)
+        served.dul.join(10)
+        assert not served.is_alive() and not served.dul.is_alive()

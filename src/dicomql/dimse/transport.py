@@ -503,41 +503,42 @@ class _BlockingAssociation(Association):
 
     def kill(self) -> None:
         self._work.set()
+        if threading.current_thread() is self.dul:
+            # On the upper layer's thread (pynetdicom aborts when a service served there fails
+            # unexpectedly), which cannot wait for itself to stop: marked, as pynetdicom's
+            # kill() marks it, and the reactor, woken, ends the association.
+            self._reactor_checkpoint.set()
+            self._kill = True
+            self.is_established = False
+            self._is_paused = True
+            return
         super().kill()
         self._work.set()
 
     def serve_here(self, message: Any, context_id: int) -> bool:
         """Serve a whole C-STORE or C-ECHO request on the calling thread, the upper layer's,
         which read it: no hand-off to the reactor and back for the response (two thread
-        wake-ups a request). False, leaving it to the reactor, unless no other request is
-        being served or waiting (requests are served one at a time, in order), no other thread
-        has paused the reactor to use the association (a storage commitment report), and its
-        context was accepted (else pynetdicom's answer is a blocking abort, which would wait
-        for this very thread to stop).
+        wake-ups a request). False, leaving it to the reactor, unless the association is
+        established (a request can arrive before the reactor, which sent the A-ASSOCIATE-AC,
+        has marked it so, and pynetdicom's services answer nothing on an association that is
+        not), its context was accepted (else pynetdicom aborts), no other request is being
+        served or waiting (requests are served one at a time, in order), and no other thread
+        has paused the reactor to use the association (a storage commitment report).
         """
-        if context_id not in self._accepted_cx or self._kill or self._sent_release:
+        if not self.is_established or self._kill or self._sent_release:
+            return False
+        if context_id not in self._accepted_cx:
             return False
         if not self.service_lock.acquire(blocking=False):
             return False
         try:
             if not self._reactor_checkpoint.is_set() or not self.dimse.msg_queue.empty():
                 return False
-            # pynetdicom aborts when a service fails unexpectedly: not blocking here.
-            blocking = self.__dict__.get("abort")
-            self.abort = self._abort_nonblocking  # type: ignore[method-assign]
-            try:
-                self._serve_request(message, context_id)
-            finally:
-                if blocking is None:
-                    del self.abort
-                else:
-                    self.abort = blocking  # type: ignore[method-assign]
+            self._serve_request(message, context_id)
             # Served, so not idle: a long C-STORE must not leave the network timer expired.
             self.dul._idle_timer.restart()
         finally:
             self.service_lock.release()
-        if self._sent_abort:
-            self._work.set()  # the reactor ends the association (this thread cannot wait for it)
         return True
 
     def _await_work(self) -> None:
@@ -564,10 +565,6 @@ class _BlockingAssociation(Association):
                 context_id, msg = self.dimse.get_msg(block=False)
                 if msg:
                     self._serve_request(msg, cast(int, context_id))
-
-            if self._sent_abort:  # (not in pynetdicom's loop) aborted in serve_here
-                self.kill()
-                return
 
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)
@@ -607,6 +604,10 @@ class _BlockingAssociation(Association):
 
                 self.kill()
                 return
+
+        # (Not in pynetdicom's loop.) Killed on the upper layer's thread, which could not wait
+        # for itself to stop (see kill): the upper layer is stopped from here.
+        self.kill()
 
 
 class _AssociationSocket(AssociationSocket):
