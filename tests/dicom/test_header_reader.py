@@ -24,6 +24,11 @@ def _corpus() -> dict[str, bytes]:
     }
     template = datagen.small_template("CT")
     files["bench small CT"] = template.header + datagen.small_pixels()
+    # Without (0002,0000) File Meta Information Group Length (12 bytes after the preamble and
+    # DICM): pydicom converts the group's first element still.
+    files["bench small CT, no group length"] = (
+        files["bench small CT"][:132] + files["bench small CT"][144:]
+    )
     ct = datagen.ct_template()
     files["bench CT 512x512"] = ct.header + datagen.ct_slices(1)[0]
     return files
@@ -82,7 +87,15 @@ def test_the_fast_read_is_pydicoms_read(name: str) -> None:
         assert fast_ds._dict.keys() == reference_ds._dict.keys()
         for tag, element in fast_ds._dict.items():
             assert element == reference_ds._dict[tag], f"{tag:08X}"
-        assert fast_ds.file_meta == reference_ds.file_meta
+        # The file meta as read too: which elements pydicom converted, which it left raw.
+        fast_meta, reference_meta = fast_ds.file_meta, reference_ds.file_meta
+        assert type(fast_meta) is type(reference_meta)
+        assert list(fast_meta._dict.items()) == list(reference_meta._dict.items())
+        assert [type(element) for element in fast_meta._dict.values()] == [
+            type(element) for element in reference_meta._dict.values()
+        ]
+        assert fast_meta.original_encoding == reference_meta.original_encoding
+        assert fast_meta.original_character_set == reference_meta.original_character_set
         assert fast_ds.preamble == reference_ds.preamble
         assert fast_ds.original_encoding == reference_ds.original_encoding
         assert fast_ds.original_character_set == reference_ds.original_character_set

@@ -23,7 +23,7 @@ import pydicom.uid
 from pydicom import config
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
-from pydicom.dataset import Dataset, FileDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from pydicom.values import convert_string
@@ -67,6 +67,7 @@ _ITEM_DELIMITER = 0xFFFEE00D
 _ITEM = 0xFFFEE000
 _ITEM_HEADER = struct.Struct("<HHL")
 _CHARSET = 0x00080005
+_GROUP_LENGTH = BaseTag(0x00020000)
 # The transfer syntaxes read_partial reads in a way of its own; every other one is explicit VR
 # little endian there, as here.
 _OTHER_SYNTAXES = frozenset(
@@ -87,11 +88,17 @@ def read_explicit_little(file: io.BytesIO) -> FileDataset | None:
     if not _AVAILABLE or not _default_settings():
         return None
     start = file.tell()
-    preamble = read_preamble(file, False)
-    file_meta = _read_file_meta_info(file)
-    command_set = _read_command_set_elements(file)
-    transfer_syntax = file_meta.get("TransferSyntaxUID")
     data = file.getvalue()
+    preamble = read_preamble(file, False)
+    meta = _file_meta(data, file.tell())
+    command_set = None
+    if meta is None:
+        file_meta = _read_file_meta_info(file)
+        command_set = _read_command_set_elements(file)
+    else:
+        file_meta, meta_end = meta
+        file.seek(meta_end)
+    transfer_syntax = file_meta.get("TransferSyntaxUID")
     # Nothing after the file meta: read_partial then reads (nothing) as implicit VR.
     nothing_more = file.tell() >= len(data)
     if transfer_syntax is None or transfer_syntax in _OTHER_SYNTAXES or nothing_more:
@@ -119,6 +126,55 @@ def read_explicit_little(file: io.BytesIO) -> FileDataset | None:
     ds = FileDataset(file, dataset, preamble, file_meta, False, True)
     ds.set_original_encoding(False, True, dataset._character_set)
     return ds
+
+
+def _file_meta(data: bytes, position: int) -> tuple[FileMetaDataset, int] | None:
+    """The file meta group at ``position`` and where it ends, as pydicom's
+    ``_read_file_meta_info`` reads it (then ``_read_command_set_elements`` reads nothing), when
+    all of it is plain and the element after it is no command set's (PS3.10 7.1: the group is
+    always explicit VR little endian); None otherwise, for pydicom to read."""
+    elements: dict[BaseTag, Any] = {}
+    end = len(data)
+    while True:
+        if end - position < 8:
+            return None  # nothing after the file meta: pydicom's read decides
+        group, number, vr_bytes, length = _HEADER.unpack_from(data, position)
+        vr = _KNOWN_VRS.get(vr_bytes)
+        long_length = vr_bytes in _LONG_VRS
+        if group != 0x0002:
+            # Where pydicom's reads stop, rewound to this element; unless a command set
+            # follows, the read of this element's header fails, or it is an item delimiter.
+            if not elements or group == 0x0000 or group == 0xFFFE:
+                return None
+            if long_length and end - position < 12:
+                return None
+            break
+        value_at = position + 8
+        if long_length:
+            if end - value_at < 4:
+                return None
+            length = _LONG_LENGTH.unpack_from(data, value_at)[0]
+            value_at += 4
+        if vr is None or vr in ("SQ", "UN") or value_at + length > end:
+            return None  # (an undefined length is past the end too)
+        value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
+        key = BaseTag(group << 16 | number)
+        elements[key] = tuple.__new__(
+            RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
+        )
+        position = value_at + length
+    file_meta = FileMetaDataset(elements)
+    file_meta.set_original_encoding(False, True, default_encoding)
+    # What _read_file_meta_info converts: the first element, to see that the group is explicit
+    # VR after all (a NotImplementedError: it reads it again as implicit VR), and the group
+    # length, to compare it with the group's.
+    try:
+        file_meta[min(elements)]
+    except NotImplementedError:
+        return None
+    if _GROUP_LENGTH in elements:
+        file_meta[_GROUP_LENGTH]
+    return file_meta, position
 
 
 def _default_settings() -> bool:
