@@ -3,8 +3,10 @@ duplicates and conflicts, deletion, and recovery of journaled blobs after a cras
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -17,8 +19,9 @@ from dicomql.dicom.jsonmodel import split_by_level
 from dicomql.dicom.parse import read_header
 from dicomql.service.config import ServiceConfig
 from dicomql.store import instances as instances_module
-from dicomql.store.blobs import LocalBlobStore
+from dicomql.store.blobs import LocalBlobStore, LocalBlobWriter
 from dicomql.store.index import Index
+from dicomql.store.ingest import store_instances
 from dicomql.store.instances import (
     Outcome,
     delete_instances,
@@ -29,7 +32,14 @@ from dicomql.store.instances import (
 )
 from dicomql.store.records import InstanceRecord
 from dicomql.store.resources import release_blobs
-from dicomql.store.schema import blob_journal, dicom_stores, person_name_tokens, series, studies
+from dicomql.store.schema import (
+    blob_journal,
+    dicom_stores,
+    instances,
+    person_name_tokens,
+    series,
+    studies,
+)
 from tests.support.dicomweb import create_store, make_instance
 
 STUDY = "1.2.826.0.8.1"
@@ -185,3 +195,50 @@ def test_recovery_with_a_grace_period_leaves_young_entries_alone(store) -> None:
     assert recover_journal(index, blobs, older_than=timedelta(minutes=10)) == 0
     assert blobs.exists(in_flight)
     assert recover_journal(index, blobs) == 1
+
+
+def test_an_instance_is_indexed_only_once_its_blob_is_durable(
+    store: tuple[Index, LocalBlobStore, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index statements may run while the blob's fsyncs do, but the transaction commits
+    only after them: until the blob's commit is done, no reader sees the instance."""
+    index, blobs, store_pk = store
+    seen_during_commit: list[int] = []
+    real_commit = LocalBlobWriter.commit
+
+    def slow_commit(self: LocalBlobWriter) -> None:
+        time.sleep(0.3)  # the index's statements, in the other thread, are done by now
+        with index.connect() as conn:
+            seen_during_commit.append(
+                conn.execute(select(func.count()).select_from(instances)).scalar_one()
+            )
+        real_commit(self)
+
+    monkeypatch.setattr(LocalBlobWriter, "commit", slow_commit)
+    part = make_instance(STUDY, f"{STUDY}.1", f"{STUDY}.1.1")
+    [outcome] = store_instances(index, blobs, store_pk, [part])
+    assert outcome.outcome is Outcome.STORED
+    assert seen_during_commit == [0]
+    with index.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(instances)).scalar_one() == 1
+
+
+def test_a_blob_whose_commit_fails_leaves_no_instance_and_no_file(
+    store: tuple[Index, LocalBlobStore, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at the blob's fsync: the store request fails, nothing is indexed, and
+    neither the blob nor its partial file stays behind (nor its journal entry)."""
+    index, blobs, store_pk = store
+
+    def full_disk(self: LocalBlobWriter) -> None:
+        self._file.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalBlobWriter, "commit", full_disk)
+    part = make_instance(STUDY, f"{STUDY}.1", f"{STUDY}.1.1")
+    with pytest.raises(OSError, match="No space"):
+        store_instances(index, blobs, store_pk, [part])
+    with index.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(instances)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(blob_journal)).scalar_one() == 0
+    assert [path for path in blobs.root.rglob("*") if path.is_file()] == []
