@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from dicomql.cli import main
+from tests.support.deflated import damaged_deflated
 
 SCOPE = "projectsId = 'p' AND locationsId = 'us' AND datasetsId = 'ds'"
 AT_SCOPE = "@projectsId='p', @locationsId='us', @datasetsId='ds'"
@@ -21,6 +22,18 @@ AT_SCOPE = "@projectsId='p', @locationsId='us', @datasetsId='ds'"
 
 def run(data_dir: Path, *args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(main, [*args, "--data-dir", str(data_dir)], input=input)
+
+
+def store_folder(data_dir: Path, folder: Path) -> Result:
+    """EXEC store_instances of ``folder`` into store a, as JSON rows."""
+    return run(
+        data_dir,
+        "exec",
+        f"EXEC google.healthcare.dicom_stores.store_instances {AT_SCOPE}, @dicomStoresId='a',"
+        f" @path='{folder}'",
+        "-o",
+        "json",
+    )
 
 
 def write_instances(folder: Path, count: int) -> Path:
@@ -196,14 +209,7 @@ def test_a_folder_upload_names_each_failed_file_with_hex_code_and_reason(
 ) -> None:
     folder = write_instances(tmp_path / "mixed", 2)
     (folder / "notes.txt").write_text("not DICOM")
-    result = run(
-        data_dir,
-        "exec",
-        f"EXEC google.healthcare.dicom_stores.store_instances {AT_SCOPE}, @dicomStoresId='a',"
-        f" @path='{folder}'",
-        "-o",
-        "json",
-    )
+    result = store_folder(data_dir, folder)
     assert result.exit_code == 1
     rows = json.loads(result.stdout)
     assert sorted(row["status"] for row in rows) == ["failed", "stored", "stored"]
@@ -215,6 +221,20 @@ def test_a_folder_upload_names_each_failed_file_with_hex_code_and_reason(
     assert f"Error: 1 of 3 files failed:\n  {folder / 'notes.txt'}: 0xC000 Not a DICOM" in (
         result.stderr
     )
+
+
+def test_a_damaged_deflated_file_in_a_folder_upload_is_named_as_failed(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    folder = write_instances(tmp_path / "deflated", 1)
+    (folder / "cut.dcm").write_bytes(damaged_deflated("truncated"))
+    result = store_folder(data_dir, folder)
+    # Before, the report's own read of the file to name it raised zlib's error.
+    assert result.exit_code == 1, result.output
+    (failed,) = [row for row in json.loads(result.stdout) if row["status"] == "failed"]
+    assert failed["path"] == str(folder / "cut.dcm")
+    assert failed["FailureReason"] == "0xC000"
+    assert "while decompressing data" in failed["FailureDescription"]
 
 
 def test_a_page_cap_with_pages_left_is_a_warning(data_dir: Path) -> None:

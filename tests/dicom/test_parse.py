@@ -12,6 +12,7 @@ from pydicom.data import get_testdata_file
 
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.parse import UnreadableInstance, person_name_tokens, read_header
+from tests.support.deflated import DAMAGES, damaged_deflated
 
 
 def _path(name: str) -> Path:
@@ -67,6 +68,18 @@ def test_dicom_json_names_pixel_data_as_relative_bulkdata() -> None:
 def test_unreadable_bytes_raise_unreadable_instance(data: bytes, message: str | None) -> None:
     with pytest.raises(UnreadableInstance, match=message):
         read_header(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_deflated_data_set_is_unreadable_not_a_zlib_error(
+    damage: str, tmp_path: Path
+) -> None:
+    data = damaged_deflated(damage)
+    with pytest.raises(UnreadableInstance, match="while decompressing data"):
+        read_header(io.BytesIO(data))
+    (tmp_path / "damaged.dcm").write_bytes(data)  # a blob not held in memory is read so
+    with pytest.raises(UnreadableInstance, match="while decompressing data"):
+        read_header(tmp_path / "damaged.dcm")
 
 
 def test_missing_study_uid_is_unreadable() -> None:

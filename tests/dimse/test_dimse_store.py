@@ -11,12 +11,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pynetdicom
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from tests.support.deflated import damaged_deflated
 from tests.support.dimse import (
     AE_TITLE,
     DICOMWEB,
@@ -203,6 +206,31 @@ def test_a_conflicting_instance_and_an_unreadable_one_get_failure_statuses(
         f"{DICOMWEB}/instances", params={"SOPInstanceUID": first.SOPInstanceUID}
     ).json()
     assert [item["00100010"]["Value"][0]["Alphabetic"] for item in kept] == [str(first.PatientName)]
+
+
+def test_a_damaged_deflated_data_set_fails_with_0xc000_and_the_association_goes_on(
+    server: DimseServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.create_store()
+    path = get_testdata_file("image_dfl.dcm")
+    assert path is not None
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(damaged_deflated("truncated"))
+    # Files sent as their bytes are, unread by pydicom (which refuses the cut one).
+    monkeypatch.setattr(pynetdicom._config, "STORE_SEND_CHUNKED_DATASET", True)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(dcmread(path).SOPClassUID, DeflatedExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", server.dimse_port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    try:
+        refused = assoc.send_c_store(cut)
+        stored = assoc.send_c_store(Path(path))
+    finally:
+        assoc.release()
+    # Before, zlib's error escaped the parse: 0x0110, "Internal error storing the instance".
+    assert refused.Status == 0xC000
+    assert "while decompressing data" in refused.ErrorComment
+    assert stored.Status == 0x0000
 
 
 @pytest.mark.parametrize(

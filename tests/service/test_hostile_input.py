@@ -25,7 +25,8 @@ from dicomql.dicom.limits import (
 from dicomql.dicom.structure import DEFLATED, LimitExceeded, inflated
 from dicomql.service.config import ServiceConfig
 from tests.support import deflated
-from tests.support.dicomweb import DICOMWEB, DicomWebClient, failed, make_instance
+from tests.support.dicomweb import DICOMWEB, DicomWebClient, create_store, failed, make_instance
+from tests.support.reliability import stow
 
 LOCATION = "/v1/projects/p/locations/l"
 
@@ -153,6 +154,26 @@ def test_a_deflated_instance_inflating_beyond_the_cap_is_refused_at_stow(
     assert client.http.get(f"{DICOMWEB}/instances").json() == []
     small = deflate_bomb(1024 * 1024)  # the same shape within the cap is stored
     assert client.stow([small]).status_code == 200
+
+
+@pytest.mark.parametrize("damage", deflated.DAMAGES)
+def test_a_damaged_deflated_instance_is_refused_at_stow_and_the_server_goes_on(
+    service_config: ServiceConfig,
+    live_server,  # type: ignore[no-untyped-def]
+    damage: str,
+) -> None:
+    """Before, zlib's error escaped the parse: a 500 INTERNAL."""
+    create_store(service_config)
+    with httpx.Client(base_url=live_server.url, timeout=60) as http:
+        response = stow(http, [deflated.damaged_deflated(damage)])
+        assert response.status_code == 400, response.text  # PS3.18 Table 10.5.3-1
+        assert [reason for _, reason in failed(response)] == [0xC000]
+        assert "while decompressing data" in response.headers["warning"]
+        assert http.get(f"{DICOMWEB}/instances").json() == []  # nothing stored
+        assert not [p for p in (service_config.blob_root / "instances").rglob("*") if p.is_file()]
+        # The same connection goes on: the intact instance is stored.
+        assert stow(http, [deflated.intact_deflated()]).status_code == 200
+        assert len(http.get(f"{DICOMWEB}/instances").json()) == 1
 
 
 def test_fuzzy_matching_with_too_many_name_tokens_is_invalid_argument(

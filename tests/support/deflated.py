@@ -1,13 +1,15 @@
-"""Deflate bombs for the tests: a Deflated Explicit VR Little Endian instance whose small
-compressed data set inflates to as much as a test asks (issue 13 item 11)."""
+"""Deflated Explicit VR Little Endian instances for the tests: deflate bombs, whose small
+compressed data set inflates to as much as a test asks (issue 13 item 11), and damaged ones."""
 
 from __future__ import annotations
 
 import io
 import struct
 import zlib
+from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 
 from dicomql.dicom.structure import DEFLATED, skip_file_meta
 
@@ -39,3 +41,23 @@ def file_meta_end(data: bytes) -> int:
     file = io.BytesIO(data)
     skip_file_meta(file)
     return file.tell()
+
+
+# How a damaged deflated instance is damaged: cut part-way into its deflated data set, or its
+# first deflate block marked of the reserved type (RFC 1951 3.2.3).
+DAMAGES = ("truncated", "invalid block")
+
+
+def damaged_deflated(damage: str) -> bytes:
+    """pydicom's deflated test instance (image_dfl.dcm) damaged as ``damage`` (one of
+    ``DAMAGES``) says; its file meta intact."""
+    whole = intact_deflated()
+    start = file_meta_end(whole)
+    if damage == "truncated":
+        return whole[: (start + len(whole)) // 2]
+    return whole[:start] + b"\xff" + whole[start + 1 :]
+
+
+def intact_deflated() -> bytes:
+    """pydicom's deflated test instance, image_dfl.dcm."""
+    return Path(get_testdata_file("image_dfl.dcm")).read_bytes()

@@ -7,6 +7,7 @@ import functools
 import io
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -120,6 +121,9 @@ PARSE_ERRORS: tuple[type[Exception], ...] = (
     NotImplementedError,
     OverflowError,
     BytesLengthException,
+    # A damaged Deflated Explicit VR Little Endian data set (PS3.5 A.5): pydicom inflates it
+    # with zlib.decompress, whose error is no ValueError.
+    zlib.error,
 )
 
 

@@ -134,9 +134,13 @@ def _sop_instance_uid(file: Path) -> str | None:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
+    from dicomql.dicom.parse import PARSE_ERRORS
+
+    # What the server refuses as unreadable (a damaged deflated data set's zlib.error too).
+    unreadable: tuple[type[Exception], ...] = (InvalidDicomError, *PARSE_ERRORS)
     try:
         dataset = dcmread(file, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
+    except unreadable:
         return None
     uid = dataset.get("SOPInstanceUID")
     return str(uid) if uid else None
