@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Any
 
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
+from pydicom.filereader import read_sequence
+from pydicom.tag import BaseTag
 
 from bench import datagen
-from dicomql.dicom.header_reader import read_explicit_little
+from dicomql.dicom.header_reader import read_explicit_little, read_items
 from tests.support.dicomweb import TEST_FILES
 
 
@@ -64,6 +67,34 @@ def _variants(data: bytes) -> list[bytes]:
     return variants
 
 
+def _state(dataset: Dataset) -> dict[str, Any]:
+    """A dataset's attributes but its elements (compared apart) and the file it was read from."""
+    state = dict(vars(dataset))
+    for name in ("_dict", "file_meta"):
+        state.pop(name, None)
+    if "buffer" in state:
+        state["buffer"] = type(state["buffer"])
+    return state
+
+
+def test_the_items_read_are_pydicoms() -> None:
+    data = CORPUS["bench small CT"]
+    ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    sequence = ds._dict[BaseTag(0x00101002)]  # Other Patient IDs Sequence, defined length
+    value = sequence.value
+    items = read_items(value, ds.original_character_set)
+    reference = read_sequence(io.BytesIO(value), False, True, len(value), ds.original_character_set)
+    assert items is not None
+    assert len(items) == len(reference) >= 1
+    for item, reference_item in zip(items, reference, strict=True):
+        assert type(item) is type(reference_item)
+        assert list(item._dict.items()) == list(reference_item._dict.items())
+        # But where pydicom found the item: nothing reads it (the items are the JSON walk's).
+        reference_state = _state(reference_item)
+        del reference_state["seq_item_tell"], reference_state["file_tell"]
+        assert _state(item) == reference_state
+
+
 def test_the_corpus_covers_pydicoms_test_files_and_the_benchmark_data() -> None:
     assert len(CORPUS) >= 150
     assert "bench small CT" in CORPUS
@@ -94,8 +125,10 @@ def test_the_fast_read_is_pydicoms_read(name: str) -> None:
         assert [type(element) for element in fast_meta._dict.values()] == [
             type(element) for element in reference_meta._dict.values()
         ]
-        assert fast_meta.original_encoding == reference_meta.original_encoding
-        assert fast_meta.original_character_set == reference_meta.original_character_set
+        assert _state(fast_meta) == _state(reference_meta)
+        # The datasets built without their constructors: the same attributes.
+        assert type(fast_ds) is type(reference_ds)
+        assert _state(fast_ds) == _state(reference_ds)
         assert fast_ds.preamble == reference_ds.preamble
         assert fast_ds.original_encoding == reference_ds.original_encoding
         assert fast_ds.original_character_set == reference_ds.original_character_set

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import MutableSequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pydicom.uid
 from pydicom import config
@@ -85,8 +85,8 @@ def read_explicit_little(file: io.BytesIO) -> FileDataset | None:
     ``dcmread(file, stop_before_pixels=True)`` reads it, with ``file`` left at the pixel data
     element; None (``file`` rewound) when its transfer syntax is not one this reads or the
     reading settings differ from pydicom's defaults (then ``dcmread`` reads it)."""
-    if not _AVAILABLE or not _default_settings():
-        return None
+    if not _AVAILABLE or not _default_settings() or type(file) is not io.BytesIO:
+        return None  # (a subclass may have a name: FileDataset's filename)
     start = file.tell()
     data = file.getvalue()
     preamble = read_preamble(file, False)
@@ -116,15 +116,19 @@ def read_explicit_little(file: io.BytesIO) -> FileDataset | None:
         check_structure(file)
     file.seek(dataset_start)
     elements = _elements(file, data, dataset_start, in_step)
-    dataset = Dataset(elements, parent_encoding=default_encoding)
-    encoding: str | MutableSequence[str] = default_encoding
-    if _CHARSET in elements:
-        encoding = convert_encodings(convert_raw_data_element(elements[BaseTag(_CHARSET)]).value)
-    dataset.set_original_encoding(False, True, encoding)
+    if _CHARSET in elements:  # as read_dataset reads it, for its errors
+        convert_encodings(convert_raw_data_element(elements[BaseTag(_CHARSET)]).value)
     if command_set:
-        dataset.update(command_set)
-    ds = FileDataset(file, dataset, preamble, file_meta, False, True)
-    ds.set_original_encoding(False, True, dataset._character_set)
+        Dataset(elements).update(command_set)
+    ds = _new_dataset(
+        FileDataset,
+        _dict=elements,
+        preamble=preamble,
+        file_meta=file_meta,
+        fileobj_type=type(file),
+        buffer=file,
+    )
+    ds.set_original_encoding(False, True, ds._character_set)
     return ds
 
 
@@ -163,8 +167,13 @@ def _file_meta(data: bytes, position: int) -> tuple[FileMetaDataset, int] | None
             RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
         )
         position = value_at + length
-    file_meta = FileMetaDataset(elements)
-    file_meta.set_original_encoding(False, True, default_encoding)
+    file_meta = _new_dataset(
+        FileMetaDataset,
+        _dict=elements,
+        _read_implicit=False,
+        _read_little=True,
+        _read_charset=default_encoding,
+    )
     # What _read_file_meta_info converts: the first element, to see that the group is explicit
     # VR after all (a NotImplementedError: it reads it again as implicit VR), and the group
     # length, to compare it with the group's.
@@ -177,9 +186,58 @@ def _file_meta(data: bytes, position: int) -> tuple[FileMetaDataset, int] | None
     return file_meta, position
 
 
+_DatasetKind = TypeVar("_DatasetKind", bound=Dataset)
+
+
+def _new_dataset(kind: type[_DatasetKind], **attributes: Any) -> _DatasetKind:
+    """A ``kind`` with the attributes its constructor gives a new one (_BLANK) but
+    ``attributes``, without running it: its ~15 calls of ``Dataset.__setattr__`` (Python
+    code) were most of the time of building a dataset, four an instance."""
+    blank, fresh = _BLANK[kind]
+    state = blank.copy()
+    for name in fresh:  # each dataset its own
+        state[name] = blank[name].copy()
+    state.update(attributes)
+    dataset = object.__new__(kind)
+    object.__setattr__(dataset, "__dict__", state)
+    return dataset
+
+
+def _blank(dataset: Dataset) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """The attributes of a newly constructed ``dataset`` but those each read sets, and those
+    of them each dataset needs its own copy of; None when one is not a plain value (another
+    pydicom: then dcmread reads)."""
+    state = {
+        name: value
+        for name, value in vars(dataset).items()
+        if name not in ("_dict", "file_meta", "buffer")
+    }
+    fresh = tuple(name for name, value in state.items() if type(value) is dict)
+    values = [value for name, value in state.items() if name not in fresh]
+    values += [value for name in fresh for value in state[name].values()]
+    plain = (type(None), bool, int, str, bytes, type)
+    return (state, fresh) if all(type(value) in plain for value in values) else None
+
+
+_BLANKS = {
+    kind: _blank(dataset)
+    for kind, dataset in (
+        (Dataset, Dataset()),
+        (FileMetaDataset, FileMetaDataset()),
+        (FileDataset, FileDataset(io.BytesIO(), {}, None, FileMetaDataset(), False, True)),
+    )
+}
+_BLANK = {kind: blank for kind, blank in _BLANKS.items() if blank is not None}
+if len(_BLANK) < len(_BLANKS):  # pragma: no cover - depends on the pydicom release
+    _AVAILABLE = False
+# pydicom's constructors set other attributes under PYDICOM_FUTURE (config.future_behavior).
+_FUTURE = config._use_future
+
+
 def _default_settings() -> bool:
     return (
-        not config.debugging
+        config._use_future == _FUTURE
+        and not config.debugging
         and config.settings.infer_sq_for_un_vr
         and config.replace_un_with_known_vr
         and config.assume_implicit_vr_switch
@@ -291,7 +349,7 @@ def read_items(value: bytes, encoding: str | MutableSequence[str]) -> list[Datas
     elements are all plain (see _plain_elements); None otherwise, for pydicom to read.
     ``encoding``: the parent data set's original one, which items inherit (when empty,
     pydicom would look for the parent's Specific Character Set: None)."""
-    if not encoding:
+    if not encoding or not _AVAILABLE or config._use_future != _FUTURE:
         return None
     items = []
     position, end = 0, len(value)
@@ -306,8 +364,14 @@ def read_items(value: bytes, encoding: str | MutableSequence[str]) -> list[Datas
         if elements is None:
             return None
         # As read_dataset makes an item.
-        item = Dataset(elements, parent_encoding=encoding)
-        item.set_original_encoding(False, True, encoding)
+        item = _new_dataset(
+            Dataset,
+            _dict=elements,
+            _parent_encoding=encoding,
+            _read_implicit=False,
+            _read_little=True,
+            _read_charset=encoding,
+        )
         items.append(item)
         position = item_end
     return items
