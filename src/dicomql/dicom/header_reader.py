@@ -62,6 +62,16 @@ _LONG_VRS = frozenset(vr.value.encode(default_encoding) for vr in EXPLICIT_VR_LE
 _SKIPPED_ALIKE = frozenset(
     vr for vr in _KNOWN_VRS if vr != b"SQ" and (vr in _LONG_VRS) == (vr in LONG_VRS)
 )
+# How _elements reads each VR: its name, whether its length is 4 bytes, and whether the
+# structure check skips an element of it just as _elements reads it.
+_READINGS = {
+    vr_bytes: (vr, vr_bytes in _LONG_VRS, vr_bytes in _SKIPPED_ALIKE)
+    for vr_bytes, vr in _KNOWN_VRS.items()
+}
+# The BaseTag of each tag met, made once (equal to a new one); bounded, as a file may name
+# any of 2**32 tags.
+_TAGS: dict[int, BaseTag] = {}
+_MAX_TAGS = 65536
 _STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _ITEM_DELIMITER = 0xFFFEE00D
 _ITEM = 0xFFFEE000
@@ -260,27 +270,52 @@ def _elements(file: io.BytesIO, data: bytes, position: int, check: bool) -> dict
     elements: dict[BaseTag, Any] = {}
     encoding: str | MutableSequence[str] = default_encoding
     end = len(data)
-    unpack, unpack_long, known, long_vrs, new_tuple = (
+    unpack, unpack_long, readings, new_tuple, raw_element, empty_value = (
         _HEADER.unpack_from,
         _LONG_LENGTH.unpack_from,
-        _KNOWN_VRS,
-        _LONG_VRS,
+        _READINGS,
         tuple.__new__,
+        RawDataElement,
+        empty_value_for_VR,
     )
+    tags, stop_tags = _TAGS, _STOP_TAGS
     while True:
         if end - position < 8:
             position = end  # pydicom's generator reads what is left, and ends
             break
         group, number, vr_bytes, length = unpack(data, position)
         tag = group << 16 | number
-        vr = known.get(vr_bytes)
         value_at = position + 8
-        if vr is not None and vr_bytes in long_vrs:
-            if end - value_at < 4:
-                vr = None
-            else:
-                length = unpack_long(data, value_at)[0]
-                value_at += 4
+        reading = readings.get(vr_bytes)
+        vr = None
+        if reading is not None:
+            vr, long_length, skipped_alike = reading
+            if long_length:
+                if end - value_at < 4:
+                    vr = None
+                else:
+                    length = unpack_long(data, value_at)[0]
+                    value_at += 4
+                    if length == 0xFFFFFFFF:  # undefined, even in a file of 4 GiB
+                        skipped_alike = False
+            next_position = value_at + length
+            if (
+                skipped_alike
+                and next_position <= end
+                and group != 0xFFFE
+                and vr is not None
+                and tag not in stop_tags
+                and tag != _CHARSET
+            ):
+                # The common element, plain: what the branches below do with it, in short
+                # (most of the header read's time is this loop's, ~250 elements an instance).
+                key = tags.get(tag) or _new_tag(tag)
+                value = data[value_at:next_position] if length else empty_value(vr, True)
+                elements[key] = new_tuple(
+                    raw_element, (key, vr, length, value, value_at, False, True, True, False)
+                )
+                position = next_position
+                continue
         plain = not (
             vr is None or tag == _ITEM_DELIMITER or length == 0xFFFFFFFF or value_at + length > end
         )
@@ -300,11 +335,11 @@ def _elements(file: io.BytesIO, data: bytes, position: int, check: bool) -> dict
         elif tag in _STOP_TAGS:
             break
         else:
-            value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
+            value = data[value_at : value_at + length] if length else empty_value(vr, True)
             if tag == _CHARSET:
                 text = convert_string(value or b"", True)  # type: ignore[arg-type]
                 encoding = convert_encodings(text)
-            key = BaseTag(tag)
+            key = tags.get(tag) or _new_tag(tag)
             # RawDataElement(key, vr, length, value, value_at, False, True), built as the tuple
             # it is: its generated __new__ was a twentieth of STOW's CPU.
             elements[key] = new_tuple(
@@ -319,6 +354,13 @@ def _elements(file: io.BytesIO, data: bytes, position: int, check: bool) -> dict
         walk_explicit_little(data, position)
     file.seek(position)
     return elements
+
+
+def _new_tag(tag: int) -> BaseTag:
+    key = BaseTag(tag)
+    if len(_TAGS) < _MAX_TAGS:
+        _TAGS[tag] = key
+    return key
 
 
 def _pydicom_element(
