@@ -317,7 +317,8 @@ def _nested_instances() -> dict[str, bytes]:
     too_deep = MAX_SEQUENCE_DEPTH + 1
     # An element of an unknown VR: the walk skips its 2-byte length, pydicom reads it otherwise.
     unknown_vr = b"\x09\x00\x10\x10ZZ\x02\x00AB"
-    # An SV element: the walk reads its length as 2 bytes (the reserved ones), then 0xFFFF.
+    # An SV element: a 4-byte length after 2 reserved bytes (PS3.5 7.1.2), which the walk
+    # once read as a 2-byte length (0) and lost its place after, missing the nest.
     signed_very_long = struct.pack("<HH2s2xI8s", 0x0009, 0x1011, b"SV", 8, b"\xff" * 8)
     # An item tag at the top level: the walk reads a 4-byte length, the reader a VR (UL).
     stray_item = struct.pack("<HH2sH4x", 0xFFFE, 0xE000, b"UL", 4)
@@ -342,7 +343,7 @@ def _nested_instances() -> dict[str, bytes]:
         "too deep past the pixel data": before + after + _nest(too_deep, True),
         "too deep after an unknown VR": before + unknown_vr + _nest(too_deep, True) + after,
         "too deep, truncated": before + _nest(too_deep, True)[:-6],
-        "nest after an SV element": before + signed_very_long + _nest(too_deep, True) + after,
+        "too deep after an SV element": before + signed_very_long + _nest(too_deep, True) + after,
         "nest after a stray item": before + stray_item + _nest(too_deep, True) + after,
         "too deep past encapsulated pixel data": before + encapsulated + _nest(too_deep, True),
         "too deep, file meta unreadable": bad_meta + _nest(too_deep, True) + after,
@@ -362,8 +363,8 @@ def _damaged(data: bytes) -> list[bytes]:
     return [data, *cut, *flipped]
 
 
-# Not the deflated file: the check walks it alone, and a damaged deflated stream escapes
-# read_header as zlib.error (with the walk alone as well).
+# Not the deflated file: the check walks it alone (the header read in step with it reads
+# explicit VR little endian only).
 IN_STEP = {
     f"{name} #{index}": variant
     for name, data in {**_nested_instances(), **STORABLE}.items()

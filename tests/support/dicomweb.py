@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import struct
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import insert, select
 
+from dicomql.dicom.limits import MAX_SEQUENCE_DEPTH
 from dicomql.service.config import ServiceConfig
 from dicomql.store.index import Index
 from dicomql.store.schema import datasets, dicom_stores
@@ -129,6 +131,30 @@ def make_instance(
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def with_64_bit_values(data: bytes, signed: list[int] | None, unsigned: list[int] | None) -> bytes:
+    """The instance ``data`` with (0072,0082) Selector SV Value and (0072,0083) Selector UV
+    Value, SV and UV (PS3.5 7.1.2: 2 reserved bytes and a 4-byte length, as OB's); None: not
+    that one."""
+    ds = dcmread(io.BytesIO(data))
+    if signed is not None:
+        ds.SelectorSVValue = signed
+    if unsigned is not None:
+        ds.SelectorUVValue = unsigned
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def values_resembling_a_deep_nest(format: str) -> list[int]:
+    """64-bit numbers (``struct`` format ``q`` or ``Q``) whose bytes, read as the walk once
+    read an SV or UV element (its reserved bytes as a 2-byte length, then its 4-byte length and
+    value as elements), are sequences of undefined length nested beyond MAX_SEQUENCE_DEPTH."""
+    # From the 4-byte length on: an LO element of 4 bytes (the first value), then the nest.
+    nest = struct.pack("<HH2s2xI", 0x0009, 0x0010, b"SQ", 0xFFFFFFFF) * (MAX_SEQUENCE_DEPTH + 2)
+    raw = b"LO\x04\x00" + bytes(4) + nest
+    return list(struct.unpack(f"<{len(raw) // 8}{format}", raw))
 
 
 def multipart(parts: list[bytes], boundary: str = "b0undary") -> tuple[bytes, str]:

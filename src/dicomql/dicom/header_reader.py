@@ -34,6 +34,7 @@ from dicomql.dicom.structure import (
     data_set_start,
     walk_explicit_little,
 )
+from dicomql.dicom.tags import EXPLICIT_VR_LENGTH_32 as _STANDARD_LENGTH_32
 
 try:  # pydicom's reading steps; a pydicom without them falls back to dcmread
     from pydicom.filereader import (
@@ -53,20 +54,16 @@ except ImportError:  # pragma: no cover - depends on the pydicom release
 _FIELDS = ("tag", "VR", "length", "value", "value_tell", "is_implicit_VR", "is_little_endian")
 if RawDataElement._fields != (*_FIELDS, "is_raw", "is_buffered"):  # pragma: no cover
     _AVAILABLE = False
+# The lengths read here are pydicom's only while it reads the same VRs' lengths as 4 bytes.
+if {vr.value for vr in EXPLICIT_VR_LENGTH_32} != _STANDARD_LENGTH_32:  # pragma: no cover
+    _AVAILABLE = False
 _HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
 _KNOWN_VRS = {vr.value.encode(default_encoding): vr.value for vr in VR}
-_LONG_VRS = frozenset(vr.value.encode(default_encoding) for vr in EXPLICIT_VR_LENGTH_32)
-# What the structure check skips over just as _elements reads it: an element of one of these
-# VRs (no sequence, the same length field: the check reads SV's and UV's as 2 bytes).
-_SKIPPED_ALIKE = frozenset(
-    vr for vr in _KNOWN_VRS if vr != b"SQ" and (vr in _LONG_VRS) == (vr in LONG_VRS)
-)
 # How _elements reads each VR: its name, whether its length is 4 bytes, and whether the
-# structure check skips an element of it just as _elements reads it.
+# structure check skips an element of it just as _elements reads it (all but a sequence).
 _READINGS = {
-    vr_bytes: (vr, vr_bytes in _LONG_VRS, vr_bytes in _SKIPPED_ALIKE)
-    for vr_bytes, vr in _KNOWN_VRS.items()
+    vr_bytes: (vr, vr_bytes in LONG_VRS, vr_bytes != b"SQ") for vr_bytes, vr in _KNOWN_VRS.items()
 }
 # The BaseTag of each tag met, made once (equal to a new one); bounded, as a file may name
 # any of 2**32 tags.
@@ -154,7 +151,7 @@ def _file_meta(data: bytes, position: int) -> tuple[FileMetaDataset, int] | None
             return None  # nothing after the file meta: pydicom's read decides
         group, number, vr_bytes, length = _HEADER.unpack_from(data, position)
         vr = _KNOWN_VRS.get(vr_bytes)
-        long_length = vr_bytes in _LONG_VRS
+        long_length = vr_bytes in LONG_VRS
         if group != 0x0002:
             # Where pydicom's reads stop, rewound to this element; unless a command set
             # follows, the read of this element's header fails, or it is an item delimiter.
@@ -320,7 +317,9 @@ def _elements(file: io.BytesIO, data: bytes, position: int, check: bool) -> dict
             vr is None or tag == _ITEM_DELIMITER or length == 0xFFFFFFFF or value_at + length > end
         )
         checked_to = None
-        if check and not (plain and vr_bytes in _SKIPPED_ALIKE and group != 0xFFFE):
+        # The check skips a plain element just as it is read here, unless it is a sequence
+        # or an item: the check walks only those.
+        if check and not (plain and vr_bytes != b"SQ" and group != 0xFFFE):
             checked_to = walk_explicit_little(data, position, 1)
             check = checked_to is not None  # else the check's walk ended in this element
         if not plain:
@@ -432,7 +431,7 @@ def _plain_elements(data: bytes, position: int, end: int) -> dict[BaseTag, Any] 
         group, number, vr_bytes, length = _HEADER.unpack_from(data, position)
         vr = _KNOWN_VRS.get(vr_bytes)
         value_at = position + 8
-        if vr_bytes in _LONG_VRS:
+        if vr_bytes in LONG_VRS:
             if end - value_at < 4:
                 return None
             length = _LONG_LENGTH.unpack_from(data, value_at)[0]

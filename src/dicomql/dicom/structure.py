@@ -13,13 +13,14 @@ from pydicom.datadict import dictionary_VR
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomql.dicom.limits import MAX_INFLATED_BYTES, MAX_SEQUENCE_DEPTH
+from dicomql.dicom.tags import EXPLICIT_VR_LENGTH_32
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 _IMPLICIT = "1.2.840.10008.1.2"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _UNDEFINED = 0xFFFFFFFF
-# PS3.5 7.1.2: explicit VRs whose length is 4 bytes after 2 reserved ones.
-LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+# PS3.5 7.1.2: explicit VRs whose length is 4 bytes after 2 reserved ones, as written.
+LONG_VRS = frozenset(vr.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 _PIXEL_DATA = 0x7FE00010
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _CHUNK = 1024 * 1024

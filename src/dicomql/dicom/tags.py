@@ -1,4 +1,5 @@
-"""DICOM JSON keys by keyword: ``json_key("StudyInstanceUID") == "0020000D"``.
+"""DICOM JSON keys by keyword: ``json_key("StudyInstanceUID") == "0020000D"``, and the VRs
+whose explicit VR element header has a 4-byte length.
 
 DICOM JSON (PS3.18 F.2) keys attributes by their tag as eight upper-case hex digits; code names
 the attribute by its keyword, from pydicom's data dictionary, and computes the key once, at
@@ -28,3 +29,11 @@ SOP_CLASS_UID_KEY = json_key("SOPClassUID")
 SOP_INSTANCE_UID_KEY = json_key("SOPInstanceUID")
 FAILED_SOP_SEQUENCE_KEY = json_key("FailedSOPSequence")
 REFERENCED_SOP_SEQUENCE_KEY = json_key("ReferencedSOPSequence")
+
+# PS3.5 7.1.2 and Table 7.1-1: in explicit VR, an element of one of these VRs has 2 reserved
+# bytes and a 4-byte value length after its VR; every other VR a 2-byte length. The one list
+# that reads and writes of element headers (the structure walk, the header read, C-FIND
+# answers) share.
+EXPLICIT_VR_LENGTH_32 = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)

@@ -25,6 +25,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.tag import BaseTag, Tag
 
+from dicomql.dicom.tags import EXPLICIT_VR_LENGTH_32
+
 # How an answer's elements are encoded: (implicit VR, little endian), the presentation context's.
 Encoding = tuple[bool, bool]
 EXPLICIT_LITTLE: Encoding = (False, True)
@@ -38,10 +40,6 @@ _TEXT_VRS = frozenset(
 )
 _INTEGER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "UV": "Q", "SV": "q"}
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
-# Explicit VR: these have two reserved bytes and a 32-bit length (PS3.5 Table 7.1-1).
-_LONG_VRS = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-)
 
 
 class Answer(Dataset):
@@ -163,11 +161,13 @@ def encode(
         element = ds.get_item(tag)
         value = element.value if isinstance(element, RawDataElement) else None
         vr = element.VR or ""
-        if not isinstance(value, bytes) or (len(value) > 0xFFFF and vr not in _LONG_VRS):
+        if not isinstance(value, bytes) or (
+            len(value) > 0xFFFF and vr not in EXPLICIT_VR_LENGTH_32
+        ):
             write_data_element(out, element, _UTF8)  # pydicom's, which makes a long value UN
         elif is_implicit_vr:
             out.write(implicit_header.pack(tag.group, tag.element, len(value)) + value)
-        elif vr in _LONG_VRS:
+        elif vr in EXPLICIT_VR_LENGTH_32:
             out.write(long_header.pack(tag.group, tag.element, vr.encode(), len(value)) + value)
         else:
             out.write(short_header.pack(tag.group, tag.element, vr.encode(), len(value)) + value)

@@ -14,6 +14,8 @@ from tests.support.dicomweb import (
     make_instance,
     multipart,
     referenced,
+    values_resembling_a_deep_nest,
+    with_64_bit_values,
 )
 
 STUDY, SERIES = "1.2.826.0.1.1", "1.2.826.0.1.1.1"
@@ -103,6 +105,17 @@ def test_referenced_items_carry_class_and_retrieve_url(client: DicomWebClient) -
     assert instance_url.endswith(f"{DICOMWEB}/studies/{STUDY}/series/{SERIES}/instances/{_uid}")
     assert body["00081190"]["Value"][0].endswith(f"{DICOMWEB}/studies/{STUDY}")
     assert client.http.get(instance_url).status_code == 200
+
+
+def test_sv_and_uv_values_are_stored_and_served_as_numbers(client: DicomWebClient) -> None:
+    """Before, the structure walk read SV's and UV's lengths as 2 bytes, lost its place, and
+    refused these as nested more than 64 deep (0xC000)."""
+    signed, unsigned = values_resembling_a_deep_nest("q"), [2**63 + 7, 0]
+    response = client.stow([with_64_bit_values(B, signed, unsigned)])
+    assert response.status_code == 200, response.headers.get("warning")
+    metadata = client.http.get(f"{DICOMWEB}/studies/{STUDY}/metadata").json()
+    assert metadata[0]["00720082"] == {"vr": "SV", "Value": signed}
+    assert metadata[0]["00720083"] == {"vr": "UV", "Value": unsigned}
 
 
 def test_single_part_application_dicom_is_stored(client: DicomWebClient) -> None:
