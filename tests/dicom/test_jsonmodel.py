@@ -12,9 +12,13 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from bench import datagen
 from dicomql.dicom.jsonmodel import (
+    SERIES_LEVEL_TAGS,
+    STUDY_LEVEL_TAGS,
     absolutize_bulkdata_uris,
     dataset_to_dicom_json,
+    level_attributes,
     relative_bulkdata_uri,
     split_by_level,
 )
@@ -202,6 +206,22 @@ def test_split_by_level_puts_patient_and_study_series_and_the_rest_apart() -> No
     assert not (set(instance) & (set(study) | set(series)))
     assert series["00080005"] == study["00080005"]  # each level readable on its own
     assert set(study) | set(series) | set(instance) == set(model)
+
+
+def test_level_attributes_are_those_of_a_pass_over_the_model_in_its_order() -> None:
+    template = datagen.small_template("CT")
+    for ds in (dcmread(CT_SMALL), dcmread(io.BytesIO(template.header + datagen.small_pixels()))):
+        model = dataset_to_dicom_json(ds, bulkdata_uri=relative_bulkdata_uri)
+        study, series = level_attributes(model)
+        in_model_order = [
+            {key: value for key, value in model.items() if int(key, 16) in tags}
+            for tags in (STUDY_LEVEL_TAGS, SERIES_LEVEL_TAGS)
+        ]
+        if "00080005" in model:  # repeated in the series part
+            in_model_order[1]["00080005"] = model["00080005"]
+        assert list(study.items()) == list(in_model_order[0].items())
+        assert list(series.items()) == list(in_model_order[1].items())
+        assert split_by_level(model)[:2] == (study, series)
 
 
 def test_relative_bulkdata_uris_become_absolute_in_serialized_json() -> None:

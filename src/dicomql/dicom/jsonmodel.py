@@ -506,8 +506,34 @@ SERIES_LEVEL_TAGS = frozenset(
     }
 )
 _CHARSET_KEY = json_key("SpecificCharacterSet")
-_STUDY_KEYS = frozenset(f"{tag:08X}" for tag in STUDY_LEVEL_TAGS)
-_SERIES_KEYS = frozenset(f"{tag:08X}" for tag in SERIES_LEVEL_TAGS)
+# In ascending tag order, the order of the walk's JSON.
+_STUDY_KEYS = tuple(f"{tag:08X}" for tag in sorted(STUDY_LEVEL_TAGS))
+_SERIES_KEYS = tuple(f"{tag:08X}" for tag in sorted(SERIES_LEVEL_TAGS))
+_LEVEL_KEYS = frozenset({*_STUDY_KEYS, *_SERIES_KEYS})
+_ABSENT = object()
+
+
+def level_attributes(dicom_json: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The study-level and series-level parts of an instance's DICOM JSON (see
+    :func:`split_by_level`), looked up by their ~70 tags rather than picked out in a pass over
+    all of its ~250 attributes (about a sixth of that pass's time); each in ascending tag
+    order, the order :func:`dataset_to_dicom_json` writes.
+
+    >>> level_attributes({"00100020": {"vr": "LO"}, "00080018": {"vr": "UI"}})
+    ({'00100020': {'vr': 'LO'}}, {})
+    """
+    study: dict[str, Any] = {}
+    series: dict[str, Any] = {}
+    get = dicom_json.get
+    for keys, part in ((_STUDY_KEYS, study), (_SERIES_KEYS, series)):
+        for key in keys:
+            attribute = get(key, _ABSENT)
+            if attribute is not _ABSENT:
+                part[key] = attribute
+    charset = study.get(_CHARSET_KEY)
+    if charset is not None:
+        series[_CHARSET_KEY] = charset
+    return study, series
 
 
 def split_by_level(
@@ -524,17 +550,6 @@ def split_by_level(
     >>> sorted(study), sorted(series), sorted(instance)
     (['00100020'], ['00080060'], ['00080018'])
     """
-    study: dict[str, Any] = {}
-    series: dict[str, Any] = {}
-    instance: dict[str, Any] = {}
-    for key, attribute in dicom_json.items():
-        if key in _STUDY_KEYS:
-            study[key] = attribute
-        elif key in _SERIES_KEYS:
-            series[key] = attribute
-        else:
-            instance[key] = attribute
-    charset = study.get(_CHARSET_KEY)
-    if charset is not None:
-        series[_CHARSET_KEY] = charset
+    study, series = level_attributes(dicom_json)
+    instance = {key: value for key, value in dicom_json.items() if key not in _LEVEL_KEYS}
     return study, series, instance

@@ -26,7 +26,7 @@ from typing import BinaryIO
 import anyio
 from anyio import to_thread
 
-from dicomql.dicom.jsonmodel import split_by_level
+from dicomql.dicom.jsonmodel import level_attributes
 from dicomql.dicom.parse import UnreadableInstance, read_header
 from dicomql.store import events
 from dicomql.store.blobs import BlobStore, BlobWriter
@@ -406,7 +406,7 @@ class Ingest:
                 f"StudyInstanceUID {parsed.study_instance_uid} does not match the study {study}"
                 " of the request path.",
             )
-        study_attributes, series_attributes, _ = split_by_level(model)
+        study_attributes, series_attributes = level_attributes(model)
         return InstanceRecord(
             parsed=parsed,
             blob_key=incoming.key,
