@@ -255,21 +255,34 @@ def index_values(model: dict[str, Any]) -> tuple[dict[Level, dict[str, Any]], di
     conversion an instance instead of two (tests/dicom/test_parse_differential.py holds the two
     to the same values on every storable test file).
     """
-    columns: dict[Level, dict[str, Any]] = {level: {} for level in Level}
+    columns: dict[Level, dict[str, Any]] = {level: {} for level in _LEVELS}
     person_names: dict[str, str] = {}
-    for key, attribute in _INDEXED:
+    for key, level, column, vr, name_key, keyword in _INDEXED:
         entry = model.get(key)
-        value = _column_value(entry.get("Value") if entry else None, attribute.vr)
-        level = columns[attribute.level]
-        level[attribute.column] = value
-        if attribute.vr == "PN":
-            level[f"{attribute.column}_key"] = value.casefold() if value else None
+        value = _column_value(entry.get("Value"), vr) if entry else None
+        part = columns[level]
+        part[column] = value
+        if name_key is not None:
+            part[name_key] = value.casefold() if value else None
             if value:
-                person_names[attribute.keyword] = value
+                person_names[keyword] = value
     return columns, person_names
 
 
-_INDEXED = [(f"{attribute.tag:08X}", attribute) for attribute in INDEXED_ATTRIBUTES]
+# Each indexed attribute's JSON key, level, column, VR, name key column (PN only) and keyword,
+# taken out once (index_values runs for every instance stored).
+_INDEXED = [
+    (
+        f"{attribute.tag:08X}",
+        attribute.level,
+        attribute.column,
+        attribute.vr,
+        f"{attribute.column}_key" if attribute.vr == "PN" else None,
+        attribute.keyword,
+    )
+    for attribute in INDEXED_ATTRIBUTES
+]
+_LEVELS = tuple(Level)
 
 
 def _column_value(values: list[Any] | None, vr: str) -> Any:
@@ -282,6 +295,8 @@ def _column_value(values: list[Any] | None, vr: str) -> Any:
         return number if number is not None and -(2**31) <= number < 2**31 else None  # int32
     if vr == "PN":
         text = "\\".join(_person_name(value) for value in values)
+    elif len(values) == 1:  # the most common: no generator to join
+        text = "" if values[0] is None else str(values[0])
     else:
         text = "\\".join("" if value is None else str(value) for value in values)
     text = text.strip()
