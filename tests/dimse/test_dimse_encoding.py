@@ -39,6 +39,8 @@ def test_part10_header_is_the_file_meta_pynetdicom_writes() -> None:
 
 
 class _Sink:
+    socket = None  # no connection: P-DATA is queued (send_pdu), not sent at once
+
     def __init__(self) -> None:
         self.sent: list[list[tuple[int, bytes]]] = []
 

@@ -52,7 +52,7 @@ from pynetdicom.association import Association, ServiceUser
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AddressInformation, AssociationSocket, RequestHandler
@@ -323,7 +323,23 @@ class _DIMSE(DIMSEServiceProvider):
                 pdata = P_DATA()
                 flag = last if number == len(fragments) else more
                 pdata.presentation_data_value_list.append((context_id, bytes([flag]) + fragment))
-                self.dul.send_pdu(pdata)
+                self._send_pdata(pdata)
+
+    def _send_pdata(self, pdata: P_DATA) -> None:
+        """Send a P-DATA on this thread, as the upper layer's DT-1 would (in Sta6: a P-DATA-TF
+        PDU, the state unchanged), when nothing is queued before it: the reactor's responses
+        (C-FIND's, one a match) no longer wake the upper layer's thread to send each. Queued
+        for the upper layer otherwise, or when the state machine's transitions are watched."""
+        dul = self.dul
+        if (
+            isinstance(dul.socket, _AssociationSocket)
+            and dul.state_machine.current_state == "Sta6"
+            and dul.to_provider_queue.empty()
+            and not self.assoc.get_handlers(evt.EVT_FSM_TRANSITION)
+        ):
+            dul._send(P_DATA_TF(pdata))
+        else:
+            dul.send_pdu(pdata)
 
 
 def _fragments(data: bytes, size: int) -> list[bytes]:
@@ -612,8 +628,18 @@ class _BlockingAssociation(Association):
 
 class _AssociationSocket(AssociationSocket):
     """pynetdicom's socket, reading a PDU in up to 64 KiB at a time rather than 4 KiB: one
-    system call for most P-DATA PDUs instead of four or more (a C-STORE of 38 KB: ~15 -> ~6).
-    Still read as it arrives, so a peer announcing a huge PDU holds no buffer it did not send."""
+    system call for most P-DATA PDUs instead of four or more (a C-STORE of 38 KB: ~15 -> ~8).
+    Still read as it arrives, so a peer announcing a huge PDU holds no buffer it did not send.
+    Sends are serialized: more than one thread sends on it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The upper layer's thread and the one serving a request both send (_send_pdata).
+        self._sending = threading.Lock()
+
+    def send(self, bytestream: bytes) -> None:
+        with self._sending:
+            super().send(bytestream)
 
     def recv(self, nr_bytes: int) -> bytearray:
         connection = cast(socket.socket, self.socket)
