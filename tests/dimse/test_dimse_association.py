@@ -16,6 +16,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
+from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from pynetdicom.service_class import VerificationServiceClass
@@ -132,6 +133,16 @@ def listener(
         ae.shutdown()
 
 
+def echo_association(port: int) -> Association:
+    """An established association to the listener on ``port`` for C-ECHO (DIMSE timeout 5 s)."""
+    requestor = AE(ae_title="ECHOSCU")
+    requestor.add_requested_context(Verification)
+    requestor.dimse_timeout = 5
+    assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    return assoc
+
+
 def test_an_ended_association_is_freed_without_the_cyclic_garbage_collector() -> None:
     """Each association's few hundred objects go when it ends, by reference counting, rather
     than as cyclic garbage a collection has to find (its CPU is paid per association)."""
@@ -146,10 +157,7 @@ def test_an_ended_association_is_freed_without_the_cyclic_garbage_collector() ->
         gc.collect()
         gc.disable()
         try:
-            requestor = AE(ae_title="ECHOSCU")
-            requestor.add_requested_context(Verification)
-            assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
-            assert assoc.is_established
+            assoc = echo_association(port)
             assert assoc.send_c_echo().Status == 0x0000
             assoc.release()
             assert ended.wait(10)
@@ -224,11 +232,7 @@ def test_a_request_sent_right_after_the_a_associate_ac_is_answered() -> None:
     EVT_ACCEPTED handlers, made slow here): the request waits for that, and is answered."""
     handlers = [(evt.EVT_ACCEPTED, lambda event: time.sleep(0.3))]
     with listener([Verification], handlers) as (_, port):
-        requestor = AE(ae_title="ECHOSCU")
-        requestor.add_requested_context(Verification)
-        requestor.dimse_timeout = 5
-        assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
-        assert assoc.is_established
+        assoc = echo_association(port)
         try:
             assert assoc.send_c_echo().Status == 0x0000
         finally:
@@ -249,11 +253,7 @@ def test_a_service_failing_unexpectedly_aborts_the_association_and_its_threads_e
     accepted: list[Any] = []
     handlers = [(evt.EVT_ACCEPTED, lambda event: accepted.append(event.assoc))]
     with listener([Verification], handlers) as (_, port):
-        requestor = AE(ae_title="ECHOSCU")
-        requestor.add_requested_context(Verification)
-        requestor.dimse_timeout = 5
-        assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
-        assert assoc.is_established
+        assoc = echo_association(port)
         assoc.send_c_echo()
         deadline = time.monotonic() + 10
         while assoc.is_established and time.monotonic() < deadline:
