@@ -123,6 +123,19 @@ def test_a_client_with_a_certificate_the_ca_signed_is_answered_over_tls(
     uid = str(dcmread(path).SOPInstanceUID)
     found = server.http.get(f"{DICOMWEB}/instances", params={"SOPInstanceUID": uid}).json()
     assert len(found) == 1
+    # A C-FIND too: its responses come from the association's thread, and go out through the
+    # upper layer's, which alone reads and writes a TLS connection.
+    study = str(dcmread(path).StudyInstanceUID)
+    answered = dcmtk(
+        "findscu", "-v", "-S", "+tls", str(pki.client.key), str(pki.client.certificate),
+        "+cf", str(pki.ca.certificate), "-aec", AE_TITLE, "-k", "QueryRetrieveLevel=STUDY",
+        "-k", f"StudyInstanceUID={study}", "-k", "PatientID", "127.0.0.1",
+        str(server.dimse_port),
+    )  # fmt: skip
+    output = answered.stderr + answered.stdout
+    assert answered.returncode == 0, output
+    assert "Find Response: 1 (Pending)" in output and "Find Response: 2 (Pending)" not in output
+    assert "Received Final Find Response (Success)" in output, output
 
 
 def test_a_plain_association_and_clients_without_a_trusted_certificate_are_refused(

@@ -329,10 +329,14 @@ class _DIMSE(DIMSEServiceProvider):
         """Send a P-DATA on this thread, as the upper layer's DT-1 would (in Sta6: a P-DATA-TF
         PDU, the state unchanged), when nothing is queued before it: the reactor's responses
         (C-FIND's, one a match) no longer wake the upper layer's thread to send each. Queued
-        for the upper layer otherwise, or when the state machine's transitions are watched."""
+        for the upper layer otherwise, when the state machine's transitions are watched, and
+        over TLS (an OpenSSL connection must not write in one thread while it reads in
+        another, as the upper layer's thread may be doing)."""
         dul = self.dul
+        connection = dul.socket
         if (
-            isinstance(dul.socket, _AssociationSocket)
+            isinstance(connection, _AssociationSocket)
+            and not isinstance(connection.socket, ssl.SSLSocket)
             and dul.state_machine.current_state == "Sta6"
             and dul.to_provider_queue.empty()
             and not self.assoc.get_handlers(evt.EVT_FSM_TRANSITION)
