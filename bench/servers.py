@@ -117,14 +117,22 @@ class ServerProcess:
         """User + system CPU time the server's processes have used so far, summed (/proc/PID/stat
         fields 14-17: their own and that of children they reaped). CPU per request holds up on a
         loaded machine, where wall time does not."""
-        ticks = 0
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """:meth:`cpu_seconds` as user and system (kernel) time: where two servers differ
+        (the kernel's share is mostly their disk writes, connections and thread switches)."""
+        user = system = 0
         for pid in self.pids():
             stat = _read(Path(f"/proc/{pid}/stat"))
             if stat:
-                # Fields after the command name, which is in parentheses and may hold spaces.
-                fields = stat[stat.rindex(")") + 2 :].split()
-                ticks += sum(int(value) for value in fields[11:15])
-        return ticks / os.sysconf("SC_CLK_TCK")
+                # Fields after the command name, which is in parentheses and may hold spaces:
+                # utime, stime, cutime, cstime.
+                fields = [int(value) for value in stat[stat.rindex(")") + 2 :].split()[11:15]]
+                user += fields[0] + fields[2]
+                system += fields[1] + fields[3]
+        ticks = os.sysconf("SC_CLK_TCK")
+        return user / ticks, system / ticks
 
     def memory(self) -> dict[str, int]:
         """VmRSS and VmHWM in bytes, from /proc/PID/status, summed over the server's processes."""
