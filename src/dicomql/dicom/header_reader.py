@@ -74,6 +74,7 @@ _ITEM_DELIMITER = 0xFFFEE00D
 _ITEM = 0xFFFEE000
 _ITEM_HEADER = struct.Struct("<HHL")
 _CHARSET = 0x00080005
+_CHARSET_TAG = BaseTag(_CHARSET)
 _GROUP_LENGTH = BaseTag(0x00020000)
 # The transfer syntaxes read_partial reads in a way of its own; every other one is explicit VR
 # little endian there, as here.
@@ -124,7 +125,7 @@ def read_explicit_little(file: io.BytesIO) -> FileDataset | None:
     file.seek(dataset_start)
     elements = _elements(file, data, dataset_start, in_step)
     if _CHARSET in elements:  # as read_dataset reads it, for its errors
-        convert_encodings(convert_raw_data_element(elements[BaseTag(_CHARSET)]).value)
+        convert_encodings(convert_raw_data_element(elements[_CHARSET_TAG]).value)
     if command_set:
         Dataset(elements).update(command_set)
     ds = _new_dataset(
@@ -147,33 +148,21 @@ def _file_meta(data: bytes, position: int) -> tuple[FileMetaDataset, int] | None
     elements: dict[BaseTag, Any] = {}
     end = len(data)
     while True:
-        if end - position < 8:
-            return None  # nothing after the file meta: pydicom's read decides
-        group, number, vr_bytes, length = _HEADER.unpack_from(data, position)
-        vr = _KNOWN_VRS.get(vr_bytes)
-        long_length = vr_bytes in LONG_VRS
+        header = _element_header(data, position, end)
+        if header is None:
+            # Nothing after the file meta (pydicom's read decides), or an element header that
+            # ends early (whose read fails there).
+            return None
+        group, number, vr, value_at, length = header
         if group != 0x0002:
             # Where pydicom's reads stop, rewound to this element; unless a command set
-            # follows, the read of this element's header fails, or it is an item delimiter.
+            # follows, or it is an item delimiter.
             if not elements or group == 0x0000 or group == 0xFFFE:
                 return None
-            if long_length and end - position < 12:
-                return None
             break
-        value_at = position + 8
-        if long_length:
-            if end - value_at < 4:
-                return None
-            length = _LONG_LENGTH.unpack_from(data, value_at)[0]
-            value_at += 4
         if vr is None or vr in ("SQ", "UN") or value_at + length > end:
             return None  # (an undefined length is past the end too)
-        value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
-        key = BaseTag(group << 16 | number)
-        elements[key] = tuple.__new__(
-            RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
-        )
-        position = value_at + length
+        position = _add_raw_element(elements, data, group << 16 | number, vr, value_at, length)
     file_meta = _new_dataset(
         FileMetaDataset,
         _dict=elements,
@@ -334,17 +323,11 @@ def _elements(file: io.BytesIO, data: bytes, position: int, check: bool) -> dict
         elif tag in _STOP_TAGS:
             break
         else:
-            value = data[value_at : value_at + length] if length else empty_value(vr, True)
+            assert vr is not None  # plain
+            next_position = _add_raw_element(elements, data, tag, vr, value_at, length)
             if tag == _CHARSET:
-                text = convert_string(value or b"", True)  # type: ignore[arg-type]
+                text = convert_string(elements[_CHARSET_TAG].value or b"", True)
                 encoding = convert_encodings(text)
-            key = tags.get(tag) or _new_tag(tag)
-            # RawDataElement(key, vr, length, value, value_at, False, True), built as the tuple
-            # it is: its generated __new__ was a twentieth of STOW's CPU.
-            elements[key] = new_tuple(
-                RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
-            )
-            next_position = value_at + length
         if checked_to is not None and checked_to != next_position:
             walk_explicit_little(data, checked_to)
             check = False
@@ -426,25 +409,48 @@ def _plain_elements(data: bytes, position: int, end: int) -> dict[BaseTag, Any] 
     is relative to ``data``."""
     elements: dict[BaseTag, Any] = {}
     while position < end:
-        if end - position < 8:
+        header = _element_header(data, position, end)
+        if header is None:
             return None
-        group, number, vr_bytes, length = _HEADER.unpack_from(data, position)
-        vr = _KNOWN_VRS.get(vr_bytes)
-        value_at = position + 8
-        if vr_bytes in LONG_VRS:
-            if end - value_at < 4:
-                return None
-            length = _LONG_LENGTH.unpack_from(data, value_at)[0]
-            value_at += 4
+        group, number, vr, value_at, length = header
         if vr is None or vr in ("SQ", "UN") or group == 0xFFFE or value_at + length > end:
             return None
         tag = group << 16 | number
         if tag == _CHARSET:
             return None
-        value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
-        key = BaseTag(tag)
-        elements[key] = tuple.__new__(
-            RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
-        )
-        position = value_at + length
+        position = _add_raw_element(elements, data, tag, vr, value_at, length)
     return elements
+
+
+def _element_header(
+    data: bytes, position: int, end: int
+) -> tuple[int, int, str | None, int, int] | None:
+    """The explicit VR little endian element header at ``position``: its group, element
+    number, VR (None: one pydicom does not know), where its value starts and its length; None
+    when the header runs past ``end``."""
+    if end - position < 8:
+        return None
+    group, number, vr_bytes, length = _HEADER.unpack_from(data, position)
+    value_at = position + 8
+    if vr_bytes in LONG_VRS:
+        if end - value_at < 4:
+            return None
+        length = _LONG_LENGTH.unpack_from(data, value_at)[0]
+        value_at += 4
+    return group, number, _KNOWN_VRS.get(vr_bytes), value_at, length
+
+
+def _add_raw_element(
+    elements: dict[BaseTag, Any], data: bytes, tag: int, vr: str, value_at: int, length: int
+) -> int:
+    """Add the plain element whose value is ``data[value_at:value_at + length]`` to
+    ``elements``, as the RawDataElement pydicom's generator yields for it; where it ends.
+    (``_elements`` does the same inline for its common element, its hot path.)"""
+    key = _TAGS.get(tag) or _new_tag(tag)
+    value = data[value_at : value_at + length] if length else empty_value_for_VR(vr, True)
+    # RawDataElement(key, vr, length, value, value_at, False, True), built as the tuple it is:
+    # its generated __new__ was a twentieth of STOW's CPU.
+    elements[key] = tuple.__new__(
+        RawDataElement, (key, vr, length, value, value_at, False, True, True, False)
+    )
+    return value_at + length

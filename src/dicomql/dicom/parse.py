@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.tag import BaseTag
+from pydicom.tag import Tag
 
 from dicomql.dicom.attributes import INDEXED_ATTRIBUTES, Level
 from dicomql.dicom.header_reader import read_explicit_little
@@ -220,12 +220,7 @@ def _read_checked(file: BinaryIO) -> Dataset:
 
 
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-_UID_TAGS = {
-    "StudyInstanceUID": BaseTag(0x0020000D),
-    "SeriesInstanceUID": BaseTag(0x0020000E),
-    "SOPInstanceUID": BaseTag(0x00080018),
-    "SOPClassUID": BaseTag(0x00080016),
-}
+_UID_TAGS = {keyword: Tag(keyword) for keyword in (*_UID_KEYWORDS, "SOPClassUID")}
 
 
 def _uid(ds: Dataset, keyword: str) -> Any:

@@ -102,8 +102,9 @@ def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid
 
 class _Session:
     """What the C-STOREs of one association share: the store's key (looked up by the first)
-    and blob keys journaled ahead. Used in the association's thread, and released when its
-    connection closes, in its upper layer's thread: the lock orders the two."""
+    and blob keys journaled ahead. Used by the thread that serves its C-STOREs (its upper
+    layer's or its reactor's, dimse/transport.py), and released when its connection closes:
+    the lock orders the two."""
 
     def __init__(self, keys: BlobKeys) -> None:
         self.lock = threading.Lock()
