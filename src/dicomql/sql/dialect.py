@@ -17,6 +17,7 @@ from typing import Any, ClassVar, cast
 from sqlglot import exp
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import ErrorLevel, ParseError, TokenError
+from sqlglot.generators.sqlite import SQLiteGenerator
 from sqlglot.parser import Parser
 from sqlglot.parsers.sqlite import SQLiteParser
 from sqlglot.tokens import Token, TokenType
@@ -87,6 +88,18 @@ class StackQL(SQLite):
                 # sqlglot's message names no offset we can use; its scanner's start does.
                 error.start = error.end = self._core._start
                 raise
+
+    class Generator(SQLiteGenerator):
+        # StackQL's own statements written back, for errors that quote what was parsed (a
+        # DESCRIBE where a resource was expected; tests/reliability/test_fuzz.py).
+        TRANSFORMS: ClassVar[dict[type[exp.Expr], Callable[..., str]]] = {
+            **SQLiteGenerator.TRANSFORMS,
+            DescribeStatement: lambda _, e: " ".join(
+                ["DESCRIBE", *(["EXTENDED"] if e.args.get("extended") else []), str(e.this)]
+            ),
+            ShowStatement: lambda _, e: f"SHOW {e.this}",
+            ExecStatement: lambda _, e: f"EXEC {e.this}",
+        }
 
     class Parser(SQLiteParser):
         STATEMENT_PARSERS: ClassVar[dict[TokenType, Any]] = {

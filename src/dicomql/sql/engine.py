@@ -18,6 +18,7 @@ from dicomql.errors import JSONValueError, ProgrammingError
 from dicomql.provider.client import Client
 from dicomql.provider.registry import Field, Method, Registry, Resource, suggest
 from dicomql.sql import bigquery_tables, metadata, mutations, procedures
+from dicomql.sql.dialect import StackQL
 from dicomql.sql.dicom_rows import dicom_rows
 from dicomql.sql.lexer import split_statements
 from dicomql.sql.parser import Describe, Explain, Relational, Show, Statement, parse
@@ -393,9 +394,9 @@ class Engine:
     def resource(self, table: exp.Table) -> Resource:
         if not isinstance(table, exp.Table):
             # e.g. DELETE FROM (SELECT 1): an AttributeError before (tests/reliability/test_fuzz)
+            given = table.sql(dialect=StackQL) if isinstance(table, exp.Expression) else repr(table)
             raise ProgrammingError(
-                "expected a resource such as google.healthcare.dicom_stores,"
-                f" got {table.sql() if isinstance(table, exp.Expression) else table!r}"
+                f"expected a resource such as google.healthcare.dicom_stores, got {given}"
             )
         name = ".".join(part.name for part in table.parts)
         return self.registry.resource(name)
