@@ -9,7 +9,9 @@ alone: M runs of ``echoscu`` (associate, C-ECHO, release), server CPU per associ
 
 Orthanc binds every interface, so as in ``compare.py`` the run re-executes itself under
 ``unshare -n`` (root) and every server and the client share a loopback-only namespace.
-Both servers fsync each instance before answering (Orthanc: ``SyncStorageArea``). The machine
+Both servers make each instance durable before answering: Orthanc fsyncs its file
+(``SyncStorageArea``), dicomql commits it with its index row (instances of at most 64 KiB are
+kept in the index, ``--inline-blob-size``; larger ones are fsynced files first). The machine
 is shared and noisy, so each server runs ``--rounds`` times on a fresh data directory, the two
 alternating which goes first, and the medians are reported beside each figure's range. Each
 server stores 20 other instances first, not measured (its setup, paid once in its life).

@@ -100,11 +100,17 @@ def index(index_url: str) -> Iterator[Index]:
 
 
 @pytest.fixture
-def service_config(tmp_path: Path, database_url: str | None) -> ServiceConfig:
+def service_config(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str | None
+) -> ServiceConfig:
+    # Small instances are kept in the index by default (store/inline_blobs.py); a test about
+    # blob files asks for every instance to be one.
+    files_only = request.node.get_closest_marker("blob_files") is not None
     return ServiceConfig(
         data_dir=tmp_path / "data",
         database_url=database_url,
         import_roots=import_roots_for(tmp_path),
+        inline_blob_bytes=0 if files_only else ServiceConfig.inline_blob_bytes,
     )
 
 

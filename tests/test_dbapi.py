@@ -194,7 +194,8 @@ def test_connect_keeps_blobs_at_blob_url_and_runs_the_workers_asked_for(tmp_path
     shared = tmp_path / "shared"
     upload = tmp_path / "in"
     upload.mkdir()
-    (upload / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    # 154 KB: a file (smaller instances are kept in the index, store/inline_blobs.py).
+    (upload / "j2k.dcm").write_bytes(Path(get_testdata_file("examples_jpeg2k.dcm")).read_bytes())
     with dicomql.connect(tmp_path / "data", blob_url=f"file://{shared}", workers=0) as connection:
         connection.execute(
             "INSERT /*+ AWAIT */ INTO google.healthcare.datasets "
@@ -212,7 +213,7 @@ def test_connect_keeps_blobs_at_blob_url_and_runs_the_workers_asked_for(tmp_path
         service = transport._transport._app.state.service  # type: ignore[union-attr]
         assert service.workers.workers == 0
     blobs = [path for path in shared.rglob("*") if path.is_file()]
-    assert len(blobs) == 1 and blobs[0].read_bytes() == (upload / "ct.dcm").read_bytes()
+    assert len(blobs) == 1 and blobs[0].read_bytes() == (upload / "j2k.dcm").read_bytes()
     assert not (tmp_path / "data" / "blobs").exists()
 
 

@@ -117,6 +117,15 @@ def main() -> None:
     "1 GiB and 5% is smaller. 0 turns the floor off (a full disk is still refused).",
 )
 @click.option(
+    "--inline-blob-size",
+    default="64KiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Keep instances of at most this size (up to 1MiB) in the index rather than as files, "
+    "when blobs are files: one durable write each instead of three. 0 makes every instance a "
+    "file.",
+)
+@click.option(
     "--allowed-host",
     "allowed_hosts",
     multiple=True,
@@ -265,6 +274,7 @@ def serve(
     janitor_interval_seconds: float,
     conformance: str,
     min_free_space: str,
+    inline_blob_size: str,
     allowed_hosts: tuple[str, ...],
     cors_origins: tuple[str, ...],
     public_url: str | None,
@@ -313,6 +323,14 @@ def serve(
         floor = SpaceFloor.parse(min_free_space)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--min-free-space") from exc
+    from dicomql.store.inline_blobs import MAX_INLINE_LIMIT
+
+    try:
+        inline_blob_bytes = parse_size(inline_blob_size)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--inline-blob-size") from exc
+    if inline_blob_bytes > MAX_INLINE_LIMIT:
+        raise click.BadParameter("at most 1MiB", param_hint="--inline-blob-size")
     try:
         max_import_file_bytes = parse_size(max_import_file_size)
     except ValueError as exc:
@@ -338,6 +356,7 @@ def serve(
         audit_log=audit_log,
         data_dir=data_dir,
         min_free_space=floor,
+        inline_blob_bytes=inline_blob_bytes,
         import_roots=import_roots,
         max_import_file_bytes=max_import_file_bytes,
         item_timeout_seconds=item_timeout_seconds,

@@ -21,12 +21,12 @@ from tests.support.reliability import (
     ANY_SYNTAX,
     DICOMWEB,
     STORE,
-    blob_files,
     create_dataset_and_store,
     indexed_blob_keys,
     make_instance,
     qido_instances,
     referenced,
+    stored_blobs,
     stow,
 )
 
@@ -204,7 +204,7 @@ def test_eight_clients_leave_counters_metrics_and_qido_consistent(
         for study, (count, series_count) in study_counts.items()
         if count != per_study[study] or series_count != len({r for s, r, _ in listed if s == study})
     ] + [r for r, count in series_counts.items() if count != per_series[r]]
-    blob_keys = set(blob_files(service_config.data_dir))
+    blob_keys = set(stored_blobs(service_config.data_dir, service_config.database_url))
     FIGURES.mkdir(parents=True, exist_ok=True)
     backend = "postgresql" if service_config.database_url else "sqlite"
     (FIGURES / f"concurrency-{backend}.json").write_text(

@@ -22,12 +22,12 @@ from tests.support.reliability import (
     ANY_SYNTAX,
     DICOMWEB,
     ServerProcess,
-    blob_files,
     create_dataset_and_store,
     indexed_blob_keys,
     make_instance,
     qido_instances,
     referenced,
+    stored_blobs,
     stow,
     temporary_files,
 )
@@ -189,7 +189,8 @@ def test_acknowledged_instances_survive_repeated_sigkill_without_orphans(
                     unreadable.append((sop, response.status_code))
     finally:
         server.stop()
-    on_disk = set(blob_files(data_dir))
+    stored = stored_blobs(data_dir, database_url)
+    on_disk = set(stored)
     indexed = indexed_blob_keys(data_dir, database_url)
     backend = "postgresql" if database_url else "sqlite"
     _record(
@@ -210,6 +211,7 @@ def test_acknowledged_instances_survive_repeated_sigkill_without_orphans(
     assert lost == []
     assert unreadable == []
     assert len(listed) == len(set(listed))
+    assert len(stored) == len(on_disk), "a file beside an instance kept in the index"
     assert on_disk - indexed == set(), "orphaned blobs"
     assert indexed - on_disk == set(), "indexed instances without blobs"
     assert temporary_files(data_dir) == []

@@ -18,6 +18,7 @@ from dicomql.store import resources
 from dicomql.store.blobs import LocalBlobStore
 from dicomql.store.index import Index
 from dicomql.store.schema import dicom_stores, instances, series, studies
+from tests.support.reliability import stored_blobs_of
 
 LOCATION = "projects/p/locations/us-central1"
 DATASET = f"{LOCATION}/datasets/ds"
@@ -429,10 +430,6 @@ def test_instances_stored_over_dicomweb_are_counted_and_deleted_with_their_store
     assert int(metrics["blobStorageSizeBytes"]) >= sum(Path(p).stat().st_size for p in files) * 0.9
     assert int(metrics["structuredStorageSizeBytes"]) > 0
 
-    def stored_blobs() -> list[Path]:
-        root = service_config.blob_root
-        return [p for p in root.rglob("*") if p.is_file() and root / "tmp" not in p.parents]
-
-    assert len(stored_blobs()) == 3
+    assert len(stored_blobs_of(service_config)) == 3
     stores.delete(name=name).execute()
-    assert stored_blobs() == []
+    assert stored_blobs_of(service_config) == []

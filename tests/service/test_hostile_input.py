@@ -26,7 +26,7 @@ from dicomql.dicom.structure import DEFLATED, LimitExceeded, inflated
 from dicomql.service.config import ServiceConfig
 from tests.support import deflated
 from tests.support.dicomweb import DICOMWEB, DicomWebClient, create_store, failed, make_instance
-from tests.support.reliability import stow
+from tests.support.reliability import stored_blobs_of, stow
 
 LOCATION = "/v1/projects/p/locations/l"
 
@@ -170,7 +170,7 @@ def test_a_damaged_deflated_instance_is_refused_at_stow_and_the_server_goes_on(
         assert [reason for _, reason in failed(response)] == [0xC000]
         assert "while decompressing data" in response.headers["warning"]
         assert http.get(f"{DICOMWEB}/instances").json() == []  # nothing stored
-        assert not [p for p in (service_config.blob_root / "instances").rglob("*") if p.is_file()]
+        assert stored_blobs_of(service_config) == []
         # The same connection goes on: the intact instance is stored.
         assert stow(http, [deflated.intact_deflated()]).status_code == 200
         assert len(http.get(f"{DICOMWEB}/instances").json()) == 1

@@ -313,6 +313,7 @@ def blob_errors(client: httpx.Client) -> float:
     return 0.0
 
 
+@pytest.mark.blob_files
 def test_a_blob_that_vanished_before_an_export_read_it_is_a_failure_and_a_blob_error(
     embedded: httpx.Client, service_config: ServiceConfig, tmp_path: Path
 ) -> None:

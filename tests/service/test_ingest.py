@@ -31,6 +31,7 @@ from tests.support.dicomweb import (
     multipart,
 )
 from tests.support.lro import counter, run, store_path
+from tests.support.reliability import stored_blobs_of
 
 STUDY, SERIES = "1.2.826.0.3.1", "1.2.826.0.3.1.1"
 VALID = make_instance(STUDY, SERIES, "1.2.826.0.3.1.1.1")
@@ -105,7 +106,7 @@ def test_stow_import_and_deidentify_refuse_an_unreadable_file_with_one_reason(
     # De-identification stores its outputs through the same call (store_instances, action
     # DeidentifyDicomStore); an output it could not read would be refused like this.
     [deidentified] = store_instances(
-        index, blob_store_for(service_config), store_pk, [data], action=events.DEIDENTIFY
+        index, blob_store_for(service_config, index), store_pk, [data], action=events.DEIDENTIFY
     )
     assert deidentified.outcome is Outcome.UNREADABLE
     assert stow_reason == deidentified.failure_reason == CANNOT_UNDERSTAND
@@ -121,7 +122,7 @@ def test_an_unreadable_file_is_refused_without_failing_the_others(
     store: tuple[Index, int], service_config: ServiceConfig
 ) -> None:
     index, store_pk = store
-    blobs = blob_store_for(service_config)
+    blobs = blob_store_for(service_config, index)
     outcomes = store_instances(index, blobs, store_pk, [*UNREADABLE.values(), VALID, VALID])
     assert [outcome.outcome for outcome in outcomes] == [Outcome.UNREADABLE] * len(UNREADABLE) + [
         Outcome.STORED,
@@ -136,7 +137,7 @@ def test_the_failed_item_of_a_convertible_header_names_its_instance(
 ) -> None:
     index, store_pk = store
     [outcome] = store_instances(
-        index, blob_store_for(service_config), store_pk, [UNREADABLE["a 1-byte US value"]]
+        index, blob_store_for(service_config, index), store_pk, [UNREADABLE["a 1-byte US value"]]
     )
     assert outcome.sop_instance_uid == "1.2.826.0.3.1.1.1"
     assert outcome.sop_class_uid == "1.2.840.10008.5.1.4.1.1.2"
@@ -154,7 +155,7 @@ def test_a_store_deleted_before_indexing_leaves_no_blob_and_no_journal_entry(
         assert response.status_code == 200, response.text
         yield make_instance(STUDY, SERIES, "1.2.826.0.3.1.1.2")
 
-    ingest = Ingest(index, blob_store_for(service_config), store_pk)
+    ingest = Ingest(index, blob_store_for(service_config, index), store_pk)
     with pytest.raises(StoreNotFound):
         ingest.store(sources())
     with index.connect() as conn:
@@ -218,13 +219,8 @@ def test_stows_into_a_store_deleted_under_them_answer_404_and_leave_no_blob(
     assert _blob_files(service_config) == []
 
 
-def _blob_files(config: ServiceConfig) -> list[Path]:
-    root = config.blob_root
-    return [
-        path
-        for path in root.rglob("*")
-        if path.is_file() and path.relative_to(root).parts[0] != "tmp"
-    ]
+def _blob_files(config: ServiceConfig) -> list[str]:
+    return stored_blobs_of(config)
 
 
 def _journal(index: Index) -> list[str]:
@@ -239,7 +235,7 @@ def test_units_of_work_sharing_blob_keys_journal_a_batch_and_release_the_rest(
     instances, keys held too long are forgotten in the next index commit, release() forgets
     the rest."""
     index, store_pk = store
-    blobs = blob_store_for(service_config)
+    blobs = blob_store_for(service_config, index)
     keys = BlobKeys(index, blobs)
     journaled: list[int] = []
 

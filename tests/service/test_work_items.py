@@ -326,7 +326,7 @@ def store_copies(config: ServiceConfig, store_id: str, copies: list[bytes]) -> N
             store_pk = conn.execute(
                 select(dicom_stores.c.pk).where(dicom_stores.c.store_id == store_id)
             ).scalar_one()
-        results = store_instances(index, blob_store_for(config), store_pk, copies)
+        results = store_instances(index, blob_store_for(config, index), store_pk, copies)
     finally:
         index.close()
     assert all(result.ok for result in results)
@@ -380,7 +380,7 @@ def test_an_import_item_rerun_after_its_worker_stored_files_counts_and_stores_th
             client, f"{DATASET}/dicomStores/s:import", {"gcsSource": {"uri": f"{source}/*"}}
         )
     index = Index.open(service_config.index_url)
-    blobs = blob_store_for(service_config)
+    blobs = blob_store_for(service_config, index)
     try:
         row = operation_row(index, operation_id)
         store_pk = row.request["store_pk"]
@@ -423,7 +423,7 @@ def test_a_deidentify_item_rerun_after_its_worker_stored_output_adds_no_second_c
         }
         operation_id = start(client, f"{DATASET}/dicomStores/src:deidentify", body)
     index = Index.open(service_config.index_url)
-    blobs = blob_store_for(service_config)
+    blobs = blob_store_for(service_config, index)
     try:
         row = operation_row(index, operation_id)
         request = row.request
@@ -481,7 +481,7 @@ def test_an_export_is_split_into_ranges_of_the_selection(
             {"gcsDestination": {"uriPrefix": str(tmp_path / "out")}},
         )
     index = Index.open(service_config.index_url)
-    blobs = blob_store_for(service_config)
+    blobs = blob_store_for(service_config, index)
     try:
         row = operation_row(index, operation_id)
         resource = run_everything(index, blobs, row.pk, service_config)

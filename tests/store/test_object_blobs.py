@@ -26,6 +26,8 @@ from dicomql.provider.transports import InProcessTransport
 from dicomql.service.app import create_app
 from dicomql.service.config import ServiceConfig
 from dicomql.store.blobs import CHUNK_SIZE, BlobStore, LocalBlobStore
+from dicomql.store.index import Index
+from dicomql.store.inline_blobs import InlineBlobStore
 from dicomql.store.object_blobs import (
     FsspecBlobStore,
     blob_store_for,
@@ -189,9 +191,16 @@ def test_blob_urls_no_backend_serves_are_refused(url: str) -> None:
 def test_a_file_url_names_a_directory_of_files(tmp_path: Path) -> None:
     check_blob_url(f"file://{tmp_path}/shared")
     config = ServiceConfig(data_dir=tmp_path / "data", blob_url=f"file://{tmp_path}/shared")
-    blobs = blob_store_for(config)
-    assert isinstance(blobs, LocalBlobStore)
-    assert blobs.root == tmp_path / "shared"
+    config.data_dir.mkdir()
+    index = Index.open(config.index_url)
+    try:
+        blobs = blob_store_for(config, index)
+    finally:
+        index.close()
+    # Small instances in the index, the rest as files in the shared directory.
+    assert isinstance(blobs, InlineBlobStore)
+    assert isinstance(blobs.files, LocalBlobStore)
+    assert blobs.files.root == tmp_path / "shared"
     assert config.local_write_paths == [tmp_path / "shared", tmp_path / "data"]
 
 

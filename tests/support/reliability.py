@@ -24,7 +24,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import create_engine, select
 
-from dicomql.store.schema import instances
+from dicomql.service.config import ServiceConfig
+from dicomql.store.schema import instance_blobs, instances
 from tests.support.dicomweb import multipart
 from tests.support.ports import free_port
 
@@ -312,12 +313,38 @@ def qido_instances(client: httpx.Client, path: str = DICOMWEB) -> list[tuple[str
             return found
 
 
-def blob_files(data_dir: Path) -> Iterator[str]:
-    """Keys of the blob files under ``data_dir/blobs`` (temporaries excluded)."""
-    root = data_dir / "blobs"
-    for path in root.rglob("*"):
-        if path.is_file() and path.parent != root / "tmp":
-            yield path.relative_to(root).as_posix()
+def inline_blob_keys(data_dir: Path, database_url: str | None) -> set[str]:
+    """Keys of the instances whose bytes the index keeps (store/inline_blobs.py)."""
+    url = database_url or f"sqlite:///{data_dir / 'index.sqlite3'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = select(instances.c.blob_key).join(
+                instance_blobs, instance_blobs.c.instance_pk == instances.c.pk
+            )
+            return set(conn.execute(query).scalars())
+    finally:
+        engine.dispose()
+
+
+def stored_blobs(
+    data_dir: Path, database_url: str | None = None, blob_root: Path | None = None
+) -> list[str]:
+    """Keys of every stored blob: the files under ``blob_root`` (``data_dir/blobs`` by
+    default; temporaries excluded) and the instances kept in the index, a key listed twice
+    if it is both (which would be an orphan file)."""
+    root = blob_root or data_dir / "blobs"
+    files = [
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.is_file() and path.parent != root / "tmp"
+    ]
+    return sorted(files + list(inline_blob_keys(data_dir, database_url)))
+
+
+def stored_blobs_of(config: ServiceConfig) -> list[str]:
+    """:func:`stored_blobs` of a service's configuration."""
+    return stored_blobs(config.data_dir, config.database_url, config.blob_root)
 
 
 def temporary_files(data_dir: Path) -> list[Path]:

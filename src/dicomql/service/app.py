@@ -47,7 +47,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         index = Index.open(config.index_url)
-        blobs = blob_store_for(config)
+        blobs = blob_store_for(config, index)
         service = Service(config=config, index=index, blobs=blobs)
         presence = recover(service)
         # Handlers per api_method_name, built by the app (no module-global registry).

@@ -48,6 +48,8 @@ class ServiceConfig:
             and fails its operation with DEADLINE_EXCEEDED (a read that blocks, say).
         statement_timeout_seconds: how long a QIDO search's index query may run before it is
             cancelled and the request answered 504 DEADLINE_EXCEEDED (None: no limit).
+        inline_blob_bytes: instances of at most this many bytes are kept in the index rather
+            than as files, when blobs are files (store/inline_blobs.py); 0 keeps every one a file.
         min_free_space: below this much free space on the local disks the service writes (the
             blob root, a SQLite index's directory), STOW and imports refuse new instances.
         bind_host: the address ``dicomql serve`` listens on; ``None`` for the in-process
@@ -76,6 +78,7 @@ class ServiceConfig:
     janitor_interval_seconds: float = 600.0
     conformance: str = GOOGLE
     min_free_space: SpaceFloor = DEFAULT_FLOOR
+    inline_blob_bytes: int = 64 * 1024
     bind_host: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()

@@ -31,6 +31,10 @@ class BlobWriter(Protocol):
 
 
 class BlobStore(Protocol):
+    # Instances of at most this many bytes are kept in the index rather than written here
+    # (store/inline_blobs.py); 0 for a store that keeps every instance itself.
+    inline_limit: int
+
     def new_key(self, prefix: str) -> str: ...
     def writer(self, key: str) -> BlobWriter: ...
     def open(self, key: str) -> BinaryIO: ...
@@ -91,6 +95,8 @@ class LocalBlobWriter:
 class LocalBlobStore:
     """Blobs as files under ``root``: ``{prefix}/{2 hex}/{key}``, temporaries under ``tmp/``."""
 
+    inline_limit = 0
+
     def __init__(self, root: Path) -> None:
         self.root = root
         (root / "tmp").mkdir(parents=True, exist_ok=True)
@@ -111,16 +117,7 @@ class LocalBlobStore:
 
     def read_chunks(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         with self.open(key) as file:
-            file.seek(start)
-            remaining = None if end is None else end - start
-            while remaining is None or remaining > 0:
-                size = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
-                chunk = file.read(size)
-                if not chunk:
-                    return
-                if remaining is not None:
-                    remaining -= len(chunk)
-                yield chunk
+            yield from read_file_chunks(file, start, end)
 
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
@@ -155,6 +152,20 @@ class LocalBlobStore:
         if ".." in key.split("/") or key.startswith("/") or "\x00" in key:
             raise ValueError(f"not a blob key: {key!r}")
         return self.root / key
+
+
+def read_file_chunks(file: BinaryIO, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """Bytes ``start`` to ``end`` of an open file, CHUNK_SIZE at a time."""
+    file.seek(start)
+    remaining = None if end is None else end - start
+    while remaining is None or remaining > 0:
+        size = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+        chunk = file.read(size)
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
 
 
 def _durable_directory(path: Path, root: Path, known: set[Path]) -> None:

@@ -61,16 +61,28 @@ _READ_SIZE = 1024 * 1024
 
 
 class IncomingInstance:
-    """One instance on its way into the blob store: its journaled key, its writer and hash."""
+    """One instance on its way into the blob store: its journaled key, its writer and hash.
+
+    The writer (and with it a file) is made at the first write: an instance held whole and
+    kept in the index (``flush(last=True, inline_limit=…)``) never has one."""
 
     def __init__(self, blobs: BlobStore, key: str) -> None:
         self.key = key
         self.hasher = hashlib.sha256()
-        self.writer: BlobWriter = blobs.writer(key)
+        self.size = 0
+        self.inline = False  # its bytes go into the index with its row
+        self._blobs = blobs
+        self._writer: BlobWriter | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._spilled = False  # some bytes were written out already
         self.committed = False
+
+    @property
+    def writer(self) -> BlobWriter:
+        if self._writer is None:
+            self._writer = self._blobs.writer(self.key)
+        return self._writer
 
     def buffer(self, data: bytes) -> bool:
         """Hold ``data``; True when enough is held that :meth:`flush` should run."""
@@ -78,13 +90,19 @@ class IncomingInstance:
         self._pending_size += len(data)
         return self._pending_size >= _FLUSH_BYTES
 
-    def flush(self, *, last: bool = False) -> bytes | None:
+    def flush(self, *, last: bool = False, inline_limit: int = 0) -> bytes | None:
         """Write out what is held. The last flush returns the instance's bytes when they were
         all held until then (an instance under ``_FLUSH_BYTES``), else None; a larger instance
-        is never joined into one copy."""
+        is never joined into one copy. Held bytes of at most ``inline_limit`` are not written
+        out at all: the instance is :attr:`inline`."""
         pending, self._pending, self._pending_size = self._pending, [], 0
         if last and not self._spilled:
             whole = pending[0] if len(pending) == 1 else b"".join(pending)
+            if len(whole) <= inline_limit:
+                self.hasher.update(whole)
+                self.size = len(whole)
+                self.inline = True
+                return whole
             pending = [whole]
         else:
             whole = None
@@ -92,11 +110,17 @@ class IncomingInstance:
             self._spilled = True
             self.hasher.update(chunk)
             self.writer.write(chunk)
+            self.size += len(chunk)
         return whole
 
     def write(self, data: bytes) -> None:
         if self.buffer(data):
             self.flush()
+
+    def abort(self) -> None:
+        """Drop what was written (nothing, if no writer was made)."""
+        if self._writer is not None:
+            self._writer.abort()
 
 
 class BlobKeys:
@@ -347,7 +371,7 @@ class Ingest:
         return IncomingInstance(self.blobs, key)
 
     def _abort(self, incoming: IncomingInstance) -> None:
-        incoming.writer.abort()
+        incoming.abort()
         discard_blob(self.index, self.blobs, incoming.key)
 
     def _prepare_or_discard(self, incoming: IncomingInstance) -> InstanceRecord | InstanceOutcome:
@@ -358,19 +382,19 @@ class Ingest:
                 # Failed writing (a full disk): the partial file goes now, so that the space
                 # is back for the index to record the failure.
                 with contextlib.suppress(Exception):
-                    incoming.writer.abort()
+                    incoming.abort()
             self._discard_after_error(incoming.key)
             raise
 
     def _prepare(self, incoming: IncomingInstance) -> InstanceRecord | InstanceOutcome:
         """Commit (fsync) the blob and read its header: a record to index, or a refusal (whose
         blob is discarded here). The one place a file that cannot be read becomes a refusal."""
-        held = incoming.flush(last=True)
+        held = incoming.flush(last=True, inline_limit=self.blobs.inline_limit)
         committing = None
         if held is None:
             incoming.writer.commit()
             incoming.committed = True
-        else:
+        elif not incoming.inline:  # an inline instance is written with its index row
             # Held whole, it is parsed from memory while another thread waits for the disk
             # (the fsyncs release the GIL); nothing is indexed before the commit is done.
             committing = _blob_commits().submit(incoming.writer.commit)
@@ -410,11 +434,12 @@ class Ingest:
         return InstanceRecord(
             parsed=parsed,
             blob_key=incoming.key,
-            size=incoming.writer.size,
+            size=incoming.size,
             sha256=incoming.hasher.hexdigest(),
             study_attributes=study_attributes,
             series_attributes=series_attributes,
             instance_attributes=model,
+            inline_data=held if incoming.inline else None,
         )
 
     def _settle(self, slot: int, prepared: object) -> None:

@@ -39,7 +39,14 @@ from dicomql.store.index import Index
 from dicomql.store.operations import now
 from dicomql.store.prepared import Prepared
 from dicomql.store.records import InstanceRecord
-from dicomql.store.schema import blob_journal, dicom_stores, instances, series, studies
+from dicomql.store.schema import (
+    blob_journal,
+    dicom_stores,
+    instance_blobs,
+    instances,
+    series,
+    studies,
+)
 from dicomql.store.schema import person_name_tokens as name_tokens
 
 log = logging.getLogger("dicomql.store")
@@ -383,23 +390,25 @@ def _index_instance(
         )
     else:
         series_pk = series_row[1]
-    _INSERT_INSTANCE.run(
-        conn,
-        {
-            "store_pk": store_pk,
-            "study_pk": study_pk,
-            "series_pk": series_pk,
-            "transfer_syntax_uid": parsed.transfer_syntax_uid,
-            "blob_key": record.blob_key,
-            "size_bytes": record.size,
-            "sha256": record.sha256,
-            "storage_class": storage_class or "STANDARD",
-            "storage_class_update_time": None if storage_class in (None, "STANDARD") else moment,
-            "attributes": record.instance_attributes,
-            "create_time": moment,
-            **_fit(instances, parsed.columns[Level.INSTANCE]),
-        },
-    )
+    values = {
+        "store_pk": store_pk,
+        "study_pk": study_pk,
+        "series_pk": series_pk,
+        "transfer_syntax_uid": parsed.transfer_syntax_uid,
+        "blob_key": record.blob_key,
+        "size_bytes": record.size,
+        "sha256": record.sha256,
+        "storage_class": storage_class or "STANDARD",
+        "storage_class_update_time": None if storage_class in (None, "STANDARD") else moment,
+        "attributes": record.instance_attributes,
+        "create_time": moment,
+        **_fit(instances, parsed.columns[Level.INSTANCE]),
+    }
+    if record.inline_data is None:
+        _INSERT_INSTANCE.run(conn, values)
+    else:
+        instance_pk = _INSERT_INLINE_INSTANCE.scalar(conn, values)
+        _INSERT_INSTANCE_BLOB.run(conn, {"instance_pk": instance_pk, "data": record.inline_data})
     _COUNT_IN_SERIES.run(conn, {"row": series_pk, "added": record.size, "moment": moment})
     study_values: dict[str, Any] = {"row": study_pk, "added": record.size, "moment": moment}
     statement = _COUNT_IN_STUDY
@@ -471,6 +480,10 @@ def _settable(table: Table) -> list[str]:
 _INSERT_STUDY = Prepared(insert(studies).returning(studies.c.pk), keys=_settable(studies))
 _INSERT_SERIES = Prepared(insert(series).returning(series.c.pk), keys=_settable(series))
 _INSERT_INSTANCE = Prepared(insert(instances), keys=_settable(instances))
+_INSERT_INLINE_INSTANCE = Prepared(
+    insert(instances).returning(instances.c.pk), keys=_settable(instances)
+)
+_INSERT_INSTANCE_BLOB = Prepared(insert(instance_blobs))
 _INSERT_NAME_TOKENS = insert(name_tokens)
 _COUNT_IN_SERIES = Prepared(
     update(series)
@@ -719,6 +732,7 @@ def _delete_instances(conn: Connection, instance_pks: list[int]) -> list[str]:
     moment = now()
     keys = [row.blob_key for row in rows]
     conn.execute(insert(blob_journal), [{"blob_key": key, "create_time": moment} for key in keys])
+    conn.execute(delete(instance_blobs).where(instance_blobs.c.instance_pk.in_(instance_pks)))
     conn.execute(delete(instances).where(instances.c.pk.in_(instance_pks)))
     by_series: dict[int, tuple[int, int, int]] = {}
     for row in rows:

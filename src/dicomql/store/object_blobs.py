@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from dicomql.store.blobs import CHUNK_SIZE, BlobStore, LocalBlobStore
+from dicomql.store.index import Index
+from dicomql.store.inline_blobs import InlineBlobStore
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -42,12 +44,19 @@ class BlobSettings(Protocol):
     @property
     def s3_endpoint_url(self) -> str | None: ...
 
+    @property
+    def inline_blob_bytes(self) -> int: ...
 
-def blob_store_for(config: BlobSettings) -> BlobStore:
+
+def blob_store_for(config: BlobSettings, index: Index) -> BlobStore:
     """The blob store a configuration names: object storage at ``blob_url``, else files (in a
-    ``file://`` directory or the data directory)."""
+    ``file://`` directory or the data directory), with instances of at most
+    ``inline_blob_bytes`` kept in ``index`` instead."""
     if config.blobs_are_files:
-        return LocalBlobStore(config.blob_root)
+        files = LocalBlobStore(config.blob_root)
+        if config.inline_blob_bytes:
+            return InlineBlobStore(index, files, config.inline_blob_bytes)
+        return files
     assert config.blob_url is not None
     return FsspecBlobStore(config.blob_url, s3_endpoint_url=config.s3_endpoint_url)
 
@@ -151,6 +160,10 @@ class FsspecBlobStore:
     than AWS (``DICOMQL_S3_ENDPOINT_URL``, read at the edge); ``storage_options`` passes anything
     else to the fsspec backend.
     """
+
+    # Every instance an object, whatever its size: a bucket's lifecycle rules and storage
+    # classes see them all.
+    inline_limit = 0
 
     def __init__(
         self, url: str, *, s3_endpoint_url: str | None = None, **storage_options: Any

@@ -12,7 +12,8 @@ from dicomql.dicom.parse import ParsedInstance
 
 @dataclass(frozen=True)
 class InstanceRecord:
-    """A parsed instance whose blob is written, ready to be indexed."""
+    """A parsed instance whose blob is written (or held, to be written inline), ready to be
+    indexed."""
 
     parsed: ParsedInstance
     blob_key: str
@@ -21,3 +22,6 @@ class InstanceRecord:
     study_attributes: dict[str, Any]
     series_attributes: dict[str, Any]
     instance_attributes: dict[str, Any]
+    # The instance's bytes, when the index keeps them (store/inline_blobs.py); else its blob
+    # under ``blob_key`` is written and durable.
+    inline_data: bytes | None = None

@@ -26,6 +26,7 @@ from dicomql.store.schema import (
     blob_journal,
     datasets,
     dicom_stores,
+    instance_blobs,
     instances,
     operations,
     person_name_tokens,
@@ -301,6 +302,13 @@ def _journal_instance_blobs(conn: Connection, where: ColumnElement[bool]) -> lis
 
 
 def _delete_store_contents(conn: Connection, store_pk: int) -> None:
+    conn.execute(
+        delete(instance_blobs).where(
+            instance_blobs.c.instance_pk.in_(
+                select(instances.c.pk).where(instances.c.store_pk == store_pk)
+            )
+        )
+    )
     for table in (person_name_tokens, instances, series, studies):
         conn.execute(delete(table).where(table.c.store_pk == store_pk))
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -255,6 +256,22 @@ instances = Table(
     # QIDO /instances pages in pk order without a sort; instances of a series in pk order.
     Index("ix_instances_store_pk", "store_pk", "pk"),
     Index("ix_instances_series_pk", "series_pk", "pk"),
+)
+
+# The bytes of small instances, kept in the index rather than as files (store/inline_blobs.py):
+# inserted in the transaction that indexes the instance, so storing one is a single durable
+# write instead of a file, its directory and the index (and no new inode), and deleted with the
+# instance's row. Keyed by the instance's row, so it adds no index of its own.
+instance_blobs = Table(
+    "instance_blobs",
+    metadata,
+    Column(
+        "instance_pk",
+        ForeignKey("instances.pk", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("data", LargeBinary, nullable=False),
 )
 
 # Blobs written but not yet referenced by a committed index row. A key goes in here before its

@@ -9,6 +9,7 @@ import pytest
 
 from dicomql.service.config import ServiceConfig
 from tests.support.dicomweb import DICOMWEB, DicomWebClient, make_instance
+from tests.support.reliability import stored_blobs_of
 
 STUDY = "1.2.826.0.4.1"
 S1, S2 = f"{STUDY}.1", f"{STUDY}.2"
@@ -27,7 +28,7 @@ def client(service_config: ServiceConfig) -> Iterator[DicomWebClient]:
 
 
 def _blob_files(config: ServiceConfig) -> int:
-    return sum(1 for p in (config.blob_root / "instances").rglob("*") if p.is_file())
+    return len(stored_blobs_of(config))
 
 
 def _metrics(client: DicomWebClient) -> dict[str, str]:

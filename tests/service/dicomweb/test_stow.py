@@ -219,6 +219,7 @@ def test_wrong_content_type_is_415_in_google_shape(
     assert error["code"] == 415 and error["status"] == "INVALID_ARGUMENT" and error["message"]
 
 
+@pytest.mark.blob_files
 def test_truncated_multipart_body_is_400_and_leaves_nothing(
     client: DicomWebClient, service_config: ServiceConfig
 ) -> None:
@@ -254,6 +255,7 @@ def test_store_of_unknown_dicom_store_is_404(client: DicomWebClient) -> None:
     assert response.json()["error"]["status"] == "NOT_FOUND"
 
 
+@pytest.mark.blob_files
 def test_failed_and_duplicate_parts_leave_no_blobs(
     client: DicomWebClient, service_config: ServiceConfig
 ) -> None:
