@@ -23,13 +23,15 @@ from sqlalchemy import bindparam, func, select
 
 from dicomql.store.blobs import BlobStore, BlobWriter, read_file_chunks
 from dicomql.store.index import Index
+from dicomql.store.prepared import Prepared
 from dicomql.store.schema import instance_blobs, instances
 
 # The largest limit: the ingest holds an instance whole in memory up to this size only
 # (store/ingest.py, _FLUSH_BYTES), and a reader holds an inline instance whole.
 MAX_INLINE_LIMIT = 1024 * 1024
 
-_DATA = (
+# Compiled once (store/prepared.py): a WADO-RS of a small instance runs it once or twice.
+_DATA = Prepared(
     select(instance_blobs.c.data)
     .join(instances, instances.c.pk == instance_blobs.c.instance_pk)
     .where(instances.c.blob_key == bindparam("key"))
@@ -93,7 +95,7 @@ class InlineBlobStore:
 
     def _inline(self, key: str) -> bytes:
         with self.index.connect() as conn:
-            data = conn.execute(_DATA, {"key": key}).scalar()
+            data = _DATA.scalar(conn, {"key": key})
         if data is None:
             raise FileNotFoundError(f"no blob {key!r}")
         return bytes(data)
