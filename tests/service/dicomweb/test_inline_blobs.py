@@ -5,8 +5,6 @@ files as before."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from sqlalchemy import func, select
@@ -24,15 +22,6 @@ SERIES = f"{STUDY}.1"
 ANY_SYNTAX = {"accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 # 8 frames of 64 x 64 16-bit pixels: 64 KiB of pixel data alone, over the default limit.
 LARGE = {"rows": 64, "columns": 64, "frames": 8}
-
-
-@pytest.fixture
-def client(service_config: ServiceConfig) -> Iterator[DicomWebClient]:
-    client = DicomWebClient(service_config)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def _files(config: ServiceConfig) -> list[str]:
