@@ -124,7 +124,7 @@ STOW_WARM_UP_INSTANCES = 10
 
 def stow(target: Target, plan: Plan) -> list[StudyPlan]:
     """Ingest at every (connections, instances per request); returns the studies stored."""
-    warm_up = Corpus(seed=plan.seed - 1, patients=50)
+    warm_up = Corpus(seed=plan.seed - 2, patients=50)  # a seed of its own: UIDs come from it
     with ClientPool(target.dicomweb_url, 1) as pool:
         pool.store_batches(
             batched(warm_up.ct_instances([warm_up.study("CT", [STOW_WARM_UP_INSTANCES])]), 1)
