@@ -52,6 +52,17 @@ class FindAssociation:
         raw = self._association.dul.socket.socket if self._association.dul.socket else None
         if raw is not None:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # pynetdicom's requestor reactor (a loop polling every millisecond) serves any message
+        # it finds queued, and send_c_find's pause of it is racy: the reactor's "paused" flag is
+        # still set for a moment after it has passed its checkpoint. A response arriving then
+        # was taken by the reactor and dropped ("Received unexpected C-FIND service message"):
+        # a match lost, or the final response, and the query waited for the server's network
+        # timeout (60 s on dicomql) before failing. The client is sent no requests, so the
+        # reactor's non-blocking reads find nothing; the query's blocking reads get every
+        # response.
+        dimse = self._association.dimse
+        take = dimse.get_msg
+        dimse.get_msg = lambda block=False: take(block) if block else (None, None)  # type: ignore[method-assign]
 
     def find(self, identifier: Dataset) -> int:
         """Send one C-FIND and read every response; the number of matches.

@@ -14,11 +14,12 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomql.dimse.handlers import part10_header
-from dicomql.dimse.transport import _DIMSE, command_set, request
+from dicomql.dimse.transport import _DIMSE, _AssociationSocket, command_set, request
 
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 
@@ -50,6 +51,7 @@ class _Sink:
 
 class _Assoc:
     is_requestor = False
+    is_established = True
 
     def __init__(self, max_pdu: int) -> None:
         self.dul = _Sink()
@@ -109,6 +111,43 @@ RESPONSES = {
 def test_responses_are_sent_as_pynetdicom_sends_them(make: Any, max_pdu: int) -> None:
     assert command_set(make()) is not None
     assert _sent(_DIMSE, make(), max_pdu) == _sent(DIMSEServiceProvider, make(), max_pdu)
+
+
+class _Connection(_AssociationSocket):
+    """A plain TCP connection that records what is written to it."""
+
+    def __init__(self) -> None:  # no socket: nothing is read or written for real
+        self.socket = None
+        self.written: list[bytes] = []
+
+    def send(self, bytestream: bytes) -> None:
+        self.written.append(bytes(bytestream))
+
+
+class _UpperLayer:
+    """An established association's upper layer with nothing queued to send (Sta6)."""
+
+    def __init__(self) -> None:
+        self.socket = _Connection()
+        self.state_machine = type("StateMachine", (), {"current_state": "Sta6"})()
+        self.to_provider_queue: queue.Queue[Any] = queue.Queue()
+
+
+@pytest.mark.parametrize("make", RESPONSES.values(), ids=RESPONSES.keys())
+@pytest.mark.parametrize("max_pdu", [0, 16384, 50])
+def test_a_response_sent_by_the_serving_thread_is_its_pdus_in_one_write(
+    make: Any, max_pdu: int
+) -> None:
+    assoc = _Assoc(max_pdu)
+    upper_layer = _UpperLayer()
+    assoc.dul = upper_layer  # type: ignore[assignment]
+    _DIMSE(assoc).send_msg(make(), 3)  # type: ignore[arg-type]
+    expected = []
+    for values in _sent(DIMSEServiceProvider, make(), max_pdu):
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.extend(values)
+        expected.append(P_DATA_TF(pdata).encode())
+    assert upper_layer.socket.written == [b"".join(expected)]
 
 
 def test_what_is_not_encoded_here_is_left_to_pynetdicom() -> None:

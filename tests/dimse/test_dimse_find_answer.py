@@ -83,3 +83,20 @@ def test_other_datasets_and_other_encodings_go_to_pynetdicom() -> None:
     assert answers.encode(answer, False, True, True) == encode(answer, False, True, True)
     plain = _reference(MATCH, WANTED_KEYS, "STUDY")
     assert answers.encode(plain, True, True) == encode(plain, True, True)
+
+
+@pytest.mark.parametrize(("implicit", "little"), ENCODINGS, ids=str)
+def test_an_answer_changed_after_it_was_built_is_written_as_it_is_now(
+    implicit: bool, little: bool
+) -> None:
+    wanted = [(Tag(key), key) for key in WANTED_KEYS]
+    answer = answer_identifier(MATCH, wanted, "STUDY", (implicit, little))
+    answer.PatientID = "OTHER"  # replaced
+    assert str(answer.PatientName) == "Yamada^Tarou=山田^太郎"  # converted by pydicom
+    del answer.StudyDate
+    answer.StudyID = "S1"  # added
+    encoded = answers.encode(answer, implicit, little)
+    assert encoded == encode(answer, implicit, little)
+    assert encoded is not None
+    got = _decoded(encoded, implicit, little)
+    assert (got.PatientID, got.StudyID, "StudyDate" in got) == ("OTHER", "S1", False)

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dicomql.store import resources
 from dicomql.store.index import Index, json_text, sqlite_url
-from dicomql.store.prepared import Prepared, sqlite_execute
+from dicomql.store.prepared import Prepared, PreparedSelect, sqlite_execute
 from dicomql.store.schema import blob_journal, datasets, series
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -122,3 +122,61 @@ def test_a_dicom_store_pk_is_the_row_find_dicom_store_finds(index: Index) -> Non
         assert resources.dicom_store_pk(conn, "p", "l", "ds", "decoy") is None
         assert resources.dicom_store_pk(conn, "q", "l", "ds", "st") is None
         assert resources.dicom_store_pk(conn, "p", "m", "ds", "st") is None
+
+
+_NAMES = PreparedSelect(
+    select(datasets.c.dataset_id.label("name"), datasets.c.pk)
+    .where(datasets.c.project == bindparam("project"))
+    .order_by(datasets.c.pk)
+)
+_NAMES_IN = PreparedSelect(
+    select(datasets.c.dataset_id.label("name"))
+    .where(datasets.c.dataset_id.in_(bindparam("names", expanding=True)))
+    .order_by(datasets.c.pk)
+)
+_TIMES = PreparedSelect(select(datasets.c.create_time).where(datasets.c.project == "p"))
+
+
+def test_a_prepared_select_reads_what_core_reads(index: Index) -> None:
+    with index.begin() as conn:
+        for name in ("a", "b", "c"):
+            resources.insert_dataset(conn, "p", "l", name, {})
+        resources.insert_dataset(conn, "q", "l", "d", {})
+    with index.connect() as conn:
+        for prepared, values in [
+            (_NAMES, {"project": "p"}),
+            (_NAMES_IN, {"names": ["c", "a", "zz"]}),  # expanding: Connection.execute's
+            (_TIMES, {}),  # a DateTime column: SQLAlchemy converts SQLite's text
+        ]:
+            labels, rows = prepared.select(conn, values)
+            result = conn.execute(prepared.statement, values)
+            assert labels == list(result.keys())
+            assert [tuple(row) for row in rows] == [tuple(row) for row in result]
+    assert len(rows) == 3 and all(isinstance(row[0], datetime) for row in rows)
+
+
+def test_a_query_interrupted_while_its_rows_are_fetched_fails_as_sqlalchemys(
+    tmp_path: Path,
+) -> None:
+    # SQLite computes rows as they are fetched: the first comes with the execution, the
+    # interruption (the QIDO statement timeout's progress handler) during the fetch.
+    index = Index.open(sqlite_url(tmp_path))
+    counting = Prepared(
+        text(
+            "WITH RECURSIVE numbers(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM numbers"
+            " WHERE n < 1000000) SELECT n FROM numbers"
+        )
+    )
+    try:
+        with index.connect() as conn:
+            calls = []
+            dbapi = conn.connection.dbapi_connection
+            assert isinstance(dbapi, sqlite3.Connection)
+            dbapi.set_progress_handler(lambda: calls.append(1) or len(calls) > 5, 1000)
+            with pytest.raises(OperationalError) as caught:
+                counting.rows(conn, {})
+            dbapi.set_progress_handler(None, 0)
+        assert isinstance(caught.value.orig, sqlite3.OperationalError)
+        assert "interrupted" in str(caught.value.orig)
+    finally:
+        index.close()

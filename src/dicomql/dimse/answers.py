@@ -13,6 +13,7 @@ pydicom as one read from a file would be.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -35,6 +36,7 @@ _CHARACTER_SET = Tag(0x00080005)
 _LEVEL = Tag(0x00080052)
 _UTF8 = "ISO_IR 192"  # DICOM JSON values are Unicode
 _UTF8_ENCODINGS = convert_encodings(_UTF8)
+_UTF8_VALUE = _UTF8.encode("ascii")  # 10 bytes, even: no padding
 _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
@@ -43,9 +45,12 @@ _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
 class Answer(Dataset):
-    """A C-FIND answer whose raw elements are encoded as ``encoding`` says."""
+    """A C-FIND answer whose raw elements are encoded as ``encoding`` says. ``encoded`` keeps
+    each raw element built for it with the element's bytes, which :func:`encode` writes as long
+    as the answer still holds that element."""
 
     encoding: Encoding
+    encoded: dict[int, tuple[RawDataElement, bytes]]
 
 
 def answer_identifier(
@@ -58,29 +63,36 @@ def answer_identifier(
     numbers, bulk data) is converted by pydicom.
     """
     implicit, little = encoding
-    answer = Answer()
-    answer.encoding = encoding
-    answer.set_original_encoding(implicit, little, _UTF8_ENCODINGS)
-    answer[_CHARACTER_SET] = _raw(_CHARACTER_SET, "CS", _padded(_UTF8, "CS"), encoding)
-    answer[_LEVEL] = _raw(_LEVEL, "CS", _padded(level_name, "CS"), encoding)
+    elements: dict[BaseTag, Any] = {}
+    encoded: dict[int, tuple[RawDataElement, bytes]] = {}
+
+    def add_raw(tag: BaseTag, vr: str, value: bytes) -> None:
+        raw = elements[tag] = RawDataElement(tag, vr, len(value), value, 0, implicit, little)
+        written = _element_bytes(tag, vr, value, encoding)
+        if written is not None:
+            encoded[tag] = (raw, written)
+
+    add_raw(_CHARACTER_SET, "CS", _UTF8_VALUE)
+    add_raw(_LEVEL, "CS", _padded(level_name, "CS"))
     for tag, key in wanted:
         item = match.get(key)
         if item is None:
-            answer[tag] = _raw(tag, _vr_of(tag), b"", encoding)
+            add_raw(tag, _vr_of(tag), b"")
             continue
         vr = item["vr"]
         value = _encoded(vr, item["Value"], little) if "Value" in item else None
         if value is None and len(item) == 1:  # present without a value
             value = b""
         if value is None:
-            answer[tag] = Dataset.from_json({key: item})[tag]
+            elements[tag] = Dataset.from_json({key: item})[tag]
         else:
-            answer[tag] = _raw(tag, vr, value, encoding)
+            add_raw(tag, vr, value)
+    # Given its elements at once: a Dataset's item assignment checks each (~1 us apiece).
+    answer = Answer(elements)
+    answer.encoding = encoding
+    answer.encoded = encoded
+    answer.set_original_encoding(implicit, little, _UTF8_ENCODINGS)
     return answer
-
-
-def _raw(tag: BaseTag, vr: str, value: bytes, encoding: Encoding) -> RawDataElement:
-    return RawDataElement(tag, vr, len(value), value, 0, *encoding)
 
 
 def _encoded(vr: str, values: list[Any], little: bool) -> bytes | None:
@@ -126,12 +138,41 @@ def _person_name(value: dict[str, str]) -> str:
     return "=".join(value.get(group) or "" for group in _PN_GROUPS).rstrip("=")
 
 
-def _vr_of(tag: Any) -> str:
+@functools.cache
+def _vr_of(tag: int) -> str:
     """The dictionary VR of a tag; the first of an ambiguous pair (the value is empty)."""
     try:
         return str(dictionary_VR(tag)).split(" or ")[0]
     except KeyError:
         return "UN"
+
+
+# Element headers (PS3.5 7.1.2, 7.1.3) by byte order: implicit VR, explicit VR with a 2-byte
+# length, explicit VR with 2 reserved bytes and a 4-byte length.
+_HEADERS = {
+    little: (
+        struct.Struct(order + "HHI"),
+        struct.Struct(order + "HH2sH"),
+        struct.Struct(order + "HH2s2xI"),
+    )
+    for little, order in ((True, "<"), (False, ">"))
+}
+
+
+def _element_bytes(tag: int, vr: str, value: bytes, encoding: Encoding) -> bytes | None:
+    """A raw element's header and value; None for a value too long for its VR's 2-byte length,
+    which pydicom's writer writes as UN."""
+    implicit, little = encoding
+    implicit_header, short_header, long_header = _HEADERS[little]
+    long_vr = vr in EXPLICIT_VR_LENGTH_32
+    if len(value) > 0xFFFF and not long_vr:
+        return None
+    group, element = tag >> 16, tag & 0xFFFF
+    if implicit:
+        return implicit_header.pack(group, element, len(value)) + value
+    if long_vr:
+        return long_header.pack(group, element, vr.encode(), len(value)) + value
+    return short_header.pack(group, element, vr.encode(), len(value)) + value
 
 
 _pynetdicom_encode = pynetdicom.service_class.encode
@@ -142,35 +183,36 @@ def encode(
 ) -> bytes | None:
     """pynetdicom's ``dsutils.encode``, which this stands in for: the encoded dataset, or None.
 
-    An :class:`Answer` in its own encoding is written here: each raw element's header (PS3.5
-    7.1.2, 7.1.3) and value, the others by pydicom's element writer; anything else, and a
-    deflated transfer syntax, by pynetdicom's encoder.
+    An :class:`Answer` in its own encoding is written here: each raw element's header and
+    value (those it was built with as they were encoded then), the others by pydicom's element
+    writer; anything else, and a deflated transfer syntax, by pynetdicom's encoder.
     """
     encoding = (is_implicit_vr, is_little_endian)
     if deflated or not isinstance(ds, Answer) or ds.encoding != encoding:
         return _pynetdicom_encode(ds, is_implicit_vr, is_little_endian, deflated)
-    order = "<" if is_little_endian else ">"
-    implicit_header = struct.Struct(order + "HHI")
-    short_header = struct.Struct(order + "HH2sH")
-    long_header = struct.Struct(order + "HH2s2xI")
+    encoded = ds.encoded
+    parts = []
+    for tag in sorted(ds.keys()):
+        if tag & 0xFFFF == 0 and tag >> 16 > 6:
+            continue  # a retired group length, which pydicom's writer leaves out too
+        element: Any = ds.get_item(tag)
+        known = encoded.get(tag)
+        if known is not None and known[0] is element:
+            parts.append(known[1])
+            continue
+        value = element.value if isinstance(element, RawDataElement) else None
+        written = None
+        if isinstance(value, bytes):
+            written = _element_bytes(tag, element.VR or "", value, encoding)
+        parts.append(_written(element, encoding) if written is None else written)
+    return b"".join(parts)
+
+
+def _written(element: Any, encoding: Encoding) -> bytes:
+    """An element as pydicom's writer writes it (a long value of a short VR as UN)."""
     out = DicomBytesIO()
     out.is_implicit_VR, out.is_little_endian = encoding
-    for tag in sorted(ds.keys()):
-        if tag.element == 0 and tag.group > 6:
-            continue  # a retired group length, which pydicom's writer leaves out too
-        element = ds.get_item(tag)
-        value = element.value if isinstance(element, RawDataElement) else None
-        vr = element.VR or ""
-        if not isinstance(value, bytes) or (
-            len(value) > 0xFFFF and vr not in EXPLICIT_VR_LENGTH_32
-        ):
-            write_data_element(out, element, _UTF8)  # pydicom's, which makes a long value UN
-        elif is_implicit_vr:
-            out.write(implicit_header.pack(tag.group, tag.element, len(value)) + value)
-        elif vr in EXPLICIT_VR_LENGTH_32:
-            out.write(long_header.pack(tag.group, tag.element, vr.encode(), len(value)) + value)
-        else:
-            out.write(short_header.pack(tag.group, tag.element, vr.encode(), len(value)) + value)
+    write_data_element(out, element, _UTF8)
     return out.getvalue()
 
 

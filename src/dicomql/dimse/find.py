@@ -13,15 +13,18 @@ is a study search answered once per distinct Patient ID (the index has no patien
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from sqlalchemy import Connection
 
 from dicomql.dicom.attributes import Level
 from dicomql.dicom.qido import MAX_LIMIT, QueryError, SearchQuery, parse_search
 from dicomql.dimse.answers import EXPLICIT_LITTLE, Encoding, answer_identifier
+from dicomql.dimse.identifier import elements, matching_value
 from dicomql.dimse.settings import StoreName
 from dicomql.store import search as index_search
 from dicomql.store.index import Index
@@ -35,6 +38,7 @@ LEVELS = {
 }
 # Keys of the identifier that are about the query, not matching or return keys.
 _NOT_KEYS = frozenset({0x00080005, 0x00080052, 0x00080056, 0x00080054})
+_LEVEL = 0x00080052  # QueryRetrieveLevel
 _PATIENT_ID_KEY = "00100020"
 
 
@@ -42,22 +46,84 @@ class FindError(ValueError):
     """An identifier the SCP cannot answer; the message goes into the Error Comment."""
 
 
+@dataclass(frozen=True)
+class Keys:
+    """What an identifier asks: its Query/Retrieve Level, the QIDO level and parameters
+    searched, and the keys each answer holds (tag and DICOM JSON key), in tag order."""
+
+    level_name: str
+    level: Level
+    params: list[tuple[str, str]]
+    wanted: list[tuple[BaseTag, str]]
+
+
 def search_parameters(identifier: Dataset) -> tuple[str, Level, list[tuple[str, str]]]:
     """The query level, the QIDO level searched and the QIDO parameters of an identifier."""
+    keys = identifier_keys(identifier)
+    return keys.level_name, keys.level, keys.params
+
+
+def identifier_keys(identifier: Dataset) -> Keys:
+    """The keys of an identifier pydicom decoded.
+
+    Raises:
+        FindError: an unsupported level.
+    """
     level_name = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    return _keys(
+        level_name, sorted(identifier.keys()), lambda tag: _matching_value(identifier[tag])
+    )
+
+
+def encoded_keys(data: bytes, implicit: bool) -> Keys | None:
+    """The keys of an identifier as it was received, in implicit or explicit VR little endian,
+    read as :func:`identifier_keys` reads them once pydicom has decoded it; None for one left
+    to pydicom (:mod:`dicomql.dimse.identifier`). Private and file meta elements are not read:
+    neither is searched.
+
+    Raises:
+        FindError: an unsupported level.
+    """
+    found = elements(data, implicit)
+    if found is None:
+        return None
+    values: dict[int, str] = {}
+    level_name = ""
+    for tag, vr, value in found:
+        if tag == _LEVEL or (tag not in _NOT_KEYS and _searched(tag)):
+            text = matching_value(tag, vr, value)
+            if text is None or (tag == _LEVEL and "\\" in text):
+                return None  # pydicom's str() of several levels: pydicom's to report
+            if tag == _LEVEL:
+                level_name = text.upper()
+            values[tag] = text
+    return _keys(level_name, [tag for tag, _, _ in found], values.__getitem__)
+
+
+def _keys(level_name: str, tags: Iterable[int], value_of: Callable[[int], str]) -> Keys:
     if level_name not in LEVELS:
         raise FindError(f"QueryRetrieveLevel {level_name!r} is not PATIENT/STUDY/SERIES/IMAGE")
     params: list[tuple[str, str]] = []
-    for element in identifier:
-        tag = int(element.tag)
-        if tag in _NOT_KEYS or element.tag.is_private or element.tag.group == 0x0002:
+    wanted: list[tuple[BaseTag, str]] = []
+    for tag in tags:
+        if tag in _NOT_KEYS:
             continue
-        value = _matching_value(element)
+        key = f"{tag:08X}"
+        wanted.append((BaseTag(tag), key))
+        if not _searched(tag):
+            continue
+        value = value_of(tag)
         if value:
-            params.append((f"{tag:08X}", value))
+            params.append((key, value))
         else:
-            params.append(("includefield", f"{tag:08X}"))
-    return level_name, LEVELS[level_name], params
+            params.append(("includefield", key))
+    return Keys(level_name, LEVELS[level_name], params, wanted)
+
+
+def _searched(tag: int) -> bool:
+    """Neither a private element (an odd group) nor file meta information (group 2)."""
+    group = tag >> 16
+    return not group & 1 and group != 0x0002
 
 
 def _matching_value(element: Any) -> str:
@@ -78,42 +144,39 @@ def find(
     Raises:
         FindError: an unsupported level or key, or a malformed value (before any match).
     """
-    return _find(index, lambda conn: store_pk, identifier, is_cancelled, EXPLICIT_LITTLE)
+    keys = identifier_keys(identifier)
+    return _find(index, lambda conn: store_pk, keys, is_cancelled, EXPLICIT_LITTLE)
 
 
 def find_in_store(
     index: Index,
     store: StoreName | None,
-    identifier: Dataset,
+    keys: Keys,
     is_cancelled: Callable[[], bool],
     encoding: Encoding = EXPLICIT_LITTLE,
 ) -> Iterator[Dataset]:
-    """:func:`find` in the store named, looked up in the connection that reads the first page
-    (one connection per request, not two; the store may be created, deleted and created again
-    while the server runs). ``encoding`` is the one the answers will be sent in: their elements
-    are encoded in it up front, so that sending them copies bytes (:func:`answer_identifier`).
+    """:func:`find` of an identifier's keys in the store named, looked up in the connection
+    that reads the first page (one connection per request, not two; the store may be created,
+    deleted and created again while the server runs). ``encoding`` is the one the answers will
+    be sent in: their elements are encoded in it up front, so that sending them copies bytes
+    (:func:`answer_identifier`).
 
     Raises:
         FindError: no such store, or as :func:`find` (before any match).
     """
-    return _find(index, lambda conn: _store_pk(conn, store), identifier, is_cancelled, encoding)
+    return _find(index, lambda conn: _store_pk(conn, store), keys, is_cancelled, encoding)
 
 
 def _find(
     index: Index,
     store_pk_in: Callable[[Connection], int],
-    identifier: Dataset,
+    keys: Keys,
     is_cancelled: Callable[[], bool],
     encoding: Encoding,
 ) -> Iterator[Dataset]:
-    level_name, level, params = search_parameters(identifier)
-    wanted = [
-        (element.tag, f"{int(element.tag):08X}")
-        for element in identifier
-        if int(element.tag) not in _NOT_KEYS
-    ]
+    level_name, level, params, wanted = keys.level_name, keys.level, keys.params, keys.wanted
     if level_name == "PATIENT":  # answered once per Patient ID, requested or not
-        params.append(("includefield", _PATIENT_ID_KEY))
+        params = [*params, ("includefield", _PATIENT_ID_KEY)]
     limit = MAX_LIMIT[level]
 
     def page(offset: int) -> SearchQuery:

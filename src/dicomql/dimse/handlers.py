@@ -13,6 +13,7 @@ per batch, not per instance); every instance is still indexed, and fsynced, befo
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import struct
@@ -21,19 +22,20 @@ import weakref
 from collections.abc import Callable, Iterator
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import (
     PYNETDICOM_IMPLEMENTATION_UID,
     PYNETDICOM_IMPLEMENTATION_VERSION,
     build_context,
 )
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomql.dimse.answers import use_for_answers
 from dicomql.dimse.commitment import Commitment, RequestError, parse_request, stored_classes
-from dicomql.dimse.find import FindError, find_in_store
+from dicomql.dimse.find import FindError, encoded_keys, find_in_store, identifier_keys
 from dicomql.dimse.retrieve import (
     Matched,
     destination_contexts,
@@ -98,6 +100,14 @@ def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid
     )
     length = _meta_element(0x0000, b"UL", struct.pack("<I", len(elements)))
     return b"\0" * 128 + b"DICM" + length + elements
+
+
+@functools.cache
+def _encoding(transfer_syntax: str) -> tuple[bool, bool, bool]:
+    """A transfer syntax's (implicit VR, little endian, deflated): pydicom's UID works each out
+    on every access."""
+    syntax = UID(transfer_syntax)
+    return syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
 
 
 class _Session:
@@ -251,14 +261,19 @@ class Handlers:
 
     def find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         store = self.called(event).store
-        syntax = event.context.transfer_syntax  # the answers' encoding
+        implicit, little, deflated = _encoding(event.context.transfer_syntax)
         try:
+            # The identifier as received, read without pydicom where it can be (most are).
+            request = event.request
+            assert isinstance(request, C_FIND)  # the EVT_C_FIND handler
+            encoded = request.Identifier
+            keys = None
+            if little and not deflated and isinstance(encoded, io.BytesIO):
+                keys = encoded_keys(encoded.getvalue(), implicit)
+            if keys is None:
+                keys = identifier_keys(event.identifier)
             for answer in find_in_store(
-                self.index,
-                store,
-                event.identifier,
-                lambda: event.is_cancelled,
-                (syntax.is_implicit_VR, syntax.is_little_endian),
+                self.index, store, keys, lambda: event.is_cancelled, (implicit, little)
             ):
                 if event.is_cancelled:  # checked per match too, not only per page read
                     break

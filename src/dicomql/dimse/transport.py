@@ -18,7 +18,8 @@ until something it would act on happens:
 A C-STORE or C-ECHO is served on the upper layer's thread that read it, not handed to the
 association's reactor and its response back (:meth:`_BlockingAssociation.serve_here`), and a
 response's P-DATA is sent by the thread that made it over plain TCP (:meth:`_DIMSE.
-_send_pdata`): two thread wake-ups fewer per C-STORE, one fewer per C-FIND answer.
+_sends_here`), a response's PDUs in one write: two thread wake-ups fewer per C-STORE, one
+fewer per C-FIND answer, and one system call for a match's command and identifier.
 
 Each association also encodes its C-ECHO, C-STORE and C-FIND responses' command sets itself
 (:func:`command_set`): pynetdicom builds a pydicom Dataset of every element for each and encodes
@@ -245,6 +246,19 @@ class _DIMSE(DIMSEServiceProvider):
         # The request whose data set is being received: (primitive, its parameter, context
         # ID, the data set so far).
         self._receiving: tuple[Any, str, int, io.BytesIO] | None = None
+        self._peer_maximum_pdu_size: int | None = None
+
+    @property
+    def maximum_pdu_size(self) -> int:
+        """The peer's maximum PDU length, as pynetdicom's (which looks for it among the peer's
+        user information items at every message), kept once the association is established
+        (it was negotiated then)."""
+        size = self._peer_maximum_pdu_size
+        if size is None:
+            size = super().maximum_pdu_size
+            if self.assoc.is_established:
+                self._peer_maximum_pdu_size = size
+        return size
 
     def receive_primitive(self, primitive: Any) -> None:
         if self._receiving is not None:
@@ -319,36 +333,63 @@ class _DIMSE(DIMSEServiceProvider):
         data = identifier.getvalue() if identifier else b""
         # As DIMSEMessage.encode_msg: PDVs of at most the peer's maximum PDU length less their
         # headers, one PDV per P-DATA, the control header marking command or data set and last.
-        size = self.maximum_pdu_size - 6 if self.maximum_pdu_size else 0
-        for fragments, more, last in (
-            (_fragments(encoded, size), 1, 3),
-            (_fragments(data, size), 0, 2),
+        maximum = self.maximum_pdu_size
+        size = maximum - 6 if maximum else 0
+        values = [
+            bytes([last if number == len(fragments) else more]) + fragment
+            for fragments, more, last in (
+                (_fragments(encoded, size), 1, 3),
+                (_fragments(data, size), 0, 2),
+            )
+            for number, fragment in enumerate(fragments, 1)
+        ]
+        assoc = self.assoc
+        if (
+            self._sends_here()
+            and not assoc.get_handlers(evt.EVT_PDU_SENT)
+            and not assoc.get_handlers(evt.EVT_DATA_SENT)  # would see the PDUs joined
         ):
-            for number, fragment in enumerate(fragments, 1):
-                pdata = P_DATA()
-                flag = last if number == len(fragments) else more
-                pdata.presentation_data_value_list.append((context_id, bytes([flag]) + fragment))
-                self._send_pdata(pdata)
+            # Its P-DATA-TF PDUs in one write (the upper layer's DT-1 for each, the same
+            # bytes): a C-FIND match's command and identifier took two system calls.
+            connection = cast(_AssociationSocket, self.dul.socket)
+            connection.send(b"".join(_p_data_tf(context_id, value) for value in values))
+            return
+        for value in values:
+            pdata = P_DATA()
+            pdata.presentation_data_value_list.append((context_id, value))
+            self._send_pdata(pdata)
 
     def _send_pdata(self, pdata: P_DATA) -> None:
-        """Send a P-DATA on this thread, as the upper layer's DT-1 would (in Sta6: a P-DATA-TF
-        PDU, the state unchanged), when nothing is queued before it: the reactor's responses
-        (C-FIND's, one a match) no longer wake the upper layer's thread to send each. Queued
-        for the upper layer otherwise, when the state machine's transitions are watched, and
-        over TLS (an OpenSSL connection must not write in one thread while it reads in
-        another, as the upper layer's thread may be doing)."""
+        """Send a P-DATA on this thread when :meth:`_sends_here`, else queue it for the
+        upper layer."""
+        if self._sends_here():
+            self.dul._send(P_DATA_TF(pdata))
+        else:
+            self.dul.send_pdu(pdata)
+
+    def _sends_here(self) -> bool:
+        """Whether this thread sends a P-DATA itself, as the upper layer's DT-1 would (in Sta6:
+        a P-DATA-TF PDU, the state unchanged): when nothing is queued before it, so that the
+        reactor's responses (C-FIND's, one a match) do not wake the upper layer's thread to
+        send each. Not when the state machine's transitions are watched, nor over TLS (an
+        OpenSSL connection must not write in one thread while it reads in another, as the
+        upper layer's thread may be doing)."""
         dul = self.dul
         connection = dul.socket
-        if (
+        return (
             isinstance(connection, _AssociationSocket)
             and not isinstance(connection.socket, ssl.SSLSocket)
             and dul.state_machine.current_state == "Sta6"
             and dul.to_provider_queue.empty()
             and not self.assoc.get_handlers(evt.EVT_FSM_TRANSITION)
-        ):
-            dul._send(P_DATA_TF(pdata))
-        else:
-            dul.send_pdu(pdata)
+        )
+
+
+def _p_data_tf(context_id: int, value: bytes) -> bytes:
+    """A P-DATA-TF PDU of one presentation data value (PS3.8 9.3.5): its type, a reserved
+    byte and its length, then the item's length, the presentation context ID and the value
+    (the message control header and the fragment), as pynetdicom's ``P_DATA_TF.encode``."""
+    return struct.pack(">BxIIB", 0x04, len(value) + 5, len(value) + 1, context_id) + value
 
 
 def _fragments(data: bytes, size: int) -> list[bytes]:
@@ -643,7 +684,7 @@ class _AssociationSocket(AssociationSocket):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The upper layer's thread and the one serving a request both send (_send_pdata).
+        # The upper layer's thread and the one serving a request both send (_DIMSE.send_msg).
         self._sending = threading.Lock()
 
     def send(self, bytestream: bytes) -> None:

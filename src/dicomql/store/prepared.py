@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection, Select, exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
@@ -78,7 +78,7 @@ class Prepared:
             result = conn.exec_driver_sql(form.sql, parameters)
             return list(result.all()) if result.returns_rows else []
         cursor = sqlite_execute(conn, form.sql, parameters)
-        return cursor.fetchall() if cursor.description else []
+        return sqlite_fetchall(conn, cursor, form.sql, parameters) if cursor.description else []
 
     def run(self, conn: Connection, values: Mapping[str, Any]) -> None:
         """Run it in ``conn``'s transaction, for its effect."""
@@ -116,11 +116,60 @@ class Prepared:
         return form
 
 
+class PreparedSelect(Prepared):
+    """A SELECT that on SQLite runs as a :class:`Prepared` statement, its rows as the driver
+    gives them, unless it has an expanding parameter (a list bound to ``IN``) or a column whose
+    type converts what the driver returns; then, and on other databases, by
+    ``Connection.execute``, as before (PostgreSQL's rows keep SQLAlchemy's typing).
+    """
+
+    def __init__(self, statement: Select[Any]) -> None:
+        super().__init__(statement)
+        self.statement = statement
+        self.labels = [str(column.key) for column in statement.selected_columns]
+        self._direct: weakref.WeakKeyDictionary[Dialect, bool] = weakref.WeakKeyDictionary()
+
+    def select(
+        self, conn: Connection, values: Mapping[str, Any]
+    ) -> tuple[list[str], Sequence[Sequence[Any]]]:
+        """Run it in ``conn``; its column labels and rows."""
+        dialect = conn.dialect
+        direct = self._direct.get(dialect)
+        if direct is None:
+            direct = self._direct[dialect] = self._runs_direct(dialect)
+        if direct:
+            return self.labels, self.rows(conn, values)
+        result = conn.execute(self.statement, values)
+        return list(result.keys()), result.all()
+
+    def _runs_direct(self, dialect: Dialect) -> bool:
+        if dialect.name != "sqlite":
+            return False
+        compiled: Any = self.statement.compile(dialect=dialect)
+        if any(bind.expanding for bind in compiled.binds.values()):
+            return False
+        return all(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) is None
+            for column in self.statement.selected_columns
+        )
+
+
 def sqlite_execute(conn: Connection, sql: str, parameters: Sequence[Any] = ()) -> Any:
     """``sql`` run on ``conn``'s sqlite3 connection (its cursor), failing with SQLAlchemy's
     errors as ``Connection.execute`` would (the original as ``orig``)."""
     try:
         return conn.connection.dbapi_connection.execute(sql, parameters)  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            sql, parameters, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from error
+
+
+def sqlite_fetchall(conn: Connection, cursor: Any, sql: str, parameters: Sequence[Any]) -> Any:
+    """The rest of ``cursor``'s rows, failing as :func:`sqlite_execute` does: SQLite computes
+    the rows as they are fetched, so an interrupted or failing query may fail only here."""
+    try:
+        return cursor.fetchall()
     except conn.dialect.loaded_dbapi.Error as error:
         raise exc.DBAPIError.instance(
             sql, parameters, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
