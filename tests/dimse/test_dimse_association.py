@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import socket
 import threading
 import time
 import weakref
@@ -111,11 +112,12 @@ def test_many_proposed_contexts_get_the_results_and_roles_of_negotiating_over_ev
 
 @contextlib.contextmanager
 def listener(
-    contexts: list[str], handlers: list[tuple[evt.EventType, Any]]
+    contexts: list[str], handlers: list[tuple[evt.EventType, Any]], network_timeout: float = 60
 ) -> Iterator[tuple[AE, int]]:
     """A bare listener with this server's association classes (no store): its AE and port."""
     _quiet_pynetdicom()
     ae = AE(ae_title=AE_TITLE)
+    ae.network_timeout = network_timeout
     for context in contexts:
         ae.add_supported_context(context)
     server = ae.make_server(
@@ -179,7 +181,7 @@ def test_c_store_and_c_echo_are_served_by_the_thread_that_read_them_c_find_by_th
     def which(kind: str, status: int) -> Any:
         def handler(event: evt.Event) -> Any:
             thread = threading.current_thread()
-            served.append((kind, "upper layer" if thread is event.assoc.dul else "reactor"))
+            served.append((kind, "upper layer" if thread is event.assoc else "reactor"))
             if kind == "find":
                 return iter([(0x0000, None)])
             return status
@@ -244,7 +246,7 @@ def test_a_service_failing_unexpectedly_aborts_the_association_and_its_threads_e
 ) -> None:
     """pynetdicom aborts an association whose service raised; served on the upper layer's
     thread, that abort must not wait for the very thread it runs on: the requestor sees the
-    abort, and both of the association's threads end."""
+    abort, and the association's thread (running its upper layer) ends."""
 
     def broken(self: object, request: object, context: object) -> None:
         raise RuntimeError("a service bug")
@@ -263,3 +265,76 @@ def test_a_service_failing_unexpectedly_aborts_the_association_and_its_threads_e
         served.join(10)
         served.dul.join(10)
         assert not served.is_alive() and not served.dul.is_alive()
+
+
+def reactors() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.endswith("-reactor")]
+
+
+def test_an_association_that_only_echoes_has_one_thread_one_that_finds_two() -> None:
+    """The association's own thread runs its upper layer and does its negotiation and release;
+    the reactor's thread is started for the first request it serves (a C-FIND), and both end
+    with the association. Each is released as pynetdicom releases it."""
+    outcomes: list[tuple[str, bool]] = []
+    ended = threading.Event()
+
+    def note(what: str) -> Any:
+        return lambda event: outcomes.append((what, bool(reactors())))
+
+    handlers = [
+        (evt.EVT_C_ECHO, lambda event: outcomes.append(("echo", bool(reactors()))) or 0x0000),
+        (evt.EVT_C_FIND, lambda event: iter([(0xFF00, event.identifier), (0x0000, None)])),
+        (evt.EVT_RELEASED, note("released")),
+        (evt.EVT_CONN_CLOSE, lambda event: ended.set()),
+    ]
+    with listener([Verification, StudyRootQueryRetrieveInformationModelFind], handlers) as (
+        ae,
+        port,
+    ):
+        assoc = echo_association(port)
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+        assert assoc.is_released and ended.wait(10)
+        ended.clear()
+        requestor = AE(ae_title="SCU")
+        requestor.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = requestor.associate("127.0.0.1", port, ae_title=AE_TITLE)
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        assert [status.Status for status, _ in answers] == [0xFF00, 0x0000]
+        assoc.release()
+        assert assoc.is_released and ended.wait(10)
+        deadline = time.monotonic() + 10
+        while (ae.active_associations or reactors()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not ae.active_associations and not reactors()
+    assert outcomes == [("echo", False), ("released", False), ("released", True)]
+
+
+@pytest.mark.parametrize("ending", ["abort", "dropped connection", "network timeout"])
+def test_an_association_without_a_reactor_notices_an_abort_and_times_out(ending: str) -> None:
+    """Without a reactor thread, the association's thread reports an abort by the peer (an
+    A-ABORT, or the connection closed without one) and aborts an idle association after the
+    network timeout, as pynetdicom's reactor does."""
+    aborted = threading.Event()
+    handlers = [(evt.EVT_ABORTED, lambda event: aborted.set())]
+    with listener([Verification], handlers, network_timeout=0.5) as (ae, port):
+        assoc = echo_association(port)
+        assert assoc.send_c_echo().Status == 0x0000
+        if ending == "abort":
+            assoc.abort()
+        elif ending == "dropped connection":
+            connection = assoc.dul.socket.socket  # type: ignore[union-attr]
+            connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        assert aborted.wait(10)
+        if ending == "network timeout":
+            deadline = time.monotonic() + 10
+            while not assoc.is_aborted and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert assoc.is_aborted
+        deadline = time.monotonic() + 10
+        while ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not ae.active_associations

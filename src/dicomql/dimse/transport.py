@@ -15,18 +15,25 @@ until something it would act on happens:
   primitive it hands up and when it stops, with the network (idle) timer's remaining time as
   the timeout.
 
-A C-STORE or C-ECHO is served on the upper layer's thread that read it, not handed to the
-association's reactor and its response back (:meth:`_BlockingAssociation.serve_here`), and a
-response's P-DATA is sent by the thread that made it over plain TCP (:meth:`_DIMSE.
-_sends_here`), a response's PDUs in one write: two thread wake-ups fewer per C-STORE, one
-fewer per C-FIND answer, and one system call for a match's command and identifier.
+Nor are there two threads from the start: the association's own thread runs the upper layer's
+loop, and does the association's work between requests itself when that loop has nothing left
+to do (:meth:`_BlockingAssociation.attend`: the A-ASSOCIATE-RQ and negotiation, the
+A-RELEASE-RQ, an abort), until a request comes that the reactor serves; the reactor then
+starts on a thread of its own and does that work from then on, as in pynetdicom. A C-STORE or
+C-ECHO is served on the thread that read it, not handed to the association's reactor and its
+response back (:meth:`_BlockingAssociation.serve_here`), so an association that only echoes
+or stores has one thread and no hand-off between threads at all; a response's P-DATA is sent
+by the thread that made it over plain TCP (:meth:`_DIMSE._sends_here`), a response's PDUs in
+one write: one wake-up fewer per C-FIND answer, and one system call for a match's command and
+identifier.
 
 Each association also encodes its C-ECHO, C-STORE and C-FIND responses' command sets itself
 (:func:`command_set`): pynetdicom builds a pydicom Dataset of every element for each and encodes
 it twice (once to learn the group length), a tenth of a C-STORE's CPU. Likewise it decodes the
 command sets of those requests itself (:func:`request`) rather than through a pydicom Dataset.
 
-Each loop's body is pynetdicom's own, unchanged, and every wait also ends after ``MAX_WAIT``
+Each loop's body is pynetdicom's own, unchanged (the association's work done on the upper
+layer's thread is copied from its reactor's), and every wait also ends after ``MAX_WAIT``
 seconds, so a condition these signals miss is still seen, late, rather than never. Only
 associations this server accepts use these classes (associations it requests for C-MOVE and
 storage commitment are pynetdicom's own), and only on the pynetdicom versions in
@@ -44,6 +51,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 import weakref
 from copy import deepcopy
 from datetime import datetime
@@ -58,9 +66,11 @@ from pynetdicom.association import Association, ServiceUser
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import StateMachine
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.pdu_primitives import A_ASSOCIATE, P_DATA
 from pynetdicom.presentation import PresentationContext
+from pynetdicom.timer import Timer
 from pynetdicom.transport import AddressInformation, AssociationSocket, RequestHandler
 from pynetdicom.utils import make_target
 
@@ -99,6 +109,18 @@ class _WakingQueue(queue.Queue[Any]):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
         self._wake()
+
+
+class _MessageQueue(queue.Queue[Any]):
+    """The DIMSE messages for the association's reactor, calling ``queued`` with each put."""
+
+    def __init__(self, queued: Any) -> None:
+        super().__init__()
+        self._queued = queued
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._queued(item)
 
 
 class _Checkpoint(threading.Event):
@@ -404,15 +426,41 @@ class _BlockingDUL(DULServiceProvider):
     """The upper layer, sleeping in ``select`` between events instead of 1 ms at a time."""
 
     def __init__(self, assoc: Association) -> None:
-        super().__init__(assoc)
+        # pynetdicom 3.0's DULServiceProvider.__init__ with the waking queues built in place of
+        # its three plain ones (not built and then replaced).
+        self._assoc = assoc
+        self.socket = None
+        self.event_queue = _WakingQueue(self._wake_for_put)
+        self.to_provider_queue = _WakingQueue(self._wake_for_put)
+        self.to_user_queue = _WakingQueue(self._wake_association)
+        self._recv_pdu = queue.Queue()
+        self._idle_timer = Timer(60)
+        self.artim_timer = Timer(30)
+        self.state_machine = StateMachine(self)
+        self._run_loop_delay = 0.001
+        # (A Thread, as pynetdicom's code expects, though never started: the association's
+        # own thread runs this loop, see _BlockingAssociation.run_reactor.)
+        threading.Thread.__init__(self)
+        self.daemon = False
+        self._kill_thread = False
+        # The thread running the loop while it runs, and that it has ended.
+        self._loop_thread: threading.Thread | None = None
+        self._running = False
+        self._stopped = threading.Event()
         # Socket objects rather than a pipe's descriptors: a write after close() raises
         # instead of reaching whatever file reused the number.
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
-        self.event_queue = _WakingQueue(self._wake_for_put)
-        self.to_provider_queue = _WakingQueue(self._wake_for_put)
-        self.to_user_queue = _WakingQueue(self._wake_association)
+
+    def is_alive(self) -> bool:
+        """Whether the loop runs (on the association's thread), as a started upper layer's
+        thread would be alive."""
+        return self._running
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._loop_thread is not None:
+            self._stopped.wait(timeout)
 
     def _wake(self) -> None:
         # Full: a wake-up is pending anyway. Closed: the reactor has stopped.
@@ -420,10 +468,14 @@ class _BlockingDUL(DULServiceProvider):
             self._wake_writer.send(b"\0")
 
     def _wake_for_put(self) -> None:
-        # The reactor's own puts (the event of a PDU it read, those of its actions) come before
-        # it looks at its queues again, so only another thread's need a wake-up (a system call).
-        if threading.current_thread() is not self:
+        # The loop's own puts (the event of a PDU it read, those of its actions, those of the
+        # association's work done on its thread) come before it looks at its queues again, so
+        # only another thread's need a wake-up (a system call).
+        if threading.current_thread() is not self._loop_thread:
             self._wake()
+
+    def on_loop_thread(self) -> bool:
+        return threading.current_thread() is self._loop_thread
 
     def _wake_association(self) -> None:
         work = getattr(self.assoc, "_work", None)
@@ -441,8 +493,10 @@ class _BlockingDUL(DULServiceProvider):
             if isinstance(connection, ssl.SSLSocket) and connection.pending():
                 return
             readers.append(connection)
+        association = cast(_BlockingAssociation, self.assoc)
+        remaining = min(self.artim_timer.remaining, association._due_in())
         try:
-            select.select(readers, [], [], _timeout(self.artim_timer.remaining))
+            select.select(readers, [], [], _timeout(remaining))
         except (OSError, ValueError):
             return  # a closed connection: the loop's own check reports Evt17
         try:
@@ -462,10 +516,14 @@ class _BlockingDUL(DULServiceProvider):
         return super().stop_dul()
 
     def run_reactor(self) -> None:
+        self._loop_thread = threading.current_thread()
+        self._running = True
         try:
             self._run_blocking_reactor()
         finally:
-            self._wake_association()  # the association notices that its upper layer stopped
+            self._running = False
+            self._stopped.set()
+            self._wake_association()  # the reactor notices that its upper layer stopped
             self._wake_writer.close()
             self._wake_reader.close()
 
@@ -512,6 +570,15 @@ class _BlockingDUL(DULServiceProvider):
             try:
                 event = self.event_queue.get(block=False)
             except queue.Empty:
+                # (Not in pynetdicom's loop.) Nothing left to do here: the association's own
+                # work, on this thread (_BlockingAssociation.attend); then, once it has been
+                # killed, the loop ends with the connection (what stop_dul() would do).
+                assoc = cast(_BlockingAssociation, self.assoc)
+                if assoc.attend():
+                    sleep = False
+                    continue
+                if assoc._kill and self.state_machine.current_state == "Sta1":
+                    break
                 sleep = True
                 continue
 
@@ -543,7 +610,7 @@ class _BlockingAssociation(Association):
         self.acse = ACSE(self)
         self.dul = _BlockingDUL(self)
         self.dimse = _DIMSE(self)
-        self.dimse.msg_queue = _WakingQueue(self._work.set)
+        self.dimse.msg_queue = _MessageQueue(self._message_queued)
         self.acse_timeout = ae.acse_timeout
         self.connection_timeout = ae.connection_timeout
         self.dimse_timeout = ae.dimse_timeout
@@ -555,31 +622,179 @@ class _BlockingAssociation(Association):
         self._started_dul = False
         self._dul_ready = threading.Event()
         # A thread that pauses the reactor (send_* methods, the storage commitment report)
-        # clears the checkpoint and waits until the reactor is paused at it: wake it to get there.
-        self._reactor_checkpoint = _Checkpoint(self._work.set)
+        # clears the checkpoint and waits until the reactor is paused at it: wake it to get there
+        # (and the upper layer's loop, which starts it if it is not yet: attend).
+        self._reactor_checkpoint = _Checkpoint(self._pause_wanted)
         self._reactor_checkpoint.set()
         self._is_paused = False
         # Held by whichever thread serves a request: the reactor, or the upper layer's for a
         # C-STORE or C-ECHO (serve_here); and by another thread using the paused association.
         self.service_lock = threading.Lock()
         self._timer_resolution = _config.WINDOWS_TIMER_RESOLUTION
-        # The reactor, then the release of the object graph's cycles once it is done.
+        # The reactor's thread, started for the first request it serves (see run_reactor).
+        self._reactor: threading.Thread | None = None
+        self._reactor_start = threading.Lock()
+        # The A-ASSOCIATE-RQ was taken (or waited for in vain), and until when it is awaited.
+        self._negotiated = False
+        self._acse_deadline: float | None = None
+        # The upper layer's loop, then the release of the object graph's cycles once it is done.
         threading.Thread.__init__(self, target=make_target(partial(_serve_then_release, self)))
         self.daemon = True
 
+    def run_reactor(self) -> None:
+        """pynetdicom 3.0's acceptor ``Association.run_reactor``, one thread for both loops
+        until the association needs two: this thread runs the upper layer's loop, and takes
+        the A-ASSOCIATE-RQ, answers the A-RELEASE-RQ and notes an abort itself whenever that
+        loop has nothing left to do (:meth:`attend`), as pynetdicom's reactor would at that
+        point; a C-ECHO or C-STORE is served as it is read (:meth:`serve_here`). Any other
+        request starts the association's reactor on a thread of its own
+        (:meth:`_start_reactor`), as pynetdicom runs it, which from then on does all of that
+        instead. An association that only echoes or stores thus costs one thread, not two,
+        and no hand-off between them for its negotiation and its release."""
+        if self.acse_timeout is not None:
+            self._acse_deadline = time.monotonic() + self.acse_timeout
+        self._started_dul = True
+        try:
+            self.dul.run_reactor()
+            if not self._kill and self._reactor is None:
+                # The upper layer stopped by itself (an abort, a closed connection): what
+                # pynetdicom's reactor then finds (it would also wait out the ACSE timeout for
+                # an A-ASSOCIATE-RQ that can no longer come).
+                if not self._negotiated:
+                    self._take_request()
+                if self.is_established:
+                    self.attend()
+                self.kill()
+        finally:
+            with self._reactor_start:  # (started, if it is set)
+                reactor = self._reactor
+            if reactor is not None:
+                reactor.join()  # it notices that the upper layer stopped, and ends
+                self._reactor = None
+            # Ensure the connection is shutdown properly (as pynetdicom does)
+            sock = cast(AssociationSocket, self.dul.socket)
+            if self._server and sock.socket:
+                self._server.shutdown_request(sock.socket)
+
+    def attend(self) -> bool:
+        """The association's work that pynetdicom's reactor does between requests, on the
+        upper layer's thread while the reactor has not been started; True when it queued
+        something for the upper layer to do."""
+        if self._reactor is not None or self._kill:
+            return False
+        if not self._negotiated:
+            return self._take_request()
+        if not self.is_established:
+            return False
+        if not self._reactor_checkpoint.is_set() or self.service_lock.locked():
+            # Another thread uses the association: the reactor waits for it, as in pynetdicom.
+            self._start_reactor()
+            return False
+        # pynetdicom 3.0's Association._run_reactor, after serving a request.
+        if self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            _pynetdicom_log.info("Association Released")
+            self.is_released = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return True
+        if self.acse.is_aborted():
+            log_msg = "Association Aborted"
+            if self.acse.is_aborted("a-p-abort"):
+                log_msg += " (A-P-ABORT)"
+            _pynetdicom_log.info(log_msg)
+            self.dul.receive_pdu(wait=False)
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return False
+        if self.dul.idle_timer_expired():
+            self._start_reactor()  # which times the association out, as pynetdicom's does
+        return False
+
+    def _take_request(self) -> bool:
+        """pynetdicom 3.0's acceptor run_reactor up to its reactor loop: the A-ASSOCIATE-RQ
+        (awaited for the ACSE timeout), the EVT_REQUESTED handlers, the negotiation."""
+        primitive = self.dul.receive_pdu(wait=False)
+        if primitive is None:
+            if self._acse_deadline is not None and time.monotonic() >= self._acse_deadline:
+                self._negotiated = True
+                self.kill()  # timed out waiting for the A-ASSOCIATE-RQ
+            return False
+        self._negotiated = True
+        self.requestor.primitive = cast(A_ASSOCIATE, primitive)
+        evt.trigger(self, evt.EVT_REQUESTED, {})
+        # User used EVT_REQUESTED to send an A-ABORT or A-ASSOCIATE-RJ
+        if not self.is_aborted and not self.is_rejected:
+            self.acse.negotiate_association()
+        if not self.is_established:
+            self.kill()
+            if self.dul.to_provider_queue.empty():
+                # Nothing to send (an answer would be queued): the connection is shut down
+                # at once, as pynetdicom's run_reactor does.
+                sock = cast(AssociationSocket, self.dul.socket)
+                if self._server and sock.socket:
+                    self._server.shutdown_request(sock.socket)
+        return True
+
+    def _due_in(self) -> float:
+        """Seconds until :meth:`attend` has a timer to act on: the ACSE timeout before the
+        A-ASSOCIATE-RQ, the network timeout once established (while the reactor, which
+        watches it otherwise, has not been started)."""
+        if self._reactor is not None or self._kill:
+            return MAX_WAIT
+        if not self._negotiated:
+            if self._acse_deadline is None:
+                return MAX_WAIT
+            return self._acse_deadline - time.monotonic()
+        if self.is_established:
+            return self.dul._idle_timer.remaining
+        return MAX_WAIT
+
+    def _pause_wanted(self) -> None:
+        self._work.set()
+        dul = cast(_BlockingDUL, self.dul)
+        if self._reactor is None and not dul.on_loop_thread():
+            dul._wake()
+
+    def _message_queued(self, item: tuple[int | None, Any]) -> None:
+        """A DIMSE message for the reactor (one not served here, or a response to a request
+        this side sent): started if it is not yet, and woken. Not started for the upper
+        layer's ``(None, None)`` when its connection closes, nor before the association is
+        established or once it is ending: pynetdicom's reactor runs only in between."""
+        if item[1] is not None and self.is_established and not self._kill:
+            self._start_reactor()
+        self._work.set()
+
+    def _start_reactor(self) -> None:
+        """The association's reactor on a thread of its own, from now on."""
+        if self._reactor is not None:
+            return
+        with self._reactor_start:
+            if self._reactor is None:
+                reactor = threading.Thread(
+                    target=make_target(self._run_reactor),
+                    name=f"{self.name}-reactor",
+                    daemon=True,
+                )
+                self._reactor = reactor  # (first: attend() must stop at once)
+                reactor.start()
+
     def kill(self) -> None:
         self._work.set()
-        if threading.current_thread() is self.dul:
-            # On the upper layer's thread (pynetdicom aborts when a service served there fails
-            # unexpectedly), which cannot wait for itself to stop: marked, as pynetdicom's
-            # kill() marks it, and the reactor, woken, ends the association.
-            self._reactor_checkpoint.set()
-            self._kill = True
-            self.is_established = False
-            self._is_paused = True
-            return
-        super().kill()
-        self._work.set()
+        dul = cast(_BlockingDUL, self.dul)
+        # As pynetdicom's kill(), which then waits until the upper layer is idle (Sta1) and
+        # stops it: the upper layer's loop ends by itself then (see _BlockingDUL).
+        self._reactor_checkpoint.set()
+        self._kill = True
+        self.is_established = False
+        self._is_paused = True
+        if dul.on_loop_thread():
+            return  # it cannot wait for itself; its loop ends once the connection is closed
+        dul._wake()
+        dul.join()
 
     def serve_here(self, message: Any, context_id: int) -> bool:
         """Serve a whole C-STORE or C-ECHO request on the calling thread, the upper layer's,
@@ -671,8 +886,8 @@ class _BlockingAssociation(Association):
                 self.kill()
                 return
 
-        # (Not in pynetdicom's loop.) Killed on the upper layer's thread, which could not wait
-        # for itself to stop (see kill): the upper layer is stopped from here.
+        # (Not in pynetdicom's loop.) Killed on the upper layer's thread, which does not wait
+        # for itself to stop (see kill): this waits until it has.
         self.kill()
 
 
@@ -788,7 +1003,7 @@ class _BlockingRequestHandler(RequestHandler):
         return cast(AddressInformation, local)
 
 
-def _serve_then_release(assoc: Association) -> None:
+def _serve_then_release(assoc: _BlockingAssociation) -> None:
     """Serve the association, then make its parts' references back to it (and to the upper
     layer) weak once its upper layer has stopped: reference counting then frees the few hundred
     objects of each association when the last holder lets go, instead of the cyclic collector
@@ -809,20 +1024,27 @@ def exclusive_use(assoc: Association) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def _release(assoc: Association) -> None:
-    dul = assoc.dul
+def _release(assoc: _BlockingAssociation) -> None:
+    dul = cast(_BlockingDUL, assoc.dul)
     dul.join(_RELEASE_WAIT)
     if dul.is_alive():
         return
+    dul._loop_thread = None  # the association's own thread
     referent = weakref.proxy(assoc)
     dul._assoc = assoc.acse._assoc = assoc.dimse._assoc = referent
     assoc.requestor.assoc = assoc.acceptor.assoc = referent
     if dul.socket is not None:
         dul.socket._assoc = referent
     dul.state_machine.dul = weakref.proxy(dul)
+    checkpoint = assoc._reactor_checkpoint
+    if isinstance(checkpoint, _Checkpoint):
+        checkpoint._wake = assoc._work.set  # (its own method was a cycle through the association)
     for waking in (dul.event_queue, dul.to_provider_queue, dul.to_user_queue):
         if isinstance(waking, _WakingQueue):
             waking._wake = _nothing  # nothing waits on a stopped upper layer
+    messages = assoc.dimse.msg_queue
+    if isinstance(messages, _MessageQueue):
+        messages._queued = _ignore
     # ACSE restores the blocking abort as an instance attribute (a bound method: a cycle); the
     # class's abort() is the same call.
     if assoc.__dict__.get("abort") == assoc._abort_blocking:
@@ -830,6 +1052,10 @@ def _release(assoc: Association) -> None:
 
 
 def _nothing() -> None:
+    pass
+
+
+def _ignore(item: object) -> None:
     pass
 
 
