@@ -9,6 +9,7 @@ import gc
 import socket
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
+from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_role, evt
+from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
@@ -31,7 +34,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomql.dimse.server import _quiet_pynetdicom, _SharedPortServer
 from dicomql.dimse.sop_classes import scp_contexts
-from dicomql.dimse.transport import SupportedContexts, request_handler
+from dicomql.dimse.transport import (
+    SupportedContexts,
+    _AssociationSocket,
+    _BlockingAssociation,
+    request_handler,
+)
 from tests.support.dimse import AE_TITLE, DimseServer, dimse_server
 
 # A SOP class no server supports, and a transfer syntax pynetdicom does not know.
@@ -338,3 +346,69 @@ def test_an_association_without_a_reactor_notices_an_abort_and_times_out(ending:
         while ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not ae.active_associations
+
+
+def test_the_socket_reads_what_has_arrived_and_keeps_what_follows_the_pdu_asked_for() -> None:
+    """One recv for a PDU's header and body, and for several PDUs sent together: the bytes
+    past the PDU read are the next one's, ready without another system call; a PDU split
+    over several writes is still read whole; a closed connection gives what was read."""
+    assoc = _BlockingAssociation(AE(ae_title=AE_TITLE), MODE_ACCEPTOR)
+    ours, peer = socket.socketpair()
+    try:
+        connection = _AssociationSocket(assoc, client_socket=ours)
+        assert not connection.ready
+        first, second = b"\x04\x00\x00\x00\x00\x03abc", b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+        peer.sendall(first + second)
+        assert connection.ready
+        assert connection.recv(6) == first[:6] and connection.recv(3) == b"abc"
+        assert connection.ready  # (from what was read with the first)
+        assert connection.recv(6) + connection.recv(4) == second
+        assert not connection.ready
+        peer.sendall(second[:3])
+        threading.Timer(0.1, peer.sendall, [second[3:]]).start()
+        assert connection.recv(6) == second[:6] and connection.recv(4) == second[6:]
+        peer.sendall(first[:4])
+        peer.close()
+        assert connection.recv(6) == first[:4]
+    finally:
+        ours.close()
+        assoc.dul._wake_reader.close()  # type: ignore[attr-defined]
+        assoc.dul._wake_writer.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ("AE", ["STORESCU", " PADDED  ", "x" * 17, "BACK\\SLASH", "TAB\tS", "ÄE", ""]),
+        ("UI", ["1.2.840.10008.1.1", "1.2.3.", "01.2", "1." + "2" * 70, "abc", ""]),
+    ],
+)
+def test_remembered_validators_answer_as_pynetdicoms(kind: str, values: list[str]) -> None:
+    from pynetdicom import _config
+    from pynetdicom._validators import validate_ae, validate_ui
+
+    from dicomql.dimse.transport import memoize_validators
+
+    default = {"AE": validate_ae, "UI": validate_ui}[kind]
+    saved = dict(_config.VALIDATORS)
+    try:
+        _config.VALIDATORS[kind] = default
+        memoize_validators()
+        remembered = _config.VALIDATORS[kind]
+        assert remembered is not default
+        for enforce in (False, True):
+            _config.ENFORCE_UID_CONFORMANCE = enforce
+            for value in [*values, None, b"bytes"]:
+                for _ in range(2):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # pydicom's, on an invalid UID
+                        given = UID(value) if kind == "UI" and isinstance(value, str) else value
+                        assert remembered(given) == default(given), value
+        mine = lambda value: (True, "")  # noqa: E731
+        _config.VALIDATORS[kind] = mine
+        memoize_validators()
+        assert _config.VALIDATORS[kind] is mine  # someone else's: left alone
+    finally:
+        _config.ENFORCE_UID_CONFORMANCE = False
+        _config.VALIDATORS.clear()
+        _config.VALIDATORS.update(saved)

@@ -21,7 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomql.dimse.handlers import Handlers
 from dicomql.dimse.settings import DimseSettings
 from dicomql.dimse.sop_classes import scp_contexts
-from dicomql.dimse.transport import SupportedContexts, request_handler
+from dicomql.dimse.transport import SupportedContexts, memoize_validators, request_handler
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class DimseServer:
 
     def start(self) -> None:
         _quiet_pynetdicom()
+        memoize_validators()
         # Called and calling AE titles are checked per association (Handlers.requested): one
         # listener answers several AE titles, each with its own store and callers.
         ae = AE(ae_title=self.settings.called_aes[0].title)

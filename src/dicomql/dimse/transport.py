@@ -42,7 +42,9 @@ storage commitment are pynetdicom's own), and only on the pynetdicom versions in
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import io
 import logging
 import queue
@@ -55,12 +57,13 @@ import time
 import weakref
 from copy import deepcopy
 from datetime import datetime
-from functools import partial
 from typing import Any, cast
 
 import pynetdicom
+from pydicom.uid import UID
 from pynetdicom import _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR, MODE_REQUESTOR
+from pynetdicom._validators import validate_ae, validate_ui
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association, ServiceUser
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -99,7 +102,64 @@ def _timeout(remaining: float) -> float:
     return min(MAX_WAIT, max(_MIN_WAIT, remaining))
 
 
-class _WakingQueue(queue.Queue[Any]):
+class _Queue:
+    """An unbounded FIFO queue with what pynetdicom uses of ``queue.Queue`` (put, get with or
+    without blocking, empty, qsize, its deque as ``queue`` to peek at) on one condition, taken
+    only when a getter waits: a ``queue.Queue`` builds a lock and three conditions and takes
+    them for every put and get, and an association builds five queues and puts and gets some
+    thirty times, nearly always with nobody waiting. A deque's append and popleft are atomic."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[Any] = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._waiting = 0
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self.queue.append(item)
+        # A getter about to wait counts itself (under the lock) before it looks at the deque
+        # again: it finds this item, or this put finds it counted and wakes it.
+        if self._waiting:
+            with self._ready:
+                self._ready.notify()
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        try:
+            return self.queue.popleft()
+        except IndexError:
+            if not block:
+                raise queue.Empty from None
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._ready:
+            self._waiting += 1
+            try:
+                while not self.queue:
+                    if deadline is None:
+                        self._ready.wait()
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise queue.Empty
+                    self._ready.wait(remaining)
+                return self.queue.popleft()
+            finally:
+                self._waiting -= 1
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def empty(self) -> bool:
+        return not self.queue
+
+    def qsize(self) -> int:
+        return len(self.queue)
+
+
+class _WakingQueue(_Queue):
     """A queue that calls ``wake`` after each put, so its consumer need not poll it."""
 
     def __init__(self, wake: Any) -> None:
@@ -111,7 +171,7 @@ class _WakingQueue(queue.Queue[Any]):
         self._wake()
 
 
-class _MessageQueue(queue.Queue[Any]):
+class _MessageQueue(_Queue):
     """The DIMSE messages for the association's reactor, calling ``queued`` with each put."""
 
     def __init__(self, queued: Any) -> None:
@@ -263,8 +323,13 @@ class _DIMSE(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider, sending responses :func:`command_set` encodes itself and
     reading requests :func:`request` decodes itself."""
 
-    def __init__(self, assoc: Association) -> None:
-        super().__init__(assoc)
+    def __init__(self, assoc: Association, messages: queue.Queue[Any] | None = None) -> None:
+        # pynetdicom 3.0's DIMSEServiceProvider.__init__, with the association's message queue
+        # (not a queue built and then replaced).
+        self._assoc = assoc
+        self.cancel_req = {}
+        self.message = None
+        self.msg_queue = queue.Queue() if messages is None else messages
         # The request whose data set is being received: (primitive, its parameter, context
         # ID, the data set so far).
         self._receiving: tuple[Any, str, int, io.BytesIO] | None = None
@@ -430,10 +495,10 @@ class _BlockingDUL(DULServiceProvider):
         # its three plain ones (not built and then replaced).
         self._assoc = assoc
         self.socket = None
-        self.event_queue = _WakingQueue(self._wake_for_put)
-        self.to_provider_queue = _WakingQueue(self._wake_for_put)
-        self.to_user_queue = _WakingQueue(self._wake_association)
-        self._recv_pdu = queue.Queue()
+        self.event_queue = cast("queue.Queue[Any]", _WakingQueue(self._wake_for_put))
+        self.to_provider_queue = cast("queue.Queue[Any]", _WakingQueue(self._wake_for_put))
+        self.to_user_queue = cast("queue.Queue[Any]", _WakingQueue(self._wake_association))
+        self._recv_pdu = cast("queue.Queue[Any]", _Queue())
         self._idle_timer = Timer(60)
         self.artim_timer = Timer(30)
         self.state_machine = StateMachine(self)
@@ -471,7 +536,9 @@ class _BlockingDUL(DULServiceProvider):
         # The loop's own puts (the event of a PDU it read, those of its actions, those of the
         # association's work done on its thread) come before it looks at its queues again, so
         # only another thread's need a wake-up (a system call).
-        if threading.current_thread() is not self._loop_thread:
+        # Nor a put before the loop starts: it looks at its queues first.
+        loop_thread = self._loop_thread
+        if loop_thread is not None and threading.current_thread() is not loop_thread:
             self._wake()
 
     def on_loop_thread(self) -> bool:
@@ -487,27 +554,33 @@ class _BlockingDUL(DULServiceProvider):
         due; what pynetdicom does is ``time.sleep(self._run_loop_delay)``."""
         readers: list[Any] = [self._wake_reader]
         transport = self.socket
+        connection = None
         if transport is not None and transport.socket is not None and transport._is_connected:
             connection = transport.socket
-            # TLS may hold decrypted bytes that select cannot see (pynetdicom #528).
+            # TLS may hold decrypted bytes that select cannot see (pynetdicom #528), and so may
+            # the socket's own buffer.
+            if isinstance(transport, _AssociationSocket) and transport._buffer:
+                return
             if isinstance(connection, ssl.SSLSocket) and connection.pending():
                 return
             readers.append(connection)
         association = cast(_BlockingAssociation, self.assoc)
         remaining = min(self.artim_timer.remaining, association._due_in())
         try:
-            select.select(readers, [], [], _timeout(remaining))
+            readable, _, _ = select.select(readers, [], [], _timeout(remaining))
         except (OSError, ValueError):
             return  # a closed connection: the loop's own check reports Evt17
-        try:
-            while self._wake_reader.recv(4096):
-                pass
-        except OSError:
-            pass
+        if isinstance(transport, _AssociationSocket) and connection in readable:
+            transport._readable = True  # (its ready need not ask select again)
+        if self._wake_reader in readable:
+            # (Wake-ups are single bytes: more than this many pending wake it again at once.)
+            with contextlib.suppress(OSError):
+                self._wake_reader.recv(4096)
 
     def kill_dul(self) -> None:
         super().kill_dul()
-        self._wake()
+        if not self.on_loop_thread():  # (the state machine's actions kill it on the loop's)
+            self._wake()
 
     def stop_dul(self) -> bool:
         if self.state_machine.current_state == "Sta1":
@@ -586,6 +659,19 @@ class _BlockingDUL(DULServiceProvider):
             sleep = False
 
 
+# Association._bind_defaults's handlers by _config.LOG_HANDLER_LEVEL (see _bind_defaults).
+_DEFAULT_HANDLERS: dict[str, dict[Any, Any]] = {}
+
+
+def _copy_handlers(handlers: dict[Any, Any]) -> dict[Any, Any]:
+    """An association's handlers as bind() records them, the lists (of notification events'
+    handlers) copied."""
+    return {
+        event: list(bound) if isinstance(bound, list) else bound
+        for event, bound in handlers.items()
+    }
+
+
 class _BlockingAssociation(Association):
     """An accepted association whose reactor waits for work instead of polling for it."""
 
@@ -609,8 +695,7 @@ class _BlockingAssociation(Association):
         self._rejected_cx = []
         self.acse = ACSE(self)
         self.dul = _BlockingDUL(self)
-        self.dimse = _DIMSE(self)
-        self.dimse.msg_queue = _MessageQueue(self._message_queued)
+        self.dimse = _DIMSE(self, cast("queue.Queue[Any]", _MessageQueue(self._message_queued)))
         self.acse_timeout = ae.acse_timeout
         self.connection_timeout = ae.connection_timeout
         self.dimse_timeout = ae.dimse_timeout
@@ -638,8 +723,21 @@ class _BlockingAssociation(Association):
         self._negotiated = False
         self._acse_deadline: float | None = None
         # The upper layer's loop, then the release of the object graph's cycles once it is done.
-        threading.Thread.__init__(self, target=make_target(partial(_serve_then_release, self)))
+        threading.Thread.__init__(
+            self, target=make_target(functools.partial(_serve_then_release, self))
+        )
         self.daemon = True
+
+    def _bind_defaults(self) -> None:
+        """pynetdicom's default handlers, bound once for each logging level that decides them
+        and copied for every other association (a tenth of building one)."""
+        level = _config.LOG_HANDLER_LEVEL
+        bound = _DEFAULT_HANDLERS.get(level)
+        if bound is None:
+            super()._bind_defaults()
+            _DEFAULT_HANDLERS[level] = _copy_handlers(self._handlers)
+        else:
+            self._handlers = _copy_handlers(bound)
 
     def run_reactor(self) -> None:
         """pynetdicom 3.0's acceptor ``Association.run_reactor``, one thread for both loops
@@ -654,6 +752,9 @@ class _BlockingAssociation(Association):
         if self.acse_timeout is not None:
             self._acse_deadline = time.monotonic() + self.acse_timeout
         self._started_dul = True
+        # (Set here, so the loop does not sleep before it looks at its queues: the transport
+        # connection's event is queued already.)
+        self._dul_ready.set()
         try:
             self.dul.run_reactor()
             if not self._kill and self._reactor is None:
@@ -892,28 +993,50 @@ class _BlockingAssociation(Association):
 
 
 class _AssociationSocket(AssociationSocket):
-    """pynetdicom's socket, reading a PDU in up to 64 KiB at a time rather than 4 KiB: one
-    system call for most P-DATA PDUs instead of four or more (a C-STORE of 38 KB: ~15 -> ~8).
-    Still read as it arrives, so a peer announcing a huge PDU holds no buffer it did not send.
-    Sends are serialized: more than one thread sends on it."""
+    """pynetdicom's socket, reading what has arrived, up to 64 KiB, rather than 4 KiB at a time
+    and exactly the bytes asked for: one system call for most PDUs (its header and the rest
+    were two, and a C-STORE of 38 KB ~15), the bytes read past a PDU kept for the next. Still
+    read as it arrives, so a peer announcing a huge PDU holds no buffer it did not send. Sends
+    are serialized: more than one thread sends on it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The upper layer's thread and the one serving a request both send (_DIMSE.send_msg).
         self._sending = threading.Lock()
+        # Bytes read past what recv() was asked for, and whether select found the connection
+        # readable (the upper layer's wait) since it was last read.
+        self._buffer = bytearray()
+        self._readable = False
 
     def send(self, bytestream: bytes) -> None:
         with self._sending:
             super().send(bytestream)
 
+    @property
+    def ready(self) -> bool:
+        if self.socket is None or self._is_connected is False:
+            return False
+        if self._buffer or self._readable:
+            return True
+        return bool(super().ready)
+
     def recv(self, nr_bytes: int) -> bytearray:
+        received = self._buffer
+        if len(received) >= nr_bytes:
+            wanted = received[:nr_bytes]
+            del received[:nr_bytes]
+            return wanted
+        self._buffer = bytearray()
+        self._readable = False
         connection = cast(socket.socket, self.socket)
-        received = bytearray()
         while len(received) < nr_bytes:
-            data = connection.recv(min(nr_bytes - len(received), _RECEIVE_SIZE))
+            data = connection.recv(_RECEIVE_SIZE)
             if not data:  # the connection broke: what was read, as pynetdicom's
                 break
             received += data
+        if len(received) > nr_bytes:
+            self._buffer = received[nr_bytes:]
+            del received[nr_bytes:]
         return received
 
 
@@ -983,14 +1106,17 @@ class _BlockingRequestHandler(RequestHandler):
 
         assoc.requestor.address_info = self.remote
         # Bound first, so it runs before the server's own EVT_REQUESTED handlers.
-        assoc.bind(evt.EVT_REQUESTED, _offer_requested_contexts)
-        for event in self.server._handlers:
-            if event.is_intervention and self.server._handlers[event]:
-                assoc.bind(event, *self.server._handlers[event])
+        # (What bind() does, without taking the AE's lock for each: nothing else sees the
+        # association yet.)
+        handlers = assoc._handlers
+        evt._add_handler(evt.EVT_REQUESTED, handlers, (_offer_requested_contexts, None))
+        for event, bound in self.server._handlers.items():
+            if event.is_intervention and bound:
+                intervention = cast(evt._HandlerBase, bound)
+                evt._add_handler(event, handlers, (intervention[0], intervention[1]))
             elif isinstance(event, evt.NotificationEvent):
-                for handler in self.server._handlers[event]:
-                    handler = cast(evt._HandlerBase, handler)
-                    assoc.bind(event, handler[0], handler[1])
+                for notification in cast(list[evt._HandlerBase], bound):
+                    evt._add_handler(event, handlers, (notification[0], notification[1]))
 
         return assoc
 
@@ -1057,6 +1183,44 @@ def _nothing() -> None:
 
 def _ignore(item: object) -> None:
     pass
+
+
+def memoize_validators() -> None:
+    """pynetdicom checks every AE title and UID it is given (decoding an A-ASSOCIATE-RQ,
+    building the A-ASSOCIATE-AC and each message's primitive) with the validators in
+    ``_config.VALIDATORS``, its customisation point; its own two are pure functions of the
+    value (and of ``_config.ENFORCE_UID_CONFORMANCE``), and the UI one builds a pydicom UID
+    and matches it against a regular expression again: some thirty calls and a twentieth of
+    an association's CPU, for the same few titles and UIDs each time. They are replaced by
+    the same functions with their answers remembered; validators set by someone else are
+    left alone."""
+    if _config.VALIDATORS.get("AE") is validate_ae:
+        _config.VALIDATORS["AE"] = _validate_ae
+    if _config.VALIDATORS.get("UI") is validate_ui:
+        _config.VALIDATORS["UI"] = _validate_ui
+
+
+def _validate_ae(value: Any) -> tuple[bool, str]:
+    if type(value) is not str:
+        return validate_ae(value)
+    return _validated_ae(value)
+
+
+def _validate_ui(value: Any) -> tuple[bool, str]:
+    if not isinstance(value, str):
+        return validate_ui(value)
+    return _validated_ui(str(value), _config.ENFORCE_UID_CONFORMANCE)
+
+
+@functools.lru_cache(maxsize=256)
+def _validated_ae(value: str) -> tuple[bool, str]:
+    return validate_ae(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _validated_ui(value: str, enforce_conformance: bool) -> tuple[bool, str]:
+    # (validate_ui reads ENFORCE_UID_CONFORMANCE itself: the key says which it saw.)
+    return validate_ui(UID(value))
 
 
 def request_handler() -> type[RequestHandler]:
