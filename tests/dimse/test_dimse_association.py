@@ -412,3 +412,22 @@ def test_remembered_validators_answer_as_pynetdicoms(kind: str, values: list[str
         _config.ENFORCE_UID_CONFORMANCE = False
         _config.VALIDATORS.clear()
         _config.VALIDATORS.update(saved)
+
+
+def test_a_connection_closed_before_its_a_associate_rq_ends_its_association_at_once() -> None:
+    """pynetdicom waited out the ACSE timeout (30 s) for an A-ASSOCIATE-RQ that could no longer
+    come, the association counting against the server's maximum meanwhile (a TCP health check
+    held a slot for 30 s); one that stays silent still waits the ACSE timeout."""
+    with listener([Verification], []) as (ae, port):
+        socket.create_connection(("127.0.0.1", port)).close()
+        silent = socket.create_connection(("127.0.0.1", port))
+        deadline = time.monotonic() + 5
+        while len(ae.active_associations) != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert len(ae.active_associations) == 1  # the silent one, within its ACSE timeout
+        silent.close()
+        deadline = time.monotonic() + 5
+        while ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not ae.active_associations
