@@ -18,8 +18,9 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
+from dicomql.dimse.commands import command_set, request
 from dicomql.dimse.handlers import part10_header
-from dicomql.dimse.transport import _DIMSE, _AssociationSocket, command_set, request
+from dicomql.dimse.transport import _DIMSE, _AssociationSocket
 
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 

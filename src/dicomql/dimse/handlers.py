@@ -34,6 +34,7 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomql.dimse.answers import use_for_answers
+from dicomql.dimse.commands import uid_value
 from dicomql.dimse.commitment import Commitment, RequestError, parse_request, stored_classes
 from dicomql.dimse.find import FindError, encoded_keys, find_in_store, identifier_keys
 from dicomql.dimse.retrieve import (
@@ -43,7 +44,6 @@ from dicomql.dimse.retrieve import (
     sub_operations,
 )
 from dicomql.dimse.settings import CalledAE, Destination, DimseSettings
-from dicomql.dimse.transport import uid_value
 from dicomql.store.blobs import BlobStore
 from dicomql.store.index import Index
 from dicomql.store.ingest import BlobKeys, Ingest

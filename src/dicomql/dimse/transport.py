@@ -28,9 +28,8 @@ one write: one wake-up fewer per C-FIND answer, and one system call for a match'
 identifier.
 
 Each association also encodes its C-ECHO, C-STORE and C-FIND responses' command sets itself
-(:func:`command_set`): pynetdicom builds a pydicom Dataset of every element for each and encodes
-it twice (once to learn the group length), a tenth of a C-STORE's CPU. Likewise it decodes the
-command sets of those requests itself (:func:`request`) rather than through a pydicom Dataset.
+and decodes those requests' (:mod:`dicomql.dimse.commands`), rather than through a pydicom
+Dataset.
 
 Each loop's body is pynetdicom's own, unchanged (the association's work done on the upper
 layer's thread is copied from its reactor's), and every wait also ends after ``MAX_WAIT``
@@ -42,7 +41,6 @@ storage commitment are pynetdicom's own), and only on the pynetdicom versions in
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import io
@@ -67,7 +65,7 @@ from pynetdicom._validators import validate_ae, validate_ui
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association, ServiceUser
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
@@ -76,6 +74,9 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.timer import Timer
 from pynetdicom.transport import AddressInformation, AssociationSocket, RequestHandler
 from pynetdicom.utils import make_target
+
+from dicomql.dimse.commands import command_set, request
+from dicomql.dimse.queues import Checkpoint, LightQueue, MessageQueue, WakingQueue
 
 log = logging.getLogger(__name__)
 # pynetdicom's own logger: the copied loops report as pynetdicom's do.
@@ -102,221 +103,9 @@ def _timeout(remaining: float) -> float:
     return min(MAX_WAIT, max(_MIN_WAIT, remaining))
 
 
-class _Queue:
-    """An unbounded FIFO queue with what pynetdicom uses of ``queue.Queue`` (put, get with or
-    without blocking, empty, qsize, its deque as ``queue`` to peek at) on one condition, taken
-    only when a getter waits: a ``queue.Queue`` builds a lock and three conditions and takes
-    them for every put and get, and an association builds five queues and puts and gets some
-    thirty times, nearly always with nobody waiting. A deque's append and popleft are atomic."""
-
-    def __init__(self) -> None:
-        self.queue: collections.deque[Any] = collections.deque()
-        self._ready = threading.Condition(threading.Lock())
-        self._waiting = 0
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        self.queue.append(item)
-        # A getter about to wait counts itself (under the lock) before it looks at the deque
-        # again: it finds this item, or this put finds it counted and wakes it.
-        if self._waiting:
-            with self._ready:
-                self._ready.notify()
-
-    def put_nowait(self, item: Any) -> None:
-        self.put(item, False)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        try:
-            return self.queue.popleft()
-        except IndexError:
-            if not block:
-                raise queue.Empty from None
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._ready:
-            self._waiting += 1
-            try:
-                while not self.queue:
-                    if deadline is None:
-                        self._ready.wait()
-                        continue
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise queue.Empty
-                    self._ready.wait(remaining)
-                return self.queue.popleft()
-            finally:
-                self._waiting -= 1
-
-    def get_nowait(self) -> Any:
-        return self.get(False)
-
-    def empty(self) -> bool:
-        return not self.queue
-
-    def qsize(self) -> int:
-        return len(self.queue)
-
-
-class _WakingQueue(_Queue):
-    """A queue that calls ``wake`` after each put, so its consumer need not poll it."""
-
-    def __init__(self, wake: Any) -> None:
-        super().__init__()
-        self._wake = wake
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        self._wake()
-
-
-class _MessageQueue(_Queue):
-    """The DIMSE messages for the association's reactor, calling ``queued`` with each put."""
-
-    def __init__(self, queued: Any) -> None:
-        super().__init__()
-        self._queued = queued
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        self._queued(item)
-
-
-class _Checkpoint(threading.Event):
-    """The association reactor's checkpoint, calling ``wake`` when it is cleared."""
-
-    def __init__(self, wake: Any) -> None:
-        super().__init__()
-        self._wake = wake
-
-    def clear(self) -> None:
-        super().clear()
-        self._wake()
-
-
 # The requests served on the thread that read them (_BlockingAssociation.serve_here): short,
 # and never waiting for the peer (a C-FIND waits on it, and reads its C-CANCEL meanwhile).
 _SERVED_HERE = (C_STORE, C_ECHO)
-
-# PS3.7 E.1 Command Field of each response encoded here.
-_RESPONSE_COMMANDS: dict[type[Any], int] = {C_STORE: 0x8001, C_FIND: 0x8020, C_ECHO: 0x8030}
-_NO_DATA_SET = 0x0101  # Command Data Set Type (0000,0800): no data set follows
-_HAS_DATA_SET = 0x0001
-
-
-def _element(tag: int, value: bytes) -> bytes:
-    """One implicit VR little endian element of group 0000 (PS3.7 6.3.1)."""
-    return struct.pack("<HHI", 0x0000, tag, len(value)) + value
-
-
-def uid_value(value: object) -> bytes:
-    """A UID as the bytes of its element's value: ASCII, padded with NUL to an even length."""
-    encoded = str(value).encode("ascii")
-    return encoded + b"\0" if len(encoded) % 2 else encoded
-
-
-def command_set(primitive: Any) -> bytes | None:
-    """A C-ECHO, C-STORE or C-FIND response's command set, encoded as pynetdicom's
-    ``primitive_to_message`` and ``encode_msg`` encode it; None for anything else (another
-    message, an Offending Element, an Error Comment that is not ASCII), left to pynetdicom."""
-    command = _RESPONSE_COMMANDS.get(type(primitive))
-    if command is None or primitive.MessageIDBeingRespondedTo is None:
-        return None
-    if getattr(primitive, "OffendingElement", None) is not None:
-        return None
-    comment = primitive.ErrorComment
-    try:
-        comment = None if comment is None else str(comment).encode("ascii")
-    except UnicodeEncodeError:
-        return None
-    identifier = getattr(primitive, "Identifier", None)
-    elements = []
-    if primitive.AffectedSOPClassUID is not None:
-        elements.append(_element(0x0002, uid_value(primitive.AffectedSOPClassUID)))
-    elements += [
-        _element(0x0100, struct.pack("<H", command)),
-        _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
-        _element(0x0800, struct.pack("<H", _HAS_DATA_SET if identifier else _NO_DATA_SET)),
-    ]
-    if primitive.Status is not None:
-        elements.append(_element(0x0900, struct.pack("<H", primitive.Status)))
-    if comment is not None:
-        elements.append(_element(0x0902, comment + b" " * (len(comment) % 2)))
-    if getattr(primitive, "AffectedSOPInstanceUID", None) is not None:
-        elements.append(_element(0x1000, uid_value(primitive.AffectedSOPInstanceUID)))
-    body = b"".join(elements)
-    return _element(0x0000, struct.pack("<I", len(body))) + body
-
-
-# The requests decoded here: Command Field -> primitive, and its data set's parameter, if any.
-_REQUESTS: dict[int, tuple[type[Any], str | None]] = {
-    0x0001: (C_STORE, "DataSet"),
-    0x0020: (C_FIND, "Identifier"),
-    0x0030: (C_ECHO, None),
-}
-# The command elements of those requests: element -> parameter (None: read here, not set).
-_REQUEST_ELEMENTS: dict[int, str | None] = {
-    0x0000: None,  # Command Group Length
-    0x0002: "AffectedSOPClassUID",
-    0x0100: None,  # Command Field
-    0x0110: "MessageID",
-    0x0700: "Priority",
-    0x0800: None,  # Command Data Set Type
-    0x1000: "AffectedSOPInstanceUID",
-}
-_UID_ELEMENTS = (0x0002, 0x1000)
-
-
-def request(encoded: bytes) -> tuple[Any, str | None] | None:
-    """A C-ECHO, C-STORE or C-FIND request's primitive from its command set (without its data
-    set) and the parameter its data set goes to (None: it has none), as pynetdicom's
-    ``decode_msg`` and ``message_to_primitive`` make it; None for anything else (another
-    message, another element such as a C-MOVE's originator, a value pynetdicom would convert
-    otherwise), left to pynetdicom.
-
-    Raises:
-        ValueError: a value the primitive refuses (pynetdicom's "invalid DIMSE message").
-    """
-    values: dict[int, bytes] = {}
-    position = 0
-    while position < len(encoded):
-        if len(encoded) - position < 8:
-            return None
-        group, element, length = struct.unpack_from("<HHI", encoded, position)
-        value = encoded[position + 8 : position + 8 + length]
-        if group != 0x0000 or element not in _REQUEST_ELEMENTS or len(value) != length:
-            return None
-        if not value or (element not in _UID_ELEMENTS and element != 0x0000 and length != 2):
-            return None
-        values[element] = value
-        position += 8 + length
-    command = values.get(0x0100)
-    found = None if command is None else _REQUESTS.get(struct.unpack("<H", command)[0])
-    kind = values.get(0x0800)
-    if found is None or kind is None:
-        return None
-    primitive_class, parameter = found
-    primitive = primitive_class()
-    for element, value in values.items():
-        name = _REQUEST_ELEMENTS[element]
-        if name is None:
-            continue
-        if not hasattr(primitive, name):
-            return None  # an element this request does not have: pynetdicom's
-        if element in _UID_ELEMENTS:
-            if not value.isascii() or b"\\" in value:
-                return None  # pydicom would decode it otherwise, or as several values
-            text = value.decode("ascii").rstrip("\0 ")
-            if not text:
-                return None
-            setattr(primitive, name, text)
-        else:
-            setattr(primitive, name, struct.unpack("<H", value)[0])
-    has_data_set = struct.unpack("<H", kind)[0] != _NO_DATA_SET
-    if has_data_set and parameter is None:
-        return None
-    return primitive, parameter if has_data_set else None
 
 
 class _DIMSE(DIMSEServiceProvider):
@@ -495,10 +284,10 @@ class _BlockingDUL(DULServiceProvider):
         # its three plain ones (not built and then replaced).
         self._assoc = assoc
         self.socket = None
-        self.event_queue = cast("queue.Queue[Any]", _WakingQueue(self._wake_for_put))
-        self.to_provider_queue = cast("queue.Queue[Any]", _WakingQueue(self._wake_for_put))
-        self.to_user_queue = cast("queue.Queue[Any]", _WakingQueue(self._wake_association))
-        self._recv_pdu = cast("queue.Queue[Any]", _Queue())
+        self.event_queue = cast("queue.Queue[Any]", WakingQueue(self._wake_for_put))
+        self.to_provider_queue = cast("queue.Queue[Any]", WakingQueue(self._wake_for_put))
+        self.to_user_queue = cast("queue.Queue[Any]", WakingQueue(self._wake_association))
+        self._recv_pdu = cast("queue.Queue[Any]", LightQueue())
         self._idle_timer = Timer(60)
         self.artim_timer = Timer(30)
         self.state_machine = StateMachine(self)
@@ -695,7 +484,7 @@ class _BlockingAssociation(Association):
         self._rejected_cx = []
         self.acse = ACSE(self)
         self.dul = _BlockingDUL(self)
-        self.dimse = _DIMSE(self, cast("queue.Queue[Any]", _MessageQueue(self._message_queued)))
+        self.dimse = _DIMSE(self, cast("queue.Queue[Any]", MessageQueue(self._message_queued)))
         self.acse_timeout = ae.acse_timeout
         self.connection_timeout = ae.connection_timeout
         self.dimse_timeout = ae.dimse_timeout
@@ -709,7 +498,7 @@ class _BlockingAssociation(Association):
         # A thread that pauses the reactor (send_* methods, the storage commitment report)
         # clears the checkpoint and waits until the reactor is paused at it: wake it to get there
         # (and the upper layer's loop, which starts it if it is not yet: attend).
-        self._reactor_checkpoint = _Checkpoint(self._pause_wanted)
+        self._reactor_checkpoint = Checkpoint(self._pause_wanted)
         self._reactor_checkpoint.set()
         self._is_paused = False
         # Held by whichever thread serves a request: the reactor, or the upper layer's for a
@@ -1163,13 +952,13 @@ def _release(assoc: _BlockingAssociation) -> None:
         dul.socket._assoc = referent
     dul.state_machine.dul = weakref.proxy(dul)
     checkpoint = assoc._reactor_checkpoint
-    if isinstance(checkpoint, _Checkpoint):
+    if isinstance(checkpoint, Checkpoint):
         checkpoint._wake = assoc._work.set  # (its own method was a cycle through the association)
     for waking in (dul.event_queue, dul.to_provider_queue, dul.to_user_queue):
-        if isinstance(waking, _WakingQueue):
+        if isinstance(waking, WakingQueue):
             waking._wake = _nothing  # nothing waits on a stopped upper layer
     messages = assoc.dimse.msg_queue
-    if isinstance(messages, _MessageQueue):
+    if isinstance(messages, MessageQueue):
         messages._queued = _ignore
     # ACSE restores the blocking abort as an instance attribute (a bound method: a cycle); the
     # class's abort() is the same call.
