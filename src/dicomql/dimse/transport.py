@@ -582,27 +582,35 @@ class _BlockingAssociation(Association):
             return False
         # pynetdicom 3.0's Association._run_reactor, after serving a request.
         if self.acse.is_release_requested():
-            self.acse.send_release(is_response=True)
-            _pynetdicom_log.info("Association Released")
-            self.is_released = True
-            self.is_established = False
-            evt.trigger(self, evt.EVT_RELEASED, {})
-            self.kill()
+            self._release()
             return True
         if self.acse.is_aborted():
-            log_msg = "Association Aborted"
-            if self.acse.is_aborted("a-p-abort"):
-                log_msg += " (A-P-ABORT)"
-            _pynetdicom_log.info(log_msg)
-            self.dul.receive_pdu(wait=False)
-            self.is_aborted = True
-            self.is_established = False
-            evt.trigger(self, evt.EVT_ABORTED, {})
-            self.kill()
+            self._end_aborted()
             return False
         if self.dul.idle_timer_expired():
             self._start_reactor()  # which times the association out, as pynetdicom's does
         return False
+
+    def _release(self) -> None:
+        """Answer the peer's A-RELEASE-RQ and end (pynetdicom 3.0's reactor)."""
+        self.acse.send_release(is_response=True)
+        _pynetdicom_log.info("Association Released")
+        self.is_released = True
+        self.is_established = False
+        evt.trigger(self, evt.EVT_RELEASED, {})
+        self.kill()
+
+    def _end_aborted(self) -> None:
+        """End after an A-ABORT or A-P-ABORT (pynetdicom 3.0's reactor)."""
+        log_msg = "Association Aborted"
+        if self.acse.is_aborted("a-p-abort"):
+            log_msg += " (A-P-ABORT)"
+        _pynetdicom_log.info(log_msg)
+        self.dul.receive_pdu(wait=False)
+        self.is_aborted = True
+        self.is_established = False
+        evt.trigger(self, evt.EVT_ABORTED, {})
+        self.kill()
 
     def _take_request(self) -> bool:
         """pynetdicom 3.0's acceptor run_reactor up to its reactor loop: the A-ASSOCIATE-RQ
@@ -738,24 +746,11 @@ class _BlockingAssociation(Association):
                     self._serve_request(msg, cast(int, context_id))
 
             if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
-                _pynetdicom_log.info("Association Released")
-                self.is_released = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_RELEASED, {})
-                self.kill()
+                self._release()
                 return
 
             if self.acse.is_aborted():
-                log_msg = "Association Aborted"
-                if self.acse.is_aborted("a-p-abort"):
-                    log_msg += " (A-P-ABORT)"
-                _pynetdicom_log.info(log_msg)
-                self.dul.receive_pdu(wait=False)
-                self.is_aborted = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_ABORTED, {})
-                self.kill()
+                self._end_aborted()
                 return
 
             if not self.dul.is_alive():
